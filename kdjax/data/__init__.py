@@ -1,7 +1,9 @@
 """Input pipelines: embedded offline datasets and tfds datasets behind one interface,
 preprocessing for kernel methods, and deterministic data-parallel batches.
 
-See /work/notes/data_api.md (and the README) for the API in one page.
+API: `load(name) -> Dataset` (embedded `mnist5k` and `digits`, or a tfds name),
+`standardize_images`, `fit_zca` / `ZcaWhitening`, `regression_targets`,
+`class_balanced_indices`, and `Batches` for deterministic data-parallel batches.
 """
 from kdjax.data.batches import Batches, batch_indices
 from kdjax.data.datasets import DATASETS, EMBEDDED, TFDS, Dataset, load
