@@ -58,8 +58,21 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def psd_tolerance(dtype) -> float:
+  """Relative tolerance of the PSD check: ``sqrt(eps)`` of ``dtype`` (1.5e-8 in float64)."""
+  return float(np.sqrt(np.finfo(dtype).eps))
+
+
 def check_kernel(K, name: str = "K") -> jax.Array:
-  """Returns ``K`` as an array after checking that it is a symmetric square matrix."""
+  """Returns ``K`` as an array after checking that it is a symmetric PSD square matrix.
+
+  For concrete inputs this raises a ValueError when ``K`` is not finite, not symmetric
+  (``max |K - K^T| > tol max |K|`` with ``tol`` 1e-10 in float64, 1e-5 in lower precision),
+  or not PSD: its smallest eigenvalue is below ``-psd_tolerance(dtype) * max |eigenvalue|``
+  (round-off negatives above that are treated as exact zeros). Under ``jax.jit`` (a traced
+  ``K``) only the shape is checked; :func:`kernel_eigensystem` then turns every eigenvalue
+  below that tolerance into NaN, so a non-PSD kernel gives NaN results, never plausible ones.
+  """
   K = jnp.asarray(K)
   if K.ndim != 2 or K.shape[0] != K.shape[1]:
     raise ValueError(f"{name} must be a square [n, n] kernel matrix, got shape {K.shape}")
@@ -72,6 +85,11 @@ def check_kernel(K, name: str = "K") -> jax.Array:
     if np.max(np.abs(k - k.T)) > tol * scale:
       raise ValueError(f"{name} must be symmetric, max |{name} - {name}^T| = "
                        f"{np.max(np.abs(k - k.T)):.3g}")
+    values = np.linalg.eigvalsh((k + k.T) / 2) if k.size else np.zeros(1)
+    tol = psd_tolerance(K.dtype) * max(float(np.max(np.abs(values))), np.finfo(np.float64).tiny)
+    if values[0] < -tol:
+      raise ValueError(f"{name} must be positive semi-definite: its smallest eigenvalue is "
+                       f"{values[0]:.3g}, below -{tol:.3g} (sqrt(eps) x the largest |eigenvalue|)")
   return K
 
 
@@ -134,12 +152,17 @@ def kernel_eigensystem(K) -> KernelEigensystem:
 
   Returns:
     ``KernelEigensystem(values [n], vectors [n, n])``; eigenvalues below
-    ``n * eps * max(d)`` (including slightly negative round-off) become 0.
+    ``n * eps * max(d)`` (including slightly negative round-off) become 0, and (traced ``K``
+    only: a concrete one raises in :func:`check_kernel`) eigenvalues below
+    ``-psd_tolerance * max |d|`` become NaN.
   """
   K = check_kernel(K)
   values, vectors = jnp.linalg.eigh(K)
-  cutoff = K.shape[0] * jnp.finfo(values.dtype).eps * jnp.max(jnp.abs(values))
-  return KernelEigensystem(jnp.where(values > cutoff, values, 0.0), vectors)
+  largest = jnp.max(jnp.abs(values))
+  cutoff = K.shape[0] * jnp.finfo(values.dtype).eps * largest
+  negative = values < -psd_tolerance(values.dtype) * largest
+  values = jnp.where(negative, jnp.nan, jnp.where(values > cutoff, values, 0.0))
+  return KernelEigensystem(values, vectors)
 
 
 def shrinkage_factors(values, reg):

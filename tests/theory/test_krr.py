@@ -281,3 +281,25 @@ def test_float32_runs_and_is_close():
   assert out.dtype == np.float32
   train, _ = iterate(K, y, 0.5, 4, 0.0)
   assert rel_err(out, train) < 1e-3
+
+
+def test_indefinite_kernel_is_an_error_not_a_clipped_answer():
+  """K - 2I has negative eigenvalues: the formula gives -1.44 where clipping gave 0.234."""
+  rng = np.random.default_rng(3)
+  K = random_psd(rng, 6) - 2.0 * np.eye(6)
+  y = rng.normal(size=6)
+  for fn in (lambda k: krr.krr_self_distillation(k, y, reg=0.1, steps=2),
+             lambda k: krr.krr_self_distillation_limit(k, y, reg=0.1, alpha=0.5),
+             lambda k: krr.krr_self_distillation_constrained(k, y, eps=0.01, steps=2)):
+    with pytest.raises(ValueError, match="K must be positive semi-definite: its smallest "
+                                         "eigenvalue is -"):
+      fn(K)
+  # Round-off negatives (a rank-deficient kernel) stay accepted and become exact zeros.
+  low_rank = random_psd(rng, 6, rank=3)
+  with jax.enable_x64(True):
+    assert np.all(np.isfinite(krr.krr_self_distillation(low_rank, y, reg=0.1, steps=2)))
+    # Under jit the check cannot run: the eigenvalues below tolerance turn into NaN.
+    traced = jax.jit(lambda k: krr.kernel_eigensystem(k).values)
+    assert np.isnan(traced(K)).any() and not np.isnan(traced(low_rank)).any()
+    out = jax.jit(lambda k: krr._rounds(k, y[:, None], 0.1, 0.0, None, steps=2))(K)
+    assert np.isnan(out).all()
