@@ -3,10 +3,15 @@ ZCA whitening, regression targets and balanced per-class subsets.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 
-__all__ = ["standardize_images", "ZcaWhitening", "fit_zca", "regression_targets",
-           "class_balanced_indices"]
+__all__ = ["PREPROCESSING", "preprocess_dataset", "standardize_images", "ZcaWhitening",
+           "fit_zca", "regression_targets", "class_balanced_indices"]
+
+PREPROCESSING = ("none", "standardize", "zca")
 
 
 def standardize_images(x: np.ndarray) -> np.ndarray:
@@ -88,6 +93,33 @@ def fit_zca(x_train: np.ndarray, *, strength: float = 0.1) -> ZcaWhitening:
   eigvals = np.clip(eigvals, 0.0, None) + strength * eigvals.clip(0.0).mean()
   matrix = (eigvecs / np.sqrt(eigvals)) @ eigvecs.T
   return ZcaWhitening(mean, matrix, strength)
+
+
+def preprocess_dataset(ds: Any, kind: str, *, zca_strength: float) -> Any:
+  """The one preprocessing dispatch of kdjax jobs: ``ds`` with transformed images.
+
+  Args:
+    ds: a :class:`kdjax.data.Dataset`.
+    kind: 'none'; 'standardize' (:func:`standardize_images`, per image); or 'zca'
+      (:func:`fit_zca` on the training images with ``zca_strength``, applied to both
+      splits).
+    zca_strength: the ZCA regulariser (used only by 'zca').
+
+  Returns:
+    A Dataset like ``ds`` whose ``x_train`` and ``x_test`` are preprocessed.
+
+  Raises:
+    ValueError: ``kind`` is not one of ``PREPROCESSING``.
+  """
+  if kind == "none":
+    return ds
+  if kind == "standardize":
+    transform = standardize_images
+  elif kind == "zca":
+    transform = fit_zca(ds.x_train, strength=zca_strength)
+  else:
+    raise ValueError(f"config.dataset.preprocess must be one of {PREPROCESSING}, got {kind!r}")
+  return dataclasses.replace(ds, x_train=transform(ds.x_train), x_test=transform(ds.x_test))
 
 
 def regression_targets(labels: np.ndarray, num_classes: int, *,

@@ -1,0 +1,49 @@
+"""The parts every kdjax job is written on. A job is ``run(config, workdir) -> summary dict``,
+registered by name in ``launch/jobs.py``; it holds only what is specific to its algorithm.
+
+``kdjax.jobs.workdir``
+  ``open_workdir(workdir, config) -> Workdir`` (context manager): one-line errors for a bad
+  path (``WorkdirError``), an exclusive ``flock`` on ``WORKDIR/.lock`` (``WorkdirBusy``
+  names the holder's pid; a killed run leaves no stale lock), ``config.json`` recorded or
+  compared (``WorkdirConfigMismatch``); ``.resuming`` tells whether to resume.
+  ``atomic_write(path, data)``, ``save_npz(path, **arrays)``, ``read_metrics(workdir)``.
+``kdjax.jobs.checkpoint``
+  ``Checkpointer(directory, *, keep)``: orbax checkpoints of ANY pytree state:
+  ``save(step, state)``, ``restore_latest(template, shardings=None) -> (step, state)`` or
+  ``(None, None)`` (a checkpoint that does not restore is moved aside to
+  ``corrupt-<step>-<time>`` with a warning and the newest intact one is used), ``restore``,
+  ``latest_step``, ``wait``, ``close``. ``load_arrays(directory)`` for inspection.
+  ``PreemptionFlag``: set by SIGTERM so the job saves and exits.
+``kdjax.jobs.metrics``
+  ``MetricsWriter(workdir, *, resume_step, total_steps, name)``: ``write(step, **values)``
+  to ``metrics.jsonl`` + TensorBoard event files (tensorboardX) + the progress line
+  ``[name] step s/T  key=val ...  X steps/s  ETA`` (process 0 only); ``close()``.
+  ``check_finite(phase, step, **values)`` raises FloatingPointError naming phase and step.
+``kdjax.jobs.figures``
+  ``save_figure(fig, path)`` (PNG, atomic), ``plot_curves(records, keys, path)``,
+  ``image_grid(x, per_row, path)``.
+``kdjax.jobs.mesh``
+  ``make_mesh()`` (1-D axis ``'data'`` over all devices of all processes),
+  ``batch_sharding(mesh)``, ``replicated(mesh)``, ``check_batch_size``, ``global_batch``.
+``kdjax.jobs.schedules``
+  ``make_schedule(config, num_steps)``: constant / cosine, linear warmup, cosine floor
+  ``final_lr_fraction``; rejects a learning rate that is not finite and > 0.
+``kdjax.jobs.evaluate``
+  ``accuracy(logits_fn, x, labels, *, batch_size)``: batched classification accuracy.
+Preprocessing: ``kdjax.data.preprocess_dataset(ds, kind, *, zca_strength)``.
+
+A job's skeleton::
+
+  def run(config, workdir):
+    validate(config)                                   # every key, before any work
+    with jobs.workdir.open_workdir(workdir, config) as wd:
+      ckpt = jobs.checkpoint.Checkpointer(f"{wd.path}/checkpoints",
+                                          keep=config.keep_checkpoints)
+      start, state = ckpt.restore_latest(initial_state)
+      metrics = jobs.metrics.MetricsWriter(wd.path, resume_step=start,
+                                           total_steps=config.num_steps, name="kip")
+      ...                                              # steps; metrics.write; ckpt.save
+"""
+from kdjax.jobs import checkpoint, evaluate, figures, mesh, metrics, schedules, workdir
+
+__all__ = ["checkpoint", "evaluate", "figures", "mesh", "metrics", "schedules", "workdir"]
