@@ -18,14 +18,17 @@ GPU pass the full sizes (`--time_n 8192 --time_hidden 4096 --time_vocab 128256`)
 
   .venv/bin/python -m benchmarks.chunked_kd            # memory at N=8192,H=4096,V=128256
                                                        # + time at the small CPU sizes
+  .venv/bin/python -m benchmarks.chunked_kd --n=64 --hidden=32 --vocab=512 --time_n=64 \
+      --time_hidden=32 --time_vocab=512 --chunk_sizes=16            # a seconds-long smoke run
 """
-import argparse
-import time
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
+from benchmarks import common
 from kdjax.losses import chunked_kd_loss, chunked_kd_sum_and_count
 from kdjax.losses.sequence import get_divergence
 
@@ -70,72 +73,63 @@ def compiled_memory(fn, args):
   return peak, stats.temp_size_in_bytes
 
 
-def seconds_per_call(fn, args, repeats):
-  fn = jax.jit(fn)
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
-
-
 def gib(x):
   return f"{x / 2**30:8.2f} GiB"
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--n", type=int, default=8192, help="tokens (memory analysis)")
-  parser.add_argument("--hidden", type=int, default=4096, help="hidden width H")
-  parser.add_argument("--vocab", type=int, default=128256, help="vocabulary size V")
-  parser.add_argument("--chunk_sizes", default="1024,512,256",
-                      help="comma-separated chunk sizes for the memory analysis")
-  parser.add_argument("--dtype", default="bfloat16")
-  parser.add_argument("--divergence", default="kl")
-  parser.add_argument("--time_n", type=int, default=1024, help="tokens for the timing")
-  parser.add_argument("--time_hidden", type=int, default=256)
-  parser.add_argument("--time_vocab", type=int, default=16384)
-  parser.add_argument("--time_chunk_size", type=int, default=256)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--skip_time", action="store_true")
-  args = parser.parse_args()
-  dtype = jnp.dtype(args.dtype)
-  structs = shapes(args.n, args.hidden, args.vocab, dtype)
+_N = flags.DEFINE_integer("n", 8192, "Tokens N (memory analysis).")
+_HIDDEN = flags.DEFINE_integer("hidden", 4096, "Hidden width H (memory analysis).")
+_VOCAB = flags.DEFINE_integer("vocab", 128256, "Vocabulary size V (memory analysis).")
+_CHUNK_SIZES = flags.DEFINE_list("chunk_sizes", ["1024", "512", "256"],
+                                 "Chunk sizes for the memory analysis.")
+_DTYPE = flags.DEFINE_string("dtype", "bfloat16", "dtype of hidden states and kernels.")
+_DIVERGENCE = flags.DEFINE_string("divergence", "kl", "Divergence name of kdjax.losses.")
+_TIME_N = flags.DEFINE_integer("time_n", 1024, "Tokens for the timing.")
+_TIME_HIDDEN = flags.DEFINE_integer("time_hidden", 256, "Hidden width for the timing.")
+_TIME_VOCAB = flags.DEFINE_integer("time_vocab", 16384, "Vocabulary size for the timing.")
+_TIME_CHUNK_SIZE = flags.DEFINE_integer("time_chunk_size", 256, "Chunk size for the timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls (the median is printed).")
+_SKIP_TIME = flags.DEFINE_bool("skip_time", False, "Only the memory analysis.")
 
-  print(f"backend={jax.default_backend()} device={jax.devices()[0].device_kind} "
-        f"divergence={args.divergence} dtype={dtype.name}")
-  print(f"memory (XLA compiled memory analysis of loss + gradient): N={args.n} "
-        f"H={args.hidden} V={args.vocab}")
-  naive = loss_and_grads(naive_kd_loss, divergence=args.divergence)
+
+def main(argv):
+  del argv
+  dtype = jnp.dtype(_DTYPE.value)
+  divergence = _DIVERGENCE.value
+  structs = shapes(_N.value, _HIDDEN.value, _VOCAB.value, dtype)
+
+  print(common.describe_devices())
+  print(f"divergence={divergence} dtype={dtype.name}")
+  print(f"memory (XLA compiled memory analysis of loss + gradient): N={_N.value} "
+        f"H={_HIDDEN.value} V={_VOCAB.value}")
+  naive = loss_and_grads(naive_kd_loss, divergence=divergence)
   naive_peak, naive_temp = compiled_memory(naive, structs)
   floor = (sum(s.size for s in structs) + structs[0].size + structs[1].size) * dtype.itemsize
   print(f"  inputs + gradient outputs (needed by any implementation): {gib(floor)}")
   print(f"  naive              peak {gib(naive_peak)}   temporaries {gib(naive_temp)}")
-  for chunk_size in (int(c) for c in args.chunk_sizes.split(",")):
+  for chunk_size in (int(c) for c in _CHUNK_SIZES.value):
     for name, loss_fn in VARIANTS.items():
-      fn = loss_and_grads(loss_fn, divergence=args.divergence, chunk_size=chunk_size)
+      fn = loss_and_grads(loss_fn, divergence=divergence, chunk_size=chunk_size)
       peak, temp = compiled_memory(fn, structs)
       print(f"  {name:<13}{chunk_size:>6} peak {gib(peak)}   temporaries {gib(temp)}   "
             f"peak ratio {peak / naive_peak:.3f} (1/{naive_peak / peak:.1f})   "
             f"temporaries ratio {temp / naive_temp:.3f} (1/{naive_temp / temp:.1f})")
 
-  if args.skip_time:
+  if _SKIP_TIME.value:
     return
   rng = np.random.default_rng(0)
-  n, h, v = args.time_n, args.time_hidden, args.time_vocab
+  n, h, v = _TIME_N.value, _TIME_HIDDEN.value, _TIME_VOCAB.value
   arrays = [jnp.asarray(rng.normal(size=s.shape) / np.sqrt(s.shape[0] if i % 2 else 1), dtype)
             for i, s in enumerate(shapes(n, h, v, dtype))]
-  print(f"time (loss + gradient, best of {args.repeats}): N={n} H={h} V={v} "
-        f"chunk_size={args.time_chunk_size}")
-  naive_seconds = seconds_per_call(naive, arrays, args.repeats)
+  print(f"time (loss + gradient, median of {_REPEATS.value}): N={n} H={h} V={v} "
+        f"chunk_size={_TIME_CHUNK_SIZE.value}")
+  naive_seconds = common.time_call(jax.jit(naive), *arrays, repeats=_REPEATS.value)
   print(f"  naive         {naive_seconds * 1e3:9.1f} ms")
   for name, loss_fn in VARIANTS.items():
-    fn = loss_and_grads(loss_fn, divergence=args.divergence, chunk_size=args.time_chunk_size)
-    seconds = seconds_per_call(fn, arrays, args.repeats)
+    fn = loss_and_grads(loss_fn, divergence=divergence, chunk_size=_TIME_CHUNK_SIZE.value)
+    seconds = common.time_call(jax.jit(fn), *arrays, repeats=_REPEATS.value)
     print(f"  {name:<13} {seconds * 1e3:9.1f} ms   time ratio {seconds / naive_seconds:.3f}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

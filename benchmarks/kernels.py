@@ -11,25 +11,40 @@ Three float32 measurements, on whatever device JAX uses by default:
            (`--gap_n x --gap_n`): entries per second. Its kernel carries the
            pixel-by-pixel covariance [n1, n2, 16, 16, 16, 16].
 
-Every timing is the best of `--repeats` runs of a jitted call after a warm-up call
-(compilation excluded). `--peer_python=/work/nt-venv/bin/python` reruns the same
-specs with neural-tangents 0.6.5 in that interpreter (a venv with jax==0.4.23) and
-prints both side by side.
+Every timing is the median of `--repeats` calls of a jitted function after a warm-up
+call (compilation excluded; `benchmarks.common.time_call`). `--peer_python=PY` reruns
+the same specs with neural-tangents 0.6.5 in the interpreter PY (a separate venv with
+jax==0.4.23 and neural-tangents==0.6.5; kdjax never imports it) and prints both side by
+side; without it, the neural-tangents column stays empty.
 
-  .venv/bin/python benchmarks/kernels.py
-  .venv/bin/python benchmarks/kernels.py --peer_python=/work/nt-venv/bin/python
-  .venv/bin/python benchmarks/kernels.py --only=gap --gap_n=32
+  .venv/bin/python -m benchmarks.kernels
+  .venv/bin/python -m benchmarks.kernels --peer_python=PATH/TO/nt-venv/bin/python
+  .venv/bin/python -m benchmarks.kernels --only=gap --gap_n=32
 """
-import argparse
+from __future__ import annotations
+
 import json
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
+
+from benchmarks import common
+
+_ONLY = flags.DEFINE_list("only", ["fc3", "flatten", "gap"], "Measurements to run.")
+_FC_N = flags.DEFINE_integer("fc_n", 4096, "Inputs per batch of the fc3 kernel.")
+_FLATTEN_N = flags.DEFINE_integer("flatten_n", 128, "Images per batch of the flatten kernel.")
+_GAP_N = flags.DEFINE_integer("gap_n", 32, "Images per batch of the gap kernel.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls (the median is printed).")
+_PEER_PYTHON = flags.DEFINE_string(
+    "peer_python", "", "Python of a venv with neural-tangents 0.6.5; empty: no peer column.")
+_PEER_MODE = flags.DEFINE_bool("peer_mode", False,
+                               "Internal: measure with neural_tangents.stax, print JSON.")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 W_STD, B_STD = 2**0.5, 0.1
 
@@ -51,16 +66,6 @@ def fc3_net(stax):
   return stax.serial(*layers, stax.Dense(10, W_std=W_STD, b_std=B_STD))
 
 
-def best_time(fn, args, repeats):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
 def measure(stax, which, sizes, repeats):
   """Runs the requested measurements with a `stax` module; returns a dict."""
   rng = np.random.default_rng(0)
@@ -71,9 +76,8 @@ def measure(stax, which, sizes, repeats):
     x2 = jnp.asarray(rng.normal(size=(n, 784)), jnp.float32)
     kernel_fn = jax.jit(fc3_net(stax)[2], static_argnames="get")
     matmul = jax.jit(lambda a, b: a @ b.T)
-    t_kernel = best_time(lambda a, b: kernel_fn(a, b, get="ntk"), (x1, x2),
-                         repeats)
-    t_matmul = best_time(matmul, (x1, x2), repeats)
+    t_kernel = common.time_call(kernel_fn, x1, x2, get="ntk", repeats=repeats)
+    t_matmul = common.time_call(matmul, x1, x2, repeats=repeats)
     results["fc3"] = {"n": n, "kernel_s": t_kernel, "matmul_s": t_matmul,
                       "ratio": t_kernel / t_matmul}
   for head, side in (("flatten", 32), ("gap", 16)):
@@ -83,53 +87,38 @@ def measure(stax, which, sizes, repeats):
     x1 = jnp.asarray(rng.normal(size=(n, side, side, 3)), jnp.float32)
     x2 = jnp.asarray(rng.normal(size=(n, side, side, 3)), jnp.float32)
     kernel_fn = jax.jit(conv_net(stax, head)[2], static_argnames="get")
-    t = best_time(lambda a, b: kernel_fn(a, b, get="ntk"), (x1, x2), repeats)
+    t = common.time_call(kernel_fn, x1, x2, get="ntk", repeats=repeats)
     results[head] = {"n": n, "seconds": t, "entries_per_s": n * n / t}
   return results
 
 
 def run_peer(python, which, sizes, repeats):
-  cmd = [python, os.path.abspath(__file__), "--peer_mode", "--repeats",
-         str(repeats), "--only", ",".join(which)]
-  for key, value in sizes.items():
-    cmd += [f"--{key}", str(value)]
-  out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  """Runs `measure` with neural_tangents.stax in the interpreter `python`; None on failure."""
+  cmd = [python, "-m", "benchmarks.kernels", "--peer_mode", f"--repeats={repeats}",
+         "--only=" + ",".join(which)]
+  cmd += [f"--{key}={value}" for key, value in sizes.items()]
+  out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
   if out.returncode != 0:
     print(f"peer failed:\n{out.stderr[-2000:]}", file=sys.stderr)
     return None
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--only", default="fc3,flatten,gap")
-  parser.add_argument("--fc_n", type=int, default=4096)
-  parser.add_argument("--flatten_n", type=int, default=128)
-  parser.add_argument("--gap_n", type=int, default=32)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--peer_python", default="",
-                      help="python of a venv with neural-tangents 0.6.5")
-  parser.add_argument("--peer_mode", action="store_true",
-                      help=argparse.SUPPRESS)
-  args = parser.parse_args()
-  which = [w for w in args.only.split(",") if w]
-  sizes = {"fc_n": args.fc_n, "flatten_n": args.flatten_n,
-           "gap_n": args.gap_n}
+def main(argv):
+  del argv
+  which = _ONLY.value
+  sizes = {"fc_n": _FC_N.value, "flatten_n": _FLATTEN_N.value, "gap_n": _GAP_N.value}
+  repeats = _REPEATS.value
 
-  if args.peer_mode:
-    from neural_tangents import stax as nt_stax
-    print(json.dumps(measure(nt_stax, which, sizes, args.repeats)))
+  if _PEER_MODE.value:
+    from neural_tangents import stax as nt_stax  # only in the peer's own venv
+    print(json.dumps(measure(nt_stax, which, sizes, repeats)))
     return
 
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                  ".."))
-  from kdjax.kernels import stax as kd_stax
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{jax.device_count()} device(s), {os.cpu_count()} CPU core(s); "
-        f"float32; best of {args.repeats}")
-  ours = measure(kd_stax, which, sizes, args.repeats)
-  peer = (run_peer(args.peer_python, which, sizes, args.repeats)
-          if args.peer_python else None)
+  from kdjax.kernels import stax as kd_stax  # the peer's old jax cannot import kdjax
+  print(f"{common.describe_devices()}; float32; median of {repeats}")
+  ours = measure(kd_stax, which, sizes, repeats)
+  peer = run_peer(_PEER_PYTHON.value, which, sizes, repeats) if _PEER_PYTHON.value else None
 
   def row(name, value, fmt):
     theirs = "" if peer is None or name not in peer else fmt(peer[name])
@@ -149,4 +138,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

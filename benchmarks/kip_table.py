@@ -1,6 +1,6 @@
 r"""KIP on mnist5k: random real subsets vs KIP (images) vs KIP with label learning.
 
-``.venv/bin/python benchmarks/kip_table.py [--per_class=1,10,50] [--steps=1200] [--seeds=5]``
+``.venv/bin/python -m benchmarks.kip_table [--per_class=1,10,50] [--steps=1200] [--seeds=5]``
 
 Prints one markdown table: for each number of images per class, the held-out test
 accuracy of FC2-ReLU NTK kernel ridge regression using only the support set (random
@@ -10,23 +10,19 @@ a temporary workdir. Reference: KRR on all 4,000 training digits (last row).
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run as a script from anywhere
-
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
 from kdjax import data
 from kdjax.distill import configs, kip, runner
 
-
-
+_PER_CLASS = flags.DEFINE_list("per_class", ["1", "10", "50"], "Support images per class.")
+_STEPS = flags.DEFINE_integer("steps", None, "KIP steps (default: the config's).")
+_SEEDS = flags.DEFINE_integer("seeds", 5, "Random real subsets per row.")
 
 
 def random_subset_accuracy(config, ds, x_train, x_test, per_class, seeds):
@@ -41,22 +37,18 @@ def random_subset_accuracy(config, ds, x_train, x_test, per_class, seeds):
   return np.mean(accs), np.std(accs)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--per_class", default="1,10,50")
-  parser.add_argument("--steps", type=int, default=None, help="KIP steps (default: config)")
-  parser.add_argument("--seeds", type=int, default=5)
-  args = parser.parse_args()
+def main(argv):
+  del argv
   rows = []
   base = configs.kip_config(10)
   ds, x_train, x_test = runner.load_data(base)
-  for per_class in [int(p) for p in args.per_class.split(",")]:
+  for per_class in [int(p) for p in _PER_CLASS.value]:
     config = configs.kip_config(per_class)
     config.transfer.enabled = False
     config.log_every = config.eval_every = 10**9
-    if args.steps:
-      config.kip.num_steps = args.steps
-    mean, std = random_subset_accuracy(config, ds, x_train, x_test, per_class, args.seeds)
+    if _STEPS.value:
+      config.kip.num_steps = _STEPS.value
+    mean, std = random_subset_accuracy(config, ds, x_train, x_test, per_class, _SEEDS.value)
     row = {"per_class": per_class, "random": f"{100 * mean:.1f} ± {100 * std:.1f}",
            "steps": config.kip.num_steps}
     for name, labels in (("kip", False), ("kip_labels", True)):
@@ -84,4 +76,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

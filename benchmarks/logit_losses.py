@@ -13,17 +13,22 @@ Three tables, each against a peer or a limit:
    (time ratio, float32 and bfloat16 inputs).
 
   .venv/bin/python -m benchmarks.logit_losses            # [B, V] = [256, 32000] for speed
-  .venv/bin/python -m benchmarks.logit_losses --batch 64 --vocab 8000 --repeats 5
+  .venv/bin/python -m benchmarks.logit_losses --batch=64 --vocab=8000 --repeats=5
 """
-import argparse
-import time
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app, flags
 
+from benchmarks import common
 from kdjax.losses import logits as L
+
+_BATCH = flags.DEFINE_integer("batch", 256, "Rows B of the speed table.")
+_VOCAB = flags.DEFINE_integer("vocab", 32000, "Classes V of the speed table.")
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (the median is printed).")
 
 DIVERGENCES = {
     "kd_loss(T=2)": lambda s, t: L.kd_loss(s, t, temperature=2.0),
@@ -88,16 +93,6 @@ def safety_table(rng):
   row("optax kl_divergence (input dtype)", optax_kd_native_dtype)
 
 
-def time_call(f, *args, repeats):
-  jax.block_until_ready(f(*args))
-  best = np.inf
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
-
-
 def speed_table(rng, batch, vocab, repeats):
   print(f"| [B, V] = [{batch}, {vocab}] | kdjax kd_loss | optax-based KD | ratio |")
   print("|---|---|---|---|")
@@ -107,26 +102,22 @@ def speed_table(rng, batch, vocab, repeats):
     ours = jax.jit(jax.value_and_grad(lambda a, b: jnp.mean(L.kd_loss(a, b, temperature=2.0))))
     peer = jax.jit(jax.value_and_grad(lambda a, b: jnp.mean(optax_kd(a, b, 2.0))))
     np.testing.assert_allclose(float(ours(s, t)[0]), float(peer(s, t)[0]), rtol=1e-4)
-    t_ours = time_call(ours, s, t, repeats=repeats)
-    t_peer = time_call(peer, s, t, repeats=repeats)
+    t_ours = common.time_call(ours, s, t, repeats=repeats)
+    t_peer = common.time_call(peer, s, t, repeats=repeats)
     print(f"| {jnp.dtype(dtype).name} loss+grad | {1e3 * t_ours:.1f} ms | "
           f"{1e3 * t_peer:.1f} ms | {t_ours / t_peer:.2f} |")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=256)
-  parser.add_argument("--vocab", type=int, default=32000)
-  parser.add_argument("--repeats", type=int, default=10)
-  args = parser.parse_args()
+def main(argv):
+  del argv
   rng = np.random.default_rng(0)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}\n")
+  print(common.describe_devices() + "\n")
   accuracy_table(rng)
   print()
   safety_table(rng)
   print()
-  speed_table(rng, args.batch, args.vocab, args.repeats)
+  speed_table(rng, _BATCH.value, _VOCAB.value, _REPEATS.value)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)
