@@ -5,3 +5,7 @@ from kdjax.kernels.empirical import empirical_ntk_fn
 from kdjax.kernels.gram import sharded_kernel_fn, tiled_kernel_fn
 
 __all__ = ["stax", "empirical_ntk_fn", "tiled_kernel_fn", "sharded_kernel_fn"]
+
+from kdjax.kernels import predict  # noqa: E402  (infinite-width training dynamics)
+
+__all__ += ["predict"]
