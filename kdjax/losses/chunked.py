@@ -36,10 +36,11 @@ instead of reusing it. The live ``[chunk_size, V]`` float32 buffers are bounded 
 that is too much. What stays is the float32 ``[H, V]`` kernel-gradient accumulator (2x
 the bfloat16 kernel), needed to keep the gradient as precise as the naive one.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Tuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +71,7 @@ def _accumulation_dtype(x: jax.Array):
   return jnp.promote_types(x.dtype, jnp.float32)
 
 
-def _logits(hidden: jax.Array, kernel: jax.Array,
-            vocab_where: Optional[jax.Array]) -> jax.Array:
+def _logits(hidden: jax.Array, kernel: jax.Array, vocab_where: jax.Array | None) -> jax.Array:
   """``hidden @ kernel`` in float32 (or wider), ``-inf`` at masked vocabulary entries."""
   logits = jnp.matmul(hidden, kernel, preferred_element_type=_accumulation_dtype(kernel))
   return logits if vocab_where is None else jnp.where(vocab_where, logits, -jnp.inf)
@@ -92,15 +92,27 @@ def _add_kernel_grad(kernel_grad, hidden, logits_grad):
   def add_block(j, kernel_grad):
     start = j * block
     update = lax.dynamic_slice_in_dim(kernel_grad, start, block, axis=1) + lax.dot_general(
-        hidden, lax.dynamic_slice_in_dim(logits_grad, start, block, axis=1),
-        (((0,), (0,)), ((), ())), preferred_element_type=kernel_grad.dtype)
+      hidden,
+      lax.dynamic_slice_in_dim(logits_grad, start, block, axis=1),
+      (((0,), (0,)), ((), ())),
+      preferred_element_type=kernel_grad.dtype,
+    )
     return lax.dynamic_update_slice_in_dim(kernel_grad, update, start, axis=1)
 
   return lax.fori_loop(0, padded // block, add_block, kernel_grad)
 
 
-def _losses_and_student_grads(divergence, student_hidden, student_kernel, teacher_hidden,
-                              teacher_kernel, token_where, vocab_where, params, cotangent):
+def _losses_and_student_grads(
+  divergence,
+  student_hidden,
+  student_kernel,
+  teacher_hidden,
+  teacher_kernel,
+  token_where,
+  vocab_where,
+  params,
+  cotangent,
+):
   """One scan over the chunks: per-token losses and the student's cotangent-weighted
   gradients ``d/d hidden`` ``[chunks, chunk, H]`` and ``d/d kernel`` ``[H, V]`` (the
   latter in the float32-or-wider accumulation dtype)."""
@@ -120,25 +132,39 @@ def _losses_and_student_grads(divergence, student_hidden, student_kernel, teache
       return jnp.sum(losses * chunk_cotangent.astype(losses.dtype)), losses
 
     (_, losses), logits_grad = jax.value_and_grad(weighted_sum, has_aux=True)(
-        _logits(hidden, student_kernel, vocab_where))
+      _logits(hidden, student_kernel, vocab_where)
+    )
     logits_grad = logits_grad.astype(compute_dtype)
     hidden_grad = lax.dot_general(  # logits_grad @ kernel^T without a transposed copy
-        logits_grad, student_kernel, (((1,), (1,)), ((), ())),
-        preferred_element_type=accumulation_dtype).astype(hidden.dtype)
+      logits_grad,
+      student_kernel,
+      (((1,), (1,)), ((), ())),
+      preferred_element_type=accumulation_dtype,
+    ).astype(hidden.dtype)
     return _add_kernel_grad(kernel_grad, hidden, logits_grad), (losses, hidden_grad)
 
   # Zeros typed like the inputs (under shard_map: varying over the same mesh axes, as a
   # scan carry must be typed like its update; lax.full_like keeps the type of `like`).
-  kernel_grad = lax.full_like(student_hidden, 0, dtype=accumulation_dtype,
-                              shape=(width, padded_vocab))
+  kernel_grad = lax.full_like(
+    student_hidden, 0, dtype=accumulation_dtype, shape=(width, padded_vocab)
+  )
   kernel_grad, (losses, hidden_grad) = lax.scan(
-      one_chunk, kernel_grad, (student_hidden, teacher_hidden, token_where, cotangent))
+    one_chunk, kernel_grad, (student_hidden, teacher_hidden, token_where, cotangent)
+  )
   return losses, hidden_grad, kernel_grad[:, :vocab]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _chunked_losses(divergence: Callable, student_hidden, student_kernel, teacher_hidden,
-                    teacher_kernel, token_where, vocab_where, params):
+def _chunked_losses(
+  divergence: Callable,
+  student_hidden,
+  student_kernel,
+  teacher_hidden,
+  teacher_kernel,
+  token_where,
+  vocab_where,
+  params,
+):
   """Per-token losses ``[chunks, chunk]`` from ``[chunks, chunk, H]`` hidden states.
 
   ``params`` (temperature and hyper-parameters) is an argument, not bound into
@@ -147,18 +173,45 @@ def _chunked_losses(divergence: Callable, student_hidden, student_kernel, teache
 
   def one_chunk(args):
     hidden, teacher, mask = args
-    return divergence(_logits(hidden, student_kernel, vocab_where),
-                      _logits(teacher, teacher_kernel, vocab_where), where=mask, **params)
+    return divergence(
+      _logits(hidden, student_kernel, vocab_where),
+      _logits(teacher, teacher_kernel, vocab_where),
+      where=mask,
+      **params,
+    )
 
   return lax.map(one_chunk, (student_hidden, teacher_hidden, token_where))
 
 
-def _chunked_losses_fwd(divergence, student_hidden, student_kernel, teacher_hidden,
-                        teacher_kernel, token_where, vocab_where, params):
-  losses = _chunked_losses(divergence, student_hidden, student_kernel, teacher_hidden,
-                           teacher_kernel, token_where, vocab_where, params)
-  residuals = (student_hidden, student_kernel, teacher_hidden, teacher_kernel,
-               token_where, vocab_where, params)
+def _chunked_losses_fwd(
+  divergence,
+  student_hidden,
+  student_kernel,
+  teacher_hidden,
+  teacher_kernel,
+  token_where,
+  vocab_where,
+  params,
+):
+  losses = _chunked_losses(
+    divergence,
+    student_hidden,
+    student_kernel,
+    teacher_hidden,
+    teacher_kernel,
+    token_where,
+    vocab_where,
+    params,
+  )
+  residuals = (
+    student_hidden,
+    student_kernel,
+    teacher_hidden,
+    teacher_kernel,
+    token_where,
+    vocab_where,
+    params,
+  )
   return losses, residuals
 
 
@@ -172,19 +225,53 @@ _chunked_losses.defvjp(_chunked_losses_fwd, _chunked_losses_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _chunked_sum(divergence: Callable, student_hidden, student_kernel, teacher_hidden,
-                 teacher_kernel, token_where, vocab_where, params):
+def _chunked_sum(
+  divergence: Callable,
+  student_hidden,
+  student_kernel,
+  teacher_hidden,
+  teacher_kernel,
+  token_where,
+  vocab_where,
+  params,
+):
   """Sum of the per-token losses (the forward pass also computes its gradients)."""
-  return jnp.sum(_chunked_losses(divergence, student_hidden, student_kernel, teacher_hidden,
-                                 teacher_kernel, token_where, vocab_where, params))
+  return jnp.sum(
+    _chunked_losses(
+      divergence,
+      student_hidden,
+      student_kernel,
+      teacher_hidden,
+      teacher_kernel,
+      token_where,
+      vocab_where,
+      params,
+    )
+  )
 
 
-def _chunked_sum_fwd(divergence, student_hidden, student_kernel, teacher_hidden,
-                     teacher_kernel, token_where, vocab_where, params):
+def _chunked_sum_fwd(
+  divergence,
+  student_hidden,
+  student_kernel,
+  teacher_hidden,
+  teacher_kernel,
+  token_where,
+  vocab_where,
+  params,
+):
   ones = jnp.ones(token_where.shape, _accumulation_dtype(student_kernel))
   losses, hidden_grad, kernel_grad = _losses_and_student_grads(
-      divergence, student_hidden, student_kernel, teacher_hidden, teacher_kernel,
-      token_where, vocab_where, params, ones)
+    divergence,
+    student_hidden,
+    student_kernel,
+    teacher_hidden,
+    teacher_kernel,
+    token_where,
+    vocab_where,
+    params,
+    ones,
+  )
   # The kernel gradient stays in its float32 accumulator until scaled (one rounding, and
   # no extra kernel-sized buffer); an empty array remembers the kernel's dtype.
   kernel_dtype = jnp.zeros((0,), student_kernel.dtype)
@@ -208,31 +295,51 @@ def _check_matrix(x: jax.Array, name: str) -> None:
     raise ValueError(f"{name} must be floating point, got dtype {x.dtype}")
 
 
-def _prepare(student_hidden, student_kernel, teacher_hidden, teacher_kernel, divergence,
-             temperature, where, chunk_size, vocab_where, hyperparams):
+def _prepare(
+  student_hidden,
+  student_kernel,
+  teacher_hidden,
+  teacher_kernel,
+  divergence,
+  temperature,
+  where,
+  chunk_size,
+  vocab_where,
+  hyperparams,
+):
   """Validates the inputs; returns the divergence and the arguments of the chunked
   kernels (hidden states and token mask as ``[chunks, chunk, ...]``)."""
   student_hidden = jnp.asarray(student_hidden)
   student_kernel = jnp.asarray(student_kernel)
   teacher_hidden = jnp.asarray(teacher_hidden)
   teacher_kernel = jnp.asarray(teacher_kernel)
-  for x, name in ((student_hidden, "student_hidden"), (student_kernel, "student_kernel"),
-                  (teacher_hidden, "teacher_hidden"), (teacher_kernel, "teacher_kernel")):
+  for x, name in (
+    (student_hidden, "student_hidden"),
+    (student_kernel, "student_kernel"),
+    (teacher_hidden, "teacher_hidden"),
+    (teacher_kernel, "teacher_kernel"),
+  ):
     _check_matrix(x, name)
   n, width = student_hidden.shape
   vocab = student_kernel.shape[1]
   if n == 0:
-    raise ValueError("student_hidden must hold at least one token (row), got shape "
-                     f"{student_hidden.shape}")
+    raise ValueError(
+      f"student_hidden must hold at least one token (row), got shape {student_hidden.shape}"
+    )
   if student_kernel.shape[0] != width:
-    raise ValueError(f"student_kernel must have shape [{width}, V] to match "
-                     f"student_hidden {student_hidden.shape}, got {student_kernel.shape}")
+    raise ValueError(
+      f"student_kernel must have shape [{width}, V] to match "
+      f"student_hidden {student_hidden.shape}, got {student_kernel.shape}"
+    )
   if teacher_hidden.shape[0] != n:
-    raise ValueError(f"teacher_hidden must have {n} rows like student_hidden, got shape "
-                     f"{teacher_hidden.shape}")
+    raise ValueError(
+      f"teacher_hidden must have {n} rows like student_hidden, got shape {teacher_hidden.shape}"
+    )
   if teacher_kernel.shape != (teacher_hidden.shape[1], vocab):
-    raise ValueError(f"teacher_kernel must have shape [{teacher_hidden.shape[1]}, {vocab}],"
-                     f" got {teacher_kernel.shape}")
+    raise ValueError(
+      f"teacher_kernel must have shape [{teacher_hidden.shape[1]}, {vocab}],"
+      f" got {teacher_kernel.shape}"
+    )
   if not isinstance(chunk_size, int) or chunk_size < 1:
     raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
   if where is None:
@@ -240,13 +347,13 @@ def _prepare(student_hidden, student_kernel, teacher_hidden, teacher_kernel, div
   else:
     where = jnp.asarray(where)
     if where.shape != (n,) or where.dtype != bool:
-      raise ValueError(f"where must be a boolean [{n}] token mask, got {where.dtype} "
-                       f"{where.shape}")
+      raise ValueError(f"where must be a boolean [{n}] token mask, got {where.dtype} {where.shape}")
   if vocab_where is not None:
     vocab_where = jnp.asarray(vocab_where)
     if vocab_where.shape != (vocab,) or vocab_where.dtype != bool:
-      raise ValueError(f"vocab_where must be a boolean [{vocab}] mask, got "
-                       f"{vocab_where.dtype} {vocab_where.shape}")
+      raise ValueError(
+        f"vocab_where must be a boolean [{vocab}] mask, got {vocab_where.dtype} {vocab_where.shape}"
+      )
   bound = get_divergence(divergence, temperature=temperature, **hyperparams)
 
   chunk = min(chunk_size, n)
@@ -257,29 +364,35 @@ def _prepare(student_hidden, student_kernel, teacher_hidden, teacher_kernel, div
     x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
     return x.reshape((n_chunks, chunk) + x.shape[1:])
 
-  arrays = [to_chunks(student_hidden), student_kernel, to_chunks(teacher_hidden),
-            teacher_kernel, to_chunks(where)]
+  arrays = [
+    to_chunks(student_hidden),
+    student_kernel,
+    to_chunks(teacher_hidden),
+    teacher_kernel,
+    to_chunks(where),
+  ]
   # Under shard_map, give all arrays the same (union of) varying mesh axes, so that the
   # custom VJP's cotangents have its inputs' types; autodiff then psums the gradient of
   # an invariant (e.g. replicated) kernel. Adding a scalar zero is free elsewhere.
   zero = lax.full_like(sum(jnp.ravel(x)[0].astype(jnp.float32) for x in arrays), 0)
-  arrays = [x | zero.astype(bool) if x.dtype == jnp.bool_ else x + zero.astype(x.dtype)
-            for x in arrays]
+  arrays = [
+    x | zero.astype(bool) if x.dtype == jnp.bool_ else x + zero.astype(x.dtype) for x in arrays
+  ]
   return bound.func, (*arrays, vocab_where, bound.keywords)
 
 
 def chunked_kd_loss(
-    student_hidden: jax.Array,
-    student_kernel: jax.Array,
-    teacher_hidden: jax.Array,
-    teacher_kernel: jax.Array,
-    *,
-    divergence: str = "kl",
-    temperature: float = 1.0,
-    where: Optional[jax.Array] = None,
-    chunk_size: int = 1024,
-    vocab_where: Optional[jax.Array] = None,
-    **hyperparams,
+  student_hidden: jax.Array,
+  student_kernel: jax.Array,
+  teacher_hidden: jax.Array,
+  teacher_kernel: jax.Array,
+  *,
+  divergence: str = "kl",
+  temperature: float = 1.0,
+  where: jax.Array | None = None,
+  chunk_size: int = 1024,
+  vocab_where: jax.Array | None = None,
+  **hyperparams,
 ) -> jax.Array:
   r"""Per-token KD loss from hidden states and output projections, chunked over tokens.
 
@@ -323,25 +436,34 @@ def chunked_kd_loss(
     Gradients (for any cotangent) flow to ``student_hidden`` and ``student_kernel``
     only; the teacher's inputs get zero gradients.
   """
-  divergence_fn, args = _prepare(student_hidden, student_kernel, teacher_hidden,
-                                 teacher_kernel, divergence, temperature, where, chunk_size,
-                                 vocab_where, hyperparams)
-  return _chunked_losses(divergence_fn, *args).reshape(-1)[:jnp.shape(student_hidden)[0]]
+  divergence_fn, args = _prepare(
+    student_hidden,
+    student_kernel,
+    teacher_hidden,
+    teacher_kernel,
+    divergence,
+    temperature,
+    where,
+    chunk_size,
+    vocab_where,
+    hyperparams,
+  )
+  return _chunked_losses(divergence_fn, *args).reshape(-1)[: jnp.shape(student_hidden)[0]]
 
 
 def chunked_kd_sum_and_count(
-    student_hidden: jax.Array,
-    student_kernel: jax.Array,
-    teacher_hidden: jax.Array,
-    teacher_kernel: jax.Array,
-    *,
-    divergence: str = "kl",
-    temperature: float = 1.0,
-    where: Optional[jax.Array] = None,
-    chunk_size: int = 1024,
-    vocab_where: Optional[jax.Array] = None,
-    **hyperparams,
-) -> Tuple[jax.Array, jax.Array]:
+  student_hidden: jax.Array,
+  student_kernel: jax.Array,
+  teacher_hidden: jax.Array,
+  teacher_kernel: jax.Array,
+  *,
+  divergence: str = "kl",
+  temperature: float = 1.0,
+  where: jax.Array | None = None,
+  chunk_size: int = 1024,
+  vocab_where: jax.Array | None = None,
+  **hyperparams,
+) -> tuple[jax.Array, jax.Array]:
   r"""Sum of the chunked per-token KD losses and the token count, gradients fused in.
 
   .. math::
@@ -379,8 +501,17 @@ def chunked_kd_sum_and_count(
     ``(S, C)``: the float32 (or wider) sum, differentiable for ``student_hidden`` and
     ``student_kernel``, and the int32 count of tokens where ``where`` is True.
   """
-  divergence_fn, args = _prepare(student_hidden, student_kernel, teacher_hidden,
-                                 teacher_kernel, divergence, temperature, where, chunk_size,
-                                 vocab_where, hyperparams)
+  divergence_fn, args = _prepare(
+    student_hidden,
+    student_kernel,
+    teacher_hidden,
+    teacher_kernel,
+    divergence,
+    temperature,
+    where,
+    chunk_size,
+    vocab_where,
+    hyperparams,
+  )
   token_where = args[4]
   return _chunked_sum(divergence_fn, *args), jnp.sum(token_where, dtype=jnp.int32)

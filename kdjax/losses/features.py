@@ -16,25 +16,26 @@ Every loss is safe for all-zero features (no NaN in values or gradients): norms 
 square roots go through :func:`safe_norm`, and divisions by quantities that can be zero
 are guarded with ``eps`` (documented per function, default ``1e-8``).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 __all__ = [
-    "safe_norm",
-    "fitnets_loss",
-    "attention_map",
-    "attention_transfer_loss",
-    "rkd_distance_loss",
-    "rkd_angle_loss",
-    "pkt_loss",
-    "similarity_preserving_loss",
-    "linear_cka",
-    "rbf_cka",
-    "cka_loss",
+  "safe_norm",
+  "fitnets_loss",
+  "attention_map",
+  "attention_transfer_loss",
+  "rkd_distance_loss",
+  "rkd_angle_loss",
+  "pkt_loss",
+  "similarity_preserving_loss",
+  "linear_cka",
+  "rbf_cka",
+  "cka_loss",
 ]
 
 _EPS = 1e-8
@@ -44,15 +45,18 @@ def _flatten_batch(x: jax.Array, name: str) -> jax.Array:
   """Returns ``x`` as ``[batch, features]``; raises ValueError for scalars/vectors."""
   x = jnp.asarray(x)
   if x.ndim < 2:
-    raise ValueError(f"{name} must have shape [batch, ...] with at least 2 dims, "
-                     f"got shape {x.shape}")
+    raise ValueError(
+      f"{name} must have shape [batch, ...] with at least 2 dims, got shape {x.shape}"
+    )
   return x.reshape(x.shape[0], -1)
 
 
 def _check_same_batch(student: jax.Array, teacher: jax.Array) -> None:
   if student.shape[0] != teacher.shape[0]:
-    raise ValueError("student_features and teacher_features must have the same batch "
-                     f"size, got {student.shape[0]} and {teacher.shape[0]}")
+    raise ValueError(
+      "student_features and teacher_features must have the same batch "
+      f"size, got {student.shape[0]} and {teacher.shape[0]}"
+    )
 
 
 def _smooth_l1(x: jax.Array) -> jax.Array:
@@ -89,11 +93,11 @@ def _normalize(x: jax.Array, axis=-1, eps: float = _EPS) -> jax.Array:
 
 
 def fitnets_loss(
-    student_features: jax.Array,
-    teacher_features: jax.Array,
-    *,
-    regressor: Optional[Callable[[jax.Array], jax.Array]] = None,
-    where: Optional[jax.Array] = None,
+  student_features: jax.Array,
+  teacher_features: jax.Array,
+  *,
+  regressor: Callable[[jax.Array], jax.Array] | None = None,
+  where: jax.Array | None = None,
 ) -> jax.Array:
   r"""FitNets hint loss: squared distance between teacher hint and regressed student.
 
@@ -125,9 +129,11 @@ def fitnets_loss(
   if teacher.ndim < 1:
     raise ValueError("teacher_features must have a batch axis, got a scalar")
   if student.shape != teacher.shape:
-    raise ValueError("fitnets_loss: (regressed) student_features must have the teacher's "
-                     f"shape {teacher.shape}, got {student.shape}"
-                     + ("" if regressor is not None else "; pass a regressor"))
+    raise ValueError(
+      "fitnets_loss: (regressed) student_features must have the teacher's "
+      f"shape {teacher.shape}, got {student.shape}"
+      + ("" if regressor is not None else "; pass a regressor")
+    )
   squared = jnp.square(student - teacher)
   if where is not None:
     where = jnp.broadcast_to(jnp.asarray(where, bool), teacher.shape)
@@ -155,8 +161,10 @@ def attention_map(features: jax.Array, *, p: float = 2.0, eps: float = _EPS) -> 
   """
   features = jnp.asarray(features)
   if features.ndim != 4:
-    raise ValueError("attention_map: features must be NHWC [batch, height, width, "
-                     f"channels], got shape {features.shape}")
+    raise ValueError(
+      "attention_map: features must be NHWC [batch, height, width, "
+      f"channels], got shape {features.shape}"
+    )
   abs_features = jnp.abs(features)
   if p == 2.0:
     powered = abs_features * abs_features
@@ -168,11 +176,11 @@ def attention_map(features: jax.Array, *, p: float = 2.0, eps: float = _EPS) -> 
 
 
 def attention_transfer_loss(
-    student_features: jax.Array,
-    teacher_features: jax.Array,
-    *,
-    p: float = 2.0,
-    eps: float = _EPS,
+  student_features: jax.Array,
+  teacher_features: jax.Array,
+  *,
+  p: float = 2.0,
+  eps: float = _EPS,
 ) -> jax.Array:
   r"""Attention transfer: distance between normalised spatial attention maps.
 
@@ -200,9 +208,11 @@ def attention_transfer_loss(
   student = jnp.asarray(student_features)
   teacher = jnp.asarray(teacher_features)
   if student.ndim != 4 or teacher.ndim != 4 or student.shape[:3] != teacher.shape[:3]:
-    raise ValueError("attention_transfer_loss: student_features and teacher_features "
-                     "must be NHWC with equal batch, height and width, got shapes "
-                     f"{student.shape} and {teacher.shape}")
+    raise ValueError(
+      "attention_transfer_loss: student_features and teacher_features "
+      "must be NHWC with equal batch, height and width, got shapes "
+      f"{student.shape} and {teacher.shape}"
+    )
   diff = attention_map(student, p=p, eps=eps) - attention_map(teacher, p=p, eps=eps)
   return jnp.mean(diff * diff, axis=-1)
 
@@ -221,10 +231,10 @@ def _normalized_distances(x: jax.Array, eps: float) -> jax.Array:
 
 
 def rkd_distance_loss(
-    student_features: jax.Array,
-    teacher_features: jax.Array,
-    *,
-    eps: float = _EPS,
+  student_features: jax.Array,
+  teacher_features: jax.Array,
+  *,
+  eps: float = _EPS,
 ) -> jax.Array:
   r"""Relational KD, distance-wise: Huber loss between mean-normalised distances.
 
@@ -262,10 +272,10 @@ def _angles(x: jax.Array, eps: float) -> jax.Array:
 
 
 def rkd_angle_loss(
-    student_features: jax.Array,
-    teacher_features: jax.Array,
-    *,
-    eps: float = _EPS,
+  student_features: jax.Array,
+  teacher_features: jax.Array,
+  *,
+  eps: float = _EPS,
 ) -> jax.Array:
   r"""Relational KD, angle-wise: Huber loss between cosines of triplet angles.
 
@@ -305,10 +315,10 @@ def _pkt_conditional(x: jax.Array, eps: float) -> jax.Array:
 
 
 def pkt_loss(
-    student_features: jax.Array,
-    teacher_features: jax.Array,
-    *,
-    eps: float = _EPS,
+  student_features: jax.Array,
+  teacher_features: jax.Array,
+  *,
+  eps: float = _EPS,
 ) -> jax.Array:
   r"""Probabilistic knowledge transfer: KL between cosine-kernel neighbour distributions.
 
@@ -349,10 +359,10 @@ def _row_normalized_gram(x: jax.Array, eps: float) -> jax.Array:
 
 
 def similarity_preserving_loss(
-    student_features: jax.Array,
-    teacher_features: jax.Array,
-    *,
-    eps: float = _EPS,
+  student_features: jax.Array,
+  teacher_features: jax.Array,
+  *,
+  eps: float = _EPS,
 ) -> jax.Array:
   r"""Similarity-preserving KD: squared distance between row-normalised batch Grams.
 
@@ -424,8 +434,9 @@ def linear_cka(x: jax.Array, y: jax.Array, *, eps: float = _EPS) -> jax.Array:
   x = _flatten_batch(x, "x")
   y = _flatten_batch(y, "y")
   if x.shape[0] != y.shape[0]:
-    raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} "
-                     f"and {y.shape[0]}")
+    raise ValueError(
+      f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
+    )
   return _cka_from_grams(x @ x.T, y @ y.T, eps)
 
 
@@ -438,11 +449,11 @@ def _rbf_gram(x: jax.Array, threshold: float, eps: float) -> jax.Array:
 
 
 def rbf_cka(
-    x: jax.Array,
-    y: jax.Array,
-    *,
-    threshold: float = 1.0,
-    eps: float = _EPS,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  threshold: float = 1.0,
+  eps: float = _EPS,
 ) -> jax.Array:
   r"""RBF-kernel centred kernel alignment.
 
@@ -471,20 +482,21 @@ def rbf_cka(
   x = _flatten_batch(x, "x")
   y = _flatten_batch(y, "y")
   if x.shape[0] != y.shape[0]:
-    raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} "
-                     f"and {y.shape[0]}")
+    raise ValueError(
+      f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
+    )
   if threshold <= 0:
     raise ValueError(f"threshold must be positive, got {threshold}")
   return _cka_from_grams(_rbf_gram(x, threshold, eps), _rbf_gram(y, threshold, eps), eps)
 
 
 def cka_loss(
-    student_features: jax.Array,
-    teacher_features: jax.Array,
-    *,
-    kernel: str = "linear",
-    threshold: float = 1.0,
-    eps: float = _EPS,
+  student_features: jax.Array,
+  teacher_features: jax.Array,
+  *,
+  kernel: str = "linear",
+  threshold: float = 1.0,
+  eps: float = _EPS,
 ) -> jax.Array:
   r"""CKA distillation loss: one minus the CKA between student and teacher features.
 

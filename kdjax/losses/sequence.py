@@ -24,36 +24,44 @@ of a sum is the sum of gradients) and divide once with :func:`mean_from_sum_and_
   loss = mean_from_sum_and_count(total, count)                   # == full-batch mean
   grads = jax.tree.map(lambda x: x / max(int(count), 1), grads)  # == full-batch grad
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Callable, Optional, Tuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.logits import (generalized_jsd, kd_loss, kl_divergence, reverse_kl,
-                                 skew_kl, skew_reverse_kl, total_variation)
+from kdjax.losses.logits import (
+  generalized_jsd,
+  kd_loss,
+  kl_divergence,
+  reverse_kl,
+  skew_kl,
+  skew_reverse_kl,
+  total_variation,
+)
 
 __all__ = [
-    "DIVERGENCES",
-    "get_divergence",
-    "token_kd_loss",
-    "masked_sum_and_count",
-    "mean_from_sum_and_count",
-    "sequence_kd_sum_and_count",
-    "sequence_kd_loss",
+  "DIVERGENCES",
+  "get_divergence",
+  "token_kd_loss",
+  "masked_sum_and_count",
+  "mean_from_sum_and_count",
+  "sequence_kd_sum_and_count",
+  "sequence_kd_loss",
 ]
 
 DIVERGENCES = {
-    "kl": kl_divergence,
-    "kd": kd_loss,
-    "reverse_kl": reverse_kl,
-    "jsd": generalized_jsd,
-    "skew_kl": skew_kl,
-    "skew_reverse_kl": skew_reverse_kl,
-    "tv": total_variation,
+  "kl": kl_divergence,
+  "kd": kd_loss,
+  "reverse_kl": reverse_kl,
+  "jsd": generalized_jsd,
+  "skew_kl": skew_kl,
+  "skew_reverse_kl": skew_reverse_kl,
+  "tv": total_variation,
 }
 """Divergence name -> per-example function of :mod:`kdjax.losses.logits`.
 
@@ -89,29 +97,31 @@ def get_divergence(name: str, *, temperature: float = 1.0, **hyperparams) -> Cal
   accepted = [p for p in inspect.signature(fn).parameters if p not in _SHARED_ARGUMENTS]
   unknown = sorted(set(hyperparams) - set(accepted))
   if unknown:
-    raise ValueError(f"divergence {name!r} takes hyper-parameters {accepted}, got "
-                     f"unexpected {unknown}")
+    raise ValueError(
+      f"divergence {name!r} takes hyper-parameters {accepted}, got unexpected {unknown}"
+    )
   return functools.partial(fn, temperature=temperature, **hyperparams)
 
 
-def _token_mask(where: Optional[jax.Array], token_shape: Tuple[int, ...]) -> jax.Array:
+def _token_mask(where: jax.Array | None, token_shape: tuple[int, ...]) -> jax.Array:
   if where is None:
     return jnp.ones(token_shape, bool)
   where = jnp.asarray(where)
   if where.shape != token_shape or where.dtype != jnp.bool_:
-    raise ValueError(f"where must be a boolean token mask of shape {token_shape}, got "
-                     f"{where.dtype} {where.shape}")
+    raise ValueError(
+      f"where must be a boolean token mask of shape {token_shape}, got {where.dtype} {where.shape}"
+    )
   return where
 
 
 def token_kd_loss(
-    student_logits: jax.Array,
-    teacher_logits: jax.Array,
-    *,
-    where: Optional[jax.Array] = None,
-    divergence: str = "kl",
-    temperature: float = 1.0,
-    **hyperparams,
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  *,
+  where: jax.Array | None = None,
+  divergence: str = "kl",
+  temperature: float = 1.0,
+  **hyperparams,
 ) -> jax.Array:
   r"""Per-token KD loss over ``[batch, time, vocab]`` logits.
 
@@ -138,15 +148,17 @@ def token_kd_loss(
   """
   student_logits = jnp.asarray(student_logits)
   if student_logits.ndim != 3:
-    raise ValueError("student_logits must have shape [batch, time, vocab], got "
-                     f"{student_logits.shape}")
+    raise ValueError(
+      f"student_logits must have shape [batch, time, vocab], got {student_logits.shape}"
+    )
   mask = _token_mask(where, student_logits.shape[:2])
   fn = get_divergence(divergence, temperature=temperature, **hyperparams)
   return fn(student_logits, teacher_logits, where=mask)
 
 
-def masked_sum_and_count(losses: jax.Array,
-                         where: Optional[jax.Array] = None) -> Tuple[jax.Array, jax.Array]:
+def masked_sum_and_count(
+  losses: jax.Array, where: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   r"""Sum of the unmasked losses and their number, kept apart for exact accumulation.
 
   .. math::
@@ -182,14 +194,14 @@ def mean_from_sum_and_count(total: jax.Array, count: jax.Array) -> jax.Array:
 
 
 def sequence_kd_sum_and_count(
-    student_logits: jax.Array,
-    teacher_logits: jax.Array,
-    *,
-    where: Optional[jax.Array] = None,
-    divergence: str = "kl",
-    temperature: float = 1.0,
-    **hyperparams,
-) -> Tuple[jax.Array, jax.Array]:
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  *,
+  where: jax.Array | None = None,
+  divergence: str = "kl",
+  temperature: float = 1.0,
+  **hyperparams,
+) -> tuple[jax.Array, jax.Array]:
   r"""Token-loss sum and real-token count of a (micro-)batch.
 
   .. math::
@@ -209,19 +221,25 @@ def sequence_kd_sum_and_count(
   Returns:
     ``(S, C)``: float32 scalar sum and int32 scalar count.
   """
-  losses = token_kd_loss(student_logits, teacher_logits, where=where,
-                         divergence=divergence, temperature=temperature, **hyperparams)
+  losses = token_kd_loss(
+    student_logits,
+    teacher_logits,
+    where=where,
+    divergence=divergence,
+    temperature=temperature,
+    **hyperparams,
+  )
   return masked_sum_and_count(losses, _token_mask(where, losses.shape))
 
 
 def sequence_kd_loss(
-    student_logits: jax.Array,
-    teacher_logits: jax.Array,
-    *,
-    where: Optional[jax.Array] = None,
-    divergence: str = "kl",
-    temperature: float = 1.0,
-    **hyperparams,
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  *,
+  where: jax.Array | None = None,
+  divergence: str = "kl",
+  temperature: float = 1.0,
+  **hyperparams,
 ) -> jax.Array:
   r"""Mean token KD loss over the real tokens of a batch.
 
@@ -239,6 +257,13 @@ def sequence_kd_loss(
   Returns:
     A float32 scalar (0 for an all-padding batch).
   """
-  return mean_from_sum_and_count(*sequence_kd_sum_and_count(
-      student_logits, teacher_logits, where=where, divergence=divergence,
-      temperature=temperature, **hyperparams))
+  return mean_from_sum_and_count(
+    *sequence_kd_sum_and_count(
+      student_logits,
+      teacher_logits,
+      where=where,
+      divergence=divergence,
+      temperature=temperature,
+      **hyperparams,
+    )
+  )

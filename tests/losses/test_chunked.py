@@ -1,4 +1,5 @@
 """chunked_kd_loss equals the naive full-logits loss, in values and student gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,12 +21,19 @@ def _problem(seed=0, dtype=jnp.float32):
   where = rng.random(N) > 0.25
   weights = rng.normal(size=N)  # a generic cotangent: the per-token output is not summed
   cast = lambda x: jnp.asarray(x, dtype)
-  return cast(hs), cast(ws), cast(ht), cast(wt), jnp.asarray(where), jnp.asarray(weights,
-                                                                                  jnp.float32)
+  return (
+    cast(hs),
+    cast(ws),
+    cast(ht),
+    cast(wt),
+    jnp.asarray(where),
+    jnp.asarray(weights, jnp.float32),
+  )
 
 
-def naive(hs, ws, ht, wt, *, where=None, vocab_where=None, divergence="kl",
-          temperature=1.0, **hyperparams):
+def naive(
+  hs, ws, ht, wt, *, where=None, vocab_where=None, divergence="kl", temperature=1.0, **hyperparams
+):
   student, teacher = hs @ ws, ht @ wt
   if vocab_where is not None:
     student = jnp.where(vocab_where, student, -jnp.inf)
@@ -54,11 +62,12 @@ def _assert_close(got, want, rtol=1e-5):
 @pytest.mark.parametrize("chunk_size", [1, 7, 16, 1024])
 def test_kl_values_and_gradients_match_naive_for_any_chunk_size(chunk_size):
   hs, ws, ht, wt, where, weights = _problem()
-  want_losses, (want_dh, want_dw) = _value_and_grads(naive, hs, ws, ht, wt, weights,
-                                                     where=where, temperature=2.0)
+  want_losses, (want_dh, want_dw) = _value_and_grads(
+    naive, hs, ws, ht, wt, weights, where=where, temperature=2.0
+  )
   got_losses, (got_dh, got_dw) = _value_and_grads(
-      chunked_kd_loss, hs, ws, ht, wt, weights, where=where, temperature=2.0,
-      chunk_size=chunk_size)
+    chunked_kd_loss, hs, ws, ht, wt, weights, where=where, temperature=2.0, chunk_size=chunk_size
+  )
   assert got_losses.shape == (N,)
   _assert_close(got_losses, want_losses)
   _assert_close(got_dh, want_dh)
@@ -67,17 +76,24 @@ def test_kl_values_and_gradients_match_naive_for_any_chunk_size(chunk_size):
   np.testing.assert_array_equal(got_dh[~where], 0.0)
 
 
-@pytest.mark.parametrize("divergence,hyperparams", [
-    ("reverse_kl", {}), ("jsd", {"beta": 0.3}), ("skew_reverse_kl", {"alpha": 0.2}),
+@pytest.mark.parametrize(
+  "divergence,hyperparams",
+  [
+    ("reverse_kl", {}),
+    ("jsd", {"beta": 0.3}),
+    ("skew_reverse_kl", {"alpha": 0.2}),
     ("tv", {}),
     pytest.param("skew_kl", {"alpha": 0.1}, marks=pytest.mark.slow),
-    pytest.param("kd", {}, marks=pytest.mark.slow)])
+    pytest.param("kd", {}, marks=pytest.mark.slow),
+  ],
+)
 def test_every_divergence_matches_naive(divergence, hyperparams):
   hs, ws, ht, wt, where, weights = _problem(1)
   kwargs = dict(where=where, divergence=divergence, temperature=1.5, **hyperparams)
   want_losses, want_grads = _value_and_grads(naive, hs, ws, ht, wt, weights, **kwargs)
-  got_losses, got_grads = _value_and_grads(chunked_kd_loss, hs, ws, ht, wt, weights,
-                                           chunk_size=8, **kwargs)
+  got_losses, got_grads = _value_and_grads(
+    chunked_kd_loss, hs, ws, ht, wt, weights, chunk_size=8, **kwargs
+  )
   _assert_close(got_losses, want_losses)
   for got, want in zip(got_grads, want_grads):
     _assert_close(got, want)
@@ -88,16 +104,17 @@ def test_gradients_match_float64_finite_differences():
   with jax.enable_x64(True):
     args = [jnp.asarray(x, jnp.float64) for x in (hs, ws, ht, wt)]
     weights = jnp.asarray(weights, jnp.float64)
-    f = lambda hs, ws: jnp.sum(weights * chunked_kd_loss(hs, ws, *args[2:], where=where,
-                                                          chunk_size=6))
+    f = lambda hs, ws: jnp.sum(
+      weights * chunked_kd_loss(hs, ws, *args[2:], where=where, chunk_size=6)
+    )
     check_grads(f, args[:2], order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
 
 def test_teacher_gets_zero_gradient():
   hs, ws, ht, wt, _, _ = _problem(3)
-  grads = jax.jit(jax.grad(
-      lambda ht, wt: jnp.sum(chunked_kd_loss(hs, ws, ht, wt, chunk_size=5)),
-      argnums=(0, 1)))(ht, wt)
+  grads = jax.jit(
+    jax.grad(lambda ht, wt: jnp.sum(chunked_kd_loss(hs, ws, ht, wt, chunk_size=5)), argnums=(0, 1))
+  )(ht, wt)
   for g in grads:
     np.testing.assert_array_equal(g, 0.0)
 
@@ -108,8 +125,9 @@ def test_masked_vocabulary_gives_no_nan_and_matches_naive():
   for divergence in ("kl",):
     kwargs = dict(where=where, vocab_where=vocab_where, divergence=divergence)
     want_losses, want_grads = _value_and_grads(naive, hs, ws, ht, wt, weights, **kwargs)
-    got_losses, got_grads = _value_and_grads(chunked_kd_loss, hs, ws, ht, wt, weights,
-                                             chunk_size=6, **kwargs)
+    got_losses, got_grads = _value_and_grads(
+      chunked_kd_loss, hs, ws, ht, wt, weights, chunk_size=6, **kwargs
+    )
     assert np.all(np.isfinite(got_losses))
     _assert_close(got_losses, want_losses)
     for got, want in zip(got_grads, want_grads):
@@ -120,11 +138,13 @@ def test_masked_vocabulary_gives_no_nan_and_matches_naive():
 
 def test_bfloat16_is_finite_and_close_to_float32():
   hs, ws, ht, wt, where, weights = _problem(5)
-  want_losses, want_grads = _value_and_grads(chunked_kd_loss, hs, ws, ht, wt, weights,
-                                             where=where, chunk_size=8)
+  want_losses, want_grads = _value_and_grads(
+    chunked_kd_loss, hs, ws, ht, wt, weights, where=where, chunk_size=8
+  )
   low = [x.astype(jnp.bfloat16) for x in (hs, ws, ht, wt)]
-  got_losses, got_grads = _value_and_grads(chunked_kd_loss, *low, weights, where=where,
-                                           chunk_size=8)
+  got_losses, got_grads = _value_and_grads(
+    chunked_kd_loss, *low, weights, where=where, chunk_size=8
+  )
   assert got_losses.dtype == jnp.float32
   assert got_grads[0].dtype == jnp.bfloat16 and got_grads[1].dtype == jnp.bfloat16
   for got, want in zip((got_losses, *got_grads), (want_losses, *want_grads)):
@@ -172,6 +192,7 @@ def test_bad_inputs_raise():
 def test_blocked_kernel_gradient_with_and_without_vocab_padding(vocab, monkeypatch):
   """Small gradient blocks: 40 splits into blocks of 10, prime 37 is padded to 48."""
   from kdjax.losses import chunked
+
   monkeypatch.setattr(chunked, "_KERNEL_GRAD_BLOCK", 16)
   hs, ws, ht, wt, where, weights = _problem(6)
   ws, wt = ws[:, :vocab], wt[:, :vocab]
@@ -185,12 +206,12 @@ def test_fused_sum_and_count_matches_naive_sum_and_its_gradients():
   hs, ws, ht, wt, where, _ = _problem(7)
 
   def naive_mean(hs, ws):
-    return jnp.sum(naive(hs, ws, ht, wt, where=where, divergence="jsd", beta=0.4)) / jnp.sum(
-        where)
+    return jnp.sum(naive(hs, ws, ht, wt, where=where, divergence="jsd", beta=0.4)) / jnp.sum(where)
 
   def fused_mean(hs, ws):
-    total, count = chunked_kd_sum_and_count(hs, ws, ht, wt, where=where, chunk_size=8,
-                                            divergence="jsd", beta=0.4)
+    total, count = chunked_kd_sum_and_count(
+      hs, ws, ht, wt, where=where, chunk_size=8, divergence="jsd", beta=0.4
+    )
     return mean_from_sum_and_count(total, count)
 
   want = jax.jit(jax.value_and_grad(naive_mean, argnums=(0, 1)))(hs, ws)
@@ -206,13 +227,25 @@ def test_traced_temperature_and_hyperparameters():
   hs, ws, ht, wt, where, weights = _problem(8)
 
   def loss(ws, temperature, beta):
-    return jnp.sum(weights * chunked_kd_loss(hs, ws, ht, wt, where=where, chunk_size=8,
-                                             divergence="jsd", temperature=temperature,
-                                             beta=beta))
+    return jnp.sum(
+      weights
+      * chunked_kd_loss(
+        hs,
+        ws,
+        ht,
+        wt,
+        where=where,
+        chunk_size=8,
+        divergence="jsd",
+        temperature=temperature,
+        beta=beta,
+      )
+    )
 
   got = jax.jit(jax.value_and_grad(loss))(ws, 2.5, 0.3)
-  want = _value_and_grads(naive, hs, ws, ht, wt, weights, where=where, divergence="jsd",
-                          temperature=2.5, beta=0.3)
+  want = _value_and_grads(
+    naive, hs, ws, ht, wt, weights, where=where, divergence="jsd", temperature=2.5, beta=0.3
+  )
   _assert_close(got[0], jnp.sum(weights * want[0]))
   _assert_close(got[1], want[1][1])
 
@@ -221,27 +254,34 @@ def test_data_parallel_under_shard_map_matches_single_device():
   """Each device chunks its own tokens; psum of (sum, count) gives the global mean, and
   autodiff psums the replicated kernel's gradient."""
   from jax.sharding import Mesh, PartitionSpec as P
+
   devices = jax.devices()
   if len(devices) < 2:
     pytest.skip("needs several (fake) devices")
   mesh = Mesh(np.array(devices), ("data",))
   rng = np.random.default_rng(9)
   n = 4 * len(devices)
-  hs, ws, ht, wt = [jnp.asarray(rng.normal(size=s), jnp.float32)
-                    for s in ((n, H), (H, V), (n, HT), (HT, V))]
+  hs, ws, ht, wt = [
+    jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((n, H), (H, V), (n, HT), (HT, V))
+  ]
   where = jnp.asarray(rng.random(n) > 0.3)
 
   def local(hs, ws, ht, wt, where):
     total, count = chunked_kd_sum_and_count(hs, ws, ht, wt, where=where, chunk_size=3)
     return jax.lax.psum(total, "data"), jax.lax.psum(count, "data")
 
-  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("data"), P(), P("data"), P(),
-                                                      P("data")), out_specs=(P(), P()))
-  got = jax.jit(jax.value_and_grad(
-      lambda hs, ws: mean_from_sum_and_count(*sharded(hs, ws, ht, wt, where)),
-      argnums=(0, 1)))(hs, ws)
-  want = jax.jit(jax.value_and_grad(
-      lambda hs, ws: jnp.sum(naive(hs, ws, ht, wt, where=where)) / jnp.sum(where),
-      argnums=(0, 1)))(hs, ws)
+  sharded = jax.shard_map(
+    local, mesh=mesh, in_specs=(P("data"), P(), P("data"), P(), P("data")), out_specs=(P(), P())
+  )
+  got = jax.jit(
+    jax.value_and_grad(
+      lambda hs, ws: mean_from_sum_and_count(*sharded(hs, ws, ht, wt, where)), argnums=(0, 1)
+    )
+  )(hs, ws)
+  want = jax.jit(
+    jax.value_and_grad(
+      lambda hs, ws: jnp.sum(naive(hs, ws, ht, wt, where=where)) / jnp.sum(where), argnums=(0, 1)
+    )
+  )(hs, ws)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     _assert_close(g, w)

@@ -1,4 +1,5 @@
 """Feature KD losses against float64 NumPy references written from the papers."""
+
 import itertools
 
 import jax
@@ -45,7 +46,7 @@ def ref_attention(f, p):
 
 def ref_at_loss(fs, ft, p):
   d = ref_attention(fs, p) - ref_attention(ft, p)
-  return (d ** 2).mean(axis=1)
+  return (d**2).mean(axis=1)
 
 
 def ref_rkd_distance(s, t):
@@ -71,8 +72,10 @@ def ref_rkd_angle(s, t):
       return 0.0
     return a @ c / (na * nc)
 
-  vals = [_smooth_l1(psi(t, i, j, k) - psi(s, i, j, k))
-          for i, j, k in itertools.product(range(b), repeat=3)]
+  vals = [
+    _smooth_l1(psi(t, i, j, k) - psi(s, i, j, k))
+    for i, j, k in itertools.product(range(b), repeat=3)
+  ]
   return np.mean(vals)
 
 
@@ -137,8 +140,9 @@ def test_fitnets_matches_reference_with_regressor_and_mask():
   t = rng.normal(size=(4, 3))
   w = rng.normal(size=(6, 3))
   mask = rng.random((4, 3)) > 0.3
-  got = F.fitnets_loss(jnp.float32(s), jnp.float32(t), regressor=lambda x: x @ jnp.float32(w),
-                       where=mask)
+  got = F.fitnets_loss(
+    jnp.float32(s), jnp.float32(t), regressor=lambda x: x @ jnp.float32(w), where=mask
+  )
   assert got.shape == (4,)
   np.testing.assert_allclose(got, ref_fitnets(s, t, w, mask), rtol=RTOL)
   np.testing.assert_allclose(F.fitnets_loss(t[::-1], t), ref_fitnets(t[::-1], t), rtol=RTOL)
@@ -161,8 +165,9 @@ def test_attention_transfer_matches_reference(p):
   rng = _rng(3)
   fs = rng.normal(size=(2, 4, 3, 5))
   ft = rng.normal(size=(2, 4, 3, 7))
-  np.testing.assert_allclose(F.attention_map(jnp.float32(fs), p=p), ref_attention(fs, p),
-                             rtol=RTOL, atol=1e-7)
+  np.testing.assert_allclose(
+    F.attention_map(jnp.float32(fs), p=p), ref_attention(fs, p), rtol=RTOL, atol=1e-7
+  )
   got = F.attention_transfer_loss(jnp.float32(fs), jnp.float32(ft), p=p)
   assert got.shape == (2,)
   np.testing.assert_allclose(got, ref_at_loss(fs, ft, p), rtol=1e-4)
@@ -176,8 +181,9 @@ def test_attention_transfer_rejects_spatial_mismatch():
 def test_rkd_distance_matches_reference():
   rng = _rng(4)
   s, t = rng.normal(size=(6, 5)), 3.0 * rng.normal(size=(6, 8))
-  np.testing.assert_allclose(F.rkd_distance_loss(jnp.float32(s), jnp.float32(t)),
-                             ref_rkd_distance(s, t), rtol=RTOL)
+  np.testing.assert_allclose(
+    F.rkd_distance_loss(jnp.float32(s), jnp.float32(t)), ref_rkd_distance(s, t), rtol=RTOL
+  )
   # Distances are normalised by their mean: scaling a network's features changes nothing.
   np.testing.assert_allclose(F.rkd_distance_loss(s, 10.0 * s), 0.0, atol=1e-6)
 
@@ -186,35 +192,40 @@ def test_rkd_angle_matches_reference_including_repeated_points():
   rng = _rng(5)
   s, t = rng.normal(size=(5, 4)), rng.normal(size=(5, 6))
   t[3] = t[1]  # a repeated teacher point: degenerate angles
-  np.testing.assert_allclose(F.rkd_angle_loss(jnp.float32(s), jnp.float32(t)),
-                             ref_rkd_angle(s, t), rtol=RTOL)
+  np.testing.assert_allclose(
+    F.rkd_angle_loss(jnp.float32(s), jnp.float32(t)), ref_rkd_angle(s, t), rtol=RTOL
+  )
 
 
 def test_pkt_matches_reference():
   rng = _rng(6)
   s, t = rng.normal(size=(5, 4)), rng.normal(size=(5, 7))
-  np.testing.assert_allclose(F.pkt_loss(jnp.float32(s), jnp.float32(t)), ref_pkt(s, t),
-                             rtol=1e-4)
+  np.testing.assert_allclose(F.pkt_loss(jnp.float32(s), jnp.float32(t)), ref_pkt(s, t), rtol=1e-4)
   np.testing.assert_allclose(F.pkt_loss(s, s), 0.0, atol=1e-7)
 
 
 def test_similarity_preserving_matches_reference():
   rng = _rng(7)
   s, t = rng.normal(size=(6, 2, 3)), rng.normal(size=(6, 10))
-  np.testing.assert_allclose(F.similarity_preserving_loss(jnp.float32(s), jnp.float32(t)),
-                             ref_sp(s.reshape(6, -1), t), rtol=RTOL)
+  np.testing.assert_allclose(
+    F.similarity_preserving_loss(jnp.float32(s), jnp.float32(t)),
+    ref_sp(s.reshape(6, -1), t),
+    rtol=RTOL,
+  )
 
 
 def test_linear_cka_matches_feature_space_reference_and_invariances():
   rng = _rng(8)
   x = rng.normal(size=(10, 6))
   y = x @ rng.normal(size=(6, 4)) + 0.5 * rng.normal(size=(10, 4))
-  np.testing.assert_allclose(F.linear_cka(jnp.float32(x), jnp.float32(y)),
-                             ref_linear_cka(x, y), rtol=RTOL)
+  np.testing.assert_allclose(
+    F.linear_cka(jnp.float32(x), jnp.float32(y)), ref_linear_cka(x, y), rtol=RTOL
+  )
   q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
   np.testing.assert_allclose(F.linear_cka(x, 7.0 * x @ q), 1.0, rtol=1e-5)
-  np.testing.assert_allclose(F.cka_loss(jnp.float32(y), jnp.float32(x)),
-                             1.0 - ref_linear_cka(x, y), rtol=1e-4)
+  np.testing.assert_allclose(
+    F.cka_loss(jnp.float32(y), jnp.float32(x)), 1.0 - ref_linear_cka(x, y), rtol=1e-4
+  )
 
 
 def test_rbf_cka_matches_trace_reference():
@@ -223,10 +234,13 @@ def test_rbf_cka_matches_trace_reference():
   y = np.tanh(x @ rng.normal(size=(5, 3)))
   for threshold in (0.5, 1.0):
     np.testing.assert_allclose(
-        F.rbf_cka(jnp.float32(x), jnp.float32(y), threshold=threshold),
-        ref_rbf_cka(x, y, threshold), rtol=1e-4)
-  np.testing.assert_allclose(F.cka_loss(x, y, kernel="rbf"), 1.0 - ref_rbf_cka(x, y, 1.0),
-                             rtol=1e-4)
+      F.rbf_cka(jnp.float32(x), jnp.float32(y), threshold=threshold),
+      ref_rbf_cka(x, y, threshold),
+      rtol=1e-4,
+    )
+  np.testing.assert_allclose(
+    F.cka_loss(x, y, kernel="rbf"), 1.0 - ref_rbf_cka(x, y, 1.0), rtol=1e-4
+  )
   with pytest.raises(ValueError, match="kernel"):
     F.cka_loss(x, y, kernel="poly")
 
@@ -236,14 +250,14 @@ def _scalar(fn):
 
 
 ALL_LOSSES = {
-    "fitnets": F.fitnets_loss,
-    "attention": F.attention_transfer_loss,
-    "rkd_distance": F.rkd_distance_loss,
-    "rkd_angle": F.rkd_angle_loss,
-    "pkt": F.pkt_loss,
-    "sp": F.similarity_preserving_loss,
-    "cka_linear": F.cka_loss,
-    "cka_rbf": lambda s, t: F.cka_loss(s, t, kernel="rbf"),
+  "fitnets": F.fitnets_loss,
+  "attention": F.attention_transfer_loss,
+  "rkd_distance": F.rkd_distance_loss,
+  "rkd_angle": F.rkd_angle_loss,
+  "pkt": F.pkt_loss,
+  "sp": F.similarity_preserving_loss,
+  "cka_linear": F.cka_loss,
+  "cka_rbf": lambda s, t: F.cka_loss(s, t, kernel="rbf"),
 }
 
 
@@ -272,8 +286,13 @@ def test_gradients_match_finite_differences(name):
 
 
 def test_relational_losses_reject_batch_mismatch():
-  for fn in (F.rkd_distance_loss, F.rkd_angle_loss, F.pkt_loss,
-             F.similarity_preserving_loss, F.cka_loss):
+  for fn in (
+    F.rkd_distance_loss,
+    F.rkd_angle_loss,
+    F.pkt_loss,
+    F.similarity_preserving_loss,
+    F.cka_loss,
+  ):
     with pytest.raises(ValueError):
       fn(jnp.ones((3, 2)), jnp.ones((4, 2)))
   with pytest.raises(ValueError, match="batch"):

@@ -3,6 +3,7 @@
 References are float64 NumPy implementations written from the papers' formulas; they
 do not import kdjax.
 """
+
 import functools
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from kdjax.losses import logits as L
+from kdjax import losses as L
 
 # ----------------------------------------------------------------------------------------
 # Independent float64 references.
@@ -45,13 +46,11 @@ def np_kl(p, q, axis=-1):
 
 
 def ref_kl(s, t, temperature=1.0, axis=-1):
-  return np_kl_log(np_log_softmax(t, temperature, axis), np_log_softmax(s, temperature, axis),
-                   axis)
+  return np_kl_log(np_log_softmax(t, temperature, axis), np_log_softmax(s, temperature, axis), axis)
 
 
 def ref_reverse_kl(s, t, temperature=1.0, axis=-1):
-  return np_kl_log(np_log_softmax(s, temperature, axis), np_log_softmax(t, temperature, axis),
-                   axis)
+  return np_kl_log(np_log_softmax(s, temperature, axis), np_log_softmax(t, temperature, axis), axis)
 
 
 def ref_kd(s, t, temperature=1.0, axis=-1):
@@ -81,29 +80,34 @@ def ref_skew_reverse_kl(s, t, alpha=0.1, temperature=1.0, axis=-1):
 
 # (name, kdjax function, reference, extra keyword arguments)
 CASES = [
-    ("kd_loss", L.kd_loss, ref_kd, {}),
-    ("kl_divergence", L.kl_divergence, ref_kl, {}),
-    ("reverse_kl", L.reverse_kl, ref_reverse_kl, {}),
-    ("jsd", L.generalized_jsd, ref_jsd, {"beta": 0.3}),
-    ("total_variation", L.total_variation, ref_tv, {}),
-    ("skew_kl", L.skew_kl, ref_skew_kl, {"alpha": 0.2}),
-    ("skew_reverse_kl", L.skew_reverse_kl, ref_skew_reverse_kl, {"alpha": 0.2}),
+  ("kd_loss", L.kd_loss, ref_kd, {}),
+  ("kl_divergence", L.kl_divergence, ref_kl, {}),
+  ("reverse_kl", L.reverse_kl, ref_reverse_kl, {}),
+  ("jsd", L.generalized_jsd, ref_jsd, {"beta": 0.3}),
+  ("total_variation", L.total_variation, ref_tv, {}),
+  ("skew_kl", L.skew_kl, ref_skew_kl, {"alpha": 0.2}),
+  ("skew_reverse_kl", L.skew_reverse_kl, ref_skew_reverse_kl, {"alpha": 0.2}),
 ]
 # More hyper-parameter values, for the (cheap) reference comparisons.
 REFERENCE_CASES = CASES + [
-    ("jsd_default", L.generalized_jsd, ref_jsd, {}),
-    ("jsd_0.9", L.generalized_jsd, ref_jsd, {"beta": 0.9}),
-    ("skew_kl_default", L.skew_kl, ref_skew_kl, {}),
-    ("skew_kl_0.7", L.skew_kl, ref_skew_kl, {"alpha": 0.7}),
-    ("skew_reverse_kl_default", L.skew_reverse_kl, ref_skew_reverse_kl, {}),
+  ("jsd_default", L.generalized_jsd, ref_jsd, {}),
+  ("jsd_0.9", L.generalized_jsd, ref_jsd, {"beta": 0.9}),
+  ("skew_kl_default", L.skew_kl, ref_skew_kl, {}),
+  ("skew_kl_0.7", L.skew_kl, ref_skew_kl, {"alpha": 0.7}),
+  ("skew_reverse_kl_default", L.skew_reverse_kl, ref_skew_reverse_kl, {}),
 ]
 REFERENCE_IDS = [c[0] for c in REFERENCE_CASES]
 IDS = [c[0] for c in CASES]
 # Divergences that stay finite when only the student / only the teacher has -inf logits.
-FINITE_WITH_STUDENT_NEG_INF = {"jsd", "total_variation", "skew_kl", "skew_reverse_kl",
-                               "reverse_kl"}
-FINITE_WITH_TEACHER_NEG_INF = {"jsd", "total_variation", "skew_kl", "skew_reverse_kl",
-                               "kd_loss", "kl_divergence"}
+FINITE_WITH_STUDENT_NEG_INF = {"jsd", "total_variation", "skew_kl", "skew_reverse_kl", "reverse_kl"}
+FINITE_WITH_TEACHER_NEG_INF = {
+  "jsd",
+  "total_variation",
+  "skew_kl",
+  "skew_reverse_kl",
+  "kd_loss",
+  "kl_divergence",
+}
 
 
 def random_logits(seed, shape, scale=2.0):
@@ -118,9 +122,11 @@ def compiled_values_and_grads(fn, **kwargs):
   Cached per (fn, kwargs) so that every test reuses one compilation per input shape:
   much cheaper than eager dispatch, which compiles every primitive at each new shape.
   """
+
   def total(s, t, where):
     values = fn(s, t, where=where, **kwargs)
     return jnp.sum(values), values
+
   return jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True))
 
 
@@ -142,8 +148,9 @@ def test_matches_float64_reference(name, fn, ref, kwargs, temperature):
     got64 = fn(jnp.asarray(s), jnp.asarray(t), temperature=temperature, **kwargs)
     assert got64.dtype == jnp.float64 and got64.shape == (3, 4)
     np.testing.assert_allclose(np.asarray(got64), expected, rtol=1e-10, atol=1e-13)
-  got32 = fn(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32),
-             temperature=temperature, **kwargs)
+  got32 = fn(
+    jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32), temperature=temperature, **kwargs
+  )
   assert got32.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(got32), expected, rtol=2e-4, atol=2e-6)
 
@@ -166,8 +173,9 @@ def test_gradients_match_finite_differences(name, fn, ref, kwargs):
   s, t = random_logits(3, (3, 5))
   with jax.enable_x64(True):
     f = lambda s, t: fn(s, t, temperature=1.7, **kwargs)
-    check_grads(jax.jit(f), (jnp.asarray(s), jnp.asarray(t)), order=1, modes=("rev",),
-                atol=1e-6, rtol=1e-6)
+    check_grads(
+      jax.jit(f), (jnp.asarray(s), jnp.asarray(t)), order=1, modes=("rev",), atol=1e-6, rtol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -215,8 +223,9 @@ def property_batch(name, num_classes=7):
 @pytest.mark.parametrize("name,fn,ref,kwargs", CASES, ids=IDS)
 def test_properties_neg_inf_one_hot_zero_nonnegative_where(name, fn, ref, kwargs):
   s, t, mask, kinds = property_batch(name)
-  values, (gs, gt) = values_and_grads(fn, jnp.asarray(s), jnp.asarray(t),
-                                      where=jnp.asarray(mask), **kwargs)
+  values, (gs, gt) = values_and_grads(
+    fn, jnp.asarray(s), jnp.asarray(t), where=jnp.asarray(mask), **kwargs
+  )
   # No NaN or inf anywhere (values and both gradients), never negative.
   assert np.all(np.isfinite(values)), dict(zip(kinds, values))
   assert np.all(np.isfinite(gs)) and np.all(np.isfinite(gt))
@@ -250,8 +259,7 @@ def test_bfloat16_never_negative(name, fn, ref, kwargs):
   assert np.all(np.isfinite(got)) and np.all(got >= 0), got.min()
   assert grads.dtype == jnp.bfloat16 and np.all(np.isfinite(grads.astype(np.float32)))
   # And the values still agree with the float64 reference of the rounded inputs.
-  expected = ref(np.asarray(s, np.float64), np.asarray(t, np.float64), temperature=0.7,
-                 **kwargs)
+  expected = ref(np.asarray(s, np.float64), np.asarray(t, np.float64), temperature=0.7, **kwargs)
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
 
 
@@ -261,18 +269,20 @@ def test_jit_vmap_grad(name, fn, ref, kwargs):
   s, t = jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32)
   # vmap over the leading axis, with a traced temperature and (for the weighted
   # divergences) a traced weight, under jit.
-  vmapped = jax.jit(jax.vmap(lambda s, t, temp, kw: fn(s, t, temperature=temp, **kw),
-                             in_axes=(0, 0, None, None)))(
-                                 s, t, 1.5, {k: jnp.float32(v) for k, v in kwargs.items()})
+  vmapped = jax.jit(
+    jax.vmap(lambda s, t, temp, kw: fn(s, t, temperature=temp, **kw), in_axes=(0, 0, None, None))
+  )(s, t, 1.5, {k: jnp.float32(v) for k, v in kwargs.items()})
   expected = ref(np.asarray(s), np.asarray(t), temperature=1.5, **kwargs)
   np.testing.assert_allclose(np.asarray(vmapped), expected, rtol=2e-4, atol=2e-6)
   # Per-example gradients with vmap(grad) agree with the gradient of the sum.
   s, t = s.reshape(10, 6), t.reshape(10, 6)
-  per_example, of_sum = jax.jit(lambda s, t: (
+  per_example, of_sum = jax.jit(
+    lambda s, t: (
       jax.vmap(jax.grad(lambda s, t: fn(s, t, **kwargs)))(s, t),
-      jax.grad(lambda s, t: jnp.sum(fn(s, t, **kwargs)))(s, t)))(s, t)
-  np.testing.assert_allclose(np.asarray(per_example), np.asarray(of_sum), rtol=1e-5,
-                             atol=1e-7)
+      jax.grad(lambda s, t: jnp.sum(fn(s, t, **kwargs)))(s, t),
+    )
+  )(s, t)
+  np.testing.assert_allclose(np.asarray(per_example), np.asarray(of_sum), rtol=1e-5, atol=1e-7)
 
 
 def test_kl_is_infinite_only_when_the_teacher_has_mass_the_student_lacks():
@@ -295,9 +305,12 @@ def test_jsd_endpoints_and_continuity():
   s, t = random_logits(12, (5, 6))
   forward, reverse = ref_kl(s, t), ref_reverse_kl(s, t)
   with jax.enable_x64(True):
-    value_and_grad = jax.jit(lambda s, b: (
+    value_and_grad = jax.jit(
+      lambda s, b: (
         L.generalized_jsd(s, jnp.asarray(t), beta=b),
-        jax.grad(lambda s: jnp.sum(L.generalized_jsd(s, jnp.asarray(t), beta=b)))(s)))
+        jax.grad(lambda s: jnp.sum(L.generalized_jsd(s, jnp.asarray(t), beta=b)))(s),
+      )
+    )
     s = jnp.asarray(s)
     # Exactly 0 (value and gradient) at both ends, static or traced beta.
     for beta in [0.0, 1.0]:
@@ -312,8 +325,10 @@ def test_jsd_endpoints_and_continuity():
       np.testing.assert_allclose(near_zero, ref_jsd(np.asarray(s), t, eps), rtol=1e-7)
       np.testing.assert_allclose(near_one, ref_jsd(np.asarray(s), t, 1 - eps), rtol=1e-6)
       # JSD(beta) = beta KL(p||q) + O(beta^2); JSD(1-e) = e KL(q||p) + O(e^2).
-      error = max(np.max(np.abs(near_zero / eps - forward) / forward),
-                  np.max(np.abs(near_one / eps - reverse) / reverse))
+      error = max(
+        np.max(np.abs(near_zero / eps - forward) / forward),
+        np.max(np.abs(near_one / eps - reverse) / reverse),
+      )
       assert error < 100 * eps
       errors.append(error)
     assert errors[1] < errors[0] / 30  # the first-order limit is approached linearly
@@ -326,10 +341,12 @@ def test_jsd_endpoints_and_continuity():
 def test_skew_endpoints():
   s, t = random_logits(14, (4, 7))
   s, t = jnp.asarray(s), jnp.asarray(t)
-  np.testing.assert_allclose(np.asarray(L.skew_kl(s, t, alpha=0.0)),
-                             np.asarray(L.kl_divergence(s, t)), rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(L.skew_reverse_kl(s, t, alpha=0.0)),
-                             np.asarray(L.reverse_kl(s, t)), rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(L.skew_kl(s, t, alpha=0.0)), np.asarray(L.kl_divergence(s, t)), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    np.asarray(L.skew_reverse_kl(s, t, alpha=0.0)), np.asarray(L.reverse_kl(s, t)), rtol=1e-6
+  )
   np.testing.assert_array_equal(np.asarray(L.skew_kl(s, t, alpha=1.0)), 0.0)
   np.testing.assert_array_equal(np.asarray(L.skew_reverse_kl(s, t, alpha=1.0)), 0.0)
   # Bounded by -log(alpha) even against a student with -inf logits.
@@ -347,8 +364,7 @@ def test_mean_over_examples_and_masked_mean():
   mask = rng.random((4, 6)) > 0.4
   np.testing.assert_allclose(float(L.mean_over_examples(losses)), losses.mean(), rtol=1e-6)
   poisoned = np.where(mask, losses, np.nan)
-  np.testing.assert_allclose(float(L.masked_mean(poisoned, mask)), losses[mask].mean(),
-                             rtol=1e-6)
+  np.testing.assert_allclose(float(L.masked_mean(poisoned, mask)), losses[mask].mean(), rtol=1e-6)
   assert float(L.masked_mean(poisoned, np.zeros_like(mask))) == 0.0
   grad = jax.grad(lambda x: L.masked_mean(x, mask))(jnp.asarray(poisoned, jnp.float32))
   np.testing.assert_allclose(np.asarray(grad), mask / mask.sum(), rtol=1e-6)
@@ -358,8 +374,9 @@ def test_masked_mean_of_masked_losses_equals_mean_of_valid_rows():
   s, t = random_logits(16, (8, 5))
   mask = np.array([1, 0, 1, 1, 0, 0, 1, 1], bool)
   per_example = L.kd_loss(jnp.asarray(s), jnp.asarray(t), temperature=2.0, where=mask)
-  np.testing.assert_allclose(float(L.masked_mean(per_example, mask)),
-                             ref_kd(s, t, 2.0)[mask].mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(L.masked_mean(per_example, mask)), ref_kd(s, t, 2.0)[mask].mean(), rtol=1e-5
+  )
 
 
 # ----------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 References are float64 NumPy implementations written from the papers' formulas; they
 do not import kdjax.
 """
+
 import types
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from kdjax.losses import logits as L
+from kdjax import losses as L
 
 # ----------------------------------------------------------------------------------------
 # Independent float64 references.
@@ -75,11 +76,14 @@ def ref_taid(s, t, time, temperature=1.0):
 
 def values_and_grads(fn, *args):
   """Values of ``fn`` and the gradients of their sum to every argument, under jit."""
+
   def total(*args):
     values = fn(*args)
     return jnp.sum(values), values
-  (_, values), grads = jax.jit(jax.value_and_grad(
-      total, argnums=tuple(range(len(args))), has_aux=True))(*args)
+
+  (_, values), grads = jax.jit(
+    jax.value_and_grad(total, argnums=tuple(range(len(args))), has_aux=True)
+  )(*args)
   return np.asarray(values), tuple(np.asarray(g) for g in grads)
 
 
@@ -93,12 +97,26 @@ LABELS = np.array([0, 3, 5, 2, 1, 5])
 # Jitted versions for value checks: one compilation per shape is much cheaper than eager
 # dispatch (which compiles every primitive at each new shape). Input validation is
 # tested on the eager functions.
-JL = types.SimpleNamespace(**{
+JL = types.SimpleNamespace(
+  **{
     name: jax.jit(getattr(L, name), static_argnames=("axis",))
-    for name in ["dkd_loss", "kd_loss", "standardized_kd_loss", "standardize_logits",
-                 "dist_inter_class_loss", "dist_intra_class_loss", "dist_loss",
-                 "taid_target_log_probs", "taid_loss", "cwtm_weights", "dkpp_targets",
-                 "ground_truth_weighted_targets", "soft_cross_entropy"]})
+    for name in [
+      "dkd_loss",
+      "kd_loss",
+      "standardized_kd_loss",
+      "standardize_logits",
+      "dist_inter_class_loss",
+      "dist_intra_class_loss",
+      "dist_loss",
+      "taid_target_log_probs",
+      "taid_loss",
+      "cwtm_weights",
+      "dkpp_targets",
+      "ground_truth_weighted_targets",
+      "soft_cross_entropy",
+    ]
+  }
+)
 
 # ----------------------------------------------------------------------------------------
 # DKD.
@@ -109,15 +127,34 @@ def test_dkd_matches_reference(alpha, beta, temperature):
   s, t = random_logits(0, (6, 7))
   expected = ref_dkd(s, t, LABELS, alpha, beta, temperature)
   with jax.enable_x64(True):
-    got = JL.dkd_loss(jnp.asarray(s), jnp.asarray(t), jnp.asarray(LABELS), alpha=alpha,
-                     beta=beta, temperature=temperature)
+    got = JL.dkd_loss(
+      jnp.asarray(s),
+      jnp.asarray(t),
+      jnp.asarray(LABELS),
+      alpha=alpha,
+      beta=beta,
+      temperature=temperature,
+    )
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-10)
-  got32 = JL.dkd_loss(s.astype(np.float32), t.astype(np.float32), LABELS, alpha=alpha,
-                     beta=beta, temperature=temperature)
+  got32 = JL.dkd_loss(
+    s.astype(np.float32),
+    t.astype(np.float32),
+    LABELS,
+    alpha=alpha,
+    beta=beta,
+    temperature=temperature,
+  )
   np.testing.assert_allclose(np.asarray(got32), expected, rtol=2e-4, atol=1e-5)
   # Class axis first.
-  got_t = JL.dkd_loss(s.T.astype(np.float32), t.T.astype(np.float32), LABELS, alpha=alpha,
-                     beta=beta, temperature=temperature, axis=0)
+  got_t = JL.dkd_loss(
+    s.T.astype(np.float32),
+    t.T.astype(np.float32),
+    LABELS,
+    alpha=alpha,
+    beta=beta,
+    temperature=temperature,
+    axis=0,
+  )
   np.testing.assert_allclose(np.asarray(got_t), expected, rtol=2e-4, atol=1e-5)
 
 
@@ -135,9 +172,14 @@ def test_dkd_gradients_and_properties():
   s, t = random_logits(2, (4, 5))
   labels = np.array([0, 4, 2, 2])
   with jax.enable_x64(True):
-    check_grads(jax.jit(lambda s, t: L.dkd_loss(s, t, labels, temperature=2.0)),
-                (jnp.asarray(s), jnp.asarray(t)), order=1, modes=("rev",), atol=1e-6,
-                rtol=1e-6)
+    check_grads(
+      jax.jit(lambda s, t: L.dkd_loss(s, t, labels, temperature=2.0)),
+      (jnp.asarray(s), jnp.asarray(t)),
+      order=1,
+      modes=("rev",),
+      atol=1e-6,
+      rtol=1e-6,
+    )
   # One batch of property rows: random, equal, one-hot teachers on and off the label,
   # -inf student logits, a peaked teacher, and masked rows holding NaN and bad labels.
   one_hot = np.full((4, 5), -np.inf)
@@ -145,24 +187,25 @@ def test_dkd_gradients_and_properties():
   s_inf = s.copy()
   s_inf[:, 4] = -np.inf
   student = np.concatenate([s, t, s, s_inf, s, np.full((2, 5), np.nan)])
-  teacher = np.concatenate([t, t, one_hot, one_hot, np.where(one_hot == 0, 50., 0.),
-                            t[:2]])
+  teacher = np.concatenate([t, t, one_hot, one_hot, np.where(one_hot == 0, 50.0, 0.0), t[:2]])
   all_labels = np.concatenate([labels, labels, labels, labels, labels, [99, -1]])
   mask = np.arange(len(student)) < 20
   values, (gs, gt) = values_and_grads(
-      lambda a, b: JL.dkd_loss(a, b, all_labels, where=mask),
-      jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32))
+    lambda a, b: JL.dkd_loss(a, b, all_labels, where=mask),
+    jnp.asarray(student, jnp.float32),
+    jnp.asarray(teacher, jnp.float32),
+  )
   assert np.all(np.isfinite(values)) and np.all(values >= 0)
   assert np.all(np.isfinite(gs)) and np.all(np.isfinite(gt))
-  np.testing.assert_allclose(values[:20], ref_dkd(student[:20], teacher[:20], labels.tolist() * 5),
-                             rtol=2e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    values[:20], ref_dkd(student[:20], teacher[:20], labels.tolist() * 5), rtol=2e-4, atol=1e-5
+  )
   np.testing.assert_allclose(values[4:8], 0.0, atol=1e-5)
   np.testing.assert_array_equal(values[20:], 0.0)
   np.testing.assert_array_equal(gs[20:], 0.0)
   # bfloat16 never negative, float32 result.
   tb = jnp.asarray(np.random.default_rng(3).standard_normal((64, 9)) * 10, jnp.bfloat16)
-  sb = (tb + jnp.asarray(np.random.default_rng(4).standard_normal((64, 9)) * 0.01,
-                         jnp.bfloat16))
+  sb = tb + jnp.asarray(np.random.default_rng(4).standard_normal((64, 9)) * 0.01, jnp.bfloat16)
   got = jax.jit(lambda a, b: JL.dkd_loss(a, b, np.arange(64) % 9))(sb, tb)
   assert got.dtype == jnp.float32 and np.all(np.asarray(got) >= 0)
 
@@ -201,17 +244,24 @@ def test_standardized_kd_matches_reference_and_is_scale_invariant():
     expected = ref_standardized_kd(s, t, temperature)
     got = JL.standardized_kd_loss(s, t, temperature=temperature)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(JL.standardize_logits(s)), np_standardize(s),
-                             rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(JL.standardize_logits(s.T, axis=0)),
-                             np_standardize(s).T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(JL.standardize_logits(s)), np_standardize(s), rtol=1e-5, atol=1e-5
+  )
+  np.testing.assert_allclose(
+    np.asarray(JL.standardize_logits(s.T, axis=0)), np_standardize(s).T, rtol=1e-5, atol=1e-5
+  )
   # A student whose logits are an affine map of the teacher's has zero loss.
   affine = 0.3 * t + 5.0
   np.testing.assert_allclose(np.asarray(JL.standardized_kd_loss(affine, t)), 0.0, atol=1e-5)
   with jax.enable_x64(True):
-    check_grads(jax.jit(lambda a, b: L.standardized_kd_loss(a, b, temperature=2.0)),
-                (jnp.asarray(s), jnp.asarray(t)), order=1, modes=("rev",), atol=1e-6,
-                rtol=1e-6)
+    check_grads(
+      jax.jit(lambda a, b: L.standardized_kd_loss(a, b, temperature=2.0)),
+      (jnp.asarray(s), jnp.asarray(t)),
+      order=1,
+      modes=("rev",),
+      atol=1e-6,
+      rtol=1e-6,
+    )
 
 
 def test_standardize_treats_neg_inf_as_absent_class():
@@ -224,17 +274,19 @@ def test_standardize_treats_neg_inf_as_absent_class():
   assert np.all(np.isneginf(z[:, 0]))
   np.testing.assert_allclose(z[:, 1:], np_standardize(s[:, 1:]), rtol=1e-5, atol=1e-5)
   fn = lambda a, b: jnp.sum(JL.standardized_kd_loss(a, b, where=jnp.array([1, 0, 1], bool)))
-  np.testing.assert_allclose(float(fn(s_inf, t_inf)),
-                             ref_standardized_kd(s[[0, 2], 1:], t[[0, 2], 1:]).sum(),
-                             rtol=1e-4)
-  grads = jax.grad(fn, argnums=(0, 1))(jnp.asarray(s_inf, jnp.float32),
-                                       jnp.asarray(t_inf, jnp.float32))
+  np.testing.assert_allclose(
+    float(fn(s_inf, t_inf)), ref_standardized_kd(s[[0, 2], 1:], t[[0, 2], 1:]).sum(), rtol=1e-4
+  )
+  grads = jax.grad(fn, argnums=(0, 1))(
+    jnp.asarray(s_inf, jnp.float32), jnp.asarray(t_inf, jnp.float32)
+  )
   assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
   assert np.all(np.asarray(grads[0])[1] == 0)
   # Constant rows (zero spread) standardise to zeros without NaN.
   assert np.all(np.asarray(JL.standardize_logits(jnp.full((2, 4), 3.0))) == 0)
   g = jax.grad(lambda a: jnp.sum(JL.standardized_kd_loss(a, jnp.asarray(t[:2, :4]))))(
-      jnp.full((2, 4), 3.0))
+    jnp.full((2, 4), 3.0)
+  )
   assert np.all(np.isfinite(np.asarray(g)))
 
 
@@ -248,24 +300,36 @@ def test_dist_matches_reference():
     inter, intra, total = ref_dist(s, t, **kwargs)
     temperature = kwargs.get("temperature", 1.0)
     np.testing.assert_allclose(
-        np.asarray(JL.dist_inter_class_loss(s, t, temperature=temperature)), inter,
-        rtol=1e-4, atol=1e-6)
+      np.asarray(JL.dist_inter_class_loss(s, t, temperature=temperature)),
+      inter,
+      rtol=1e-4,
+      atol=1e-6,
+    )
     np.testing.assert_allclose(
-        np.asarray(JL.dist_intra_class_loss(s, t, temperature=temperature)), intra,
-        rtol=1e-4, atol=1e-6)
+      np.asarray(JL.dist_intra_class_loss(s, t, temperature=temperature)),
+      intra,
+      rtol=1e-4,
+      atol=1e-6,
+    )
     np.testing.assert_allclose(float(JL.dist_loss(s, t, **kwargs)), total, rtol=1e-4)
   with jax.enable_x64(True):
-    check_grads(jax.jit(lambda a, b: L.dist_loss(a, b, temperature=2.0)),
-                (jnp.asarray(s), jnp.asarray(t)), order=1, modes=("rev",), atol=1e-6,
-                rtol=1e-6)
+    check_grads(
+      jax.jit(lambda a, b: L.dist_loss(a, b, temperature=2.0)),
+      (jnp.asarray(s), jnp.asarray(t)),
+      order=1,
+      modes=("rev",),
+      atol=1e-6,
+      rtol=1e-6,
+    )
 
 
 def test_dist_where_leading_axes_and_neg_inf():
   s, t = random_logits(7, (2, 4, 5))
   mask = np.array([[True, True, False, True], [False, True, True, True]])
   s_bad = np.where(mask[..., None], s, np.nan)
-  value, (g,) = values_and_grads(lambda a: L.dist_loss(a, t, where=mask),
-                                 jnp.asarray(s_bad, jnp.float32))
+  value, (g,) = values_and_grads(
+    lambda a: L.dist_loss(a, t, where=mask), jnp.asarray(s_bad, jnp.float32)
+  )
   _, _, expected = ref_dist(s[mask], t[mask])
   np.testing.assert_allclose(value, expected, rtol=1e-4)
   assert np.all(np.isfinite(g)) and np.all(g[~mask] == 0)
@@ -273,8 +337,9 @@ def test_dist_where_leading_axes_and_neg_inf():
   one_hot = np.where(np.eye(5)[[0, 1, 2, 3]] > 0, 0.0, -np.inf)
   s2 = s[0].copy()
   s2[:, 4] = -np.inf
-  value, grads = values_and_grads(L.dist_loss, jnp.asarray(s2, jnp.float32),
-                                  jnp.asarray(one_hot, jnp.float32))
+  value, grads = values_and_grads(
+    L.dist_loss, jnp.asarray(s2, jnp.float32), jnp.asarray(one_hot, jnp.float32)
+  )
   assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
   _, _, expected = ref_dist(s2, one_hot)
   np.testing.assert_allclose(value, expected, rtol=1e-4)
@@ -300,13 +365,18 @@ def test_taid_target_and_loss_match_reference():
   for time in [0.0, 0.4, 1.0]:
     expected, target = ref_taid(s, t, time, temperature=1.5)
     np.testing.assert_allclose(
-        np.exp(np.asarray(JL.taid_target_log_probs(s, t, t=time, temperature=1.5))), target,
-        rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(JL.taid_loss(s, t, t=time, temperature=1.5)),
-                               expected, rtol=1e-4, atol=1e-6)
+      np.exp(np.asarray(JL.taid_target_log_probs(s, t, t=time, temperature=1.5))),
+      target,
+      rtol=1e-5,
+      atol=1e-7,
+    )
+    np.testing.assert_allclose(
+      np.asarray(JL.taid_loss(s, t, t=time, temperature=1.5)), expected, rtol=1e-4, atol=1e-6
+    )
   # t = 1 is the forward KL; t = 0 is zero.
-  np.testing.assert_allclose(np.asarray(JL.taid_loss(s, t, t=1.0)),
-                             np.asarray(L.kl_divergence(s, t)), rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(JL.taid_loss(s, t, t=1.0)), np.asarray(L.kl_divergence(s, t)), rtol=1e-6
+  )
   np.testing.assert_allclose(np.asarray(JL.taid_loss(s, t, t=0.0)), 0.0, atol=1e-6)
 
 
@@ -317,12 +387,19 @@ def test_taid_gradient_treats_target_as_constant():
   # d/ds KL(p_t || softmax(s / T)) with p_t fixed = (q - p_t) / T.
   expected = (np_softmax(s, temperature) - target) / temperature
   with jax.enable_x64(True):
-    got = jax.grad(lambda a: jnp.sum(JL.taid_loss(a, jnp.asarray(t), t=time,
-                                                 temperature=temperature)))(jnp.asarray(s))
+    got = jax.grad(
+      lambda a: jnp.sum(JL.taid_loss(a, jnp.asarray(t), t=time, temperature=temperature))
+    )(jnp.asarray(s))
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-9, atol=1e-12)
     # The gradient to the teacher flows through the target; check it numerically.
-    check_grads(jax.jit(lambda b: L.taid_loss(jnp.asarray(s), b, t=time)), (jnp.asarray(t),),
-                order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+    check_grads(
+      jax.jit(lambda b: L.taid_loss(jnp.asarray(s), b, t=time)),
+      (jnp.asarray(t),),
+      order=1,
+      modes=("rev",),
+      atol=1e-6,
+      rtol=1e-6,
+    )
 
 
 def test_taid_neg_inf_where_and_bad_input():
@@ -332,8 +409,9 @@ def test_taid_neg_inf_where_and_bad_input():
   for teacher, time in [(t, 0.5), (one_hot, 1.0), (one_hot, 0.0), (one_hot, 0.3)]:
     fn = lambda a, b: jnp.sum(JL.taid_loss(a, b, t=time))
     value = fn(jnp.asarray(s, jnp.float32), jnp.asarray(teacher, jnp.float32))
-    grads = jax.grad(fn, argnums=(0, 1))(jnp.asarray(s, jnp.float32),
-                                         jnp.asarray(teacher, jnp.float32))
+    grads = jax.grad(fn, argnums=(0, 1))(
+      jnp.asarray(s, jnp.float32), jnp.asarray(teacher, jnp.float32)
+    )
     assert np.isfinite(float(value)) and float(value) >= 0
     assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
   mask = np.array([True, False, True])
@@ -379,15 +457,18 @@ def test_taid_schedule_matches_reference_loop():
 def test_cwtm_weights():
   s, t = random_logits(12, (6, 5), scale=3.0)
   confidence = np_softmax(t).max(-1)
-  np.testing.assert_allclose(np.asarray(JL.cwtm_weights(t)), confidence / confidence.mean(),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(JL.cwtm_weights(t)), confidence / confidence.mean(), rtol=1e-5
+  )
   mask = np.array([True, True, False, True, False, True])
   got = np.asarray(JL.cwtm_weights(np.where(mask[:, None], t, np.nan), where=mask))
   np.testing.assert_allclose(got[mask], confidence[mask] / confidence[mask].mean(), rtol=1e-5)
   assert np.all(got[~mask] == 0)
-  np.testing.assert_allclose(np.asarray(JL.cwtm_weights(t.T, axis=0, temperature=2.0)),
-                             np_softmax(t, 2.0).max(-1) / np_softmax(t, 2.0).max(-1).mean(),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(JL.cwtm_weights(t.T, axis=0, temperature=2.0)),
+    np_softmax(t, 2.0).max(-1) / np_softmax(t, 2.0).max(-1).mean(),
+    rtol=1e-5,
+  )
   # Constants: no gradient flows to the teacher.
   g = jax.grad(lambda b: jnp.sum(JL.cwtm_weights(b) * jnp.arange(6.0)))(jnp.asarray(t))
   assert np.all(np.asarray(g) == 0)
@@ -410,8 +491,9 @@ def test_dkpp_targets_permute_only_non_argmax_probabilities():
   # Same key, same targets; another key, other targets; class axis first works.
   np.testing.assert_array_equal(np.asarray(JL.dkpp_targets(jax.random.key(0), t)), targets)
   assert not np.allclose(np.asarray(JL.dkpp_targets(jax.random.key(1), t)), targets)
-  np.testing.assert_array_equal(np.asarray(JL.dkpp_targets(jax.random.key(0), t.T, axis=0)).T,
-                                targets)
+  np.testing.assert_array_equal(
+    np.asarray(JL.dkpp_targets(jax.random.key(0), t.T, axis=0)).T, targets
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -426,16 +508,27 @@ def test_ground_truth_weighted_targets_and_soft_cross_entropy():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-7)
   targets = np.asarray(JL.ground_truth_weighted_targets(t, LABELS, alpha=0.3))
   log_q = np.log(np_softmax(s))
-  np.testing.assert_allclose(np.asarray(JL.soft_cross_entropy(s, targets)),
-                             -(targets * log_q).sum(-1), rtol=1e-5)
   np.testing.assert_allclose(
-      np.asarray(JL.soft_cross_entropy(s, np.eye(7)[LABELS], temperature=3.0)),
-      -np.log(np_softmax(s, 3.0))[np.arange(6), LABELS], rtol=1e-5)
+    np.asarray(JL.soft_cross_entropy(s, targets)), -(targets * log_q).sum(-1), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    np.asarray(JL.soft_cross_entropy(s, np.eye(7)[LABELS], temperature=3.0)),
+    -np.log(np_softmax(s, 3.0))[np.arange(6), LABELS],
+    rtol=1e-5,
+  )
   with jax.enable_x64(True):
-    check_grads(jax.jit(lambda a, b: L.soft_cross_entropy(
-        a, L.ground_truth_weighted_targets(b, jnp.asarray(LABELS), alpha=0.4))),
-                (jnp.asarray(s), jnp.asarray(t)), order=1, modes=("rev",), atol=1e-6,
-                rtol=1e-6)
+    check_grads(
+      jax.jit(
+        lambda a, b: L.soft_cross_entropy(
+          a, L.ground_truth_weighted_targets(b, jnp.asarray(LABELS), alpha=0.4)
+        )
+      ),
+      (jnp.asarray(s), jnp.asarray(t)),
+      order=1,
+      modes=("rev",),
+      atol=1e-6,
+      rtol=1e-6,
+    )
   # Zero targets at -inf student logits give no NaN; masked rows give 0.
   s_inf = s.copy()
   s_inf[:, 6] = -np.inf

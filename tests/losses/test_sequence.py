@@ -1,16 +1,16 @@
 """Token-level sequence KD: per-token values, masked means, exact gradient accumulation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import log_softmax
 
-from kdjax.losses import logits as L
+from kdjax import losses as L
 from kdjax.losses import sequence as S
 
 B, T, V = 4, 6, 11
-HYPERPARAMS = {"jsd": {"beta": 0.2}, "skew_kl": {"alpha": 0.3},
-               "skew_reverse_kl": {"alpha": 0.3}}
+HYPERPARAMS = {"jsd": {"beta": 0.2}, "skew_kl": {"alpha": 0.3}, "skew_reverse_kl": {"alpha": 0.3}}
 
 
 def _batch(seed=0):
@@ -30,21 +30,23 @@ def ref_kl(student, teacher, temperature):
 
 def test_kl_per_token_matches_float64_reference_and_is_zero_at_padding():
   student, teacher, where = _batch()
-  got = S.token_kd_loss(jnp.float32(student), jnp.float32(teacher), where=where,
-                        temperature=2.0)
+  got = S.token_kd_loss(jnp.float32(student), jnp.float32(teacher), where=where, temperature=2.0)
   assert got.shape == (B, T)
-  np.testing.assert_allclose(got, np.where(where, ref_kl(student, teacher, 2.0), 0.0),
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    got, np.where(where, ref_kl(student, teacher, 2.0), 0.0), rtol=1e-5, atol=1e-7
+  )
 
 
 @pytest.mark.parametrize("name", sorted(S.DIVERGENCES))
 def test_every_divergence_by_name_is_the_logits_function(name):
   student, teacher, where = _batch(1)
   hyperparams = HYPERPARAMS.get(name, {})
-  got = S.token_kd_loss(student, teacher, where=where, divergence=name, temperature=1.5,
-                        **hyperparams)
-  want = S.DIVERGENCES[name](student.reshape(-1, V), teacher.reshape(-1, V),
-                             temperature=1.5, **hyperparams).reshape(B, T)
+  got = S.token_kd_loss(
+    student, teacher, where=where, divergence=name, temperature=1.5, **hyperparams
+  )
+  want = S.DIVERGENCES[name](
+    student.reshape(-1, V), teacher.reshape(-1, V), temperature=1.5, **hyperparams
+  ).reshape(B, T)
   np.testing.assert_allclose(got, np.where(where, want, 0.0), rtol=1e-6)
   assert np.all(np.asarray(got) >= 0)
 
@@ -60,13 +62,15 @@ def test_names_map_to_the_documented_divergences():
 
 def test_sequence_loss_is_mean_over_real_tokens():
   student, teacher, where = _batch(2)
-  per_token = np.asarray(S.token_kd_loss(student, teacher, where=where, divergence="jsd",
-                                         beta=0.2), np.float64)
+  per_token = np.asarray(
+    S.token_kd_loss(student, teacher, where=where, divergence="jsd", beta=0.2), np.float64
+  )
   real = [per_token[b, t] for b in range(B) for t in range(T) if where[b, t]]
   got = S.sequence_kd_loss(student, teacher, where=where, divergence="jsd", beta=0.2)
   np.testing.assert_allclose(got, np.mean(real), rtol=1e-6)
-  total, count = S.sequence_kd_sum_and_count(student, teacher, where=where,
-                                             divergence="jsd", beta=0.2)
+  total, count = S.sequence_kd_sum_and_count(
+    student, teacher, where=where, divergence="jsd", beta=0.2
+  )
   assert count.dtype == jnp.int32 and int(count) == where.sum()
   np.testing.assert_allclose(total, np.sum(real), rtol=1e-6)
 
@@ -77,11 +81,15 @@ def test_two_half_batches_accumulate_to_the_full_batch_loss_and_gradient():
   halves = (slice(0, B // 2), slice(B // 2, B))
 
   # What a gradient-accumulation loop adds up: the sum, its gradient, the count.
-  sum_and_grad = jax.jit(jax.value_and_grad(
-      lambda s, t, w: S.sequence_kd_sum_and_count(s, t, where=w, temperature=2.0)[0]))
+  sum_and_grad = jax.jit(
+    jax.value_and_grad(
+      lambda s, t, w: S.sequence_kd_sum_and_count(s, t, where=w, temperature=2.0)[0]
+    )
+  )
   count_of = jax.jit(lambda s, t, w: S.sequence_kd_sum_and_count(s, t, where=w)[1])
-  full_loss, full_grad = jax.jit(jax.value_and_grad(
-      lambda s: S.sequence_kd_loss(s, teacher, where=where, temperature=2.0)))(student)
+  full_loss, full_grad = jax.jit(
+    jax.value_and_grad(lambda s: S.sequence_kd_loss(s, teacher, where=where, temperature=2.0))
+  )(student)
   total = count = 0
   grad = jnp.zeros_like(student)
   for half in halves:
@@ -91,8 +99,9 @@ def test_two_half_batches_accumulate_to_the_full_batch_loss_and_gradient():
   np.testing.assert_allclose(S.mean_from_sum_and_count(total, count), full_loss, rtol=1e-6)
   np.testing.assert_allclose(grad / count, full_grad, rtol=1e-6, atol=1e-9)
   # The naive mean of micro-batch means weights the halves, not the tokens: it differs.
-  mean_of_means = np.mean([S.sequence_kd_loss(student[h], teacher[h], where=where[h],
-                                              temperature=2.0) for h in halves])
+  mean_of_means = np.mean(
+    [S.sequence_kd_loss(student[h], teacher[h], where=where[h], temperature=2.0) for h in halves]
+  )
   assert count == where.sum()
   assert abs(mean_of_means - full_loss) > 1e-3 * abs(full_loss)
 
@@ -113,8 +122,9 @@ def test_masked_vocabulary_and_padding_garbage_give_finite_values_and_gradients(
   student[~where] = np.nan  # whatever sits at padded positions must not leak
   hyperparams = HYPERPARAMS.get(name, {})
   for dtype in (jnp.float32, jnp.bfloat16):
-    loss_fn = lambda s: S.sequence_kd_loss(s, jnp.asarray(teacher, dtype), where=where,
-                                           divergence=name, **hyperparams)
+    loss_fn = lambda s: S.sequence_kd_loss(
+      s, jnp.asarray(teacher, dtype), where=where, divergence=name, **hyperparams
+    )
     value, grad = jax.jit(jax.value_and_grad(loss_fn))(jnp.asarray(student, dtype))
     assert np.isfinite(float(value)), (name, dtype)
     grad = np.asarray(grad, np.float32)
