@@ -13,7 +13,8 @@ import flax.linen as nn
 from kdjax.models.convnet import ConvNet
 from kdjax.models.mlp import MLP
 from kdjax.models.resnet import BasicBlock, CifarResNet, resnet8x4, resnet32x4
-from kdjax.models.transformer import DecoderBlock, TransformerLM
+from kdjax.models import sampling
+from kdjax.models.transformer import DecoderBlock, TransformerLM, init_cache
 
 MODELS = {
     "mlp": MLP,
@@ -47,4 +48,5 @@ def from_config(config: Mapping[str, Any]) -> nn.Module:
 
 
 __all__ = ["MLP", "ConvNet", "CifarResNet", "BasicBlock", "resnet8x4", "resnet32x4",
-           "TransformerLM", "DecoderBlock", "MODELS", "create", "from_config"]
+           "TransformerLM", "DecoderBlock", "init_cache", "sampling", "MODELS", "create",
+           "from_config"]

@@ -1,8 +1,53 @@
-"""A small causal (decoder-only) Transformer language model."""
+r"""A small causal (decoder-only) Transformer language model with a key/value cache.
+
+Two ways to call :class:`TransformerLM`:
+
+* training / scoring: ``model.apply(variables, tokens)`` -> logits ``[batch, time, vocab]``
+  with causal attention (position ``t`` sees tokens ``<= t``);
+* incremental decoding: ``model.apply(variables, tokens, cache=cache, positions=...,
+  valid=...)`` -> ``(logits, new_cache)``. The cache (:func:`init_cache`) holds every
+  layer's keys and values for ``cache_len`` slots, the next free slot ``index`` and which
+  slots hold real tokens (``valid``). The ``T`` new tokens go to slots ``index ..
+  index + T - 1`` and attend to every valid slot at or before their own. Padding slots
+  (``valid=False``, e.g. the left padding of shorter prompts) are never attended to, and
+  ``positions`` give each token its position in its own unpadded sequence, so a padded
+  batch decodes exactly as each sequence alone would (``kdjax.models.sampling``).
+"""
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
+
+Cache = dict[str, Any]
+
+
+class CausalSelfAttention(nn.Module):
+  r"""Multi-head self-attention :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)V` with an
+  optional key/value cache; :math:`M` is 0 where attending is allowed, else the most
+  negative float (never ``-inf``: a fully masked padding row stays finite)."""
+  num_heads: int
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, allowed: jax.Array, *, train: bool,
+               cache: tuple[jax.Array, jax.Array] | None = None,
+               index: jax.Array | None = None):
+    head_dim = x.shape[-1] // self.num_heads
+    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)  # noqa: E731
+    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
+    if cache is not None:
+      k = lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, index, 0, 0))
+      v = lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, index, 0, 0))
+    scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+    scores = jnp.where(allowed[:, None], scores, jnp.finfo(scores.dtype).min)
+    weights = nn.Dropout(self.dropout_rate, deterministic=not train)(jax.nn.softmax(scores))
+    out = jnp.einsum("bhts,bshd->bthd", weights, v)
+    out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name="out")(out)
+    return out, (k, v)
 
 
 class DecoderBlock(nn.Module):
@@ -12,21 +57,40 @@ class DecoderBlock(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    h = nn.LayerNorm()(x)
-    h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-                                        deterministic=not train)(h, h, mask=mask)
+  def __call__(self, x: jax.Array, allowed: jax.Array, *, train: bool,
+               cache: tuple[jax.Array, jax.Array] | None = None,
+               index: jax.Array | None = None):
+    h, kv = CausalSelfAttention(self.num_heads, self.dropout_rate, name="attention")(
+        nn.LayerNorm()(x), allowed, train=train, cache=cache, index=index)
     x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     h = nn.LayerNorm()(x)
     h = nn.Dense(x.shape[-1])(nn.gelu(nn.Dense(self.mlp_dim)(h)))
-    return x + nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return x + nn.Dropout(self.dropout_rate, deterministic=not train)(h), kv
+
+
+def init_cache(model: "TransformerLM", batch_size: int, cache_len: int | None = None,
+               dtype: Any = jnp.float32) -> Cache:
+  """An empty cache for ``batch_size`` sequences of up to ``cache_len`` (default max_len) slots.
+
+  Returns:
+    ``{'index': int32 scalar 0, 'valid': bool [B, S] all False, 'layers': tuple of
+    (keys, values) [B, S, heads, head_dim] zeros per layer}``.
+  """
+  cache_len = model.max_len if cache_len is None else cache_len
+  if not 1 <= cache_len <= model.max_len:
+    raise ValueError(f"cache_len must be in [1, max_len={model.max_len}], got {cache_len}")
+  shape = (batch_size, cache_len, model.num_heads, model.embed_dim // model.num_heads)
+  layers = tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+                 for _ in range(model.num_layers))
+  return {"index": jnp.zeros((), jnp.int32), "valid": jnp.zeros(shape[:2], bool),
+          "layers": layers}
 
 
 class TransformerLM(nn.Module):
   r"""Decoder-only Transformer: token + learned position embeddings, causal blocks, LM head.
 
   .. math::
-    h_0 = E[x_t] + P_t, \quad h_{l+1} = \mathrm{Block}_l(h_l), \quad
+    h_0 = E[x_t] + P_{p_t}, \quad h_{l+1} = \mathrm{Block}_l(h_l), \quad
     \mathrm{logits}_t = W\,\mathrm{LN}(h_L)_t + b
 
   Logits at position ``t`` depend only on tokens ``<= t``. Vaswani et al. (2017),
@@ -36,12 +100,12 @@ class TransformerLM(nn.Module):
 
   Attributes:
     vocab_size: number of tokens (and logits per position).
-    max_len: largest sequence length.
+    max_len: largest sequence length (and number of position embeddings).
     embed_dim: model width.
     num_layers: number of decoder blocks.
     num_heads: attention heads (must divide ``embed_dim``).
     mlp_dim: hidden width of the MLPs.
-    dropout_rate: dropout on residual branches during training.
+    dropout_rate: dropout on residual branches and attention weights during training.
   """
   vocab_size: int = 256
   max_len: int = 128
@@ -52,8 +116,26 @@ class TransformerLM(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, tokens: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    """Maps integer tokens ``[batch, time]`` to logits ``[batch, time, vocab_size]``."""
+  def __call__(self, tokens: jax.Array, *, train: bool = False,
+               positions: jax.Array | None = None, valid: jax.Array | None = None,
+               cache: Cache | None = None, return_hidden: bool = False):
+    """Logits (or final hidden states) of ``tokens``; with ``cache``, also the new cache.
+
+    Args:
+      tokens: int ``[batch, time]``.
+      train: enables dropout.
+      positions: int ``[batch, time]`` position of each token in its own sequence
+        (default ``0 .. time - 1``, or ``index ..`` with a cache).
+      valid: bool ``[batch, time]``, False for padding tokens no one may attend to
+        (default all True).
+      cache: a cache from :func:`init_cache` (decoding mode).
+      return_hidden: return ``LN(h_L)`` ``[batch, time, embed_dim]`` instead of logits
+        (the head is ``params['head']``: logits = hidden @ kernel + bias).
+
+    Returns:
+      ``[batch, time, vocab_size]`` logits (or hidden states); with ``cache``, the pair
+      ``(logits, new_cache)``.
+    """
     if tokens.ndim != 2:
       raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
     length = tokens.shape[1]
@@ -61,12 +143,33 @@ class TransformerLM(nn.Module):
       raise ValueError(f"sequence length {length} exceeds max_len={self.max_len}")
     if self.embed_dim % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide embed_dim={self.embed_dim}")
+    start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
+    slots = start + jnp.arange(length)
+    if positions is None:
+      positions = jnp.broadcast_to(slots, tokens.shape)
+    if valid is None:
+      valid = jnp.ones(tokens.shape, bool)
     h = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
     position = self.param("position_embedding", nn.initializers.normal(0.02),
                           (self.max_len, self.embed_dim))
-    h = h + position[None, :length]
-    mask = nn.make_causal_mask(tokens)
+    h = h + jnp.take(position, positions, axis=0)
+    if cache is None:
+      key_valid, key_slots = valid, slots
+    else:
+      key_valid = lax.dynamic_update_slice(cache["valid"], valid, (0, start))
+      key_slots = jnp.arange(key_valid.shape[1])
+    allowed = (key_slots[None, None, :] <= slots[None, :, None]) & key_valid[:, None, :]
+    new_layers = []
     for layer in range(self.num_layers):
-      h = DecoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate,
-                       name=f"block{layer}")(h, mask, train=train)
-    return nn.Dense(self.vocab_size, name="head")(nn.LayerNorm()(h))
+      h, kv = DecoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate,
+                           name=f"block{layer}")(
+          h, allowed, train=train, index=start,
+          cache=None if cache is None else cache["layers"][layer])
+      new_layers.append(kv)
+    h = nn.LayerNorm()(h)
+    out = h if return_hidden else nn.Dense(self.vocab_size, name="head")(h)
+    if return_hidden and self.is_initializing():
+      nn.Dense(self.vocab_size, name="head")(h)
+    if cache is None:
+      return out
+    return out, {"index": start + length, "valid": key_valid, "layers": tuple(new_layers)}
