@@ -1,0 +1,244 @@
+"""Regenerates the neural-tangents reference kernels in this directory.
+
+Run it with Python from a venv holding jax==0.4.23 and neural-tangents==0.6.5
+(neural-tangents does not import on current JAX), from the repository root:
+
+  python3.11 -m venv nt-venv
+  nt-venv/bin/pip install jax==0.4.23 jaxlib==0.4.23 neural-tangents==0.6.5 \
+      'numpy<2' 'scipy<1.13'
+  nt-venv/bin/python tests/kernels/reference/generate.py
+
+Every case is a JSON `spec`, a list of `[layer, kwargs]` in neural-tangents'
+names, that `tests/kernels/test_stax_reference.py` builds with
+`kdjax.kernels.stax` the same way. Values are float64.
+
+* `<case>.npz` (the six original networks): keys `x1`, `x2`, `spec`, `nngp`,
+  `ntk` (x1 vs x2), `nngp_11`, `ntk_11` (x1 vs itself). Their inputs are
+  consecutive draws of one `np.random.default_rng(0)` stream.
+* `layers.npz` (one small network per newer layer): the shared inputs
+  `fc.x1`, `fc.x2` (vectors) and `img.x1`, `img.x2` (NHWC images), `specs` (a
+  JSON object `{case: {"input": "fc" | "img", "spec": [...]}}`) and, per case,
+  `<case>.nngp`, `<case>.ntk`, `<case>.nngp_11`, `<case>.ntk_11`.
+
+Layer arguments that are functions (`Elementwise`, `ElementwiseNumerical`) are
+named by a string from `FUNCTIONS`, which the test mirrors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from neural_tangents import stax  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The six original networks, in the order their inputs were drawn.
+DENSE = {"W_std": 1.6, "b_std": 0.1}
+CONV = {"channels": 64, "filter_shape": [3, 3], "padding": "SAME", **DENSE}
+HEAD = ["Dense", {"width": 10, **DENSE, "parameterization": "ntk"}]
+POOL = ["AvgPool", {"window_shape": [2, 2], "strides": [2, 2], "padding": "VALID"}]
+
+
+def _fc(nonlinearity, depth, parameterization="ntk"):
+  dense = ["Dense", {"width": 512, **DENSE, "parameterization": parameterization}]
+  head = ["Dense", {"width": 10, **DENSE, "parameterization": parameterization}]
+  return [layer for _ in range(depth) for layer in (dense, [nonlinearity, {}])] + [head]
+
+
+LEGACY = [
+  ("fc3_relu", _fc("Relu", 3), (7, 24), (5, 24)),
+  ("fc1_relu_standard", _fc("Relu", 1, "standard"), (7, 24), (5, 24)),
+  ("fc2_erf", _fc("Erf", 2), (7, 24), (5, 24)),
+  (
+    "conv2_relu_flatten",
+    [["Conv", CONV], ["Relu", {}]] * 2 + [["Flatten", {}], HEAD],
+    (4, 8, 8, 3),
+    (3, 8, 8, 3),
+  ),
+  (
+    "conv3_relu_avgpool_flatten",
+    [["Conv", CONV], ["Relu", {}], POOL] * 3 + [["Flatten", {}], HEAD],
+    (4, 8, 8, 3),
+    (3, 8, 8, 3),
+  ),
+  (
+    "conv2_relu_gap",
+    [["Conv", CONV], ["Relu", {}]] * 2 + [["GlobalAvgPool", {}], HEAD],
+    (4, 8, 8, 3),
+    (3, 8, 8, 3),
+  ),
+]
+
+
+def _erf_nngp(cov12, var1, var2):
+  """E[erf(u) erf(v)] (Williams, 1997), neural-tangents' `Elementwise` example."""
+  return jnp.arcsin(2 * cov12 / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2))) * 2 / jnp.pi
+
+
+def _erf_d_nngp(cov12, var1, var2):
+  """E[erf'(u) erf'(v)], the derivative of `_erf_nngp` in `cov12`."""
+  return 4 / jnp.pi / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2) - 4 * cov12**2)
+
+
+FUNCTIONS = {
+  "tanh": jnp.tanh,
+  "erf": jax.scipy.special.erf,
+  "erf_nngp": _erf_nngp,
+  "erf_d_nngp": _erf_d_nngp,
+  "sin": jnp.sin,
+}
+
+# Newer layers: the first Dense makes the input Gaussian, the last mixes units.
+IN = ["Dense", {"width": 8, "W_std": 1.5, "b_std": 0.3}]
+OUT = ["Dense", {"width": 1, "W_std": 1.2, "b_std": 0.2}]
+CONV_IN = [
+  "Conv",
+  {"channels": 8, "filter_shape": [3, 2], "padding": "SAME", "W_std": 1.5, "b_std": 0.3},
+]
+CONV_MID = [
+  "Conv",
+  {"channels": 8, "filter_shape": [2, 2], "padding": "SAME", "W_std": 1.3, "b_std": 0.1},
+]
+
+
+def _fc_case(*layers):
+  return {"input": "fc", "spec": [IN, *layers, OUT]}
+
+
+def _img_case(*layers, head="GlobalAvgPool"):
+  """Conv, the layers, a second conv and a pooling (pixel pairs) or Flatten head."""
+  return {"input": "img", "spec": [CONV_IN, *layers, CONV_MID, ["Relu", {}], [head, {}], OUT]}
+
+
+ELEMENTWISE = {
+  "gelu": [["Gelu", {}]],
+  "sin": [["Sin", {"a": 1.3, "b": 0.7, "c": 0.4}]],
+  "cos": [["Cos", {"a": 0.9, "b": 1.1, "c": -0.2}]],
+  "rbf": [["Rbf", {"gamma": 0.6}]],
+  "abs": [["Abs", {}]],
+  "sign": [["Sign", {}], ["Dense", {"width": 8, "W_std": 1.1, "b_std": 0.2}], ["Relu", {}]],
+  "exp": [["Exp", {"a": 0.8, "b": 0.5}]],
+  "gaussian": [["Gaussian", {"a": 1.2, "b": -0.7}]],
+  "sigmoid_like": [["Sigmoid_like", {}]],
+  "erf_abc": [["Erf", {"a": 1.3, "b": 0.8, "c": 0.2}]],
+  "monomial0": [["Monomial", {"degree": 0}]],
+  "monomial2": [["Monomial", {"degree": 2}]],
+  "monomial3": [["Monomial", {"degree": 3}]],
+  "monomial4": [["Monomial", {"degree": 4}]],
+  "monomial5": [["Monomial", {"degree": 5}]],
+  "rectified_monomial0": [["RectifiedMonomial", {"degree": 0}]],
+  "rectified_monomial1": [["RectifiedMonomial", {"degree": 1}]],
+  "rectified_monomial2": [["RectifiedMonomial", {"degree": 2}]],
+  "rectified_monomial3": [["RectifiedMonomial", {"degree": 3}]],
+  "polynomial": [["Polynomial", {"coef": [0.3, -0.5, 0.2, 0.7]}]],
+  "hermite1": [["Hermite", {"degree": 1}]],
+  "hermite3": [["Hermite", {"degree": 3}]],
+  "elementwise_erf": [
+    ["Elementwise", {"fn": "erf", "nngp_fn": "erf_nngp", "d_nngp_fn": "erf_d_nngp"}]
+  ],
+  "elementwise_erf_autodiff": [["Elementwise", {"fn": "erf", "nngp_fn": "erf_nngp"}]],
+  "numerical_tanh": [["ElementwiseNumerical", {"fn": "tanh", "deg": 25}]],
+  "numerical_sin": [["ElementwiseNumerical", {"fn": "sin", "deg": 30}]],
+}
+IMG_ELEMENTWISE = (
+  "gelu",
+  "sin",
+  "rbf",
+  "sign",
+  "gaussian",
+  "monomial3",
+  "abs",
+  "polynomial",
+  "numerical_tanh",
+)
+
+
+def cases() -> dict:
+  """All newer-layer cases, `{name: {"input": ..., "spec": [...]}}`."""
+  out = {name: _fc_case(*layers) for name, layers in ELEMENTWISE.items()}
+  for name in IMG_ELEMENTWISE:
+    out[f"{name}_img"] = _img_case(*ELEMENTWISE[name])
+    out[f"{name}_img_flatten"] = _img_case(*ELEMENTWISE[name], head="Flatten")
+  return out
+
+
+def build(spec):
+  """neural-tangents network from a JSON spec."""
+  layers = []
+  for name, kwargs in spec:
+    kwargs = dict(kwargs)
+    for key in ("fn", "nngp_fn", "d_nngp_fn"):
+      if key in kwargs:
+        kwargs[key] = FUNCTIONS[kwargs[key]]
+    if name == "Dense":
+      layers.append(stax.Dense(kwargs.pop("width"), **kwargs))
+    elif name == "Conv":
+      layers.append(stax.Conv(kwargs.pop("channels"), tuple(kwargs.pop("filter_shape")), **kwargs))
+    elif name == "AvgPool":
+      layers.append(
+        stax.AvgPool(tuple(kwargs["window_shape"]), tuple(kwargs["strides"]), kwargs["padding"])
+      )
+    else:
+      layers.append(getattr(stax, name)(**kwargs))
+  return stax.serial(*layers)
+
+
+def kernels(spec, x1, x2) -> dict:
+  _, _, kernel_fn = build(spec)
+  k12 = kernel_fn(x1, x2, ("nngp", "ntk"))
+  k11 = kernel_fn(x1, None, ("nngp", "ntk"))
+  out = {"nngp": k12.nngp, "ntk": k12.ntk, "nngp_11": k11.nngp, "ntk_11": k11.ntk}
+  out = {key: np.asarray(value, np.float64) for key, value in out.items()}
+  for key, value in out.items():
+    # neural-tangents' RectifiedMonomial is 0 * inf on the diagonal of x1 vs
+    # itself (sin(theta) = 0); the test checks kdjax's finite limit there.
+    off_diagonal = value[~np.eye(*value.shape, dtype=bool)] if key.endswith("_11") else value
+    if not np.all(np.isfinite(off_diagonal)):
+      raise ValueError(f"neural-tangents gave non-finite {key} for {spec}")
+  return out
+
+
+def main():
+  rng = np.random.default_rng(0)
+  rng.normal()  # The original generator drew one value before the first case.
+  for name, spec, shape1, shape2 in LEGACY:
+    x1, x2 = rng.normal(size=shape1), rng.normal(size=shape2)
+    np.savez(
+      os.path.join(HERE, f"{name}.npz"),
+      x1=x1,
+      x2=x2,
+      spec=json.dumps(spec),
+      **kernels(spec, x1, x2),
+    )
+
+  rng = np.random.default_rng(1)
+  inputs = {
+    "fc.x1": rng.normal(size=(5, 6)),
+    "fc.x2": rng.normal(size=(4, 6)),
+    "img.x1": rng.normal(size=(3, 5, 4, 2)),
+    "img.x2": rng.normal(size=(2, 5, 4, 2)),
+  }
+  all_cases = cases()
+  values = {}
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # neural-tangents warns for Hermite, autodiff, quadrature.
+    for name, case in all_cases.items():
+      kind = case["input"]
+      for key, value in kernels(case["spec"], inputs[f"{kind}.x1"], inputs[f"{kind}.x2"]).items():
+        values[f"{name}.{key}"] = value
+  np.savez_compressed(
+    os.path.join(HERE, "layers.npz"), specs=json.dumps(all_cases), **inputs, **values
+  )
+  print(f"wrote {len(LEGACY)} network files and {len(all_cases)} layer cases to {HERE}")
+
+
+if __name__ == "__main__":
+  main()
