@@ -4,7 +4,11 @@ Reference: Jacot, Gabriel, Hongler, 2018, "Neural Tangent Kernel: Convergence
 and Generalization in Neural Networks"; Novak et al., 2022, "Fast Finite
 Width Neural Tangent Kernel".
 """
-from typing import Any, Callable, Optional
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,15 +34,17 @@ def empirical_ntk_fn(apply_fn: Callable[..., jax.Array]):
   Returns:
     A jitted `ntk_fn(x1, x2, params) -> [n1, n2]`; `x2=None` means `x1`.
   """
+
   def jacobian(params, x):
     def f(p, example):
       out = apply_fn(p, example[None])[0]
       return jnp.reshape(out, (-1,))
+
     # [n, C, *leaf] per parameter leaf, one example at a time.
     return jax.vmap(jax.jacrev(f), in_axes=(None, 0))(params, x)
 
   @jax.jit
-  def ntk_fn(x1: jax.Array, x2: Optional[jax.Array], params: Any) -> jax.Array:
+  def ntk_fn(x1: jax.Array, x2: jax.Array | None, params: Any) -> jax.Array:
     j1 = jacobian(params, x1)
     j2 = j1 if x2 is None else jacobian(params, x2)
     total = None

@@ -9,33 +9,34 @@ For `x2=None` only the tiles on and above the diagonal are computed and the
 rest is mirrored. The sharded version splits the rows of `x1` over the devices
 of a `jax.sharding.Mesh` (`jax.shard_map`) and tiles within each device.
 """
-import collections
-from typing import Callable, Optional, Sequence, Union
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
+from jax.typing import ArrayLike
+
+from kdjax.jobs.mesh import make_mesh
+from kdjax.kernels.stax.kernel_fn import get_names, pack
 
 __all__ = ["tiled_kernel_fn", "sharded_kernel_fn"]
 
-_GET_ALL = ("nngp", "ntk")
 
-
-def _names(get) -> tuple:
-  names = _GET_ALL if get is None else ((get,) if isinstance(get, str)
-                                        else tuple(get))
-  if not names or any(n not in _GET_ALL for n in names):
-    raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got "
-                     f"{get!r}")
-  return names
-
-
-def _pack(get, names, arrays):
-  if isinstance(get, str):
-    return arrays[0]
-  return collections.namedtuple("Kernel", names)(*arrays)
+def _check_inputs(x1: ArrayLike, x2: ArrayLike | None) -> tuple[jax.Array, jax.Array | None]:
+  """`x1`, `x2` as arrays; ValueError for an empty batch or mismatched shapes."""
+  x1 = jnp.asarray(x1)
+  x2 = None if x2 is None else jnp.asarray(x2)
+  for name, x in (("x1", x1), ("x2", x2)):
+    if x is not None and (x.ndim < 2 or x.shape[0] == 0):
+      raise ValueError(f"{name} must be a non-empty batch [n >= 1, ...], got shape {x.shape}")
+  if x2 is not None and x2.shape[1:] != x1.shape[1:]:
+    raise ValueError(f"x2 must have the trailing shape of x1 {x1.shape[1:]}, got {x2.shape[1:]}")
+  return x1, x2
 
 
 def _check_batch_size(batch_size: int) -> int:
@@ -60,8 +61,7 @@ def _tile_grid(kernel_fn, x1, x2, names, batch_size):
   tiles2 = x2.reshape((t2, b) + x2.shape[1:])
 
   def row(tile1):
-    return lax.map(lambda tile2: tuple(kernel_fn(tile1, tile2, names)),
-                   tiles2)
+    return lax.map(lambda tile2: tuple(kernel_fn(tile1, tile2, names)), tiles2)
 
   out = lax.map(row, tiles1)  # each [t1, t2, b, b]
   return [o.transpose(0, 2, 1, 3).reshape(t1 * b, t2 * b) for o in out]
@@ -75,14 +75,16 @@ def _tile_symmetric(kernel_fn, x, names, batch_size):
   rows, cols = np.triu_indices(t, k=1)
   diagonal = lax.map(lambda tile: tuple(kernel_fn(tile, None, names)), tiles)
   blocks = [jnp.zeros((t, t, b, b), d.dtype) for d in diagonal]
-  blocks = [bl.at[jnp.arange(t), jnp.arange(t)].set(d)
-            for bl, d in zip(blocks, diagonal)]
+  blocks = [bl.at[jnp.arange(t), jnp.arange(t)].set(d) for bl, d in zip(blocks, diagonal)]
   if len(rows):
-    upper = lax.map(lambda ij: tuple(kernel_fn(tiles[ij[0]], tiles[ij[1]],
-                                               names)),
-                    jnp.stack([rows, cols], axis=1))
-    blocks = [bl.at[rows, cols].set(u).at[cols, rows].set(
-        u.transpose(0, 2, 1)) for bl, u in zip(blocks, upper)]
+    upper = lax.map(
+      lambda ij: tuple(kernel_fn(tiles[ij[0]], tiles[ij[1]], names)),
+      jnp.stack([rows, cols], axis=1),
+    )
+    blocks = [
+      bl.at[rows, cols].set(u).at[cols, rows].set(u.transpose(0, 2, 1))
+      for bl, u in zip(blocks, upper)
+    ]
   return [bl.transpose(0, 2, 1, 3).reshape(t * b, t * b) for bl in blocks]
 
 
@@ -112,23 +114,25 @@ def tiled_kernel_fn(kernel_fn: Callable, batch_size: int) -> Callable:
       out = _tile_symmetric(kernel_fn, x1p, names, batch_size)
       return [o[:n1, :n1] for o in out]
     n2 = x2.shape[0]
-    out = _tile_grid(kernel_fn, x1p, _pad_rows(x2, batch_size), names,
-                     batch_size)
+    out = _tile_grid(kernel_fn, x1p, _pad_rows(x2, batch_size), names, batch_size)
     return [o[:n1, :n2] for o in out]
 
   compiled = jax.jit(compute, static_argnums=2)
 
-  def fn(x1, x2=None, get=None):
-    names = _names(get)
-    return _pack(get, names, compiled(jnp.asarray(x1), x2, names))
+  def fn(x1: ArrayLike, x2: ArrayLike | None = None, get: str | Sequence[str] | None = None):
+    names = get_names(get)
+    x1, x2 = _check_inputs(x1, x2)
+    return pack(get, names, compiled(x1, x2, names))
 
   return fn
 
 
-def sharded_kernel_fn(kernel_fn: Callable, batch_size: int,
-                      mesh: Optional[Mesh] = None,
-                      axis_name: Union[str, Sequence[str], None] = None
-                      ) -> Callable:
+def sharded_kernel_fn(
+  kernel_fn: Callable,
+  batch_size: int,
+  mesh: Mesh | None = None,
+  axis_name: str | Sequence[str] | None = None,
+) -> Callable:
   r"""`kernel_fn` with the rows of `x1` spread over the devices of a mesh.
 
   Each device computes `kernel_fn(x1[rows of the device], x2)` in tiles of
@@ -138,7 +142,8 @@ def sharded_kernel_fn(kernel_fn: Callable, batch_size: int,
   Args:
     kernel_fn: `kernel_fn(x1, x2=None, get=...)`.
     batch_size: tile side, in examples.
-    mesh: a `jax.sharding.Mesh`; default: all devices on one axis 'batch'.
+    mesh: a `jax.sharding.Mesh`; default: `kdjax.jobs.mesh.make_mesh()`, all
+      devices on one axis 'data'.
     axis_name: mesh axis (or axes) to split rows over; default all axes.
 
   Returns:
@@ -146,12 +151,14 @@ def sharded_kernel_fn(kernel_fn: Callable, batch_size: int,
   """
   batch_size = _check_batch_size(batch_size)
   if mesh is None:
-    mesh = Mesh(np.array(jax.devices()), ("batch",))
-  axes = tuple(mesh.axis_names) if axis_name is None else (
-      (axis_name,) if isinstance(axis_name, str) else tuple(axis_name))
+    mesh = make_mesh()
+  axes = (
+    tuple(mesh.axis_names)
+    if axis_name is None
+    else ((axis_name,) if isinstance(axis_name, str) else tuple(axis_name))
+  )
   if any(a not in mesh.axis_names for a in axes):
-    raise ValueError(f"axis_name {axis_name!r} not in mesh axes "
-                     f"{mesh.axis_names}")
+    raise ValueError(f"axis_name {axis_name!r} not in mesh axes {mesh.axis_names}")
   devices = int(np.prod([mesh.shape[a] for a in axes]))
   row_spec = P(axes)
 
@@ -163,17 +170,20 @@ def sharded_kernel_fn(kernel_fn: Callable, batch_size: int,
     def local(rows, cols):
       return tuple(_tile_grid(kernel_fn, rows, cols, names, batch_size))
 
-    out = jax.shard_map(local, mesh=mesh, in_specs=(row_spec, P()),
-                        out_specs=tuple(P(axes, None) for _ in names),
-                        check_vma=False)(x1p, x2p)
+    out = jax.shard_map(
+      local,
+      mesh=mesh,
+      in_specs=(row_spec, P()),
+      out_specs=tuple(P(axes, None) for _ in names),
+      check_vma=False,
+    )(x1p, x2p)
     return [o[:n1, :n2] for o in out]
 
   compiled = jax.jit(compute, static_argnums=2)
 
-  def fn(x1, x2=None, get=None):
-    names = _names(get)
-    x1 = jnp.asarray(x1)
-    x2 = x1 if x2 is None else jnp.asarray(x2)
-    return _pack(get, names, compiled(x1, x2, names))
+  def fn(x1: ArrayLike, x2: ArrayLike | None = None, get: str | Sequence[str] | None = None):
+    names = get_names(get)
+    x1, x2 = _check_inputs(x1, x2)
+    return pack(get, names, compiled(x1, x1 if x2 is None else x2, names))
 
   return fn

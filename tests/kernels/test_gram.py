@@ -1,4 +1,5 @@
 """Tiled and sharded Gram matrices equal the one-shot kernel_fn."""
+
 import jax
 import numpy as np
 import pytest
@@ -7,8 +8,11 @@ from jax.sharding import Mesh
 from kdjax.kernels import sharded_kernel_fn, stax, tiled_kernel_fn
 
 _, _, CONV_GAP = stax.serial(
-    stax.Conv(8, (3, 3), padding="SAME", W_std=1.5, b_std=0.1), stax.Relu(),
-    stax.GlobalAvgPool(), stax.Dense(1, 1.5, 0.1))
+  stax.Conv(8, (3, 3), padding="SAME", W_std=1.5, b_std=0.1),
+  stax.Relu(),
+  stax.GlobalAvgPool(),
+  stax.Dense(1, 1.5, 0.1),
+)
 
 
 def inputs():
@@ -35,8 +39,10 @@ def test_sharded_over_eight_devices_equals_one_shot():
   x1, x2 = inputs()
   mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
   with jax.enable_x64(True):
-    for fn in (sharded_kernel_fn(CONV_GAP, 2),
-               sharded_kernel_fn(CONV_GAP, 1, mesh=mesh, axis_name="data")):
+    for fn in (
+      sharded_kernel_fn(CONV_GAP, 2),
+      sharded_kernel_fn(CONV_GAP, 1, mesh=mesh, axis_name="data"),
+    ):
       for a, b in ((x1, x2), (x1, None)):
         want = CONV_GAP(a, b)
         got = fn(a, b)
@@ -51,3 +57,6 @@ def test_bad_arguments():
     sharded_kernel_fn(CONV_GAP, 2, axis_name="nope")
   with pytest.raises(ValueError, match="get"):
     tiled_kernel_fn(CONV_GAP, 2)(np.ones((2, 4, 4, 2)), None, "cov")
+  for fn in (tiled_kernel_fn(CONV_GAP, 2), sharded_kernel_fn(CONV_GAP, 2)):
+    with pytest.raises(ValueError, match="x1 must be a non-empty batch"):
+      fn(np.ones((0, 4, 4, 2)))

@@ -1,4 +1,5 @@
 """End to end: FC2-ReLU NTK kernel ridge regression on the embedded mnist5k split."""
+
 import numpy as np
 
 from kdjax import data, krr
@@ -13,9 +14,12 @@ def test_fc2_relu_ntk_krr_reproduces_design_baseline():
   x_test = data.standardize_images(ds.x_test).reshape(len(ds.x_test), -1)
   y_train = data.regression_targets(ds.y_train, ds.num_classes)
   _, _, kernel_fn = stax.serial(
-      stax.Dense(512, 2**0.5, 0.1), stax.Relu(),
-      stax.Dense(512, 2**0.5, 0.1), stax.Relu(),
-      stax.Dense(10, 2**0.5, 0.1))
+    stax.Dense(512, 2**0.5, 0.1),
+    stax.Relu(),
+    stax.Dense(512, 2**0.5, 0.1),
+    stax.Relu(),
+    stax.Dense(10, 2**0.5, 0.1),
+  )
   k_train = kernel_fn(x_train, None, "ntk")
   k_test = kernel_fn(x_test, x_train, "ntk")
   assert k_train.dtype == np.float32
@@ -25,8 +29,6 @@ def test_fc2_relu_ntk_krr_reproduces_design_baseline():
   # A 10x smaller training set is clearly worse: the test can fail.
   small = np.arange(400)
   k_small = np.asarray(k_train)[np.ix_(small, small)]
-  small_predictions = krr.predict(np.asarray(k_test)[:, small], k_small,
-                                  y_train[small], reg=1e-6)
-  small_accuracy = float(np.mean(np.argmax(np.asarray(small_predictions), 1)
-                                 == ds.y_test))
+  small_predictions = krr.predict(np.asarray(k_test)[:, small], k_small, y_train[small], reg=1e-6)
+  small_accuracy = float(np.mean(np.argmax(np.asarray(small_predictions), 1) == ds.y_test))
   assert small_accuracy < accuracy - 0.03, (small_accuracy, accuracy)

@@ -1,4 +1,5 @@
 """Independent checks of kdjax.kernels.stax: closed forms, gradients, errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,12 +24,10 @@ def arccos_relu_nngp(x1, x2, w_std, b_std):
 def test_one_layer_relu_nngp_is_arc_cosine_kernel():
   rng = np.random.default_rng(0)
   x1, x2 = rng.normal(size=(6, 9)), rng.normal(size=(4, 9))
-  _, _, kernel_fn = stax.serial(stax.Dense(100, 1.3, 0.2), stax.Relu(),
-                                stax.Dense(1, 1.3, 0.2))
+  _, _, kernel_fn = stax.serial(stax.Dense(100, 1.3, 0.2), stax.Relu(), stax.Dense(1, 1.3, 0.2))
   with jax.enable_x64(True):
     got = kernel_fn(x1, x2, "nngp")
-  np.testing.assert_allclose(got, arccos_relu_nngp(x1, x2, 1.3, 0.2),
-                             rtol=1e-12)
+  np.testing.assert_allclose(got, arccos_relu_nngp(x1, x2, 1.3, 0.2), rtol=1e-12)
 
 
 def test_erf_nngp_is_williams_kernel():
@@ -38,8 +37,7 @@ def test_erf_nngp_is_williams_kernel():
   k12 = 1.5**2 * x1 @ x2.T / 7 + 0.3**2
   k11 = 1.5**2 * np.sum(x1**2, 1) / 7 + 0.3**2
   k22 = 1.5**2 * np.sum(x2**2, 1) / 7 + 0.3**2
-  want = 2 / np.pi * np.arcsin(2 * k12 / np.sqrt(np.outer(1 + 2 * k11,
-                                                          1 + 2 * k22)))
+  want = 2 / np.pi * np.arcsin(2 * k12 / np.sqrt(np.outer(1 + 2 * k11, 1 + 2 * k22)))
   with jax.enable_x64(True):
     got = kernel_fn(x1, x2, "nngp")
   np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -60,20 +58,42 @@ def test_flatten_on_nhwc_images_equals_dense_on_flat_vectors():
 
 
 NETWORKS = {
-    "fc_relu": (stax.serial(stax.Dense(8, 1.5, 0.1), stax.Relu(),
-                            stax.Dense(8, 1.5, 0.1), stax.Relu(),
-                            stax.Dense(1, 1.5, 0.1)), (5,)),
-    "fc_erf_standard": (stax.serial(
-        stax.Dense(8, 1.2, 0.1, parameterization="standard"), stax.Erf(),
-        stax.Dense(1, 1.2, 0.1, parameterization="standard")), (5,)),
-    "conv_flatten": (stax.serial(stax.Conv(4, (3, 3), padding="SAME",
-                                           W_std=1.5, b_std=0.1),
-                                 stax.Relu(), stax.Flatten(),
-                                 stax.Dense(1, 1.5, 0.1)), (4, 4, 2)),
-    "conv_gap": (stax.serial(stax.Conv(4, (3, 3), padding="SAME", W_std=1.5,
-                                       b_std=0.1),
-                             stax.Relu(), stax.GlobalAvgPool(),
-                             stax.Dense(1, 1.5, 0.1)), (4, 4, 2)),
+  "fc_relu": (
+    stax.serial(
+      stax.Dense(8, 1.5, 0.1),
+      stax.Relu(),
+      stax.Dense(8, 1.5, 0.1),
+      stax.Relu(),
+      stax.Dense(1, 1.5, 0.1),
+    ),
+    (5,),
+  ),
+  "fc_erf_standard": (
+    stax.serial(
+      stax.Dense(8, 1.2, 0.1, parameterization="standard"),
+      stax.Erf(),
+      stax.Dense(1, 1.2, 0.1, parameterization="standard"),
+    ),
+    (5,),
+  ),
+  "conv_flatten": (
+    stax.serial(
+      stax.Conv(4, (3, 3), padding="SAME", W_std=1.5, b_std=0.1),
+      stax.Relu(),
+      stax.Flatten(),
+      stax.Dense(1, 1.5, 0.1),
+    ),
+    (4, 4, 2),
+  ),
+  "conv_gap": (
+    stax.serial(
+      stax.Conv(4, (3, 3), padding="SAME", W_std=1.5, b_std=0.1),
+      stax.Relu(),
+      stax.GlobalAvgPool(),
+      stax.Dense(1, 1.5, 0.1),
+    ),
+    (4, 4, 2),
+  ),
 }
 
 
@@ -88,10 +108,16 @@ def test_gradients_wrt_inputs_match_finite_differences(name):
     # Both x1-vs-x2 and x1-vs-itself (whose diagonal is where the arc-cosine
     # derivative is singular term by term).
     for get in ("nngp", "ntk"):
-      check_grads(lambda a, b: jnp.sum(kernel_fn(a, b, get)[:, :2] ** 2),
-                  (x1, x2), order=1, modes=("rev",), rtol=1e-5)
-      check_grads(lambda a: jnp.sum(w * kernel_fn(a, None, get)), (x1,),
-                  order=1, modes=("rev",), rtol=1e-5)
+      check_grads(
+        lambda a, b: jnp.sum(kernel_fn(a, b, get)[:, :2] ** 2),
+        (x1, x2),
+        order=1,
+        modes=("rev",),
+        rtol=1e-5,
+      )
+      check_grads(
+        lambda a: jnp.sum(w * kernel_fn(a, None, get)), (x1,), order=1, modes=("rev",), rtol=1e-5
+      )
       g = jax.jit(jax.grad(lambda a: jnp.sum(kernel_fn(a, None, get))))(x1)
       assert bool(jnp.all(jnp.isfinite(g)))
 
@@ -108,7 +134,7 @@ def test_bad_arguments_raise_clear_errors():
   with pytest.raises(ValueError, match="parameterization"):
     stax.Dense(3, parameterization="mup")
   with pytest.raises(ValueError, match="padding"):
-    stax.Conv(3, (3, 3), padding="CIRCULAR")
+    stax.Conv(3, (3, 3), padding="REFLECT")
   with pytest.raises(ValueError, match="b_std"):
     stax.Dense(3, b_std=-1.0)
   _, _, kernel_fn = stax.serial(stax.Dense(3), stax.Relu())
@@ -119,3 +145,16 @@ def test_bad_arguments_raise_clear_errors():
   _, _, conv_fn = stax.Conv(3, (3, 3))
   with pytest.raises(ValueError, match="spatial"):
     conv_fn(np.ones((2, 3)))
+  with pytest.raises(ValueError, match="x1 has no examples"):
+    conv_fn(np.ones((0, 4, 4, 2)))
+  with pytest.raises(ValueError, match="x2 has no examples"):
+    conv_fn(np.ones((2, 4, 4, 2)), np.ones((0, 4, 4, 2)))
+
+
+def test_output_types_are_created_once():
+  _, _, kernel_fn = stax.serial(stax.Dense(3), stax.Relu())
+  x = np.ones((2, 3))
+  assert type(kernel_fn(x)) is stax.Kernel
+  assert type(kernel_fn(x, get=("nngp", "ntk"))) is stax.Kernel
+  assert type(kernel_fn(x, get=("ntk",))) is type(kernel_fn(x, x, get=("ntk",)))
+  assert kernel_fn(x, get=("ntk", "nngp"))._fields == ("ntk", "nngp")

@@ -1,4 +1,5 @@
 """kdjax.kernels.stax against neural-tangents 0.6.5 values (float64)."""
+
 import json
 import os
 
@@ -9,8 +10,14 @@ import pytest
 from kdjax.kernels import stax
 
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
-NETWORK_NAMES = ["conv2_relu_flatten", "conv2_relu_gap", "conv3_relu_avgpool_flatten",
-                 "fc1_relu_standard", "fc2_erf", "fc3_relu"]
+NETWORK_NAMES = [
+  "conv2_relu_flatten",
+  "conv2_relu_gap",
+  "conv3_relu_avgpool_flatten",
+  "fc1_relu_standard",
+  "fc2_erf",
+  "fc3_relu",
+]
 FILES = [os.path.join(REFERENCE_DIR, f"{name}.npz") for name in NETWORK_NAMES]
 
 
@@ -22,11 +29,11 @@ def build(spec):
     if name == "Dense":
       layers.append(stax.Dense(kwargs.pop("width"), **kwargs))
     elif name == "Conv":
-      layers.append(stax.Conv(kwargs.pop("channels"),
-                              tuple(kwargs.pop("filter_shape")), **kwargs))
+      layers.append(stax.Conv(kwargs.pop("channels"), tuple(kwargs.pop("filter_shape")), **kwargs))
     elif name == "AvgPool":
-      layers.append(stax.AvgPool(tuple(kwargs["window_shape"]),
-                                 tuple(kwargs["strides"]), kwargs["padding"]))
+      layers.append(
+        stax.AvgPool(tuple(kwargs["window_shape"]), tuple(kwargs["strides"]), kwargs["padding"])
+      )
     else:
       layers.append(getattr(stax, name)(**kwargs))
   return stax.serial(*layers)
@@ -60,8 +67,7 @@ def test_get_single_kernel_and_jit(path):
   ref = np.load(path)
   _, _, kernel_fn = build(json.loads(str(ref["spec"])))
   with jax.enable_x64(True):
-    nngp = jax.jit(kernel_fn, static_argnames="get")(ref["x1"], ref["x2"],
-                                                     get="nngp")
+    nngp = jax.jit(kernel_fn, static_argnames="get")(ref["x1"], ref["x2"], get="nngp")
     ntk = kernel_fn(ref["x1"], ref["x2"], get=("ntk",)).ntk
   assert nngp.shape == ref["nngp"].shape
   assert relative_error(nngp, ref["nngp"]) < 1e-6

@@ -1,4 +1,5 @@
 """Combinators, pooling, regimes, symmetry/PSD and init/apply shapes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,50 +20,48 @@ def test_leaky_relu_nngp_is_linear_plus_arc_cosine():
   x1, x2 = rng.normal(size=(5, 6)), rng.normal(size=(4, 6))
   alpha = 0.2
   k12, k11, k22 = x1 @ x2.T / 6, np.sum(x1**2, 1) / 6, np.sum(x2**2, 1) / 6
-  want = alpha * k12 + (1 - alpha)**2 * arccos_relu(k12, k11, k22)
+  want = alpha * k12 + (1 - alpha) ** 2 * arccos_relu(k12, k11, k22)
   _, _, kernel_fn = stax.LeakyRelu(alpha)
   with jax.enable_x64(True):
     np.testing.assert_allclose(kernel_fn(x1, x2, "nngp"), want, rtol=1e-12)
 
 
 def test_residual_block_kernel_is_sum_of_branches():
-  branch = stax.serial(stax.Dense(16, 1.4, 0.1), stax.Relu(),
-                       stax.Dense(6, 1.4, 0.1))
+  branch = stax.serial(stax.Dense(16, 1.4, 0.1), stax.Relu(), stax.Dense(6, 1.4, 0.1))
   init_fn, apply_fn, kernel_fn = stax.serial(
-      stax.FanOut(2), stax.parallel(stax.Identity(), branch), stax.FanInSum())
+    stax.FanOut(2), stax.parallel(stax.Identity(), branch), stax.FanInSum()
+  )
   rng = np.random.default_rng(1)
   x1, x2 = rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
   with jax.enable_x64(True):
     got = kernel_fn(x1, x2)
     want = branch[2](x1, x2)
-    np.testing.assert_allclose(got.nngp, want.nngp + x1 @ x2.T / 6,
-                               rtol=1e-12)
+    np.testing.assert_allclose(got.nngp, want.nngp + x1 @ x2.T / 6, rtol=1e-12)
     np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-12)
   shape, params = init_fn(jax.random.key(0), (4, 6))
   out = apply_fn(params, jnp.asarray(x1, jnp.float32))
   assert shape == out.shape == (4, 6)
-  np.testing.assert_allclose(out - x1, branch[1](params[1][1], x1), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(out - x1, branch[1](params[1][1], x1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("window,strides,padding", [
-    ((2, 2), (2, 2), "VALID"), ((3, 2), (2, 1), "SAME"), ((3, 3), None, "SAME")
-])
+@pytest.mark.parametrize(
+  "window,strides,padding",
+  [((2, 2), (2, 2), "VALID"), ((3, 2), (2, 1), "SAME"), ((3, 3), None, "SAME")],
+)
 def test_pooling_kernel_equals_pooled_inputs(window, strides, padding):
   # Without random layers the kernel is deterministic: per-unit inner product.
   rng = np.random.default_rng(2)
   x1, x2 = rng.normal(size=(3, 7, 5, 2)), rng.normal(size=(2, 7, 5, 2))
   for head in (stax.Flatten(), stax.GlobalAvgPool()):
-    init_fn, apply_fn, kernel_fn = stax.serial(
-        stax.AvgPool(window, strides, padding), head)
+    init_fn, apply_fn, kernel_fn = stax.serial(stax.AvgPool(window, strides, padding), head)
     out_shape, params = init_fn(jax.random.key(0), x1.shape)
     with jax.enable_x64(True):
       f1, f2 = apply_fn(params, x1), apply_fn(params, x2)
       want = np.asarray(f1 @ f2.T) / f1.shape[1]
       np.testing.assert_allclose(kernel_fn(x1, x2, "nngp"), want, rtol=1e-12)
-      np.testing.assert_allclose(kernel_fn(x1, None, "nngp"),
-                                 np.asarray(f1 @ f1.T) / f1.shape[1],
-                                 rtol=1e-12)
+      np.testing.assert_allclose(
+        kernel_fn(x1, None, "nngp"), np.asarray(f1 @ f1.T) / f1.shape[1], rtol=1e-12
+      )
       # No parameters: the NTK is zero.
       assert not np.any(np.asarray(kernel_fn(x1, x2).ntk))
     assert out_shape == f1.shape
@@ -74,8 +73,12 @@ def lowered_text(kernel_fn, x):
 
 def test_flatten_head_keeps_only_same_pixel_covariances():
   x = jnp.ones((3, 6, 6, 2))
-  conv = (stax.Conv(8, (3, 3), padding="SAME"), stax.Relu(),
-          stax.Conv(8, (3, 3), padding="SAME"), stax.Relu())
+  conv = (
+    stax.Conv(8, (3, 3), padding="SAME"),
+    stax.Relu(),
+    stax.Conv(8, (3, 3), padding="SAME"),
+    stax.Relu(),
+  )
   pixel_pairs = "3x3x6x6x6x6x"
   _, _, flatten_fn = stax.serial(*conv, stax.Flatten(), stax.Dense(1))
   _, _, gap_fn = stax.serial(*conv, stax.GlobalAvgPool(), stax.Dense(1))
@@ -84,16 +87,39 @@ def test_flatten_head_keeps_only_same_pixel_covariances():
 
 
 NETWORKS = [
-    (stax.serial(stax.Dense(8, 1.5, 0.1), stax.Erf(), stax.Dense(8, 1.5, 0.1),
-                 stax.LeakyRelu(0.1), stax.Dense(1, 1.5, 0.1)), (7,)),
-    (stax.serial(stax.Conv(8, (3, 3), (2, 1), "SAME", 1.5, 0.1), stax.Relu(),
-                 stax.Conv(8, (2, 2), None, "VALID", 1.5, None), stax.Relu(),
-                 stax.Flatten(), stax.Dense(1, 1.5, 0.1)), (6, 5, 3)),
-    (stax.serial(stax.Conv(8, (3, 3), None, "SAME", 1.5, 0.1,
-                           parameterization="standard"), stax.ABRelu(-0.5, 1),
-                 stax.AvgPool((2, 2), (2, 2), "SAME"),
-                 stax.Conv(8, (3, 3), None, "SAME", 1.5, 0.1), stax.Relu(),
-                 stax.GlobalAvgPool(), stax.Dense(1, 1.5, 0.1)), (5, 5, 3)),
+  (
+    stax.serial(
+      stax.Dense(8, 1.5, 0.1),
+      stax.Erf(),
+      stax.Dense(8, 1.5, 0.1),
+      stax.LeakyRelu(0.1),
+      stax.Dense(1, 1.5, 0.1),
+    ),
+    (7,),
+  ),
+  (
+    stax.serial(
+      stax.Conv(8, (3, 3), (2, 1), "SAME", 1.5, 0.1),
+      stax.Relu(),
+      stax.Conv(8, (2, 2), None, "VALID", 1.5, None),
+      stax.Relu(),
+      stax.Flatten(),
+      stax.Dense(1, 1.5, 0.1),
+    ),
+    (6, 5, 3),
+  ),
+  (
+    stax.serial(
+      stax.Conv(8, (3, 3), None, "SAME", 1.5, 0.1, parameterization="standard"),
+      stax.ABRelu(-0.5, 1),
+      stax.AvgPool((2, 2), (2, 2), "SAME"),
+      stax.Conv(8, (3, 3), None, "SAME", 1.5, 0.1),
+      stax.Relu(),
+      stax.GlobalAvgPool(),
+      stax.Dense(1, 1.5, 0.1),
+    ),
+    (5, 5, 3),
+  ),
 ]
 
 

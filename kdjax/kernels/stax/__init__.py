@@ -1,0 +1,98 @@
+"""Infinite-width NNGP and NTK kernels with neural-tangents' `stax` API.
+
+Every layer is a triple `(init_fn, apply_fn, kernel_fn)`:
+
+* `init_fn(key, input_shape) -> (output_shape, params)` and
+  `apply_fn(params, inputs)` build the finite-width network;
+* `kernel_fn(x1, x2=None, get=('nngp', 'ntk'))` gives the kernels of the same
+  architecture in the limit of infinite width (channels), the NNGP
+  `E[f(x1) f(x2)]` of one output unit at initialisation and the NTK
+  `<df(x1)/dtheta, df(x2)/dtheta>`; a single array when `get` is a string.
+
+Names, arguments and semantics are those of neural-tangents 0.6.5, whose
+values the tests reproduce to float64 precision. Images are NHWC. Covariances
+between pixels are only propagated where they are needed: when no layer mixes
+pixels before a `Flatten` head, only same-pixel covariances (`[n1, n2, H, W]`)
+are kept; a pooling layer downstream makes the kernel keep the full
+pixel-by-pixel covariance (`[n1, n2, H, W, H, W]`).
+
+Modules: `kernel` (the covariance state), `kernel_fn` (the jitted
+`kernel_fn` and output type), `combinators` (`serial`, `parallel`,
+`repeat`), `branching` (`FanOut`, `FanIn*`), `linear` (`Dense`, `Conv`),
+`pooling`, `elementwise` and `polynomial` (closed-form nonlinearities),
+`nonlinearity` (`Elementwise`, `ElementwiseNumerical`), `windows` (window
+sums shared by convolutions and pooling).
+
+References:
+  Neal, 1996, "Bayesian Learning for Neural Networks".
+  Lee et al., 2018, "Deep Neural Networks as Gaussian Processes".
+  Jacot, Gabriel, Hongler, 2018, "Neural Tangent Kernel: Convergence and
+    Generalization in Neural Networks".
+  Novak et al., 2019, "Bayesian Deep Convolutional Networks with Many Channels
+    are Gaussian Processes".
+  Arora et al., 2019, "On Exact Computation with an Infinitely Wide Neural Net".
+  Novak et al., 2020, "Neural Tangents: Fast and Easy Infinite Neural Networks
+    in Python".
+"""
+
+from kdjax.kernels.stax.branching import FanInConcat, FanInProd, FanInSum, FanOut
+from kdjax.kernels.stax.combinators import parallel, repeat, serial
+from kdjax.kernels.stax.elementwise import (
+  ABRelu,
+  Abs,
+  Cos,
+  Erf,
+  Exp,
+  Gaussian,
+  Gelu,
+  LeakyRelu,
+  Rbf,
+  Relu,
+  Sigmoid_like,
+  Sign,
+  Sin,
+)
+from kdjax.kernels.stax.kernel_fn import Kernel, KernelFn
+from kdjax.kernels.stax.linear import Conv, Dense, Identity
+from kdjax.kernels.stax.nonlinearity import Elementwise, ElementwiseNumerical
+from kdjax.kernels.stax.polynomial import Hermite, Monomial, Polynomial, RectifiedMonomial
+from kdjax.kernels.stax.pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+
+__all__ = [
+  "serial",
+  "parallel",
+  "repeat",
+  "FanOut",
+  "FanInSum",
+  "FanInProd",
+  "FanInConcat",
+  "Identity",
+  "Dense",
+  "Conv",
+  "AvgPool",
+  "SumPool",
+  "GlobalAvgPool",
+  "GlobalSumPool",
+  "Flatten",
+  "ABRelu",
+  "Relu",
+  "LeakyRelu",
+  "Abs",
+  "Erf",
+  "Sigmoid_like",
+  "Gelu",
+  "Sin",
+  "Cos",
+  "Rbf",
+  "Exp",
+  "Gaussian",
+  "Sign",
+  "Monomial",
+  "RectifiedMonomial",
+  "Polynomial",
+  "Hermite",
+  "Elementwise",
+  "ElementwiseNumerical",
+  "Kernel",
+  "KernelFn",
+]
