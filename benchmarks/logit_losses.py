@@ -1,4 +1,4 @@
-"""Accuracy, safety and speed of the logit KD losses of `kdjax.losses.logits`.
+"""Accuracy, safety and speed of the logit KD losses of `kdjax.losses`.
 
 Three tables, each against a peer or a limit:
 
@@ -24,7 +24,7 @@ import optax
 from absl import app, flags
 
 from benchmarks import common
-from kdjax.losses import logits as L
+from kdjax import losses as L
 
 _BATCH = flags.DEFINE_integer("batch", 256, "Rows B of the speed table.")
 _VOCAB = flags.DEFINE_integer("vocab", 32000, "Classes V of the speed table.")
