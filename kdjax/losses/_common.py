@@ -97,7 +97,7 @@ def nonnegative(x):
 def kl_from_log_probs(log_p, log_q):
   r"""``KL(p || q) = sum_k p_k (log p_k - log q_k)`` over the last axis, 0 log 0 = 0."""
   p = jnp.exp(log_p)
-  support = p > 0
+  support = p != 0  # NaN counts as support, so that it propagates
   diff = jnp.where(support, log_p, 0) - jnp.where(support, log_q, 0)
   return nonnegative(jnp.sum(jnp.where(support, p * diff, 0), axis=-1))
 

@@ -164,7 +164,8 @@ def generalized_jsd(
   log_p, log_q = jax.nn.log_softmax(t), jax.nn.log_softmax(s)
   log_m = log_mixture(log_p, log_q, beta)
   jsd = beta * kl_from_log_probs(log_p, log_m) + (1 - beta) * kl_from_log_probs(log_q, log_m)
-  return apply_mask(jnp.where(interior, jsd, 0), mask)
+  # At the endpoints the value is 0, but a NaN (from a NaN or +inf logit) still shows.
+  return apply_mask(jnp.where(interior | jnp.isnan(jsd), jsd, 0), mask)
 
 
 def total_variation(student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1):
@@ -282,6 +283,6 @@ def soft_cross_entropy(student_logits, target_probs, *, temperature=1.0, where=N
   )
   check_positive("temperature", temperature)
   log_q = jax.nn.log_softmax(s / temperature)
-  support = y > 0
+  support = y != 0  # NaN targets propagate
   terms = jnp.where(support, y * jnp.where(support, log_q, 0), 0)
   return apply_mask(-jnp.sum(terms, axis=-1), mask)

@@ -40,7 +40,7 @@ __all__ = [
 def _masked_logsumexp(x, keep):
   """logsumexp over the last axis of the kept entries; -inf with zero gradient if none."""
   x = jnp.where(keep, x, -jnp.inf)
-  nonempty = jnp.any(x > -jnp.inf, axis=-1, keepdims=True)
+  nonempty = jnp.any(~jnp.isneginf(x), axis=-1, keepdims=True)  # NaN propagates
   lse = jax.nn.logsumexp(jnp.where(nonempty, x, 0), axis=-1, keepdims=True)
   return jnp.where(nonempty, lse, -jnp.inf)
 
@@ -49,8 +49,8 @@ def _masked_log_softmax(x, keep):
   """log_softmax over the kept entries of the last axis (-inf elsewhere, and for rows
   with no finite kept entry)."""
   lse = _masked_logsumexp(x, keep)
-  valid = keep & (lse > -jnp.inf)
-  return jnp.where(valid, x - jnp.where(lse > -jnp.inf, lse, 0), -jnp.inf)
+  nonempty = ~jnp.isneginf(lse)
+  return jnp.where(keep & nonempty, x - jnp.where(nonempty, lse, 0), -jnp.inf)
 
 
 def dkd_loss(
@@ -118,7 +118,7 @@ def dkd_loss(
 
 def _standardize_last(z, eps):
   """Standardises the finite entries of the last axis; -inf entries stay -inf."""
-  finite = z > -jnp.inf
+  finite = ~jnp.isneginf(z)  # NaN is kept, so that it propagates
   count = jnp.maximum(jnp.sum(finite, axis=-1, keepdims=True), 1).astype(z.dtype)
   mean = jnp.sum(jnp.where(finite, z, 0), axis=-1, keepdims=True) / count
   centred = jnp.where(finite, z - mean, 0)
