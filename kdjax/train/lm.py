@@ -1,0 +1,208 @@
+r"""Language-model distillation steps: objectives, exact gradient accumulation, generated
+batches, bits per byte and FSDP rules.
+
+A batch is ``{'inputs', 'targets': int32 [B, L], 'mask': bool [B, L]}`` (True = the target
+counts in the loss). Every objective returns the *sum* of its per-token losses over the
+masked tokens and their *count* (``kdjax.losses.masked_sum_and_count``); the train step
+adds both up over ``micro_batches`` slices of the batch, together with the gradient of
+the sum, and divides once:
+
+.. math::
+  \mathcal{L} = \frac{\sum_{b,t} m_{b,t}\,\ell_{b,t}}{\sum_{b,t} m_{b,t}}, \qquad
+  \nabla\mathcal{L} = \frac{\sum_k \nabla S_k}{\sum_k C_k}
+
+which equals the full-batch mean and gradient whatever the micro-batches' token counts.
+
+Objectives (:func:`make_objective`):
+
+* ``'ce'``: next-token cross-entropy :math:`\ell = -\log q_\theta(y_t \mid y_{<t})`
+  (teacher pretraining, the CE-only student, and sequence-level KD on teacher-generated
+  continuations: Kim & Rush (2016), "Sequence-Level Knowledge Distillation");
+* ``'kd'``: any divergence of ``kdjax.losses`` between the frozen teacher's and the
+  student's next-token distributions at the *loss* temperature (teacher-forced token KD;
+  on generated continuations it is on-policy GKD with ``'jsd'``: Agarwal et al. (2024),
+  "On-Policy Distillation of Language Models: Learning from Self-Generated Mistakes";
+  with ``'skew_kl'`` DistiLLM's skew KL: Ko et al. (2024), "DistiLLM"). With
+  ``chunked=True`` the loss goes through ``kdjax.losses.chunked_kd_sum_and_count`` on the
+  final hidden states and output kernels (the bias folded in as an extra input row), so
+  ``[B L, V]`` logits are never built.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from kdjax import losses
+from kdjax.models import sampling
+from kdjax.train import sharding as sharding_lib
+from kdjax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Objective = Callable[[Any, Any, Batch, Any], tuple[jax.Array, jax.Array]]
+
+LM_RULES = ((r".*(kernel|embedding)$", "fsdp"), (r".*", "replicate"))
+"""FSDP sharding rules of TransformerLM states: every weight matrix, the token and the
+position embeddings are split along their largest divisible axis; biases, norms and
+counters are replicated."""
+
+
+def _head_inputs(model: Any, params: Any, tokens: jax.Array,
+                 **kwargs) -> tuple[jax.Array, jax.Array]:
+  """``(hidden [N, H + 1], kernel [H + 1, V])`` with ``hidden @ kernel`` = the logits."""
+  hidden = model.apply({"params": params}, tokens, return_hidden=True, **kwargs)
+  hidden = hidden.reshape(-1, hidden.shape[-1])
+  hidden = jnp.concatenate([hidden, jnp.ones((hidden.shape[0], 1), hidden.dtype)], axis=1)
+  head = params["head"]
+  return hidden, jnp.concatenate([head["kernel"], head["bias"][None]], axis=0)
+
+
+def make_objective(kind: str, student: Any, teacher: Any = None, *, divergence: str = "kl",
+                   temperature: float = 1.0, chunked: bool = False, chunk_size: int = 1024,
+                   **hyperparams) -> Objective:
+  """``objective(params, teacher_params, batch, rng) -> (loss sum, token count)``.
+
+  Args:
+    kind: ``'ce'`` or ``'kd'`` (module docstring).
+    student: the student module.
+    teacher: the teacher module (``'kd'`` only).
+    divergence: a key of ``kdjax.losses.DIVERGENCES`` (``'kd'``).
+    temperature: the loss temperature (``'kd'``), never the sampling temperature.
+    chunked: use the memory-bounded chunked loss (``'kd'``).
+    chunk_size: tokens per chunk of the chunked loss.
+    **hyperparams: the divergence's hyper-parameters (``beta``, ``alpha``).
+  """
+  if kind == "ce":
+    def ce(params, teacher_params, batch, rng):
+      del teacher_params
+      logits = student.apply({"params": params}, batch["inputs"], train=True,
+                             rngs={"dropout": rng})
+      nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+      return losses.masked_sum_and_count(nll, batch["mask"])
+    return ce
+  if kind != "kd":
+    raise ValueError(f"objective kind must be 'ce' or 'kd', got {kind!r}")
+  losses.get_divergence(divergence, temperature=temperature, **hyperparams)  # validates
+
+  def kd(params, teacher_params, batch, rng):
+    train = {"train": True, "rngs": {"dropout": rng}}  # the frozen teacher runs in eval mode
+    if chunked:
+      s_hidden, s_kernel = _head_inputs(student, params, batch["inputs"], **train)
+      t_hidden, t_kernel = jax.lax.stop_gradient(
+          _head_inputs(teacher, teacher_params, batch["inputs"]))
+      return losses.chunked_kd_sum_and_count(
+          s_hidden, s_kernel, t_hidden, t_kernel, divergence=divergence,
+          temperature=temperature, where=batch["mask"].reshape(-1), chunk_size=chunk_size,
+          **hyperparams)
+    s_logits = student.apply({"params": params}, batch["inputs"], **train)
+    t_logits = jax.lax.stop_gradient(teacher.apply({"params": teacher_params}, batch["inputs"]))
+    return losses.sequence_kd_sum_and_count(s_logits, t_logits, where=batch["mask"],
+                                            divergence=divergence, temperature=temperature,
+                                            **hyperparams)
+  return kd
+
+
+def make_train_step(objective: Objective, tx: optax.GradientTransformation, *, seed: int,
+                    micro_batches: int = 1) -> Callable:
+  """``train_step(state, batch, teacher_params) -> (state, metrics)`` with exact accumulation.
+
+  The batch is cut into ``micro_batches`` equal slices along its first axis; the loss sums,
+  token counts and gradients of the sums are added up over them (``lax.scan``) and divided
+  once by the total count. The dropout key of step ``s`` is ``fold_in(PRNGKey(seed), s)``.
+  """
+
+  def train_step(state: TrainState, batch: Batch, teacher_params: Any):
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+    slices = jax.tree.map(
+        lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def accumulate(carry, inputs):
+      total, count, grads = carry
+      index, micro = inputs
+      (s, c), g = grad_fn(state.params, teacher_params, micro, jax.random.fold_in(rng, index))
+      return (total + s, count + c, jax.tree.map(jnp.add, grads, g)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), zeros)
+    (total, count, grads), _ = jax.lax.scan(accumulate, init,
+                                            (jnp.arange(micro_batches), slices))
+    denominator = jnp.maximum(count, 1).astype(jnp.float32)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, {"train_loss": losses.mean_from_sum_and_count(total, count),
+                       "train_tokens": count}
+
+  return train_step
+
+
+def jit_train_step(step: Callable, mesh: Mesh, state_shardings: Any,
+                   teacher_shardings: Any) -> Callable:
+  """``jax.jit`` with the state's and the teacher's shardings, batches split over 'data'."""
+  return jax.jit(step, in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh),
+                                     teacher_shardings),
+                 out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def generated_batch(model: Any, params: Any, batch: Batch, rng: jax.Array, *,
+                    prompt_len: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
+                    eos_id: int | None, pad_id: int) -> Batch:
+  """A batch whose continuations after the first ``prompt_len`` tokens come from ``model``.
+
+  The prompts are ``batch['inputs'][:, :prompt_len]``; ``L + 1 - prompt_len`` tokens are
+  sampled at the *sampling* temperature; the new ``inputs``/``targets`` are the prompt plus
+  the continuation shifted by one, and ``mask`` is True only on generated targets (up to
+  and including EOS): prompt tokens never count in the loss.
+  """
+  prompts = batch["inputs"][:, :prompt_len]
+  seq_len = batch["inputs"].shape[1]
+  out = sampling.generate(model, {"params": params}, prompts, rng=rng,
+                          max_new_tokens=seq_len + 1 - prompt_len, temperature=temperature,
+                          top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
+  return _assemble(prompts, out["tokens"], out["mask"])
+
+
+@jax.jit
+def _assemble(prompts: jax.Array, tokens: jax.Array, mask: jax.Array) -> Batch:
+  sequence = jnp.concatenate([prompts, tokens], axis=1)
+  prompt_targets = jnp.zeros((prompts.shape[0], prompts.shape[1] - 1), bool)
+  return {"inputs": sequence[:, :-1], "targets": sequence[:, 1:],
+          "mask": jnp.concatenate([prompt_targets, mask], axis=1)}
+
+
+def make_nll_step(model: Any) -> Callable:
+  """``nll_step(params, batch, token_bytes) -> {'nll_sum', 'bytes', 'tokens'}`` (jitted sums)."""
+
+  @jax.jit
+  def nll_step(params, batch, token_bytes):
+    logits = model.apply({"params": params}, batch["inputs"])
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                          batch["targets"])
+    mask = batch["mask"]
+    return {"nll_sum": jnp.sum(jnp.where(mask, nll, 0.0)),
+            "bytes": jnp.sum(jnp.where(mask, token_bytes[batch["targets"]], 0)),
+            "tokens": jnp.sum(mask, dtype=jnp.int32)}
+
+  return nll_step
+
+
+def bits_per_byte(nll_step: Callable, params: Any, batches: list[Batch],
+                  token_bytes: np.ndarray) -> dict:
+  r"""``{'bits_per_byte', 'nll_per_token'}`` over ``batches``:
+  :math:`\sum \mathrm{NLL} / (\ln 2 \sum \mathrm{bytes})` (module ``kdjax.data.text``)."""
+  totals = {"nll_sum": 0.0, "bytes": 0, "tokens": 0}
+  for batch in batches:
+    for key, value in nll_step(params, batch, token_bytes).items():
+      totals[key] += float(value) if key == "nll_sum" else int(value)
+  if not math.isfinite(totals["nll_sum"]):
+    raise FloatingPointError(f"non-finite validation NLL {totals['nll_sum']}")
+  return {"bits_per_byte": totals["nll_sum"] / (math.log(2) * max(totals["bytes"], 1)),
+          "nll_per_token": totals["nll_sum"] / max(totals["tokens"], 1)}
