@@ -3,8 +3,11 @@
 Each notebook runs in a fresh ``python3`` Jupyter kernel with ``KDJAX_COLAB_SMOKE=1``
 (the notebooks shrink their sizes) and one device, as on a CPU Colab. A cell that raises
 fails the test. Every notebook ends by defining a ``results`` dict; an extra cell appended
-here prints it as JSON, and the notebook's check below asserts on it.
+here prints it as JSON, and the notebook's check below asserts on it. The notebooks run
+concurrently (one kernel each, started together): most of their time is single-threaded
+imports and compilation, so on 2 cores this takes about the time of the longest one.
 """
+import asyncio
 import json
 import os
 import pathlib
@@ -88,15 +91,32 @@ def test_notebook_is_committed_clean(path):
   assert any('os.environ.get("KDJAX_COLAB_SMOKE")' in c.source for c in code)
 
 
-@pytest.mark.parametrize("path", COLABS, ids=lambda p: p.name)
-def test_notebook_runs_and_results_hold(path):
+async def execute(path):
+  """Runs the notebook at ``path`` in its own kernel; returns the text its last cell printed."""
   nb = nbformat.read(path, as_version=4)
   nb.cells.append(nbformat.v4.new_code_cell(READ_RESULTS))
   client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                    resources={"metadata": {"path": str(ROOT)}})
-  client.execute(env=kernel_env())   # raises CellExecutionError if any cell raises
-  printed = "".join(out.get("text", "") for out in nb.cells[-1].outputs
-                    if out.output_type == "stream")
+  await client.async_execute(env=kernel_env())  # raises CellExecutionError if a cell raises
+  return "".join(out.get("text", "") for out in nb.cells[-1].outputs
+                 if out.output_type == "stream")
+
+
+@pytest.fixture(scope="module")
+def executed():
+  """{notebook name: printed text, or the exception its execution raised}, all run at once."""
+
+  async def run_all():
+    return await asyncio.gather(*(execute(path) for path in COLABS), return_exceptions=True)
+
+  return dict(zip((path.name for path in COLABS), asyncio.run(run_all())))
+
+
+@pytest.mark.parametrize("path", COLABS, ids=lambda p: p.name)
+def test_notebook_runs_and_results_hold(path, executed):
+  printed = executed[path.name]
+  if isinstance(printed, BaseException):
+    raise printed
   assert MARKER in printed, printed
   results = json.loads(printed.split(MARKER, 1)[1])
   CHECKS[path.name](results)
