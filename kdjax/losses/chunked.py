@@ -322,10 +322,6 @@ def _prepare(
     _check_matrix(x, name)
   n, width = student_hidden.shape
   vocab = student_kernel.shape[1]
-  if n == 0:
-    raise ValueError(
-      f"student_hidden must hold at least one token (row), got shape {student_hidden.shape}"
-    )
   if student_kernel.shape[0] != width:
     raise ValueError(
       f"student_kernel must have shape [{width}, V] to match "
@@ -356,8 +352,9 @@ def _prepare(
       )
   bound = get_divergence(divergence, temperature=temperature, **hyperparams)
 
-  chunk = min(chunk_size, n)
-  n_chunks = -(-n // chunk)
+  # No token (n = 0) still makes one fully padded chunk: losses [0], sum 0, count 0.
+  chunk = max(min(chunk_size, n), 1)
+  n_chunks = max(-(-n // chunk), 1)
   pad = n_chunks * chunk - n
 
   def to_chunks(x):

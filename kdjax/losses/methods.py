@@ -21,7 +21,7 @@ from kdjax.losses._common import (
   prepare_labels,
   prepare_pair,
 )
-from kdjax.losses.reductions import masked_mean, mean_over_examples
+from kdjax.losses.reductions import masked_mean
 
 __all__ = [
   "dkd_loss",
@@ -274,7 +274,8 @@ def dist_intra_class_loss(
   q = jax.nn.softmax(s).reshape(-1, num_classes).T
   p = jax.nn.softmax(t).reshape(-1, num_classes).T
   keep = jnp.ones(q.shape, bool) if mask is None else jnp.broadcast_to(mask.reshape(1, -1), q.shape)
-  return 1 - _pearson_last(q, p, keep, eps)
+  # A class seen in no example has loss 0 (the empty-mean rule of kdjax.losses.reductions).
+  return jnp.where(jnp.any(keep, axis=-1), 1 - _pearson_last(q, p, keep, eps), 0)
 
 
 def dist_loss(
@@ -319,7 +320,7 @@ def dist_loss(
   kwargs = dict(temperature=temperature, where=where, axis=axis, eps=eps)
   inter = dist_inter_class_loss(student_logits, teacher_logits, **kwargs)
   intra = dist_intra_class_loss(student_logits, teacher_logits, **kwargs)
-  inter = mean_over_examples(inter) if where is None else masked_mean(inter, where)
+  inter = masked_mean(inter, where)
   return jnp.square(jnp.asarray(temperature, inter.dtype)) * (
     beta * inter + gamma * jnp.mean(intra)
   )

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.losses._common import apply_mask, check_unit_interval, prepare_labels, prepare_pair
-from kdjax.losses.reductions import masked_mean, mean_over_examples
+from kdjax.losses.reductions import masked_mean
 
 __all__ = ["cwtm_weights", "dkpp_targets", "ground_truth_weighted_targets"]
 
@@ -37,7 +37,7 @@ def cwtm_weights(teacher_logits, *, temperature=1.0, where=None, axis=-1):
   """
   t, _, mask = prepare_pair(teacher_logits, teacher_logits, temperature, where, axis)
   confidence = jnp.exp(jnp.max(jax.nn.log_softmax(t), axis=-1))
-  mean = mean_over_examples(confidence) if mask is None else masked_mean(confidence, mask)
+  mean = masked_mean(confidence, mask)
   return jax.lax.stop_gradient(apply_mask(confidence / mean, mask))
 
 

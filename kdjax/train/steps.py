@@ -27,18 +27,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from kdjax.losses import masked_mean
 from kdjax.train import sharding as sharding_lib
 from kdjax.train.objectives import Objective, cross_entropy
 from kdjax.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
-
-
-def _weighted_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
-  if mask is None:
-    return jnp.mean(values)
-  mask = mask.astype(values.dtype)
-  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def teacher_logits(teacher: nn.Module, teacher_variables: Any, inputs: jax.Array) -> jax.Array:
@@ -89,7 +83,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
         logits = model.apply(variables, inputs, train=True, rngs={"dropout": rng})
         model_state = state.model_state
       per_example = objective(logits, targets, batch["labels"], jax.random.fold_in(rng, 1))
-      loss = _weighted_mean(per_example, mask)
+      loss = masked_mean(per_example, mask)  # masked examples are excluded, NaN or not
       return loss, (logits, model_state)
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -97,7 +91,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state, model_state=model_state)
     correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
-    return new_state, {"train_loss": loss, "train_accuracy": _weighted_mean(correct, mask)}
+    return new_state, {"train_loss": loss, "train_accuracy": masked_mean(correct, mask)}
 
   if teacher is None:
     return lambda state, batch: step(state, batch)

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from scipy.special import log_softmax, softmax
 
@@ -176,3 +177,36 @@ def test_sequence_kd_step_averages_over_unmasked_tokens():
   np.testing.assert_allclose(float(metrics["train_loss"]), per_token[mask].mean(), rtol=1e-4)
   accuracy = (s.argmax(-1) == batch["labels"])[mask].mean()
   assert float(metrics["train_accuracy"]) == pytest.approx(accuracy)
+
+
+def test_nan_in_a_masked_example_reaches_neither_loss_nor_gradient():
+  # Padded examples carry the ignore label -1, for which this objective's loss is NaN.
+  def objective(logits, teacher_logits, labels, rng):
+    ce = objectives.cross_entropy(logits, jnp.maximum(labels, 0))
+    return jnp.where(labels >= 0, ce, jnp.nan)
+
+  mesh = sharding.make_mesh()
+  student = models.MLP(num_classes=4, hidden=(5,))
+  batch = _data(n=8, shape=(3,), classes=4)
+  mask = np.arange(8) < 6
+  poisoned = dict(batch, mask=mask, labels=np.where(mask, batch["labels"], -1).astype(np.int32))
+  clean = dict(batch, mask=mask)
+  tx = optax.sgd(0.5)
+  step = steps.make_train_step(student, tx, objective, seed=0)
+  # The plain step and the jitted, sharded one (which donates its input state).
+  for run in ("eager", "jit"):
+    results = []
+    for data in (poisoned, clean):
+      state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
+      if run == "jit":
+        new_state, metrics = steps.jit_train_step(step, mesh, shardings)(
+            state, sharding.global_batch(data, mesh))
+      else:
+        new_state, metrics = step(state, {k: jnp.asarray(v) for k, v in data.items()})
+      results.append((float(metrics["train_loss"]), jax.device_get(new_state.params)))
+    (loss_poisoned, params_poisoned), (loss_clean, params_clean) = results
+    assert np.isfinite(loss_poisoned), run
+    assert loss_poisoned == pytest.approx(loss_clean, rel=1e-6), run
+    # The update (hence the gradient) ignores the masked examples entirely.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 params_poisoned, params_clean)
