@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from experiments import common
 from kdjax import data
-from kdjax.distill import configs, kip, runner
+from kdjax.distill import kip, runner
 
 _PER_CLASS = flags.DEFINE_list("per_class", ["1", "10", "50"], "Support images per class.")
 _STEPS = flags.DEFINE_integer("steps", None, "KIP steps (default: the config's).")
@@ -40,17 +41,18 @@ def random_subset_accuracy(config, ds, x_train, x_test, per_class, seeds):
 def main(argv):
   del argv
   rows = []
-  base = configs.kip_config(10)
-  ds, x_train, x_test = runner.load_data(base)
+  base = common.kip_base(10)
+  ds = runner.load_data(base)
+  x_train, x_test = ds.x_train, ds.x_test
   for per_class in [int(p) for p in _PER_CLASS.value]:
-    config = configs.kip_config(per_class)
+    config = common.kip_base(per_class)
     config.transfer.enabled = False
     config.log_every = config.eval_every = 10**9
     if _STEPS.value:
-      config.kip.num_steps = _STEPS.value
+      config.num_steps = _STEPS.value
     mean, std = random_subset_accuracy(config, ds, x_train, x_test, per_class, _SEEDS.value)
     row = {"per_class": per_class, "random": f"{100 * mean:.1f} ± {100 * std:.1f}",
-           "steps": config.kip.num_steps}
+           "steps": config.num_steps}
     for name, labels in (("kip", False), ("kip_labels", True)):
       config.kip.learn_labels = labels
       with tempfile.TemporaryDirectory() as workdir:

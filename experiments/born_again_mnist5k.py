@@ -10,18 +10,18 @@ record per generation (``step`` = generation).
 
 Arg: ``runlocal``, ``seed=N``, ``generations=G``, ``weighting=none|cwtm|dkpp``.
 """
-from kdjax.train import configs
+from experiments import common
 
 
 def get_config(arg=None):
-  a = configs.parse_arg(arg, runlocal=False, seed=0, generations=3, weighting="none")
-  c = configs.base(mode="born_again", dataset="mnist5k",
-                   model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
-                   seed=a.seed, total_steps=1500, batch_size=64, learning_rate=1e-3)
+  a = common.parse_arg(arg, runlocal=False, seed=0, generations=3, weighting="none")
+  c = common.train_base(mode="born_again", dataset_name="mnist5k",
+                        model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
+                        seed=a.seed, num_steps=1500, batch_size=64, learning_rate=1e-3)
   c.generations = a.generations
   c.born_again = {"weighting": a.weighting, "temperature": 1.0, "ce_weight": 0.0}
   if a.runlocal:
-    configs.runlocal(c)
+    common.train_runlocal(c)
     c.model.hidden = (32,)
   return c
 

@@ -8,14 +8,14 @@ Hinton, Vinyals & Dean (2015) (loss). Data from tensorflow-datasets.
   python -m launch.main --config=experiments/kd_cifar10.py --workdir=runs/kd_cifar10_b \
       --config.teacher_workdir=runs/kd_cifar10/teacher
 
-Arg: see ``kdjax.train.configs.cifar_kd`` (``runlocal``, ``student_only``, ``seed=N``,
+Arg: see ``experiments.common.cifar_kd`` (``runlocal``, ``student_only``, ``seed=N``,
 ``temperature=T``, ``epochs=E``, ``loss=NAME``).
 """
-from kdjax.train import configs
+from experiments import common
 
 
 def get_config(arg=None):
-  return configs.cifar_kd(arg, dataset="cifar10", num_classes=10)
+  return common.cifar_kd(arg, dataset_name="cifar10", num_classes=10)
 
 
 def sweep(arg=None):

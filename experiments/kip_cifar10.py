@@ -8,18 +8,19 @@ r"""KIP on tfds CIFAR-10 with ZCA-whitened images and an FC or ConvNet NTK.
 SAME, Relu, AvgPool 2x2], Flatten, Dense) keeps 1024 x 1024 pixel-pair covariances per
 image pair; run it on accelerators (target batch 64 sharded over the devices).
 """
-from kdjax.distill.configs import kip_config
+from experiments import common
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,fc|conv]``."""
-  parts = (arg or "10").split(",")
-  c = kip_config(int(parts[0]))
+  """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
+  a = common.parse_arg(arg, positional=("per_class", "kernel"), help=common.KIP_ARG_HELP,
+                       per_class=10, kernel="fc", runlocal=False)
+  c = common.kip_base(a.per_class)
   c.dataset.name = "cifar10"
-  c.preprocess = "zca"
-  c.zca_strength = 0.1
-  c.kernel.name = parts[1] if len(parts) > 1 else "fc"
-  c.kip.num_steps = 4000
+  c.dataset.preprocess = "zca"
+  c.dataset.zca_strength = 0.1
+  c.kernel.name = a.kernel
+  c.num_steps = 4000
   c.kip.learning_rate = 0.01
   c.kip.learn_labels = True
   c.eval_every = 500
@@ -28,6 +29,8 @@ def get_config(arg=None):
     c.kernel.depth = 3
     c.kip.target_batch_size = 64
     c.transfer.width = 128
+  if a.runlocal:
+    common.kip_runlocal(c)
   return c
 
 

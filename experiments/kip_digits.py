@@ -8,20 +8,23 @@ r"""KIP on scikit-learn's embedded 8x8 digits (1,437 train / 360 test), FC or Co
 Ridge-Regression") with target batches of 720 digits; the ConvNet kernel is
 ``depth`` x [Conv 3x3 SAME, Relu, AvgPool 2x2], Flatten, Dense.
 """
-from kdjax.distill.configs import kip_config
+from experiments import common
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,fc|conv]``."""
-  parts = (arg or "10").split(",")
-  c = kip_config(int(parts[0]))
+  """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
+  a = common.parse_arg(arg, positional=("per_class", "kernel"), help=common.KIP_ARG_HELP,
+                       per_class=10, kernel="fc", runlocal=False)
+  c = common.kip_base(a.per_class)
   c.dataset.name = "digits"
-  c.kernel.name = parts[1] if len(parts) > 1 else "fc"
+  c.kernel.name = a.kernel
   if c.kernel.name == "conv":
     c.kernel.depth = 2
     c.transfer.width = 64
   c.kip.target_batch_size = 720
-  c.kip.num_steps = 1000
+  c.num_steps = 1000
+  if a.runlocal:
+    common.kip_runlocal(c)
   return c
 
 

@@ -10,16 +10,17 @@ Ridge-Regression"); ``test_accuracy`` is on the 10,000 test digits. The ConvNet 
 ``O(batch * support * (H W)^2)`` memory: its target batch is 64 and it is meant for
 accelerators.
 """
-from kdjax.distill.configs import kip_config
+from experiments import common
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,fc|conv]``."""
-  parts = (arg or "10").split(",")
-  c = kip_config(int(parts[0]))
+  """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
+  a = common.parse_arg(arg, positional=("per_class", "kernel"), help=common.KIP_ARG_HELP,
+                       per_class=10, kernel="fc", runlocal=False)
+  c = common.kip_base(a.per_class)
   c.dataset.name = "mnist"
-  c.kernel.name = parts[1] if len(parts) > 1 else "fc"
-  c.kip.num_steps = 4000
+  c.kernel.name = a.kernel
+  c.num_steps = 4000
   c.eval_every = 500
   c.checkpoint_every = 500
   if c.kernel.name == "conv":
@@ -27,6 +28,8 @@ def get_config(arg=None):
     c.kip.target_batch_size = 64
     c.kip.learning_rate = 0.01
     c.transfer.width = 128
+  if a.runlocal:
+    common.kip_runlocal(c)
   return c
 
 

@@ -2,7 +2,8 @@ r"""KIP on the embedded mnist5k digits with the FC2-ReLU NTK (README main job).
 
 ``python -m launch.main --config=experiments/kip_mnist5k.py:10 --workdir=runs/kip10``
 
-``arg`` = images per class (1, 10 or 50; default 10). The kernel is the baseline of
+``arg`` = images per class (1, 10 or 50; default 10), ``,runlocal`` for a seconds-long
+smoke run. The kernel is the baseline of
 DESIGN.md: 2 x [Dense(W_std=sqrt(2), b_std=0.1), Relu], Dense, NTK
 parameterisation, ``reg = 1e-6 tr(K)/m``, per-image standardised pixels, one-hot minus
 0.1 labels. KIP learns the images (and, at 1/class, the labels) with Adam (lr 0.03,
@@ -13,12 +14,17 @@ only the support set. Label learning (``--config.kip.learn_labels=True``) reache
 same KRR accuracy at 10/class but its images transfer much worse to a finite MLP (62%
 vs 90%); at 1/class it adds a point of KRR accuracy.
 """
-from kdjax.distill.configs import kip_config
+from experiments import common
 
 
 def get_config(arg=None):
-  """``arg``: images per class (default 10)."""
-  return kip_config(int(arg) if arg else 10)
+  """``arg``: ``[images_per_class][,runlocal]`` (default 10)."""
+  a = common.parse_arg(arg, positional=("per_class",), help=common.KIP_ARG_HELP,
+                       per_class=10, runlocal=False)
+  c = common.kip_base(a.per_class)
+  if a.runlocal:
+    common.kip_runlocal(c)
+  return c
 
 
 def sweep(arg=None):

@@ -11,18 +11,18 @@ are in ``kdjax.theory``.
 Arg: ``runlocal``, ``seed=N``, ``generations=G``, ``alpha=A`` (teacher weight in [0, 1]),
 ``temperature=T``.
 """
-from kdjax.train import configs
+from experiments import common
 
 
 def get_config(arg=None):
-  a = configs.parse_arg(arg, runlocal=False, seed=0, generations=4, alpha=0.5, temperature=1.0)
-  c = configs.base(mode="self_distill", dataset="mnist5k",
-                   model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
-                   seed=a.seed, total_steps=1500, batch_size=64, learning_rate=1e-3)
+  a = common.parse_arg(arg, runlocal=False, seed=0, generations=4, alpha=0.5, temperature=1.0)
+  c = common.train_base(mode="self_distill", dataset_name="mnist5k",
+                        model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
+                        seed=a.seed, num_steps=1500, batch_size=64, learning_rate=1e-3)
   c.generations = a.generations
   c.self_distill = {"alpha": a.alpha, "temperature": a.temperature}
   if a.runlocal:
-    configs.runlocal(c)
+    common.train_runlocal(c)
     c.model.hidden = (32,)
   return c
 

@@ -1,19 +1,33 @@
-"""Maps a config's ``job`` name to the module whose ``run(config, workdir)`` does it."""
+"""The job registry: a config's ``job`` name -> the ``run(config, workdir) -> summary`` that does it.
+
+A new job is a module with ``run(config, workdir)`` written on :mod:`kdjax.jobs`, and one
+line here.
+"""
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
-JOBS = {
-    "train": "kdjax.train.loop",            # supervised / KD / born-again / self-distillation
-    "kip": "kdjax.distill.runner",          # KIP dataset distillation
-    "theory": "kdjax.theory.experiments",   # self-distillation theory reproductions
+from kdjax.distill import runner as kip_runner
+from kdjax.theory import experiments as theory_experiments
+from kdjax.train import loop as train_loop
+
+Job = Callable[[Any, str], dict]
+
+JOBS: dict[str, Job] = {
+    "train": train_loop.run,              # supervised / KD / born-again / self-distillation
+    "kip": kip_runner.run,                # KIP dataset distillation
+    "theory": theory_experiments.run,     # self-distillation theory reproductions
 }
 
 
-def runner(config: Any) -> Callable[[Any, str], dict]:
-  """Returns the ``run(config, workdir) -> summary dict`` function of ``config.job``."""
-  job = config.get("job")
+def runner(config: Any) -> Job:
+  """Returns the ``run(config, workdir) -> summary dict`` function of ``config.job``.
+
+  Raises:
+    ValueError: the config has no ``job`` or names one that is not registered; the
+      message lists the valid ones.
+  """
+  job = config.job if "job" in config else None
   if job not in JOBS:
     raise ValueError(f"config.job must be one of {sorted(JOBS)}, got {job!r}")
-  return importlib.import_module(JOBS[job]).run
+  return JOBS[job]

@@ -5,21 +5,26 @@ r"""Runs every point of a config's sweep, one workdir each, and tabulates the re
 The config file defines ``sweep(arg=None) -> list[dict]``: each dict has a ``name`` and
 flattened config overrides (``{"name": "t4", "kd.temperature": 4.0}``). Point ``name``
 runs in ``ROOT/name`` (so a re-run skips finished points and resumes unfinished ones);
-the summaries that ``run`` returns are written to ``ROOT/results.jsonl`` and printed as
-a Markdown table, also saved as ``ROOT/results.md``.
+the summaries that ``run`` returns are merged into ``ROOT/results.jsonl`` (one row per
+finished point, earlier runs' rows kept, so ``--only=a`` then ``--only=b`` holds both) and
+printed as a Markdown table, also saved as ``ROOT/results.md``. ``--only`` names that are
+not points of the sweep are an error.
 """
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import json
 import os
+from types import ModuleType
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from kdjax import workdir as workdir_lib
+from kdjax.jobs import workdir as workdir_lib
 from launch import jobs
+
+RESULTS = "results.jsonl"
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
@@ -27,12 +32,28 @@ _ONLY = flags.DEFINE_list("only", [], "Run only these point names.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def config_module(path: str) -> ModuleType:
+  """Imports ``experiments/NAME.py`` as the module ``experiments.NAME``.
+
+  Raises:
+    ValueError: ``path`` is not a file of this repository's ``experiments`` package.
+  """
+  directory, name = os.path.split(os.path.abspath(path))
+  stem, ext = os.path.splitext(name)
+  if os.path.basename(directory) != "experiments" or ext != ".py":
+    raise ValueError(f"--config={path!r} must be experiments/NAME.py (a module of the "
+                     "experiments package)")
+  module = importlib.import_module(f"experiments.{stem}")
+  if not os.path.samefile(module.__file__, path):
+    raise ValueError(f"--config={path!r} is not the experiments.{stem} that Python imports "
+                     f"({module.__file__}); run from the repository root")
+  return module
+
+
 def sweep_points(config_arg: str) -> list[dict]:
-  """Imports the config file of ``path[:arg]`` and returns its ``sweep(arg)`` list."""
+  """The ``sweep(arg)`` list of the config module of ``experiments/NAME.py[:arg]``."""
   path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("_kdjax_sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_module(path)
   if not hasattr(module, "sweep"):
     raise ValueError(f"{path} defines no sweep(arg) function")
   points = module.sweep(arg or None)
@@ -67,9 +88,23 @@ def apply_point(base_config, point: dict):
   return config
 
 
+def read_results(root: str) -> list[dict]:
+  """The rows of ``root/results.jsonl`` (empty when there is none)."""
+  return workdir_lib.read_jsonl(os.path.join(root, RESULTS))
+
+
 def run_sweep(base_config, points: list[dict], root: str, only=()) -> list[dict]:
-  """Runs each point (sequentially) and returns one result row per point."""
-  rows = []
+  """Runs each point (sequentially, or those named in ``only``) and returns the rows of
+  every finished point, in sweep order: this run's and the earlier runs' in ``root``.
+
+  Raises:
+    ValueError: a name in ``only`` is not a point of the sweep (the message lists them).
+  """
+  names = [p["name"] for p in points]
+  unknown = [name for name in only if name not in names]
+  if unknown:
+    raise ValueError(f"--only names {unknown} that are not sweep points; valid: {names}")
+  rows = {row["name"]: row for row in read_results(root) if row.get("name") in names}
   for i, point in enumerate(points):
     overrides = {k: v for k, v in point.items() if k != "name"}
     if only and point["name"] not in only:
@@ -77,10 +112,11 @@ def run_sweep(base_config, points: list[dict], root: str, only=()) -> list[dict]
     print(f"[sweep] point {i + 1}/{len(points)}: {point['name']} {overrides}", flush=True)
     config = apply_point(base_config, point)
     summary = jobs.runner(config)(config, os.path.join(root, point["name"]))
-    rows.append({"name": point["name"], **overrides, **(summary or {})})
-    workdir_lib.atomic_write(os.path.join(root, "results.jsonl"),
-                             "".join(json.dumps(r, default=str) + "\n" for r in rows))
-  return rows
+    rows[point["name"]] = {"name": point["name"], **overrides, **(summary or {})}
+    ordered = [rows[name] for name in names if name in rows]
+    workdir_lib.atomic_write(os.path.join(root, RESULTS),
+                             "".join(json.dumps(r, default=str) + "\n" for r in ordered))
+  return [rows[name] for name in names if name in rows]
 
 
 def main(argv):

@@ -1,23 +1,23 @@
 """The KIP job: ``python -m launch.main --config=experiments/kip_mnist5k.py:10 --workdir=DIR``.
 
-``run(config, workdir)`` loads and preprocesses the dataset, builds the kernel, learns
-the support set with :mod:`kdjax.distill.kip` (target batches sharded over all devices),
-and writes to ``workdir``:
+``run(config, workdir)`` validates the config, loads and preprocesses the dataset, builds
+the kernel, learns the support set with :mod:`kdjax.distill.kip` (target batches sharded
+over all devices), and writes to ``workdir`` (with the parts of :mod:`kdjax.jobs`):
 
-* ``metrics.jsonl``: one record per evaluation with ``step``, ``train_loss`` (mean KIP
-  loss since the previous record) and ``test_accuracy`` (KRR on the test set using only
-  the support set); step 0 is the random real initial support;
-* ``checkpoints/ckpt_<step>.npz``: support images, labels, optimiser state and step
-  (atomic; the newest ``keep_checkpoints`` are kept). Re-running the same command
-  resumes from the newest one and ends with the same support set as an uninterrupted
-  run (every target batch is a function of ``(seed, step)`` only);
+* ``metrics.jsonl`` and TensorBoard events: one record every ``log_every`` steps with
+  ``train_loss`` (mean KIP loss since the previous record), with ``test_accuracy`` (KRR on
+  the test set using only the support set) every ``eval_every`` steps; step 0 is the
+  random real initial support;
+* ``checkpoints/<step>/`` (orbax): the KipState and the running loss sum of the current
+  record, so that a resumed run logs exactly the metrics of an uninterrupted one and ends
+  with the same support set (every target batch is a function of ``(seed, step)`` only);
 * ``support.npz`` (``x``, ``y``: the final support set, after Label Solve when
   ``config.kip.label_solve``), ``support.png`` (image grid), ``learning_curve.png``
   (test accuracy), ``loss.png`` (train loss), ``summary.json``.
 
 Finally it trains a finite-width flax network with the kernel's architecture (kdjax.models
 MLP or ConvNet) on the support set alone and reports its test accuracy beside KRR's
-(``transfer`` in the summary).
+(``transfer_test_accuracy`` in the summary).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import functools
 import glob
 import json
 import os
-import re
 import time
 from typing import Any, Callable
 
@@ -33,17 +32,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from kdjax import data, workdir as wd
+from kdjax import data
 from kdjax.distill import kip
+from kdjax.jobs import evaluate, figures, schedules
+from kdjax.jobs import mesh as mesh_lib
+from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs.checkpoint import Checkpointer
+from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.kernels import stax
 
-__all__ = ["KERNELS", "PREPROCESSING", "build_kernel", "learning_rate_schedule", "load_data", "run",
-           "train_transfer"]
+__all__ = ["KERNELS", "build_kernel", "load_data", "run", "train_transfer", "validate"]
 
 KERNELS = ("fc", "conv")
-PREPROCESSING = ("standardize", "zca", "none")
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -81,25 +82,12 @@ def build_kernel(config: Any) -> Callable:
   return functools.partial(kernel_fn, get=config.kind)
 
 
-def load_data(config: Any) -> tuple[data.Dataset, np.ndarray, np.ndarray]:
-  """Loads ``config.dataset`` and returns ``(dataset, x_train, x_test)`` preprocessed.
-
-  ``config.preprocess``: 'standardize' (per-image centring and scaling,
-  ``data.standardize_images``), 'zca' (``data.fit_zca`` on the training images with
-  ``config.zca_strength``) or 'none'.
-  """
-  if config.preprocess not in PREPROCESSING:
-    raise ValueError(f"config.preprocess must be one of {list(PREPROCESSING)}, got "
-                     f"{config.preprocess!r}")
+def load_data(config: Any) -> data.Dataset:
+  """Loads ``config.dataset`` and preprocesses it (``kdjax.data.preprocess_dataset``)."""
   d = config.dataset
   ds = data.load(d.name, data_dir=d.data_dir or None, max_train=d.max_train or None,
                  max_test=d.max_test or None)
-  if config.preprocess == "standardize":
-    return ds, data.standardize_images(ds.x_train), data.standardize_images(ds.x_test)
-  if config.preprocess == "zca":
-    zca = data.fit_zca(ds.x_train, strength=config.zca_strength)
-    return ds, zca(ds.x_train), zca(ds.x_test)
-  return ds, ds.x_train, ds.x_test
+  return data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
 
 
 def train_transfer(config: Any, x_support: np.ndarray, y_support: np.ndarray,
@@ -136,90 +124,42 @@ def train_transfer(config: Any, x_support: np.ndarray, y_support: np.ndarray,
           jnp.square(model.apply(p, x_support) - y_support), axis=-1)))(params)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
-    return jax.lax.fori_loop(0, config.transfer.steps, body,
+    return jax.lax.fori_loop(0, config.transfer.num_steps, body,
                              (params, optimizer.init(params)))[0]
 
   params = train(params)
-  correct = 0
-  for start in range(0, len(x_test), 1000):
-    logits = model.apply(params, jnp.asarray(x_test[start:start + 1000]))
-    correct += int(jnp.sum(jnp.argmax(logits, -1) == labels_test[start:start + 1000]))
-  return correct / len(x_test)
+  return evaluate.accuracy(functools.partial(model.apply, params), x_test, labels_test)
 
 
-def learning_rate_schedule(config: Any) -> optax.Schedule | float:
-  r"""The Adam learning rate of ``config`` (the ``kip`` ConfigDict).
-
-  ``schedule='constant'``: ``learning_rate``; ``'cosine'``: cosine decay over
-  ``num_steps`` from ``learning_rate`` to ``learning_rate / 100``,
-
-  .. math:: \eta_t = \eta_0\,\big(0.01 + 0.99 \cdot \tfrac12 (1 + \cos(\pi t / T))\big)
-
-  (Loshchilov & Hutter, 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts").
-  """
-  if config.schedule == "constant":
-    return config.learning_rate
-  if config.schedule == "cosine":
-    return optax.cosine_decay_schedule(config.learning_rate, config.num_steps, alpha=0.01)
-  raise ValueError(f"config.kip.schedule must be 'constant' or 'cosine', got "
-                   f"{config.schedule!r}")
-
-
-def _checkpoints(workdir: str) -> list[tuple[int, str]]:
-  paths = glob.glob(os.path.join(workdir, CHECKPOINT_DIR, "ckpt_*.npz"))
-  return sorted((int(re.search(r"ckpt_(\d+)\.npz$", p).group(1)), p) for p in paths)
-
-
-def _save_checkpoint(workdir: str, state: kip.KipState, keep: int) -> None:
-  leaves = jax.tree.leaves(state.opt_state)
-  wd.save_npz(os.path.join(workdir, CHECKPOINT_DIR, f"ckpt_{int(state.step)}.npz"),
-              x=state.x, y=state.y, step=state.step,
-              **{f"opt_{i}": leaf for i, leaf in enumerate(leaves)})
-  for _, path in _checkpoints(workdir)[:-keep]:
-    os.remove(path)
-
-
-def _restore_checkpoint(path: str, template: kip.KipState) -> kip.KipState:
-  with np.load(path) as f:
-    treedef = jax.tree.structure(template.opt_state)
-    leaves = [f[f"opt_{i}"] for i in range(treedef.num_leaves)]
-    restored = kip.KipState(f["x"], f["y"], jax.tree.unflatten(treedef, leaves), f["step"])
-  return jax.tree.map(lambda t, r: jax.device_put(jnp.asarray(r, t.dtype), t.sharding),
-                      template, restored)
-
-
-def _save_image_grid(x: np.ndarray, per_class: int, path: str) -> None:
-  import io
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  rows, cols = len(x) // per_class, per_class
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8 + 0.2, rows * 0.8 + 0.2),
-                           squeeze=False)
-  for i, ax in enumerate(axes.flat):
-    image = x[i]
-    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
-    ax.axis("off")
-  fig.tight_layout(pad=0.1)
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=80)
-  plt.close(fig)
-  wd.atomic_write(path, buffer.getvalue())
-
-
-def _validate(config: Any) -> None:
-  positive_ints = [(f"kip.{key}", config.kip[key]) for key in
-                   ("per_class", "num_steps", "target_batch_size")]
+def validate(config: Any) -> None:
+  """Checks the whole KIP config before any work starts (ValueError naming the key)."""
+  positive_ints = [(f"kip.{key}", config.kip[key]) for key in ("per_class", "target_batch_size")]
   positive_ints += [(key, config[key]) for key in
-                    ("eval_every", "checkpoint_every", "log_every", "keep_checkpoints")]
+                    ("num_steps", "eval_every", "checkpoint_every", "log_every",
+                     "keep_checkpoints")]
+  if config.transfer.enabled:
+    positive_ints += [("transfer.num_steps", config.transfer.num_steps),
+                      ("transfer.width", config.transfer.width)]
   for key, value in positive_ints:
     if value < 1:
       raise ValueError(f"config.{key} must be >= 1, got {value}")
-  for key in ("learning_rate", "reg"):
-    if not config.kip[key] > 0:
-      raise ValueError(f"config.kip.{key} must be > 0, got {config.kip[key]}")
+  if not config.kip.reg > 0:
+    raise ValueError(f"config.kip.reg must be > 0, got {config.kip.reg}")
+  if config.dataset.preprocess not in data.PREPROCESSING:
+    raise ValueError(f"config.dataset.preprocess must be one of {data.PREPROCESSING}, got "
+                     f"{config.dataset.preprocess!r}")
+  schedules.make_schedule(config.kip, config.num_steps, name="kip")
+  build_kernel(config.kernel)
+
+
+def _refuse_npz_checkpoints(workdir: str) -> None:
+  old = glob.glob(os.path.join(workdir, CHECKPOINT_DIR, "ckpt_*.npz"))
+  if old:
+    raise ValueError(
+        f"workdir {workdir!r} holds KIP checkpoints in the old npz format "
+        f"({os.path.basename(sorted(old)[-1])}), which kdjax no longer reads (checkpoints are "
+        "orbax now); start a new --workdir, or move that workdir's checkpoints/ and "
+        "metrics.jsonl away to rerun it from step 0")
 
 
 def run(config: Any, workdir: str) -> dict:
@@ -234,12 +174,24 @@ def run(config: Any, workdir: str) -> dict:
     ``test_accuracy_init`` (random real support), ``kip_test_accuracy`` (before Label
     Solve), with ``config.kip.label_solve`` also ``label_solve_test_accuracy`` and the
     KIP loss on the whole training set before/after (``kip_train_loss``,
-    ``label_solve_train_loss``), ``transfer_test_accuracy`` and ``transfer_test_accuracy_init`` (finite
-    network on the final / initial support), ``num_support``, ``kip_seconds``, ``steps``.
+    ``label_solve_train_loss``), ``transfer_test_accuracy`` and
+    ``transfer_test_accuracy_init`` (finite network on the final / initial support),
+    ``num_support``, ``kip_seconds``, ``num_steps``.
+
+  Raises:
+    ValueError: a bad config (before any work), or a workdir with old npz checkpoints.
+    FloatingPointError: the loss or the support set became non-finite (names the step).
   """
-  _validate(config)
+  validate(config)
+  _refuse_npz_checkpoints(workdir)
+  with workdir_lib.open_workdir(workdir, config) as wd:
+    return _run(config, wd.path)
+
+
+def _run(config: Any, workdir: str) -> dict:
   kernel = build_kernel(config.kernel)
-  ds, x_train, x_test = load_data(config)
+  ds = load_data(config)
+  x_train, x_test = ds.x_train, ds.x_test
   k = config.kip
   x0, y0 = kip.init_support(x_train, ds.y_train, per_class=k.per_class,
                             num_classes=ds.num_classes, seed=config.seed,
@@ -248,59 +200,64 @@ def run(config: Any, workdir: str) -> dict:
   if k.target_batch_size > len(x_train):
     raise ValueError(f"config.kip.target_batch_size ({k.target_batch_size}) exceeds the "
                      f"{len(x_train)} training examples")
-  devices = jax.devices()
-  if k.target_batch_size % len(devices):
+  mesh = mesh_lib.make_mesh()
+  if k.target_batch_size % mesh.size:
     raise ValueError(f"config.kip.target_batch_size ({k.target_batch_size}) must be "
-                     f"divisible by the {len(devices)} devices")
-  mesh = Mesh(np.array(devices), ("data",))
-  init, step_fn = kip.make_kip_step(kernel, optax.adam(learning_rate_schedule(k)), reg=k.reg,
-                                    learn_images=k.learn_images,
+                     f"divisible by the {mesh.size} devices")
+  optimizer = optax.adam(schedules.make_schedule(k, config.num_steps, name="kip"))
+  init, step_fn = kip.make_kip_step(kernel, optimizer, reg=k.reg, learn_images=k.learn_images,
                                     learn_labels=k.learn_labels, mesh=mesh)
   batches = data.Batches(x_train, targets, batch_size=k.target_batch_size, seed=config.seed,
-                         sharding=NamedSharding(mesh, P("data")))
+                         sharding=mesh_lib.batch_sharding(mesh))
   x_test_j, labels_test = jnp.asarray(x_test), jnp.asarray(ds.y_test)
   accuracy = jax.jit(lambda x, y: kip.krr_accuracy(kernel, x, y, x_test_j, labels_test,
                                                    reg=k.reg))
 
-  resuming = wd.prepare(workdir, config)
-  state = init(x0, y0)
-  checkpoints = _checkpoints(workdir) if resuming else []
-  if checkpoints:
-    state = _restore_checkpoint(checkpoints[-1][1], state)
-    print(f"resuming from {checkpoints[-1][1]} (step {int(state.step)})", flush=True)
-  start = int(state.step)
-  log = wd.MetricsLog(workdir, resume_step=start if checkpoints else None)
-  acc_init = float(accuracy(jnp.asarray(x0), jnp.asarray(y0)))
-  if start == 0:
-    log.write(0, test_accuracy=acc_init)
-    print(f"step 0: random real support ({len(x0)} images) test_accuracy={acc_init:.4f}",
-          flush=True)
-
-  losses, t0, t_last, s_last = [], time.time(), time.time(), start
-  for step, batch in batches.iterate(start, k.num_steps - start):
-    state, metrics = step_fn(state, batch["image"], batch["label"])
-    losses.append(metrics["loss"])
-    done = step + 1
-    if done % config.log_every == 0 or done == k.num_steps:
-      kip.check_finite(state)
-      rate = (done - s_last) / max(time.time() - t_last, 1e-9)
-      print(f"step {done}/{k.num_steps}: loss={float(losses[-1]):.5f} {rate:.1f} steps/s "
-            f"ETA {(k.num_steps - done) / rate:.0f}s", flush=True)
-      t_last, s_last = time.time(), done
-    if done % config.eval_every == 0 or done == k.num_steps:
-      acc = float(accuracy(state.x, state.y))
-      log.write(done, train_loss=float(jnp.mean(jnp.stack(losses))), test_accuracy=acc)
-      losses = []
-      print(f"step {done}: test_accuracy={acc:.4f}", flush=True)
-    if done % config.checkpoint_every == 0 or done == k.num_steps:
-      _save_checkpoint(workdir, state, config.keep_checkpoints)
-  kip_seconds = time.time() - t0
-  kip.check_finite(state)
+  # The checkpointed state: the support set and the loss sum of the record being built.
+  replicated = mesh_lib.replicated(mesh)
+  state = {"kip": init(x0, y0), "loss_sum": jax.device_put(jnp.float32(0), replicated),
+           "loss_count": jax.device_put(jnp.int32(0), replicated)}
+  checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
+  try:
+    start, restored = checkpointer.restore_latest(state)
+    if start is not None:
+      state = restored
+      print(f"[kip] resumed from the checkpoint at step {start}", flush=True)
+    start = start or 0
+    log = MetricsWriter(workdir, resume_step=start, total_steps=config.num_steps, name="kip")
+    acc_init = float(accuracy(jnp.asarray(x0), jnp.asarray(y0)))
+    if start == 0:
+      log.write(0, test_accuracy=acc_init)
+    t0 = time.time()
+    for step, batch in batches.iterate(start, config.num_steps - start):
+      kip_state, metrics = step_fn(state["kip"], batch["image"], batch["label"])
+      state = {"kip": kip_state, "loss_sum": state["loss_sum"] + metrics["loss"],
+               "loss_count": state["loss_count"] + 1}
+      done = step + 1
+      record = {}
+      if done % config.log_every == 0 or done == config.num_steps:
+        train_loss = float(state["loss_sum"]) / int(state["loss_count"])
+        check_finite("kip", done, train_loss=train_loss, support_images=kip_state.x,
+                     support_labels=kip_state.y)
+        record["train_loss"] = train_loss
+        state["loss_sum"], state["loss_count"] = state["loss_sum"] * 0, state["loss_count"] * 0
+      if done % config.eval_every == 0 or done == config.num_steps:
+        record["test_accuracy"] = float(accuracy(kip_state.x, kip_state.y))
+      if record:
+        log.write(done, **record)
+      if done % config.checkpoint_every == 0 or done == config.num_steps:
+        checkpointer.save(done, state)
+    kip_seconds = time.time() - t0
+    log.close()
+  finally:
+    checkpointer.close()
+  state = state["kip"]
+  check_finite("kip", int(state.step), support_images=state.x, support_labels=state.y)
 
   x_final, y_final = np.asarray(state.x), np.asarray(state.y)
   kip_acc = float(accuracy(state.x, state.y))
   summary = {"test_accuracy_init": acc_init, "kip_test_accuracy": kip_acc,
-             "num_support": int(len(x_final)), "steps": int(k.num_steps),
+             "num_support": int(len(x_final)), "num_steps": int(config.num_steps),
              "kip_seconds": kip_seconds}
   if k.label_solve:
     x_train_j, targets_j = jnp.asarray(x_train), jnp.asarray(targets)
@@ -313,12 +270,13 @@ def run(config: Any, workdir: str) -> dict:
     summary["label_solve_test_accuracy"] = float(accuracy(state.x, jnp.asarray(y_final)))
     print(f"label solve: test_accuracy={summary['label_solve_test_accuracy']:.4f}", flush=True)
   summary["test_accuracy"] = float(accuracy(jnp.asarray(x_final), jnp.asarray(y_final)))
-  wd.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)
-  _save_image_grid(x_final, k.per_class, os.path.join(workdir, "support.png"))
-  wd.plot_curves(log.records, ["test_accuracy"], os.path.join(workdir, "learning_curve.png"),
-                 title=f"KIP {ds.name}, {k.per_class}/class: KRR test accuracy")
-  wd.plot_curves(log.records, ["train_loss"], os.path.join(workdir, "loss.png"),
-                 title="KIP train loss", logy=True)
+  workdir_lib.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)
+  figures.image_grid(x_final, k.per_class, os.path.join(workdir, "support.png"))
+  figures.plot_curves(log.records, ["test_accuracy"],
+                      os.path.join(workdir, "learning_curve.png"),
+                      title=f"KIP {ds.name}, {k.per_class}/class: KRR test accuracy")
+  figures.plot_curves(log.records, ["train_loss"], os.path.join(workdir, "loss.png"),
+                      title="KIP train loss", logy=True)
   if config.transfer.enabled:
     summary["transfer_test_accuracy"] = train_transfer(
         config, x_final, y_final, x_test, ds.y_test, seed=config.seed)
@@ -328,7 +286,7 @@ def run(config: Any, workdir: str) -> dict:
           f"test_accuracy={summary['transfer_test_accuracy']:.4f} on the KIP support, "
           f"{summary['transfer_test_accuracy_init']:.4f} on the random real support",
           flush=True)
-  wd.atomic_write(os.path.join(workdir, "summary.json"),
-                  json.dumps(summary, indent=2, sort_keys=True) + "\n")
+  workdir_lib.atomic_write(os.path.join(workdir, "summary.json"),
+                           json.dumps(summary, indent=2, sort_keys=True) + "\n")
   print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
   return summary

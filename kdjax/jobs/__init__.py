@@ -6,7 +6,8 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
   path (``WorkdirError``), an exclusive ``flock`` on ``WORKDIR/.lock`` (``WorkdirBusy``
   names the holder's pid; a killed run leaves no stale lock), ``config.json`` recorded or
   compared (``WorkdirConfigMismatch``); ``.resuming`` tells whether to resume.
-  ``atomic_write(path, data)``, ``save_npz(path, **arrays)``, ``read_metrics(workdir)``.
+  ``atomic_write(path, data)``, ``save_npz(path, **arrays)``, ``read_metrics(workdir)``,
+  ``read_jsonl(path)``.
 ``kdjax.jobs.checkpoint``
   ``Checkpointer(directory, *, keep)``: orbax checkpoints of ANY pytree state:
   ``save(step, state)``, ``restore_latest(template, shardings=None) -> (step, state)`` or

@@ -58,8 +58,8 @@ class MetricsWriter:
 
   Args:
     workdir: the run directory.
-    resume_step: the step the run resumes from (records after it are dropped); None or
-      0 starts a fresh log.
+    resume_step: the step of the checkpoint the run resumes from (records after it are
+      dropped); None or 0 starts a fresh log.
     total_steps: the job's last step (for the progress line's ETA), or None.
     name: the prefix of the progress line.
   """
@@ -69,15 +69,17 @@ class MetricsWriter:
     self.workdir, self.total_steps, self.name = workdir, total_steps, name
     self.main = jax.process_index() == 0
     self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
-    resume_step = resume_step or 0
-    self.records = [r for r in workdir_lib.read_metrics(workdir) if r["step"] <= resume_step]
+    resume_step = resume_step or 0  # 0: a fresh start, every earlier record goes
+    self.records = [r for r in workdir_lib.read_metrics(workdir)
+                    if resume_step and r["step"] <= resume_step]
     self._tb = None
     if self.main:
       workdir_lib.atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
       import tensorboardX  # pylint: disable=g-import-not-at-top  # only jobs need it
       earlier = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
       self._tb = tensorboardX.SummaryWriter(
-          logdir=workdir, purge_step=resume_step + 1 if earlier else None, flush_secs=30)
+          logdir=workdir, purge_step=(resume_step + 1 if resume_step else 0) if earlier else None,
+          flush_secs=30)
     self._start_step, self._start_time = resume_step, None
 
   def write(self, step: int, **metrics: Any) -> dict:

@@ -23,7 +23,9 @@ import os
 import tempfile
 from typing import Any, Iterator
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -183,7 +185,8 @@ def open_workdir(workdir: str, config: Any, *, locked: bool = True) -> Iterator[
     workdir: the run directory (created).
     config: the job's ConfigDict, recorded in ``config.json``.
     locked: take the exclusive lock (False for a sub-directory of an already locked
-      workdir, or for a process other than 0 of a multi-process run).
+      workdir). In a multi-process run only process 0 locks and records; the others
+      wait for it.
 
   Yields:
     A :class:`Workdir`; ``resuming`` tells whether it already held this run.
@@ -193,18 +196,28 @@ def open_workdir(workdir: str, config: Any, *, locked: bool = True) -> Iterator[
       :func:`lock` and :func:`record_config`.
   """
   path = check_path(workdir)
+  if jax.process_index() != 0:  # process 0 locks and records; the others follow it
+    multihost_utils.sync_global_devices(f"open_workdir {path}")
+    yield Workdir(path, os.path.exists(os.path.join(path, CONFIG_FILE)))
+    return
   with lock(path) if locked else contextlib.nullcontext():
     try:
       resuming = record_config(path, config)
     except OSError as e:
       raise WorkdirError(f"workdir {workdir!r} is not writable: {e.strerror}") from None
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"open_workdir {path}")
     yield Workdir(path, resuming)
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """Returns the records of ``workdir/metrics.jsonl`` (empty if there are none)."""
-  path = os.path.join(workdir, METRICS_FILE)
+def read_jsonl(path: str) -> list[dict]:
+  """The JSON objects of a JSON-lines file, one per line (empty if it does not exist)."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """Returns the records of ``workdir/metrics.jsonl`` (empty if there are none)."""
+  return read_jsonl(os.path.join(workdir, METRICS_FILE))

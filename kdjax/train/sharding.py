@@ -1,7 +1,7 @@
-r"""Meshes and shardings: data-parallel batches; parameters replicated or FSDP-sharded by rules.
+r"""Parameter shardings: replicated or FSDP-sharded by rules over the ``'data'`` mesh axis.
 
-One 1-D mesh axis, ``'data'``, spans every device of every process. Batches are split
-along their leading axis over it. Each parameter (and each optimizer-state leaf, whose
+The mesh (one axis, ``'data'``, over every device of every process) and the placement of
+batches come from :mod:`kdjax.jobs.mesh`. Each parameter (and each optimizer-state leaf, whose
 path contains the parameter's path) gets a sharding from the first rule whose regex
 matches its path (``re.search`` on a ``'/'``-joined path such as
 ``'params/Dense_0/kernel'`` or ``'opt_state/0/mu/Dense_0/kernel'``):
@@ -25,16 +25,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-DATA_AXIS = "data"
+# The mesh and batch placement are the job framework's; imported here for the train steps.
+from kdjax.jobs.mesh import (DATA_AXIS, batch_sharding, check_batch_size, global_batch,  # noqa: F401
+                             make_mesh, replicated)
+
 KINDS = ("replicate", "fsdp")
 
 Rules = Sequence[tuple[str, str]]
-
-
-def make_mesh(devices: Sequence[Any] | None = None) -> Mesh:
-  """A 1-D ``('data',)`` mesh over ``devices`` (default: all devices of all processes)."""
-  devices = np.asarray(jax.devices() if devices is None else devices)
-  return Mesh(devices.reshape(-1), (DATA_AXIS,))
 
 
 def validate_rules(rules: Rules) -> list[tuple[str, str]]:
@@ -87,36 +84,3 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Rules = ()) -> Any:
       lambda path, leaf: NamedSharding(
           mesh, partition_spec(path_string(path), np.shape(leaf), rules, mesh.size)),
       tree)
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over ``'data'``, other axes whole."""
-  return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  """A full copy on every device of ``mesh``."""
-  return NamedSharding(mesh, P())
-
-
-def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
-  """Raises ValueError unless ``batch_size`` is a positive multiple of the device count."""
-  if batch_size <= 0 or batch_size % mesh.size:
-    raise ValueError(f"{name}={batch_size} must be a positive multiple of the number of "
-                     f"devices ({mesh.size}: {jax.process_count()} process(es) x "
-                     f"{jax.local_device_count()} local device(s))")
-
-
-def global_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places a global batch (the same NumPy arrays on every process) as sharded jax Arrays.
-
-  Each process copies only the rows of its own devices, so this works unchanged with
-  several processes.
-  """
-  sharding = batch_sharding(mesh)
-
-  def place(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-  return {k: place(v) for k, v in batch.items()}

@@ -1,7 +1,7 @@
 """The train state (a pytree of arrays only) and the optimizers built from configs."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from kdjax.jobs import schedules
 from kdjax.train import sharding as sharding_lib
 
 
@@ -33,47 +34,45 @@ class TrainState:
     return {"params": self.params, **self.model_state}
 
 
-def make_optimizer(config: Mapping[str, Any], total_steps: int) -> optax.GradientTransformation:
-  r"""An optax optimizer from ``config``: name, learning_rate, schedule, warmup_steps, ...
+def make_optimizer(config: Any, num_steps: int, *,
+                   name: str = "optimizer") -> optax.GradientTransformation:
+  r"""An optax optimizer from the ``optimizer`` block of a train config.
 
-  Keys: ``name`` in {'sgd', 'adam', 'adamw'}; ``learning_rate``; ``schedule`` in
-  {'constant', 'cosine'} (cosine decay to 0 over ``total_steps`` after a linear warmup of
-  ``warmup_steps``; Loshchilov & Hutter (2017), "SGDR"); ``momentum`` (sgd, Nesterov
-  when ``nesterov``); ``weight_decay`` (coupled L2 for sgd, decoupled for adamw);
+  Keys: ``name`` in {'sgd', 'adam', 'adamw'}; the learning-rate keys of
+  :func:`kdjax.jobs.schedules.make_schedule` (``learning_rate``, ``schedule``,
+  ``warmup_steps``, ``final_lr_fraction``) over ``num_steps``; ``momentum`` (sgd, Nesterov
+  when ``nesterov``); ``weight_decay`` (coupled L2 for sgd and adam, decoupled for adamw);
   ``grad_clip_norm`` (0 = off).
+
+  Args:
+    config: the optimizer block.
+    num_steps: the number of training steps (the cosine schedule's length).
+    name: the block's config path, quoted in errors (e.g. ``'teacher.optimizer'``).
+
+  Raises:
+    ValueError: an unknown optimizer or schedule, a learning rate that is not finite and
+      > 0, a negative weight decay or clipping norm.
   """
-  config = dict(config)
-  name = config.get("name", "adam")
-  lr = float(config.get("learning_rate", 1e-3))
-  warmup = int(config.get("warmup_steps", 0))
-  schedule = config.get("schedule", "constant")
-  if schedule == "cosine" and warmup:
-    lr = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
-  elif schedule == "cosine":
-    lr = optax.cosine_decay_schedule(lr, total_steps)
-  elif schedule == "constant":
-    if warmup:
-      lr = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)],
-                                [warmup])
-  else:
-    raise ValueError(f"optimizer.schedule must be 'constant' or 'cosine', got {schedule!r}")
-  weight_decay = float(config.get("weight_decay", 0.0))
-  parts = []
-  if float(config.get("grad_clip_norm", 0.0)) > 0:
-    parts.append(optax.clip_by_global_norm(float(config["grad_clip_norm"])))
-  if name == "sgd":
+  lr = schedules.make_schedule(config, num_steps, name=name)
+  weight_decay, clip = float(config.weight_decay), float(config.grad_clip_norm)
+  for key, value in (("weight_decay", weight_decay), ("grad_clip_norm", clip)):
+    if not value >= 0:
+      raise ValueError(f"config.{name}.{key} must be >= 0, got {value}")
+  parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
+  if config.name == "sgd":
     if weight_decay:
       parts.append(optax.add_decayed_weights(weight_decay))
-    parts.append(optax.sgd(lr, momentum=float(config.get("momentum", 0.9)) or None,
-                           nesterov=bool(config.get("nesterov", False))))
-  elif name == "adam":
+    parts.append(optax.sgd(lr, momentum=float(config.momentum) or None,
+                           nesterov=bool(config.nesterov)))
+  elif config.name == "adam":
     if weight_decay:
       parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(optax.adam(lr))
-  elif name == "adamw":
+  elif config.name == "adamw":
     parts.append(optax.adamw(lr, weight_decay=weight_decay))
   else:
-    raise ValueError(f"optimizer.name must be one of 'sgd', 'adam', 'adamw', got {name!r}")
+    raise ValueError(f"config.{name}.name must be one of 'sgd', 'adam', 'adamw', got "
+                     f"{config.name!r}")
   return optax.chain(*parts)
 
 

@@ -1,6 +1,6 @@
 """Every experiments/kip_*.py config builds its kernel and sweep; short runs of each kind."""
 import glob
-import importlib.util
+import importlib
 import os
 
 import numpy as np
@@ -13,15 +13,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments",
-                                                                   name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module(f"experiments.{name}")
 
 
 def shorten(c, per_class=1, batch=16):
-  c.kip.per_class, c.kip.num_steps, c.kip.target_batch_size = per_class, 2, batch
+  c.kip.per_class, c.num_steps, c.kip.target_batch_size = per_class, 2, batch
   c.eval_every = c.log_every = c.checkpoint_every = 1
   c.transfer.enabled = False
   return c
@@ -54,7 +50,7 @@ def test_tfds_mnist_config_runs_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=80):
     summary = runner.run(shorten(load("kip_mnist").get_config("1")), str(tmp_path))
-  assert summary["num_support"] == 10 and summary["steps"] == 2
+  assert summary["num_support"] == 10 and summary["num_steps"] == 2
 
 
 @pytest.mark.slow
@@ -63,3 +59,11 @@ def test_tfds_cifar10_zca_config_runs_on_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=80):
     summary = runner.run(shorten(load("kip_cifar10").get_config("1")), str(tmp_path))
   assert summary["num_support"] == 10 and 0 <= summary["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("name", names())
+def test_bad_arg_says_what_it_means(name):
+  with pytest.raises(ValueError, match=r"'7x': per_class \(images per class\) must be an "
+                                       r"integer such as 10"):
+    load(name).get_config("7x")
+  assert load(name).get_config("1,runlocal").num_steps == 6

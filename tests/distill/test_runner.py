@@ -4,11 +4,16 @@ import os
 import subprocess
 import sys
 
+import glob
+import shutil
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax.distill import configs, runner
+from experiments import kip_mnist5k
+from kdjax.distill import runner
+from kdjax.jobs import workdir as workdir_lib
 from kdjax.kernels import stax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -16,14 +21,14 @@ CONFIG = os.path.join(ROOT, "experiments", "kip_mnist5k.py")
 
 
 def config(arg="1", **overrides):
-  c = configs.kip_config(int(arg))
+  c = kip_mnist5k.get_config(arg)
   c.update_from_flattened_dict(overrides)
   return c
 
 
 def tiny(**overrides):
   """Digits, 2 images per class, 6 steps, no transfer check: a few seconds."""
-  base = {"dataset.name": "digits", "kip.per_class": 2, "kip.num_steps": 6,
+  base = {"dataset.name": "digits", "kip.per_class": 2, "num_steps": 6,
           "kip.target_batch_size": 64, "eval_every": 2, "log_every": 2,
           "checkpoint_every": 2, "keep_checkpoints": 3, "transfer.enabled": False}
   return config("2", **{**base, **overrides})
@@ -32,11 +37,12 @@ def tiny(**overrides):
 def test_launch_main_writes_metrics_support_and_plots(tmp_path):
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "launch.main", f"--config={CONFIG}:1", f"--workdir={workdir}",
-         "--config.kip.num_steps=4", "--config.kip.target_batch_size=200",
-         "--config.eval_every=2", "--config.checkpoint_every=2", "--config.transfer.steps=3",
+         "--config.num_steps=4", "--config.kip.target_batch_size=200",
+         "--config.eval_every=2", "--config.checkpoint_every=2", "--config.transfer.num_steps=3",
          "--config.transfer.width=16"]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-  assert "step 4: test_accuracy=" in out and "transfer (fc network" in out
+  assert "[kip] step 4/4  train_loss=" in out and "transfer (fc network" in out
+  assert "test_accuracy=" in out.split("[kip] step 4/4")[1].splitlines()[0]
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [0, 2, 4]
   assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in records)
@@ -45,6 +51,10 @@ def test_launch_main_writes_metrics_support_and_plots(tmp_path):
   assert support["x"].shape == (10, 28, 28, 1) and support["y"].shape == (10, 10)
   for name in ("support.png", "learning_curve.png", "loss.png", "config.json"):
     assert (workdir / name).stat().st_size > 0
+  # orbax checkpoints (the newest keep_checkpoints=2) and TensorBoard event files
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  assert (workdir / "checkpoints" / "4" / "default" / "_METADATA").exists()
+  assert glob.glob(str(workdir / "events.out.tfevents.*"))
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["num_support"] == 10 and 0 <= summary["transfer_test_accuracy"] <= 1
   assert summary["test_accuracy"] == pytest.approx(records[-1]["test_accuracy"])
@@ -56,8 +66,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
   resumed_dir = tmp_path / "resumed"
   runner.run(c, str(resumed_dir))
   # Simulate a kill just after the step-2 checkpoint: later checkpoints and outputs lost.
-  for name in ("checkpoints/ckpt_4.npz", "checkpoints/ckpt_6.npz", "support.npz"):
-    os.remove(resumed_dir / name)
+  for name in ("checkpoints/4", "checkpoints/6"):
+    shutil.rmtree(resumed_dir / name)
+  os.remove(resumed_dir / "support.npz")
   again = runner.run(c, str(resumed_dir))
   a, b = np.load(tmp_path / "full" / "support.npz"), np.load(resumed_dir / "support.npz")
   np.testing.assert_array_equal(a["x"], b["x"])
@@ -100,10 +111,12 @@ def test_conv_kernel_builds_and_is_symmetric():
     ({"dataset.name": "imagenet21k"}, "name must be one of"),
     ({"kernel.name": "rbf"}, r"config.kernel.name must be one of"),
     ({"kernel.kind": "both"}, r"config.kernel.kind must be"),
-    ({"preprocess": "pca"}, r"config.preprocess must be one of"),
+    ({"dataset.preprocess": "pca"}, r"config.dataset.preprocess must be one of"),
     ({"kip.per_class": 500}, r"per_class must be in \[1, "),
     ({"kip.schedule": "step"}, r"config.kip.schedule must be"),
-    ({"kip.num_steps": 0}, r"config.kip.num_steps must be >= 1"),
+    ({"num_steps": 0}, r"config.num_steps must be >= 1"),
+    ({"kip.learning_rate": 0.0}, r"config.kip.learning_rate must be finite and > 0"),
+    ({"kip.learning_rate": float("nan")}, r"config.kip.learning_rate must be finite and > 0"),
     ({"kip.target_batch_size": 60}, "divisible by the 8 devices"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, overrides, match):
@@ -115,3 +128,32 @@ def test_diverging_support_is_a_clear_error(tmp_path):
   with pytest.raises(FloatingPointError, match="non-finite"):
     runner.run(tiny(**{"kip.reg": 1e30, "kip.learning_rate": 1e30,
                        "kip.schedule": "constant"}), str(tmp_path))
+
+
+def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records(tmp_path):
+  """checkpoint_every=3 is not a multiple of log_every=eval_every=2: the step-4 record's
+  train_loss averages steps 3 and 4, across the resume from the step-3 checkpoint."""
+  c = tiny(checkpoint_every=3)
+  full = runner.run(c, str(tmp_path / "full"))
+  resumed_dir = tmp_path / "resumed"
+  runner.run(c, str(resumed_dir))
+  # The newest checkpoint (step 6) is corrupt: garbage data files. The run falls back to
+  # step 3, keeps the bad one aside and ends as the uninterrupted run did.
+  for path in glob.glob(str(resumed_dir / "checkpoints" / "6" / "default" / "**" / "d" / "*"),
+                        recursive=True):
+    with open(path, "r+b") as f:
+      f.write(np.random.default_rng(0).bytes(os.path.getsize(path)))
+  again = runner.run(c, str(resumed_dir))
+  assert [d for d in os.listdir(resumed_dir / "checkpoints") if d.startswith("corrupt-6-")]
+  assert again["test_accuracy"] == full["test_accuracy"]
+  full_log, resumed_log = (workdir_lib.read_metrics(str(d)) for d in (tmp_path / "full",
+                                                                      resumed_dir))
+  assert [r["step"] for r in full_log] == [0, 2, 4, 6]
+  assert resumed_log == full_log  # identical train_loss values, step by step
+
+
+def test_old_npz_workdir_gets_a_clear_message(tmp_path):
+  os.makedirs(tmp_path / "checkpoints")
+  (tmp_path / "checkpoints" / "ckpt_200.npz").write_bytes(b"old")
+  with pytest.raises(ValueError, match=r"old npz format \(ckpt_200.npz\).*new --workdir"):
+    runner.run(tiny(), str(tmp_path))

@@ -22,26 +22,30 @@ def _save_steps(directory, steps=(1, 2)):
   ckpt.close()
 
 
-def _largest_data_file(step_dir):
-  files = glob.glob(os.path.join(step_dir, "default", "ocdbt.process_0", "d", "*"))
-  return max(files, key=os.path.getsize)
+def _data_files(step_dir):
+  """The OCDBT data files of a step (orbax merges them into ``default/d/`` or keeps them
+  under ``default/ocdbt.process_N/d/``, depending on the size)."""
+  files = glob.glob(os.path.join(step_dir, "default", "**", "d", "*"), recursive=True)
+  assert files
+  return files
 
 
 def _truncate(step_dir):
-  path = _largest_data_file(step_dir)
-  with open(path, "r+b") as f:
-    f.truncate(os.path.getsize(path) // 2)
+  for path in _data_files(step_dir):
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
 
 
 def _delete_data(step_dir):
-  os.remove(_largest_data_file(step_dir))
+  for path in _data_files(step_dir):
+    os.remove(path)
 
 
 def _garbage(step_dir):
-  path = _largest_data_file(step_dir)
-  size = os.path.getsize(path)
-  with open(path, "wb") as f:
-    f.write(np.random.default_rng(0).bytes(size))
+  for path in _data_files(step_dir):
+    size = os.path.getsize(path)
+    with open(path, "wb") as f:
+      f.write(np.random.default_rng(0).bytes(size))
 
 
 def _delete_metadata(step_dir):

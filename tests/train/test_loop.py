@@ -1,5 +1,6 @@
 """Tests of kdjax.train.loop.run: resume after preemption, teacher loading, generations, errors."""
-import importlib.util
+import glob
+import importlib
 import json
 import os
 
@@ -9,15 +10,15 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from kdjax import workdir as workdir_lib
-from kdjax.train import checkpoint, loop
+from kdjax.jobs import checkpoint
+from kdjax.jobs import workdir as workdir_lib
+from kdjax.train import loop
 
 
 def _config(path, arg="runlocal", **overrides):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  """``experiments/NAME.py``'s config for ``arg`` with dotted-key overrides."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  config = importlib.import_module(f"experiments.{name}").get_config(arg)
   config.update_from_flattened_dict(overrides)
   return config
 
@@ -36,7 +37,7 @@ class _StopAfter(checkpoint.PreemptionFlag):
 
 
 def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
-  config = _config("experiments/kd_mnist5k.py", "runlocal,student_only", total_steps=30,
+  config = _config("experiments/kd_mnist5k.py", "runlocal,student_only", num_steps=30,
                    checkpoint_every=10, eval_every=15)
   straight = loop.run(config, str(tmp_path / "a"))
 
@@ -61,25 +62,28 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatc
 
 
 def test_kd_run_trains_its_teacher_then_reuses_it_from_teacher_workdir(tmp_path):
-  config = _config("experiments/kd_mnist5k.py", total_steps=10, eval_every=10)
+  config = _config("experiments/kd_mnist5k.py", num_steps=10, eval_every=10)
   first = loop.run(config, str(tmp_path / "kd"))
-  assert first["teacher_eval_accuracy"] > 0.3  # 20 steps of the teacher already learn
-  assert 0.0 <= first["eval_accuracy"] <= 1.0
+  assert first["teacher_test_accuracy"] > 0.3  # 20 steps of the teacher already learn
+  assert 0.0 <= first["test_accuracy"] <= 1.0
   teacher_dir = str(tmp_path / "kd" / "teacher")
   assert json.load(open(os.path.join(teacher_dir, "config.json")))["mode"] == "supervised"
+  for run_dir, steps in ((str(tmp_path / "kd"), 10), (teacher_dir, 20)):  # orbax + TensorBoard
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", str(steps), "default", "_METADATA"))
+    assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
 
   config.teacher_workdir = teacher_dir
   second = loop.run(config, str(tmp_path / "kd_loaded"))
   assert not os.path.exists(tmp_path / "kd_loaded" / "teacher")
-  assert second["eval_accuracy"] == first["eval_accuracy"]
+  assert second["test_accuracy"] == first["test_accuracy"]
   assert workdir_lib.read_metrics(str(tmp_path / "kd_loaded")) == workdir_lib.read_metrics(
       str(tmp_path / "kd"))
 
 
 def test_generations_train_each_from_the_previous(tmp_path):
-  config = _config("experiments/born_again_mnist5k.py", total_steps=10, generations=2)
+  config = _config("experiments/born_again_mnist5k.py", num_steps=10, generations=2)
   summary = loop.run(config, str(tmp_path / "ban"))
-  assert set(summary) >= {"gen0_eval_accuracy", "gen1_eval_accuracy", "eval_accuracy"}
+  assert set(summary) >= {"gen0_test_accuracy", "gen1_test_accuracy", "test_accuracy"}
   records = workdir_lib.read_metrics(str(tmp_path / "ban"))
   assert [r["step"] for r in records] == [0, 1]
   assert os.path.exists(tmp_path / "ban" / "gen_1" / "metrics.jsonl")
@@ -90,9 +94,9 @@ def test_generations_train_each_from_the_previous(tmp_path):
 
 def test_bad_inputs_give_clear_errors(tmp_path):
   config = _config("experiments/kd_mnist5k.py", "runlocal,student_only")
-  loop.run(_config("experiments/kd_mnist5k.py", "runlocal,student_only", total_steps=5),
+  loop.run(_config("experiments/kd_mnist5k.py", "runlocal,student_only", num_steps=5),
            str(tmp_path / "w"))
-  with pytest.raises(workdir_lib.WorkdirConfigMismatch, match="total_steps: 5 -> 20"):
+  with pytest.raises(workdir_lib.WorkdirConfigMismatch, match="num_steps: 5 -> 20"):
     loop.run(config, str(tmp_path / "w"))
   with pytest.raises(ValueError, match="config.batch_size=12 must be a positive multiple"):
     loop.run(_config("experiments/kd_mnist5k.py", "runlocal,student_only", batch_size=12),
@@ -108,6 +112,54 @@ def test_bad_inputs_give_clear_errors(tmp_path):
              str(tmp_path / "e"))
   with pytest.raises(ValueError, match="unknown config arg 'runlocl'"):
     _config("experiments/kd_mnist5k.py", "runlocl")
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"mode": "kdd"}, r"config.mode must be one of"),
+    ({"kd.loss": "nope"}, r"kd.loss must name a function of kdjax.losses"),
+    ({"kd.loss_kwargs.temperature": 0.0}, r"temperature must be > 0"),
+    ({"optimizer.learning_rate": 0.0}, r"config.optimizer.learning_rate must be finite and > 0"),
+    ({"optimizer.learning_rate": float("nan")}, r"config.optimizer.learning_rate must be finite"),
+    ({"teacher.optimizer.learning_rate": float("nan")},
+     r"config.teacher.optimizer.learning_rate must be finite and > 0"),
+    ({"optimizer.schedule": "linear"}, r"config.optimizer.schedule must be one of"),
+    ({"teacher.augment": "flip"}, r"config.augment must be one of"),
+    ({"dataset.preprocess": "pca"}, r"config.dataset.preprocess must be one of"),
+])
+def test_whole_config_is_validated_before_any_work(tmp_path, overrides, match):
+  config = _config("experiments/kd_mnist5k.py", **overrides)
+  with pytest.raises(ValueError, match=match):
+    loop.run(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()  # refused before the teacher (or anything) ran
+
+
+def test_kd_loss_kwargs_are_validated_before_the_teacher_trains(tmp_path):
+  config = _config("experiments/kd_mnist5k.py")
+  config.kd.loss_kwargs = {"temp": 4.0}
+  with pytest.raises(ValueError, match=r"kd.loss_kwargs \['temp'\] are not arguments"):
+    loop.run(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_teacher_workdir_without_a_finished_teacher_is_a_clear_error(tmp_path):
+  unfinished = tmp_path / "teacher"
+  unfinished.mkdir()
+  (unfinished / "config.json").write_text(json.dumps({"num_steps": 20}))
+  with pytest.raises(ValueError, match=r"teacher_workdir=.* holds no finished teacher \(last "
+                                       r"checkpoint None, num_steps 20\)"):
+    loop.run(_config("experiments/kd_mnist5k.py", teacher_workdir=str(unfinished)),
+             str(tmp_path / "w"))
+
+
+def test_diverging_teacher_stops_kd_with_an_error_naming_phase_and_step(tmp_path):
+  """The issue's run, with a diverging instead of a NaN teacher learning rate (NaN is now
+  refused by validation): it used to train a student on a NaN teacher and exit 0."""
+  config = _config("experiments/kd_mnist5k.py", **{"teacher.optimizer.learning_rate": 1e30,
+                                                   "kd.ce_weight": 0.0})
+  with pytest.raises(FloatingPointError, match=r"\[teacher\] step 5: non-finite train_loss"):
+    loop.run(config, str(tmp_path / "kd"))
+  assert not os.path.exists(tmp_path / "kd" / "teacher" / "checkpoints" / "10")  # nothing saved
+  assert not os.path.exists(tmp_path / "kd" / "metrics.jsonl")  # no student was trained
 
 
 def test_unknown_override_key_is_rejected_by_the_launcher_flags():

@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 
-from kdjax import workdir as workdir_lib
+from kdjax.jobs import workdir as workdir_lib
 from kdjax.train import loop
 
 from .test_loop import _config, _final_state  # noqa: F401  (importlib mode: same package dir)

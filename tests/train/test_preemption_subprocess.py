@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from kdjax import workdir as workdir_lib
-from kdjax.train import checkpoint
+from kdjax.jobs import checkpoint
+from kdjax.jobs import workdir as workdir_lib
 
 CONFIG = "--config=experiments/kd_mnist5k.py:runlocal,student_only"
-OVERRIDES = ["--config.total_steps=400", "--config.checkpoint_every=50", "--config.eval_every=100",
+OVERRIDES = ["--config.num_steps=400", "--config.checkpoint_every=50", "--config.eval_every=100",
              "--config.log_every=10"]
 
 
