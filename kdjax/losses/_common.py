@@ -65,14 +65,33 @@ def example_mask(where, example_shape, expected="the logits shape without the cl
     ) from e
 
 
+def real_array(x, name: str) -> jax.Array:
+  """``jnp.asarray(x)``, rejecting complex dtypes (checked at trace time)."""
+  x = jnp.asarray(x)
+  if jnp.iscomplexobj(x):
+    raise ValueError(f"{name} must be real (floating or integer), got dtype {x.dtype}")
+  return x
+
+
+def check_temperature(temperature) -> jax.Array | float:
+  """Raises for a concrete temperature that is not finite and > 0; a traced one that is
+  not > 0 becomes NaN, so that every loss computed with it is NaN (not plausible)."""
+  if is_concrete(temperature):
+    value = np.asarray(temperature)
+    if np.iscomplexobj(value) or not np.all((value > 0) & np.isfinite(value)):
+      raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    return temperature
+  return jnp.where(temperature > 0, temperature, jnp.nan)
+
+
 def prepare_pair(
   student_logits, teacher_logits, temperature, where, axis, other_name="teacher_logits"
 ):
   """Checks inputs; returns class-last tempered logits with masked rows zeroed, mask."""
-  student_logits = jnp.asarray(student_logits)
-  teacher_logits = jnp.asarray(teacher_logits)
+  student_logits = real_array(student_logits, "student_logits")
+  teacher_logits = real_array(teacher_logits, other_name)
   check_same_shape(student_logits, teacher_logits, other_name)
-  check_positive("temperature", temperature)
+  temperature = check_temperature(temperature)
   dtype = compute_dtype(student_logits, teacher_logits)
   s = class_last(student_logits.astype(dtype), axis)
   t = class_last(teacher_logits.astype(dtype), axis)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from kdjax.losses._common import real_array
+
 __all__ = [
   "safe_norm",
   "fitnets_loss",
@@ -43,7 +45,7 @@ _EPS = 1e-8
 
 def _flatten_batch(x: jax.Array, name: str) -> jax.Array:
   """Returns ``x`` as ``[batch, features]``; raises ValueError for scalars/vectors."""
-  x = jnp.asarray(x)
+  x = real_array(x, name)
   if x.ndim < 2:
     raise ValueError(
       f"{name} must have shape [batch, ...] with at least 2 dims, got shape {x.shape}"
@@ -122,8 +124,8 @@ def fitnets_loss(
   Returns:
     ``[batch]`` per-example hint losses.
   """
-  student = jnp.asarray(student_features)
-  teacher = jnp.asarray(teacher_features)
+  student = real_array(student_features, "student_features")
+  teacher = real_array(teacher_features, "teacher_features")
   if regressor is not None:
     student = regressor(student)
   if teacher.ndim < 1:
@@ -159,7 +161,7 @@ def attention_map(features: jax.Array, *, p: float = 2.0, eps: float = _EPS) -> 
   Returns:
     ``[batch, height * width]`` unit-norm attention maps.
   """
-  features = jnp.asarray(features)
+  features = real_array(features, "features")
   if features.ndim != 4:
     raise ValueError(
       "attention_map: features must be NHWC [batch, height, width, "
@@ -205,8 +207,8 @@ def attention_transfer_loss(
   Returns:
     ``[batch]`` per-example losses.
   """
-  student = jnp.asarray(student_features)
-  teacher = jnp.asarray(teacher_features)
+  student = real_array(student_features, "student_features")
+  teacher = real_array(teacher_features, "teacher_features")
   if student.ndim != 4 or teacher.ndim != 4 or student.shape[:3] != teacher.shape[:3]:
     raise ValueError(
       "attention_transfer_loss: student_features and teacher_features "

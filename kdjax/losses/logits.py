@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from kdjax.losses._common import (
   apply_mask,
-  check_positive,
+  check_temperature,
   check_unit_interval,
   interior_weight,
   kl_from_log_probs,
@@ -281,7 +281,7 @@ def soft_cross_entropy(student_logits, target_probs, *, temperature=1.0, where=N
   s, y, mask = prepare_pair(
     student_logits, target_probs, 1.0, where, axis, other_name="target_probs"
   )
-  check_positive("temperature", temperature)
+  temperature = check_temperature(temperature)
   log_q = jax.nn.log_softmax(s / temperature)
   support = y != 0  # NaN targets propagate
   terms = jnp.where(support, y * jnp.where(support, log_q, 0), 0)

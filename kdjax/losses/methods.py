@@ -14,12 +14,13 @@ import jax.numpy as jnp
 from kdjax.losses._common import (
   apply_mask,
   check_nonnegative,
-  check_positive,
+  check_temperature,
   class_last,
   compute_dtype,
   kl_from_log_probs,
   prepare_labels,
   prepare_pair,
+  real_array,
 )
 from kdjax.losses.reductions import masked_mean
 
@@ -150,7 +151,7 @@ def standardize_logits(logits, *, axis=-1, eps=1e-7):
   Returns:
     Standardised logits of the same shape (float32 or wider).
   """
-  z = jnp.asarray(logits)
+  z = real_array(logits, "logits")
   check_nonnegative("eps", eps)
   z = class_last(z.astype(compute_dtype(z)), axis)
   return jnp.moveaxis(_standardize_last(z, eps), -1, axis)
@@ -184,7 +185,7 @@ def standardized_kd_loss(
   """
   check_nonnegative("eps", eps)
   s, t, mask = prepare_pair(student_logits, teacher_logits, 1.0, where, axis)
-  check_positive("temperature", temperature)
+  temperature = check_temperature(temperature)
   s = _standardize_last(s, eps) / temperature
   t = _standardize_last(t, eps) / temperature
   kl = kl_from_log_probs(jax.nn.log_softmax(t), jax.nn.log_softmax(s))
