@@ -43,8 +43,10 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 def from_config(config: Mapping[str, Any]) -> nn.Module:
   """Builds a model from a config mapping ``{'name': ..., **attributes}``."""
   config = dict(config)
+  if "name" not in config:
+    raise ValueError(f"a model config needs a 'name', one of {sorted(MODELS)}; got {config}")
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k != "name"}
-  return create(config.get("name"), **kwargs)
+  return create(config["name"], **kwargs)
 
 
 __all__ = ["MLP", "ConvNet", "CifarResNet", "BasicBlock", "resnet8x4", "resnet32x4",
