@@ -1,6 +1,8 @@
 r"""Does KD help? mnist5k MLP student trained with KD from a trained teacher vs on labels alone.
 
-  python benchmarks/kd_mnist5k.py [--seeds=3] [--root=/tmp/kdjax_bench_kd_mnist5k] [--arg=hidden=64,temperature=2.0]
+  python -m benchmarks.kd_mnist5k [--seeds=3] [--root=/tmp/kdjax_bench_kd_mnist5k] \
+      [--arg=hidden=64,temperature=2.0]
+  python -m benchmarks.kd_mnist5k --seeds=1 --arg=runlocal --root=/tmp/kd_smoke   # smoke run
 
 Trains the teacher of ``experiments/kd_mnist5k.py`` once (seed 0; it sees +-2 pixel
 shifts), then for every seed the same student four times, from the same initialisation
@@ -10,57 +12,47 @@ shift augmentation on the student's images too (is KD more than the augmentation
 Prints a Markdown table of test accuracies (1,000 held-out digits). Runs resume:
 re-running skips finished runs.
 """
-import importlib.util
+from __future__ import annotations
+
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from kdjax.train import loop  # noqa: E402
+from experiments import kd_mnist5k
+from kdjax.train import loop
 
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Number of student seeds.")
 _ROOT = flags.DEFINE_string("root", "/tmp/kdjax_bench_kd_mnist5k", "Directory of the runs.")
 _ARG = flags.DEFINE_string("arg", "", "Extra config arg, e.g. 'hidden=32,temperature=4.0'.")
-
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments",
-                      "kd_mnist5k.py")
-
-
-def get_config(arg):
-  spec = importlib.util.spec_from_file_location("kd_mnist5k", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+ACCURACY = "test_accuracy"  # summary key of kdjax.train.loop.run
 
 
 def main(argv):
   del argv
   extra = "," + _ARG.value if _ARG.value else ""
   teacher_run = os.path.join(_ROOT.value, "teacher")
-  teacher = loop.run(loop.teacher_config(get_config("seed=0" + extra)), teacher_run)
+  teacher = loop.run(loop.teacher_config(kd_mnist5k.get_config("seed=0" + extra)), teacher_run)
   rows = []
   for seed in range(_SEEDS.value):
-    kd_config = get_config(f"seed={seed}{extra}")
+    kd_config = kd_mnist5k.get_config(f"seed={seed}{extra}")
     kd_config.teacher_workdir = teacher_run
     kd = loop.run(kd_config, os.path.join(_ROOT.value, f"kd_seed{seed}"))
-    ce = loop.run(get_config(f"student_only,seed={seed}{extra}"),
+    ce = loop.run(kd_mnist5k.get_config(f"student_only,seed={seed}{extra}"),
                   os.path.join(_ROOT.value, f"ce_seed{seed}"))
     # Is it only the teacher's augmentation? The label-only student with it too.
-    ce_aug_config = get_config(f"student_only,seed={seed}{extra}")
+    ce_aug_config = kd_mnist5k.get_config(f"student_only,seed={seed}{extra}")
     ce_aug_config.augment = ce_aug_config.teacher.augment
     ce_aug = loop.run(ce_aug_config, os.path.join(_ROOT.value, f"ce_aug_seed{seed}"))
-    kd_aug_config = get_config(f"seed={seed}{extra}")
+    kd_aug_config = kd_mnist5k.get_config(f"seed={seed}{extra}")
     kd_aug_config.teacher_workdir = teacher_run
     kd_aug_config.augment = kd_aug_config.teacher.augment
     kd_aug = loop.run(kd_aug_config, os.path.join(_ROOT.value, f"kd_aug_seed{seed}"))
-    rows.append((seed, ce["eval_accuracy"], kd["eval_accuracy"], ce_aug["eval_accuracy"],
-                 kd_aug["eval_accuracy"]))
-  c = get_config("seed=0" + extra)
-  print(f"\nmnist5k, student MLP hidden={tuple(c.model.hidden)} ({c.total_steps} steps), teacher MLP "
-        f"hidden={tuple(c.teacher.model.hidden)} test accuracy {teacher['eval_accuracy']:.4f}, "
+    rows.append((seed, ce[ACCURACY], kd[ACCURACY], ce_aug[ACCURACY], kd_aug[ACCURACY]))
+  c = kd_mnist5k.get_config("seed=0" + extra)
+  print(f"\nmnist5k, student MLP hidden={tuple(c.model.hidden)} ({c.num_steps} steps), "
+        f"teacher MLP hidden={tuple(c.teacher.model.hidden)} test accuracy "
+        f"{teacher[ACCURACY]:.4f}, "
         f"kd_loss T={c.kd.loss_kwargs.temperature}, ce_weight={c.kd.ce_weight}\n")
   aug = c.teacher.augment
   print(f"| seed | labels | KD | labels + {aug} | KD + {aug} |\n|---|---|---|---|---|")

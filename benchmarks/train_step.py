@@ -1,6 +1,6 @@
 r"""KD step time vs its parts: is distillation free beyond the teacher's forward pass?
 
-  python benchmarks/train_step.py [--model=mlp|resnet] [--batch_size=256] [--student_width=..]
+  python -m benchmarks.train_step [--model=mlp|resnet] [--batch_size=256] [--student_width=..]
       [--teacher_width=..] [--iters=50] [--repeats=5]
 
 Measures on all devices of this machine (data-parallel mesh, replicated parameters),
@@ -13,19 +13,17 @@ with the jitted, donated steps of kdjax.train:
 and prints ``kd / (student + teacher)``; 1.00 means the KD step costs exactly its parts
 (aim: <= 1.05). Times are medians over ``repeats`` of ``iters`` steps, after warm-up.
 """
-import os
-import sys
-import time
+from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from kdjax import models  # noqa: E402
-from kdjax.train import objectives, sharding, state as state_lib, steps  # noqa: E402
+from benchmarks import common
+from experiments import kd_cifar100, kd_mnist5k
+from kdjax import models
+from kdjax.jobs import mesh as mesh_lib
+from kdjax.train import objectives, state as state_lib, steps
 
 _MODEL = flags.DEFINE_enum("model", "mlp", ["mlp", "resnet"], "Model family.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
@@ -36,28 +34,27 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings (the median is reported).
 
 
 def build_models():
+  """(student, teacher, input shape, classes, optimizer block of the matching experiment)."""
   if _MODEL.value == "mlp":
     s, t = _STUDENT.value or 256, _TEACHER.value or 1200
     return (models.MLP(num_classes=10, hidden=(s,)), models.MLP(num_classes=10, hidden=(t, t)),
-            (28, 28, 1), 10)
+            (28, 28, 1), 10, kd_mnist5k.get_config().optimizer)
   s, t = _STUDENT.value or 32, _TEACHER.value or 32
   return (models.CifarResNet(num_classes=100, depth=8, widths=(s, 2 * s, 4 * s, 8 * s)),
           models.CifarResNet(num_classes=100, depth=32, widths=(t, 2 * t, 4 * t, 8 * t)),
-          (32, 32, 3), 100)
+          (32, 32, 3), 100, kd_cifar100.get_config().optimizer)
 
 
 def timed(fn, iters, repeats):
-  """Median seconds per call of ``fn()`` (calls queue back to back; we block on the last)."""
-  jax.block_until_ready(fn())  # compile
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
+  """Median seconds per call of ``fn()``: ``iters`` calls queue back to back, and
+  ``common.time_call`` blocks on the last one (one untimed warm-up round: compilation)."""
+
+  def many():
     for _ in range(iters):
       out = fn()
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) / iters)
-  return float(np.median(times))
+    return out
+
+  return common.time_call(many, warmup=1, repeats=repeats) / iters
 
 
 def stepper(step, state, *args):
@@ -73,14 +70,14 @@ def stepper(step, state, *args):
 
 def main(argv):
   del argv
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(_BATCH.value, mesh, "--batch_size")
-  student, teacher, shape, classes = build_models()
+  mesh = mesh_lib.make_mesh()
+  mesh_lib.check_batch_size(_BATCH.value, mesh, "--batch_size")
+  student, teacher, shape, classes, optimizer = build_models()
   rs = np.random.RandomState(0)
-  batch = sharding.global_batch({"inputs": rs.rand(_BATCH.value, *shape).astype(np.float32),
+  batch = mesh_lib.global_batch({"inputs": rs.rand(_BATCH.value, *shape).astype(np.float32),
                                  "labels": rs.randint(0, classes, _BATCH.value).astype(np.int32)},
                                 mesh)
-  tx = state_lib.make_optimizer({"name": "sgd", "learning_rate": 0.01}, 1000)
+  tx = state_lib.make_optimizer(optimizer, 1000)
   tstate, tshardings = state_lib.create_state(teacher, tx, batch["inputs"], 1, mesh)
   teacher_vars = tstate.variables()
   teacher_shardings = {"params": tshardings.params, **tshardings.model_state}
@@ -101,13 +98,12 @@ def main(argv):
   student_time = timed(stepper(ce_step, state, batch), _ITERS.value, _REPEATS.value)
 
   teacher_fwd = jax.jit(lambda v, x: steps.teacher_logits(teacher, v, x),
-                        in_shardings=(teacher_shardings, sharding.batch_sharding(mesh)),
-                        out_shardings=sharding.batch_sharding(mesh))
+                        in_shardings=(teacher_shardings, mesh_lib.batch_sharding(mesh)),
+                        out_shardings=mesh_lib.batch_sharding(mesh))
   teacher_time = timed(lambda: teacher_fwd(teacher_vars, batch["inputs"]), _ITERS.value,
                        _REPEATS.value)
   parts = student_time + teacher_time
-  print(f"devices: {len(jax.devices())} x {jax.devices()[0].platform}  model: {_MODEL.value}  "
-        f"batch: {_BATCH.value}")
+  print(f"{common.describe_devices()}  model: {_MODEL.value}  batch: {_BATCH.value}")
   print("| step | ms |\n|---|---|")
   print(f"| student fwd+bwd+update | {1e3 * student_time:.3f} |")
   print(f"| teacher fwd | {1e3 * teacher_time:.3f} |")
