@@ -1,6 +1,7 @@
 r"""KIP on mnist5k: random real subsets vs KIP (images) vs KIP with label learning.
 
 ``.venv/bin/python -m benchmarks.kip_table [--per_class=1,10,50] [--steps=1200] [--seeds=5]``
+(``--per_class=1 --steps=2 --seeds=1``: a smoke run of a few minutes on CPU)
 
 Prints one markdown table: for each number of images per class, the held-out test
 accuracy of FC2-ReLU NTK kernel ridge regression using only the support set (random
