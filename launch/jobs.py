@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from kdjax.distill import runner as kip_runner
 from kdjax.theory import experiments as theory_experiments
+from kdjax.train import lm_job
 from kdjax.train import loop as train_loop
 
 Job = Callable[[Any, str], dict]
@@ -17,6 +18,7 @@ JOBS: dict[str, Job] = {
     "train": train_loop.run,              # supervised / KD / born-again / self-distillation
     "kip": kip_runner.run,                # KIP dataset distillation
     "theory": theory_experiments.run,     # self-distillation theory reproductions
+    "lm": lm_job.run,                     # LM distillation: token, sequence-level, on-policy KD
 }
 
 

@@ -29,6 +29,7 @@ Objectives (:func:`make_objective`):
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -168,6 +169,14 @@ def generated_batch(model: Any, params: Any, batch: Batch, rng: jax.Array, *,
                           max_new_tokens=seq_len + 1 - prompt_len, temperature=temperature,
                           top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
   return _assemble(prompts, out["tokens"], out["mask"])
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def mask_prompt(batch: Batch, prompt_len: int) -> Batch:
+  """``batch`` with the targets of its first ``prompt_len`` input tokens masked out (the
+  loss counts only continuation tokens, as on generated batches)."""
+  keep = jnp.arange(batch["mask"].shape[1]) >= prompt_len - 1
+  return dict(batch, mask=batch["mask"] & keep)
 
 
 @jax.jit

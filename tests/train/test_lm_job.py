@@ -1,0 +1,107 @@
+"""Tests of the LM distillation job (kdjax.train.lm_job): config errors, a tiny end-to-end run,
+resume, a teacher loaded from its own workdir; the whole runlocal comparison is slow."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import lm_kd_pystdlib
+from kdjax.train import lm_job
+
+
+def _tiny(modes="ce,gkd"):
+  c = lm_kd_pystdlib.get_config("runlocal")
+  c.modes = modes
+  c.dataset.seq_len = 16
+  c.eval_sequences, c.eval_batch_size, c.num_sample_prompts = 8, 8, 8
+  c.log_every, c.eval_every, c.checkpoint_every = 2, 4, 4
+  c.teacher.num_steps, c.student.num_steps = 4, 4
+  c.distill.prompt_len = 4
+  c.distill.lam = 1.0  # every GKD step samples from the student
+  return c
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("distill.lam", 1.5, "distill.lam must be in \\[0, 1\\]"),
+    ("distill.beta", -0.1, "distill.beta must be in \\[0, 1\\]"),
+    ("distill.loss_temperature", 0.0, "distill.loss_temperature must be > 0"),
+    ("distill.sample_temperature", -1.0, "distill.sample_temperature must be > 0"),
+    ("distill.prompt_len", 16, "prompt_len must be in \\[1, dataset.seq_len=16\\)"),
+    ("dataset.seq_len", 64, "seq_len=64 does not fit config.teacher.model.max_len=32"),
+    ("student.model.vocab_size", 300, "teacher vocab_size=259, student vocab_size=300"),
+    ("batch_size", 12, "batch_size=12 must be a positive multiple"),
+    ("modes", "ce,dpo", "config.modes must be"),
+])
+def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, message):
+  c = _tiny()
+  first, _, last = key.rpartition(".")
+  (c[first] if first else c)[last] = value
+  with pytest.raises(ValueError, match=message):
+    lm_job.run(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")  # validated before any work
+
+
+def test_a_teacher_workdir_without_a_finished_teacher_is_refused(tmp_path):
+  c = _tiny()
+  c.teacher_workdir = str(tmp_path)
+  with pytest.raises(ValueError, match="holds no finished teacher"):
+    lm_job.run(c, str(tmp_path / "run"))
+
+
+def _same(a, b):
+  assert set(a) == set(b)
+  for name in a:
+    assert a[name] == pytest.approx(b[name]), name
+
+
+@pytest.mark.slow  # ~40 s on quiet cores (compiles two phases), minutes under load
+def test_tiny_gkd_run_writes_a_summary_per_model_and_resumes_without_retraining(tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = lm_job.run(_tiny("gkd"), workdir)
+  assert set(summary) == {"teacher", "gkd"}
+  with open(os.path.join(workdir, "summary.json")) as f:
+    _same(json.load(f), summary)
+  assert summary["gkd"]["eval_bits_per_byte"] > 0
+  assert summary["gkd"]["teacher_nll_of_samples"] > 0
+  for path in ("teacher/metrics.jsonl", "gkd/checkpoints", "gkd/loss.png", "bits_per_byte.png",
+               "config.json"):
+    assert os.path.exists(os.path.join(workdir, path)), path
+  # The same command again: every model is finished, nothing retrains, same summary.
+  _same(lm_job.run(_tiny("gkd"), workdir), summary)
+
+
+@pytest.mark.slow
+def test_gap_closed_and_a_teacher_reused_from_its_own_workdir(tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = lm_job.run(_tiny("ce,token_kd"), workdir)
+  t, ce = summary["teacher"]["eval_bits_per_byte"], summary["ce"]["eval_bits_per_byte"]
+  assert summary["token_kd"]["gap_closed"] == pytest.approx(
+      (ce - summary["token_kd"]["eval_bits_per_byte"]) / (ce - t))
+  assert summary["ce"]["gap_closed"] == 0.0
+  # A new run with the finished teacher of the first one (loaded, not retrained).
+  c = _tiny("seq_kd")
+  c.teacher_workdir = workdir
+  reused = lm_job.run(c, str(tmp_path / "second"))
+  assert reused["teacher"] == pytest.approx(summary["teacher"])
+  assert not os.path.exists(tmp_path / "second" / "teacher")
+  # A teacher of another vocabulary size is refused, naming both sizes.
+  c = _tiny("ce")
+  c.teacher_workdir = workdir
+  c.student.model.vocab_size = 300
+  with pytest.raises(ValueError, match="teacher vocab_size=259, student vocab_size=300"):
+    lm_job.run(c, str(tmp_path / "third"))
+
+
+@pytest.mark.slow
+def test_runlocal_comparison_through_the_launcher(tmp_path):
+  subprocess.run([sys.executable, "-m", "launch.main",
+                  "--config=experiments/lm_kd_pystdlib.py:runlocal",
+                  f"--workdir={tmp_path}"], check=True, cwd=os.path.dirname(
+                      os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  with open(tmp_path / "summary.json") as f:
+    summary = json.load(f)
+  assert set(summary) == {"teacher", "ce", "token_kd", "seq_kd", "gkd"}
+  for name in ("ce", "token_kd", "seq_kd", "gkd"):
+    assert {"eval_bits_per_byte", "teacher_nll_of_samples", "gap_closed"} <= set(summary[name])
