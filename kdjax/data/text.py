@@ -51,7 +51,7 @@ import numpy as np
 from kdjax.data.batches import batch_indices
 
 __all__ = ["ByteTokenizer", "SentencePieceTokenizer", "train_sentencepiece", "TextData",
-           "TEXT_DATASETS", "EXCLUDED_DIRS", "pystdlib_files", "load_text", "pack",
+           "TEXT_DATASETS", "EXCLUDED_DIRS", "pystdlib_files", "tfds_texts", "load_text", "pack",
            "TokenBatches"]
 
 TEXT_DATASETS = ("pystdlib", "tiny_shakespeare", "lm1b")
@@ -216,7 +216,9 @@ def _pystdlib(root: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
   return train, validation, info
 
 
-def _tfds_texts(name: str, split: str, limit: int | None, data_dir: str | None) -> list[str]:
+def tfds_texts(name: str, split: str, limit: int | None = None,
+               data_dir: str | None = None) -> list[str]:
+  """The ``'text'`` of the first ``limit`` (None = all) examples of a tfds split."""
   import tensorflow_datasets as tfds
   ds = tfds.load(name, split=split, data_dir=data_dir)
   if limit is not None:
@@ -251,7 +253,7 @@ def load_text(name: str, *, tokenizer: Tokenizer | None = None, data_dir: str | 
     return TextData(name, train, validation, tokenizer, dict(info))
   streams, info = {}, {}
   for split, tfds_split in zip(("train", "validation"), _TFDS_SPLITS[name]):
-    texts = _tfds_texts(name, tfds_split, max_documents, data_dir)
+    texts = tfds_texts(name, tfds_split, max_documents, data_dir)
     streams[split] = _stream(texts, tokenizer)
     info[f"{split}_documents"] = len(texts)
     info[f"{split}_bytes"] = sum(len(t.encode("utf-8")) for t in texts)

@@ -282,11 +282,34 @@ def _load_teacher(ctx: _Context, teacher_workdir: str) -> tuple[Any, dict]:
     return state.params, json.load(f)
 
 
+def _tokenizer(config):
+  """The byte tokenizer, or the SentencePiece model ``dataset.spm_model`` (trained there on
+  the first ``dataset.spm_train_documents`` train documents when the file does not exist)."""
+  ds = config.dataset
+  if ds.tokenizer == "byte":
+    return text_lib.ByteTokenizer()
+  if ds.tokenizer != "sentencepiece":
+    raise ValueError(f"config.dataset.tokenizer must be 'byte' or 'sentencepiece', got "
+                     f"{ds.tokenizer!r}")
+  path = str(ds.spm_model)
+  if not path.endswith(".model"):
+    raise ValueError(f"config.dataset.spm_model must be a path ending in .model, got {path!r}")
+  if not os.path.exists(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    texts = text_lib.tfds_texts(str(ds.name), "train", int(ds.spm_train_documents),
+                                str(ds.data_dir) or None)
+    return text_lib.train_sentencepiece(texts, path[:-len(".model")],
+                                        vocab_size=int(ds.spm_vocab_size))
+  return text_lib.SentencePieceTokenizer(path)
+
+
 def _load_data(config) -> text_lib.TextData:
   ds = config.dataset
-  limit = int(ds.max_documents) or None
-  return text_lib.load_text(str(ds.name), data_dir=str(ds.data_dir) or None,
-                            max_documents=limit if ds.name != "pystdlib" else None)
+  if ds.name == "pystdlib":
+    return text_lib.load_text("pystdlib", tokenizer=_tokenizer(config))
+  return text_lib.load_text(str(ds.name), tokenizer=_tokenizer(config),
+                            data_dir=str(ds.data_dir) or None,
+                            max_documents=int(ds.max_documents) or None)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -105,3 +105,37 @@ def test_runlocal_comparison_through_the_launcher(tmp_path):
   assert set(summary) == {"teacher", "ce", "token_kd", "seq_kd", "gkd"}
   for name in ("ce", "token_kd", "seq_kd", "gkd"):
     assert {"eval_bits_per_byte", "teacher_nll_of_samples", "gap_closed"} <= set(summary[name])
+
+
+def _lm1b_runlocal(tmp_path):
+  from experiments import lm_kd_lm1b
+  c = lm_kd_lm1b.get_config("runlocal")
+  c.dataset.spm_model = str(tmp_path / "spm" / "lm1b.model")
+  return c
+
+
+def test_lm1b_config_trains_its_sentencepiece_vocabulary_on_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  c = _lm1b_runlocal(tmp_path)
+  with tfds.testing.mock_data(num_examples=64):
+    data = lm_job._load_data(c)
+    assert os.path.exists(c.dataset.spm_model)
+    again = lm_job._load_data(c)  # reuses the trained model
+  assert data.vocab_size == again.vocab_size == c.student.model.vocab_size == 300
+  assert (data.train == again.train).all() and data.train.max() < 300
+  lm_job.validate(c, data.vocab_size)
+  c.dataset.tokenizer = "wordpiece"
+  with pytest.raises(ValueError, match="dataset.tokenizer must be"):
+    lm_job._load_data(c)
+
+
+@pytest.mark.slow
+def test_lm1b_runlocal_job_on_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  c = _lm1b_runlocal(tmp_path)
+  c.modes = "token_kd"
+  c.dataset.seq_len, c.distill.prompt_len = 16, 4
+  c.teacher.num_steps, c.student.num_steps = 4, 4
+  with tfds.testing.mock_data(num_examples=64):
+    summary = lm_job.run(c, str(tmp_path / "run"))
+  assert summary["token_kd"]["eval_bits_per_byte"] > 0
