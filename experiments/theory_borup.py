@@ -8,6 +8,8 @@ clean function for synthetic data, against a validation split for real data).
 """
 import ml_collections
 
+from experiments import common
+
 _DATA = {
     "synthetic": dict(name="synthetic", n_train=60, n_val=0, n_test=400, noise=0.4),
     "diabetes": dict(name="diabetes", n_train=250, n_val=92, n_test=100),
@@ -18,28 +20,31 @@ _LENGTHSCALE = {"synthetic": 0.1, "diabetes": 0.5, "digits": 0.5}
 
 
 def get_config(arg=None):
-  options = [o for o in (arg or "synthetic").split(",") if o]
-  name = next((o for o in options if o in _DATA), "synthetic")
-  unknown = set(options) - set(_DATA) - {"runlocal"}
-  if unknown:
-    raise ValueError(f"unknown options {sorted(unknown)}; use one of {sorted(_DATA)}[,runlocal]")
+  """``arg``: ``[synthetic|diabetes|digits][,runlocal]``."""
+  a = common.parse_arg(arg, positional=("dataset",),
+                       help={"dataset": f"one of {sorted(_DATA)}"},
+                       dataset="synthetic", runlocal=False)
+  if a.dataset not in _DATA:
+    raise ValueError(f"config arg dataset must be one of {sorted(_DATA)}, got {a.dataset!r}")
   config = ml_collections.ConfigDict()
   config.job = "theory"
   config.experiment = "borup"
   config.seed = 0
-  config.data = ml_collections.ConfigDict({"noise": 0.3, "label_noise": 0.0, **_DATA[name]})
-  config.kernel = ml_collections.ConfigDict(dict(lengthscale_factor=_LENGTHSCALE[name],
+  config.dataset = ml_collections.ConfigDict({"noise": 0.3, "label_noise": 0.0,
+                                              **_DATA[a.dataset]})
+  config.kernel = ml_collections.ConfigDict(dict(lengthscale_factor=_LENGTHSCALE[a.dataset],
                                                  scale=1.0))
-  config.reg = _REG[name]
-  config.steps = 100
+  config.reg = _REG[a.dataset]
+  config.num_steps = 100       # rounds
   config.alphas = (0.0, 0.05, 0.2, 0.5, 1.0)   # weight of the ground-truth labels
-  if "runlocal" in options:
-    config.steps = 6
-    config.data.n_train = min(config.data.n_train, 60)
-    config.data.n_val = min(config.data.n_val, 40)
-    config.data.n_test = min(config.data.n_test, 60)
+  if a.runlocal:
+    config.num_steps = 6
+    config.dataset.n_train = min(config.dataset.n_train, 60)
+    config.dataset.n_val = min(config.dataset.n_val, 40)
+    config.dataset.n_test = min(config.dataset.n_test, 60)
   return config
 
 
 def sweep(arg=None):
+  """Ridge 1e-4 .. 1e-1."""
   return [{"name": f"reg{r:g}", "reg": r} for r in (1e-4, 1e-3, 1e-2, 1e-1)]

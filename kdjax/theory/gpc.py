@@ -44,6 +44,7 @@ __all__ = [
     "predictive_mean",
     "GPCSelfDistillation",
     "gpc_data_centric",
+    "gpc_distribution_centric",
 ]
 
 _SMALL = 0.05   # |f / 2| below which the Taylor series are used (no cancellation)
@@ -304,3 +305,53 @@ def gpc_data_centric(K, y, *, steps, alpha=0.0, k_test=None, k_test_diag=None,
     b = alpha * y + (1 - alpha) * predictive_mean(train_mean, train_var)
   return GPCSelfDistillation(jnp.stack(latent_means), jnp.stack(latent_vars),
                              jnp.stack(means), jnp.stack(targets))
+
+
+def gpc_distribution_centric(K, y, *, steps, k_test=None, k_test_diag=None,
+                             max_iter=100) -> GPCSelfDistillation:
+  r"""Distribution-centric self-distillation of continuous-Bernoulli GP classification.
+
+  Round t takes round t-1's posterior as its prior and conditions on the same labels
+  ``y`` again (Borup & Andersen 2023, the classification analogue of
+  :func:`kdjax.theory.gp.gpr_distribution_centric`). Exactly, round t's posterior is
+  ``p(f) prod_{s<=t} p(y | f) = p(f) p(y | f)^t``: the data **duplicated** t times. Its
+  log density is
+
+  .. math::
+
+     t \sum_i (y_i f_i - A(f_i)) - \tfrac12 f^\top K^{-1} f
+     = t \Big[\sum_i (y_i f_i - A(f_i)) - \tfrac12 f^\top (tK)^{-1} f\Big],
+
+  so its Laplace approximation (one per round, of the exact recursion) has the mode of a
+  GPC with the prior **covariance scaled** by t, and curvature ``K^{-1} + t W =
+  t ((tK)^{-1} + W)``: latent predictive mean ``t k_*^T (y - A'(\hat f))`` and variance
+  ``[t k_{**} - t^2 k_*^T (tK + W^{-1})^{-1} k_*] / t``. Computed here through the scaled
+  kernel (:func:`laplace_mode` on ``tK``); the tests check it against the duplicated data.
+
+  Args:
+    K: ``[n, n]`` prior kernel. y: ``[n]`` labels in ``[0, 1]``. steps: rounds ``>= 1``.
+    k_test, k_test_diag: optional test-train kernel ``[n_test, n]`` and ``k(x*, x*)``
+      ``[n_test]`` (both or neither; default: the training inputs).
+    max_iter: Newton iterations per round at most.
+
+  Returns:
+    A :class:`GPCSelfDistillation` (``targets`` are ``y`` in every round).
+  """
+  K = krr.check_kernel(K)
+  n = K.shape[0]
+  y = _check_soft_targets(y, n).astype(K.dtype)
+  steps = krr.check_steps(steps)
+  if (k_test is None) != (k_test_diag is None):
+    raise ValueError("k_test and k_test_diag must be given together")
+  if k_test is None:
+    k_test, k_test_diag = K, jnp.diag(K)
+  k_test, k_test_diag = jnp.asarray(k_test), jnp.asarray(k_test_diag)
+  latent_means, latent_vars, means = [], [], []
+  for t in range(1, steps + 1):
+    posterior = laplace_mode(t * K, y, max_iter=max_iter)
+    mean, var = laplace_predict(posterior, t * k_test, t * k_test_diag)
+    latent_means.append(mean)
+    latent_vars.append(var / t)
+    means.append(predictive_mean(mean, var / t))
+  return GPCSelfDistillation(jnp.stack(latent_means), jnp.stack(latent_vars),
+                             jnp.stack(means), jnp.broadcast_to(y, (steps, n)))

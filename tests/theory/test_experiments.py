@@ -1,20 +1,17 @@
 """Each theory experiment config runs end to end (runlocal) through launch.main's job table."""
-import importlib.util
+import importlib
 import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from launch import jobs
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
-
 
 def load_config(name, arg):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = importlib.import_module(f"experiments.{name}")
   assert module.sweep(None) and all("name" in p for p in module.sweep(None))
   return module.get_config(arg)
 
@@ -37,9 +34,9 @@ def test_mobahi(tmp_path):
   summary = jobs.runner(config)(config, str(tmp_path))
   check_pngs(tmp_path, ["mobahi_spectrum.png", "mobahi_collapse.png", "mobahi_fits.png"])
   rows = records(tmp_path)
-  assert [r["step"] for r in rows] == list(range(1, config.steps + 1))
+  assert [r["step"] for r in rows] == list(range(1, config.num_steps + 1))
   collapse = summary["collapse_round"]
-  assert 2 <= collapse <= config.steps
+  assert 2 <= collapse <= config.num_steps
   # Budget rounds: c_t increases until the collapse; the fit norm shrinks.
   regs = [r["reg/budget"] for r in rows if "reg/budget" in r]
   assert len(regs) == collapse - 1 and all(b > a for a, b in zip(regs, regs[1:]))
@@ -49,6 +46,12 @@ def test_mobahi(tmp_path):
   basis = [r["basis_above_1e-2/fixed_reg"] for r in rows]
   assert all(b <= a for a, b in zip(basis, basis[1:]))
   assert all(math.isfinite(r["test_mse/fixed_reg"]) for r in rows)
+  # The numerically found collapse round lies within Mobahi et al.'s bounds, everywhere.
+  assert summary["collapse_round_lower_bound"] <= collapse <= summary["collapse_round_upper_bound"]
+  sweep = np.load(os.path.join(tmp_path, "arrays.npz"))["collapse_sweep"]
+  found, lower, upper = sweep[:, 2], sweep[:, 3], sweep[:, 4]
+  assert np.all(np.isfinite(found)) and np.all((lower <= found) & (found <= upper))
+  check_pngs(tmp_path, ["mobahi_bounds.png"])
   # Re-running the same command on the workdir works and gives the same summary.
   assert jobs.runner(config)(config, str(tmp_path)) == summary
 
@@ -59,7 +62,7 @@ def test_borup(tmp_path, data):
   summary = jobs.runner(config)(config, str(tmp_path))
   check_pngs(tmp_path, ["borup_test_error.png"])
   rows = records(tmp_path)
-  assert len(rows) == config.steps
+  assert len(rows) == config.num_steps
   first = rows[0]
   # Round 1 is plain KRR whatever the label weight.
   values = [v for k, v in first.items() if k.startswith("test_mse/")]
@@ -81,14 +84,14 @@ def test_gp(tmp_path):
   summary = jobs.runner(config)(config, str(tmp_path))
   check_pngs(tmp_path, ["gp_regression.png", "gp_classification.png"])
   rows = records(tmp_path)
-  assert len(rows) == max(config.steps, config.gpc.steps)
+  assert len(rows) == max(config.num_steps, config.gpc.num_steps)
   # Distribution-centric = noise / t: its posterior variances shrink, so the NLL of a
   # too-small noise grows; data-centric round 1 equals distribution-centric round 1.
   assert abs(rows[0]["gpr_test_mse/distribution-centric"]
              - rows[0]["gpr_test_mse/data-centric alpha=0"]) < 1e-10
   for key in ("gpc_test_acc/alpha=0", "gpc_test_acc/alpha=0.5"):
     accs = [r[key] for r in rows if key in r]
-    assert len(accs) == config.gpc.steps and all(0.5 <= a <= 1.0 for a in accs)
+    assert len(accs) == config.gpc.num_steps and all(0.5 <= a <= 1.0 for a in accs)
   assert math.isfinite(summary["gpr_final_test_mse_distribution-centric"])
 
 
@@ -97,3 +100,34 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
   config.experiment = "nope"
   with pytest.raises(ValueError, match="config.experiment must be one of"):
     jobs.runner(config)(config, str(tmp_path))
+
+
+def test_linear_kd(tmp_path):
+  config = load_config("theory_linear_kd", "runlocal")
+  summary = jobs.runner(config)(config, str(tmp_path))
+  check_pngs(tmp_path, ["linear_kd.png"])
+  rows = records(tmp_path)
+  assert len(rows) == config.num_steps
+  distances = [r["distance/linear"] for r in rows]
+  assert all(b < a for a, b in zip(distances, distances[1:]))
+  # Halving the learning rate halves gradient descent's distance to the flow (order 1).
+  assert 0.9 < summary["gd_error_order"] < 1.1
+  # The linear student keeps its initial component orthogonal to the data span.
+  assert summary["limit_orthogonal_norm_linear"] == pytest.approx(
+      summary["initial_orthogonal_norm"], rel=1e-9)
+
+
+def test_jepa(tmp_path):
+  config = load_config("theory_jepa", "runlocal")
+  summary = jobs.runner(config)(config, str(tmp_path))
+  check_pngs(tmp_path, ["jepa_feature_curves.png", "jepa_critical_times.png"])
+  rows = records(tmp_path)
+  assert len(rows) == config.num_steps
+  # Learning curves rise from ~0 to 1 (their limit) for every feature.
+  for key in rows[-1]:
+    if key != "step":
+      assert rows[0][key] < 0.5 and abs(rows[-1][key] - 1) < 1e-3, key
+  # MAE learns the high-covariance feature first at every depth; JEPA's order is reported.
+  assert all(summary[f"first_feature_mae_L{L}"] == 0 for L in config.depths)
+  assert summary["first_feature_jepa_L1"] == 0
+  assert summary["gd_max_abs_error_jepa"] < 0.05 and summary["gd_max_abs_error_mae"] < 0.05

@@ -152,3 +152,29 @@ def test_bad_input():
     gpc.gpc_data_centric(K, labels, steps=2, k_test=K)
   with pytest.raises(ValueError, match="K must be symmetric"):
     gpc.laplace_mode(K + np.triu(np.ones_like(K), 1), labels)
+
+
+def test_distribution_centric_is_duplicated_data_and_a_scaled_covariance():
+  """Round t = one Laplace GPC on the labels repeated t times (a singular nt x nt kernel),
+  which is the GPC with covariance t K, latent variance divided by t."""
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(12, 2))
+  x_test = rng.normal(size=(5, 2))
+  kern = lambda a, b: 3.0 * np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / 2)
+  K, k_test = kern(x, x), kern(x_test, x)
+  y = (x[:, 0] + 0.3 * rng.normal(size=12) > 0).astype(float)
+  with jax.enable_x64(True):
+    out = gpc.gpc_distribution_centric(K, y, steps=3, k_test=k_test, k_test_diag=np.full(5, 3.0))
+    round1 = gpc.gpc_data_centric(K, y, steps=1, k_test=k_test, k_test_diag=np.full(5, 3.0))
+    np.testing.assert_allclose(out.latent_mean[0], round1.latent_mean[0], rtol=1e-12)
+    for t in (2, 3):
+      dup = gpc.laplace_mode(np.tile(K, (t, t)), np.tile(y, t), tol=1e-15)
+      mean, var = gpc.laplace_predict(dup, np.tile(k_test, (1, t)), np.full(5, 3.0))
+      np.testing.assert_allclose(out.latent_mean[t - 1], mean, rtol=1e-8, atol=1e-10)
+      np.testing.assert_allclose(out.latent_var[t - 1], var, rtol=1e-8, atol=1e-12)
+      # The mode is stationary for t * loglik - f^T K^{-1} f / 2: f = t K (y - A'(f)).
+      f = np.asarray(dup.mode[:12])
+      np.testing.assert_allclose(f, t * K @ (y - np.asarray(gpc.continuous_bernoulli_mean(f))),
+                                 atol=1e-9)
+  # More conditioning on the same labels: sharper (smaller latent variance) every round.
+  assert np.all(np.diff(np.asarray(out.latent_var), axis=0) < 0)
