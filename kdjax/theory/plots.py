@@ -202,30 +202,37 @@ def _jepa(config, r: Result):
   labels = [f"λ={lam:g}, ρ={rho:g}" for lam, rho in zip(a["lambdas"], a["rhos"])]
   for row, objective in enumerate(("jepa", "mae")):
     for ax, depth in zip(axes[row], shown):
-      curves = a[f"{objective}_L{depth}"]
+      curves, times = a[f"{objective}_L{depth}"], a[f"times_{objective}_L{depth}"]
+      scale = a[f"critical_{objective}"][depths.index(depth), 0]
       for i in range(k):
-        ax.semilogx(a["times"], curves[:, i], color=f"C{i}", label=labels[i])
-      if depth == config.gd.depth and config.gd.init_scale == config.init_scale:
-        ax.semilogx(a["gd_times"][1:], a[f"gd_{objective}"][1:], "k.", ms=3,
-                    label="gradient descent (network)")
+        ax.plot(times / scale, curves[:, i], color=f"C{i}", label=labels[i])
+      ax.axvline(1.0, color="k", lw=0.6, ls=":")
       ax.set(title=f"{objective.upper()}, encoder depth L={depth}", ylim=(-0.02, 1.05),
-             xlabel="time", ylabel=r"$\bar w_i(t) / \bar w_i(\infty)$" if depth == shown[0] else "")
+             xlabel=f"time / critical time of feature 0 ({scale:.3g})",
+             ylabel=r"$\bar w_i(t) / \bar w_i(\infty)$" if depth == shown[0] else "")
   axes[0][0].legend(fontsize=8)
   out = {"jepa_feature_curves.png": _done(fig)}
 
-  plt, fig, (ax1, ax2) = _axes(2, width=5.0)
+  plt, fig, (ax1, ax2, ax3) = _axes(3, width=4.6)
   for i in range(k):
     ax1.semilogy(depths, a["critical_jepa"][:, i], "o-", color=f"C{i}", label=f"JEPA {labels[i]}")
     ax1.semilogy(depths, a["critical_mae"][:, i], "s--", color=f"C{i}", label=f"MAE {labels[i]}")
-  ax1.set(title=f"critical time (half of the limit), init {config.init_scale:g}",
+    for objective, style in (("jepa", "o-"), ("mae", "s--")):
+      table = a[f"critical_{objective}"]
+      ax2.plot(depths, table[:, i] / table[:, 0], style, color=f"C{i}")
+  ax1.set(title=f"critical time (half the limit), init {config.init_scale:g}",
           xlabel="encoder depth L")
   ax1.legend(fontsize=7)
-  for objective, style in (("jepa", "o-"), ("mae", "s--")):
-    table = a[f"critical_{objective}"]
-    ax2.plot(depths, table / table[:, :1], style)
   ax2.axhline(1.0, color="k", lw=0.8)
-  ax2.set(title="critical time relative to feature 0 (solid JEPA, dashed MAE)",
-          xlabel="encoder depth L", yscale="log")
+  ax2.set(title="critical time / feature 0's\n(solid JEPA, dashed MAE; < 1: learned first)",
+          xlabel="encoder depth L")
+  g = config.gd
+  for objective, marker in (("jepa", "o"), ("mae", "s")):
+    for i in range(k):
+      ax3.plot(a["gd_times"], a[f"gd_ode_{objective}"][:, i], color=f"C{i}", lw=1)
+      ax3.plot(a["gd_times"], a[f"gd_{objective}"][:, i], marker, color=f"C{i}", ms=3, ls="")
+  ax3.set(title=f"networks (GD, lr {g.learning_rate:g}, L={g.depth}) vs ODE (lines)",
+          xlabel="time (lr x steps)", ylabel="encoder weight / its limit")
   out["jepa_critical_times.png"] = _done(fig)
   return out
 

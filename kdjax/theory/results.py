@@ -328,22 +328,22 @@ def _linear_kd(config):
 def _jepa(config):
   lambdas = np.asarray(config.lambdas, np.float64)
   rhos = np.asarray(config.rhos, np.float64)
-  times = np.geomspace(config.min_time, config.max_time, config.num_steps)
-  series, arrays = {}, {"times": times, "lambdas": lambdas, "rhos": rhos,
-                        "depths": np.asarray(config.depths)}
+  series, arrays = {}, {"lambdas": lambdas, "rhos": rhos, "depths": np.asarray(config.depths)}
   critical = {}
   for objective in jepa.OBJECTIVES:
-    for depth in config.depths:
-      curve = jepa.feature_flow(lambdas, rhos, times, depth=depth, objective=objective,
-                                init_scale=config.init_scale)
-      limit = jepa.fixed_point(rhos, depth=depth, objective=objective) ** depth
-      arrays[f"{objective}_L{depth}"] = curve / limit
-      for i in range(len(lambdas)):
-        series[f"{objective}_L{depth}/feature{i}"] = curve[:, i] / limit[i]
     critical[objective] = np.array([
         jepa.critical_time(lambdas, rhos, depth=L, objective=objective,
                            init_scale=config.init_scale) for L in config.depths])
     arrays[f"critical_{objective}"] = critical[objective]
+    for depth, row in zip(config.depths, critical[objective]):
+      # Each panel's own time grid: up to horizon x its slowest critical time.
+      times = np.linspace(0.0, config.horizon * row.max(), config.num_steps)
+      curve = jepa.feature_flow(lambdas, rhos, times, depth=depth, objective=objective,
+                                init_scale=config.init_scale)
+      limit = jepa.fixed_point(rhos, depth=depth, objective=objective) ** depth
+      arrays[f"{objective}_L{depth}"], arrays[f"times_{objective}_L{depth}"] = curve / limit, times
+      for i in range(len(lambdas)):
+        series[f"{objective}_L{depth}/feature{i}"] = curve[:, i] / limit[i]
   # Gradient descent on the actual networks (one depth), against the ODE.
   g = config.gd
   views = jepa.synthetic_views(lambdas, rhos, n=g.n, noise=g.noise, seed=config.seed)
