@@ -32,7 +32,7 @@ def get_config(arg=None):
       n=64, noise=0.5))
   if a.runlocal:
     config.depths = (1, 2, 3)
-    config.init_scale = 1e-2
+    config.init_scale = 1e-3
     config.num_steps = 25
     config.gd.num_steps, config.gd.record_every = 400, 100
   return config
