@@ -1,6 +1,8 @@
 """Dataset distillation with kernels: KIP (Nguyen, Chen & Lee, 2021) and its runner.
 
-``kdjax.distill.kip`` holds the algorithm (loss, sharded step, Label Solve);
+``kdjax.distill.evaluation`` is the finite-network protocol every method is judged by;
+``kdjax.distill.closed_form`` the one-point-per-class ridge distillation (Chen, Huang &
+Weng, 2024); ``kdjax.distill.kip`` holds the KIP algorithm (loss, sharded step, Label Solve);
 ``kdjax.distill.runner.run(config, workdir)`` is the ``job='kip'`` entry point
 (its base config is ``experiments.common.kip_base``).
 """
