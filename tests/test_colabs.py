@@ -54,10 +54,21 @@ def check_kip_distillation(r):
     assert mean > 2 * r["chance"], r
 
 
+def check_theory_dynamics(r):
+  assert r["max_abs_diff_limit"] < 1e-10, r
+  assert 1.8 < r["gd_errors"][0] / r["gd_errors"][1] < 2.2, r      # GD error is O(eta)
+  assert r["mae_first_feature"] == [0] * len(r["mae_first_feature"]), r
+  assert r["jepa_first_feature"][0] == 0, r
+  assert r["jepa_gd_vs_ode"] < 1e-2, r
+  assert all(lo <= found <= hi for lo, found, hi in r["collapse_rows"]), r
+  assert r["max_abs_diff_gpc_duplicated"] < 1e-8, r
+
+
 CHECKS = {
     "kd_losses.ipynb": check_kd_losses,
     "self_distillation_theory.ipynb": check_self_distillation_theory,
     "kip_distillation.ipynb": check_kip_distillation,
+    "theory_dynamics.ipynb": check_theory_dynamics,
 }
 
 
