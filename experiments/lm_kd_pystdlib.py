@@ -25,7 +25,7 @@ def base_config(*, seed: int = 0, lam: float = 0.5, beta: float = 0.5,
   c = ml_collections.ConfigDict()
   c.job = "lm"
   c.seed = seed
-  c.dataset = {"name": "pystdlib", "seq_len": 128, "data_dir": "", "max_documents": 0,
+  c.dataset = {"name": "pystdlib", "seq_len": 64, "data_dir": "", "max_documents": 0,
                "tokenizer": "byte", "spm_model": "", "spm_vocab_size": 0,
                "spm_train_documents": 0}
   c.batch_size = 32
@@ -33,20 +33,20 @@ def base_config(*, seed: int = 0, lam: float = 0.5, beta: float = 0.5,
   c.fsdp = True                  # kdjax.train.lm.LM_RULES; False replicates the parameters
   c.eval_sequences = 128         # validation windows of dataset.seq_len for bits per byte
   c.eval_batch_size = 64
-  c.num_sample_prompts = 64      # validation prompts for the teacher NLL of samples
+  c.num_sample_prompts = 32      # validation prompts for the teacher NLL of samples
   c.log_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 50, 100, 100, 2
   c.teacher_workdir = ""         # a finished lm run whose teacher to use instead
   optimizer = {"learning_rate": 2e-3, "schedule": "cosine", "warmup_steps": 50,
                "final_lr_fraction": 0.1, "weight_decay": 0.01, "grad_clip_norm": 1.0}
-  c.teacher = {"model": {"name": "transformer_lm", "vocab_size": 259, "max_len": 128,
-                         "embed_dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512},
-               "num_steps": 800, "optimizer": optimizer}
-  c.student = {"model": {"name": "transformer_lm", "vocab_size": 259, "max_len": 128,
-                         "embed_dim": 64, "num_layers": 2, "num_heads": 2, "mlp_dim": 256},
-               "num_steps": 300, "optimizer": optimizer}
+  c.teacher = {"model": {"name": "transformer_lm", "vocab_size": 259, "max_len": 64,
+                         "embed_dim": 96, "num_layers": 3, "num_heads": 4, "mlp_dim": 384},
+               "num_steps": 600, "optimizer": optimizer}
+  c.student = {"model": {"name": "transformer_lm", "vocab_size": 259, "max_len": 64,
+                         "embed_dim": 48, "num_layers": 2, "num_heads": 2, "mlp_dim": 192},
+               "num_steps": 200, "optimizer": optimizer}
   c.modes = modes
   c.distill = {"divergence": "kl", "loss_temperature": 1.0, "beta": beta, "alpha": 0.1,
-               "lam": lam, "prompt_len": 32, "sample_temperature": 1.0, "top_k": 0,
+               "lam": lam, "prompt_len": 16, "sample_temperature": 1.0, "top_k": 0,
                "top_p": 1.0, "chunked": False, "chunk_size": 1024}
   return c
 
