@@ -73,6 +73,12 @@ def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
   for key in ("loss_temperature", "sample_temperature"):
     if not float(d[key]) > 0:
       raise ValueError(f"config.distill.{key} must be > 0, got {d[key]}")
+  if not 0 <= int(d.top_k) <= vocab_size:
+    raise ValueError(f"config.distill.top_k must be in [0, {vocab_size}], got {d.top_k}")
+  if not 0 < float(d.top_p) <= 1:
+    raise ValueError(f"config.distill.top_p must be in (0, 1], got {d.top_p}")
+  if int(config.micro_batches) < 1:
+    raise ValueError(f"config.micro_batches must be >= 1, got {config.micro_batches}")
   seq_len = int(config.dataset.seq_len)
   if not 1 <= int(d.prompt_len) < seq_len:
     raise ValueError(f"config.distill.prompt_len must be in [1, dataset.seq_len={seq_len}), "
@@ -328,6 +334,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       params, teacher_summary = _train(ctx, "teacher", "teacher", "supervised")
     ctx.teacher, ctx.teacher_params = ctx.model("teacher"), params
     ctx.teacher_shardings = jax.tree.map(lambda x: x.sharding, params)
+    # The reference of the students' teacher_nll_of_samples: the teacher's own samples.
+    teacher_summary["teacher_nll_of_samples"] = _sample_nll(ctx, ctx.teacher, params)
     results = {"teacher": teacher_summary}
     for mode in _modes(config):
       _, results[mode] = _train(ctx, mode, "student", mode)

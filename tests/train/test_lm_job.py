@@ -33,6 +33,8 @@ def _tiny(modes="ce,gkd"):
     ("student.model.vocab_size", 300, "teacher vocab_size=259, student vocab_size=300"),
     ("batch_size", 12, "batch_size=12 must be a positive multiple"),
     ("modes", "ce,dpo", "config.modes must be"),
+    ("distill.top_p", 0.0, "distill.top_p must be in \\(0, 1\\]"),
+    ("micro_batches", 0, "micro_batches must be >= 1"),
 ])
 def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, message):
   c = _tiny()
