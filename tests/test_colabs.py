@@ -64,11 +64,21 @@ def check_theory_dynamics(r):
   assert r["max_abs_diff_gpc_duplicated"] < 1e-8, r
 
 
+def check_lm_distillation(r):
+  assert r["cache_matches"] is True, r
+  bpb, uniform = r["bits_per_byte"], r["uniform_bits_per_byte"]
+  assert 0 < bpb["teacher"] < uniform - 0.5, r  # learnt something in 30 smoke steps
+  assert all(0 < value < uniform + 0.5 for value in bpb.values()), r
+  assert r["teacher_loss_last"] < r["teacher_loss_first"], r
+  assert all(n >= 1 for n in r["sample_lengths"]), r
+
+
 CHECKS = {
     "kd_losses.ipynb": check_kd_losses,
     "self_distillation_theory.ipynb": check_self_distillation_theory,
     "kip_distillation.ipynb": check_kip_distillation,
     "theory_dynamics.ipynb": check_theory_dynamics,
+    "lm_distillation.ipynb": check_lm_distillation,
 }
 
 
