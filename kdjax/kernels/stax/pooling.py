@@ -56,7 +56,7 @@ def _Pool(name: str, window_shape, strides, padding: str, average: bool, normali
       x = pad(x, range(1, ndim + 1), [g[1] for g in geo], padding)
     summed = lax.reduce_window(
       x,
-      jnp.zeros((), x.dtype),
+      x.dtype.type(0),  # concrete, so reduce_window is the differentiable window sum
       lax.add,
       (1,) + window_shape + (1,),
       (1,) + strides + (1,),
