@@ -8,15 +8,21 @@ True (``runlocal``); any other bare word fills the next of the config's ``positi
 keys (``kip_cifar10.py:10,conv`` sets ``per_class=10, kernel='conv'``). Values are typed
 like their defaults.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import ml_collections
 
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number",
-               str: "a string"}
+_TYPE_NAMES = {
+  bool: "a boolean (true/false)",
+  int: "an integer",
+  float: "a number",
+  str: "a string",
+}
 
 
 def _convert(key: str, text: str, default: Any, meaning: str | None) -> Any:
@@ -33,13 +39,16 @@ def _convert(key: str, text: str, default: Any, meaning: str | None) -> Any:
   except ValueError:
     what = f"{key} ({meaning})" if meaning else key
     kind = _TYPE_NAMES.get(type(default), type(default).__name__)
-    raise ValueError(f"config arg {text!r}: {what} must be {kind} such as "
-                     f"{default!r}") from None
+    raise ValueError(f"config arg {text!r}: {what} must be {kind} such as {default!r}") from None
 
 
-def parse_arg(arg: str | None, *, positional: Sequence[str] = (),
-              help: Mapping[str, str] | None = None,  # pylint: disable=redefined-builtin
-              **defaults: Any) -> ml_collections.ConfigDict:
+def parse_arg(
+  arg: str | None,
+  *,
+  positional: Sequence[str] = (),
+  help: Mapping[str, str] | None = None,  # pylint: disable=redefined-builtin
+  **defaults: Any,
+) -> ml_collections.ConfigDict:
   """Parses a config ``arg`` into a ConfigDict typed like ``defaults``.
 
   Args:
@@ -82,19 +91,35 @@ def parse_arg(arg: str | None, *, positional: Sequence[str] = (),
   return ml_collections.ConfigDict(values)
 
 
-def dataset(name: str, *, preprocess: str = "none", max_train: int = 0,
-            max_test: int = 0) -> ml_collections.ConfigDict:
+def dataset(
+  name: str, *, preprocess: str = "none", max_train: int = 0, max_test: int = 0
+) -> ml_collections.ConfigDict:
   """The ``dataset`` block of every job: ``name``, ``data_dir`` ('' = tfds default),
   ``max_train``/``max_test`` (0 = all), ``preprocess`` ('none' | 'standardize' | 'zca',
   ``kdjax.data.preprocess_dataset``) and ``zca_strength``."""
   return ml_collections.ConfigDict(
-      {"name": name, "data_dir": "", "max_train": max_train, "max_test": max_test,
-       "preprocess": preprocess, "zca_strength": 0.1})
+    {
+      "name": name,
+      "data_dir": "",
+      "max_train": max_train,
+      "max_test": max_test,
+      "preprocess": preprocess,
+      "zca_strength": 0.1,
+    }
+  )
 
 
-def train_base(*, mode: str, dataset_name: str, model: dict, seed: int, num_steps: int,
-               batch_size: int, learning_rate: float,
-               optimizer: str = "adam") -> ml_collections.ConfigDict:
+def train_base(
+  *,
+  mode: str,
+  dataset_name: str,
+  model: dict,
+  seed: int,
+  num_steps: int,
+  batch_size: int,
+  learning_rate: float,
+  optimizer: str = "adam",
+) -> ml_collections.ConfigDict:
   """A complete config of the train job (``kdjax.train.loop``); experiments adjust it.
 
   ``mode`` is 'supervised', 'kd', 'born_again' or 'self_distill'; the mode's own block
@@ -117,16 +142,31 @@ def train_base(*, mode: str, dataset_name: str, model: dict, seed: int, num_step
   c.dataset = dataset(dataset_name)
   c.model = ml_collections.ConfigDict(model)
   c.optimizer = ml_collections.ConfigDict(
-      {"name": optimizer, "learning_rate": learning_rate, "schedule": "cosine",
-       "warmup_steps": 0, "final_lr_fraction": 0.0, "momentum": 0.9, "nesterov": False,
-       "weight_decay": 0.0, "grad_clip_norm": 0.0})
+    {
+      "name": optimizer,
+      "learning_rate": learning_rate,
+      "schedule": "cosine",
+      "warmup_steps": 0,
+      "final_lr_fraction": 0.0,
+      "momentum": 0.9,
+      "nesterov": False,
+      "weight_decay": 0.0,
+      "grad_clip_norm": 0.0,
+    }
+  )
   # (regex, kind) rules, kind in {'replicate', 'fsdp'}; see kdjax.train.sharding.
   c.sharding = ml_collections.ConfigDict({"rules": ()})
   return c
 
 
-def train_runlocal(c: ml_collections.ConfigDict, *, num_steps: int = 20, batch_size: int = 32,
-                   max_train: int = 512, max_test: int = 256) -> ml_collections.ConfigDict:
+def train_runlocal(
+  c: ml_collections.ConfigDict,
+  *,
+  num_steps: int = 20,
+  batch_size: int = 32,
+  max_train: int = 512,
+  max_test: int = 256,
+) -> ml_collections.ConfigDict:
   """Shrinks a train config in place to a seconds-long smoke run (tests reuse it)."""
   c.num_steps = num_steps
   c.batch_size = batch_size
@@ -147,28 +187,48 @@ def cifar_kd(arg: str | None, *, dataset_name: str, num_classes: int) -> ml_coll
   ``runlocal`` (tiny ResNets, a few steps: for tests and tfds mock data),
   ``student_only``, ``seed=N``, ``temperature=T``, ``epochs=E``, ``loss=NAME``.
   """
-  a = parse_arg(arg, runlocal=False, student_only=False, seed=0, temperature=4.0, epochs=240,
-                loss="kd_loss")
+  a = parse_arg(
+    arg, runlocal=False, student_only=False, seed=0, temperature=4.0, epochs=240, loss="kd_loss"
+  )
   steps = a.epochs * 50000 // 64
-  c = train_base(mode="supervised" if a.student_only else "kd", dataset_name=dataset_name,
-                 model={"name": "resnet8x4", "num_classes": num_classes}, seed=a.seed,
-                 num_steps=steps, batch_size=64, learning_rate=0.05, optimizer="sgd")
+  c = train_base(
+    mode="supervised" if a.student_only else "kd",
+    dataset_name=dataset_name,
+    model={"name": "resnet8x4", "num_classes": num_classes},
+    seed=a.seed,
+    num_steps=steps,
+    batch_size=64,
+    learning_rate=0.05,
+    optimizer="sgd",
+  )
   c.optimizer.weight_decay = 5e-4
   c.augment = "crop_flip"
   c.dataset.preprocess = "standardize"
   c.log_every, c.eval_every, c.checkpoint_every = 200, 5000, 5000
-  c.kd = {"loss": a.loss, "loss_kwargs": {"temperature": a.temperature} if a.loss != "dkd_loss"
-          else {}, "kd_weight": 0.9, "ce_weight": 0.1}
-  c.teacher = {"model": {"name": "resnet32x4", "num_classes": num_classes},
-               "optimizer": c.optimizer.to_dict(), "num_steps": steps, "augment": c.augment}
+  c.kd = {
+    "loss": a.loss,
+    "loss_kwargs": {"temperature": a.temperature} if a.loss != "dkd_loss" else {},
+    "kd_weight": 0.9,
+    "ce_weight": 0.1,
+  }
+  c.teacher = {
+    "model": {"name": "resnet32x4", "num_classes": num_classes},
+    "optimizer": c.optimizer.to_dict(),
+    "num_steps": steps,
+    "augment": c.augment,
+  }
   c.teacher_workdir = ""
   if a.runlocal:
     train_runlocal(c, num_steps=4, batch_size=16, max_train=64, max_test=32)
     c.eval_batch_size = 16
     c.log_every, c.eval_every, c.checkpoint_every = 2, 4, 4
     c.model = {"name": "resnet", "num_classes": num_classes, "depth": 8, "widths": (4, 4, 8, 8)}
-    c.teacher.model = {"name": "resnet", "num_classes": num_classes, "depth": 8,
-                       "widths": (8, 8, 8, 8)}
+    c.teacher.model = {
+      "name": "resnet",
+      "num_classes": num_classes,
+      "depth": 8,
+      "widths": (8, 8, 8, 8),
+    }
     c.teacher.num_steps = 4
   return c
 
@@ -190,20 +250,39 @@ def kip_base(per_class: int = 10) -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_steps = 3000 if per_class <= 10 else 1200
   c.dataset = dataset("mnist5k", preprocess="standardize")
-  c.kernel = ml_collections.ConfigDict({
-      "name": "fc", "depth": 2, "width": 1024, "W_std": math.sqrt(2.0), "b_std": 0.1,
-      "parameterization": "ntk", "kind": "ntk"})
-  c.kip = ml_collections.ConfigDict({
-      "per_class": per_class, "learn_images": True, "learn_labels": per_class == 1,
-      "learning_rate": 0.03, "schedule": "cosine", "warmup_steps": 0,
-      "final_lr_fraction": 0.01, "target_batch_size": 1000, "reg": 1e-6,
-      "label_offset": 0.1, "label_solve": False})
+  c.kernel = ml_collections.ConfigDict(
+    {
+      "name": "fc",
+      "depth": 2,
+      "width": 1024,
+      "W_std": math.sqrt(2.0),
+      "b_std": 0.1,
+      "parameterization": "ntk",
+      "kind": "ntk",
+    }
+  )
+  c.kip = ml_collections.ConfigDict(
+    {
+      "per_class": per_class,
+      "learn_images": True,
+      "learn_labels": per_class == 1,
+      "learning_rate": 0.03,
+      "schedule": "cosine",
+      "warmup_steps": 0,
+      "final_lr_fraction": 0.01,
+      "target_batch_size": 1000,
+      "reg": 1e-6,
+      "label_offset": 0.1,
+      "label_solve": False,
+    }
+  )
   c.log_every = 100
   c.eval_every = 100
   c.checkpoint_every = 200
   c.keep_checkpoints = 2
   c.transfer = ml_collections.ConfigDict(
-      {"enabled": True, "width": 512, "num_steps": 500, "learning_rate": 1e-3})
+    {"enabled": True, "width": 512, "num_steps": 500, "learning_rate": 1e-3}
+  )
   return c
 
 

@@ -11,6 +11,7 @@ Hinton, Vinyals & Dean (2015) (loss). Data from tensorflow-datasets.
 Arg: see ``experiments.common.cifar_kd`` (``runlocal``, ``student_only``, ``seed=N``,
 ``temperature=T``, ``epochs=E``, ``loss=NAME``).
 """
+
 from experiments import common
 
 
@@ -22,5 +23,6 @@ def sweep(arg=None):
   """KD temperatures 1, 2, 4, 8 and the label-only student (teacher shared by
   ``--config.teacher_workdir``)."""
   del arg
-  return ([{"name": f"kd_t{t}", "kd.loss_kwargs.temperature": float(t)} for t in (1, 2, 4, 8)]
-          + [{"name": "student_only", "mode": "supervised"}])
+  return [{"name": f"kd_t{t}", "kd.loss_kwargs.temperature": float(t)} for t in (1, 2, 4, 8)] + [
+    {"name": "student_only", "mode": "supervised"}
+  ]

@@ -14,21 +14,33 @@ Arg (comma-separated): ``runlocal`` (tiny smoke run), ``student_only`` (the same
 on the labels alone: the baseline KD must beat), ``seed=N``, ``temperature=T``,
 ``hidden=W`` (student width).
 """
+
 from experiments import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runlocal=False, student_only=False, seed=0, temperature=4.0,
-                       hidden=128)
-  c = common.train_base(mode="supervised" if a.student_only else "kd", dataset_name="mnist5k",
-                        model={"name": "mlp", "num_classes": 10, "hidden": (a.hidden,)},
-                        seed=a.seed, num_steps=3000, batch_size=64, learning_rate=3e-3)
-  c.kd = {"loss": "kd_loss", "loss_kwargs": {"temperature": a.temperature},
-          "kd_weight": 1.0, "ce_weight": 0.1}
-  c.teacher = {"model": {"name": "mlp", "num_classes": 10, "hidden": (1200, 1200),
-                         "dropout_rate": 0.2},
-               "optimizer": {**c.optimizer.to_dict(), "learning_rate": 1e-3},
-               "num_steps": 2000, "augment": "shift"}
+  a = common.parse_arg(arg, runlocal=False, student_only=False, seed=0, temperature=4.0, hidden=128)
+  c = common.train_base(
+    mode="supervised" if a.student_only else "kd",
+    dataset_name="mnist5k",
+    model={"name": "mlp", "num_classes": 10, "hidden": (a.hidden,)},
+    seed=a.seed,
+    num_steps=3000,
+    batch_size=64,
+    learning_rate=3e-3,
+  )
+  c.kd = {
+    "loss": "kd_loss",
+    "loss_kwargs": {"temperature": a.temperature},
+    "kd_weight": 1.0,
+    "ce_weight": 0.1,
+  }
+  c.teacher = {
+    "model": {"name": "mlp", "num_classes": 10, "hidden": (1200, 1200), "dropout_rate": 0.2},
+    "optimizer": {**c.optimizer.to_dict(), "learning_rate": 1e-3},
+    "num_steps": 2000,
+    "augment": "shift",
+  }
   c.teacher_workdir = ""  # a finished supervised run to use as the teacher instead
   if a.runlocal:
     common.train_runlocal(c)

@@ -8,13 +8,20 @@ r"""KIP on tfds CIFAR-10 with ZCA-whitened images and an FC or ConvNet NTK.
 SAME, Relu, AvgPool 2x2], Flatten, Dense) keeps 1024 x 1024 pixel-pair covariances per
 image pair; run it on accelerators (target batch 64 sharded over the devices).
 """
+
 from experiments import common
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class", "kernel"), help=common.KIP_ARG_HELP,
-                       per_class=10, kernel="fc", runlocal=False)
+  a = common.parse_arg(
+    arg,
+    positional=("per_class", "kernel"),
+    help=common.KIP_ARG_HELP,
+    per_class=10,
+    kernel="fc",
+    runlocal=False,
+  )
   c = common.kip_base(a.per_class)
   c.dataset.name = "cifar10"
   c.dataset.preprocess = "zca"

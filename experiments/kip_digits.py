@@ -8,13 +8,20 @@ r"""KIP on scikit-learn's embedded 8x8 digits (1,437 train / 360 test), FC or Co
 Ridge-Regression") with target batches of 720 digits; the ConvNet kernel is
 ``depth`` x [Conv 3x3 SAME, Relu, AvgPool 2x2], Flatten, Dense.
 """
+
 from experiments import common
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class", "kernel"), help=common.KIP_ARG_HELP,
-                       per_class=10, kernel="fc", runlocal=False)
+  a = common.parse_arg(
+    arg,
+    positional=("per_class", "kernel"),
+    help=common.KIP_ARG_HELP,
+    per_class=10,
+    kernel="fc",
+    runlocal=False,
+  )
   c = common.kip_base(a.per_class)
   c.dataset.name = "digits"
   c.kernel.name = a.kernel
@@ -30,5 +37,8 @@ def get_config(arg=None):
 
 def sweep(arg=None):
   """Images per class 1/10/50 x kernel fc/conv."""
-  return [{"name": f"ipc{n}_{k}", "kip.per_class": n, "kernel.name": k}
-          for n in (1, 10, 50) for k in ("fc", "conv")]
+  return [
+    {"name": f"ipc{n}_{k}", "kip.per_class": n, "kernel.name": k}
+    for n in (1, 10, 50)
+    for k in ("fc", "conv")
+  ]

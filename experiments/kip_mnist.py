@@ -10,13 +10,20 @@ Ridge-Regression"); ``test_accuracy`` is on the 10,000 test digits. The ConvNet 
 ``O(batch * support * (H W)^2)`` memory: its target batch is 64 and it is meant for
 accelerators.
 """
+
 from experiments import common
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class", "kernel"), help=common.KIP_ARG_HELP,
-                       per_class=10, kernel="fc", runlocal=False)
+  a = common.parse_arg(
+    arg,
+    positional=("per_class", "kernel"),
+    help=common.KIP_ARG_HELP,
+    per_class=10,
+    kernel="fc",
+    runlocal=False,
+  )
   c = common.kip_base(a.per_class)
   c.dataset.name = "mnist"
   c.kernel.name = a.kernel

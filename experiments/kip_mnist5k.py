@@ -14,13 +14,15 @@ only the support set. Label learning (``--config.kip.learn_labels=True``) reache
 same KRR accuracy at 10/class but its images transfer much worse to a finite MLP (62%
 vs 90%); at 1/class it adds a point of KRR accuracy.
 """
+
 from experiments import common
 
 
 def get_config(arg=None):
   """``arg``: ``[images_per_class][,runlocal]`` (default 10)."""
-  a = common.parse_arg(arg, positional=("per_class",), help=common.KIP_ARG_HELP,
-                       per_class=10, runlocal=False)
+  a = common.parse_arg(
+    arg, positional=("per_class",), help=common.KIP_ARG_HELP, per_class=10, runlocal=False
+  )
   c = common.kip_base(a.per_class)
   if a.runlocal:
     common.kip_runlocal(c)
@@ -29,6 +31,12 @@ def get_config(arg=None):
 
 def sweep(arg=None):
   """Images per class x {KIP images+labels, KIP images only} (``arg`` ignored)."""
-  return [{"name": f"ipc{n}_{'labels' if labels else 'images'}", "kip.per_class": n,
-           "kip.learn_labels": labels}
-          for n in (1, 10, 50) for labels in (True, False)]
+  return [
+    {
+      "name": f"ipc{n}_{'labels' if labels else 'images'}",
+      "kip.per_class": n,
+      "kip.learn_labels": labels,
+    }
+    for n in (1, 10, 50)
+    for labels in (True, False)
+  ]

@@ -1,11 +1,14 @@
-"""The job registry: a config's ``job`` name -> the ``run(config, workdir) -> summary`` that does it.
+"""The job registry: a config's ``job`` name -> the ``run(config, workdir) -> summary`` that
+does it.
 
 A new job is a module with ``run(config, workdir)`` written on :mod:`kdjax.jobs`, and one
 line here.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kdjax.distill import runner as kip_runner
 from kdjax.theory import experiments as theory_experiments
@@ -15,10 +18,10 @@ from kdjax.train import loop as train_loop
 Job = Callable[[Any, str], dict]
 
 JOBS: dict[str, Job] = {
-    "train": train_loop.run,              # supervised / KD / born-again / self-distillation
-    "kip": kip_runner.run,                # KIP dataset distillation
-    "theory": theory_experiments.run,     # self-distillation theory reproductions
-    "lm": lm_job.run,                     # LM distillation: token, sequence-level, on-policy KD
+  "train": train_loop.run,  # supervised / KD / born-again / self-distillation
+  "kip": kip_runner.run,  # KIP dataset distillation
+  "theory": theory_experiments.run,  # self-distillation theory reproductions
+  "lm": lm_job.run,  # LM distillation: token-level, sequence-level and on-policy (GKD) KD
 }
 
 

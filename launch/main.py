@@ -1,8 +1,10 @@
 r"""Runs one experiment: ``python -m launch.main --config=experiments/NAME.py[:arg] --workdir=DIR``.
 
-``--config.key=value`` overrides any config entry (an unknown key is an error). The
-workdir gets config.json, metrics.jsonl, checkpoints/ and PNG plots; running the same
-command again resumes. For multi-host runs pass ``--distributed`` (TPU VMs and GPU
+``--config.key=value`` overrides any config entry (an unknown key is an error).
+``config.job`` picks the ``run(config, workdir)`` of the registry in ``launch/jobs.py``.
+The workdir gets config.json, metrics.jsonl, TensorBoard event files, checkpoints/ and PNG
+plots; running the same command again resumes, and a second run on a workdir that is in
+use is refused. For multi-host runs pass ``--distributed`` (TPU VMs and GPU
 clusters discover their peers) or ``--coordinator_address/--num_processes/--process_id``
 (CPU hosts, gloo collectives).
 """

@@ -10,6 +10,7 @@ finished point, earlier runs' rows kept, so ``--only=a`` then ``--only=b`` holds
 printed as a Markdown table, also saved as ``ROOT/results.md``. ``--only`` names that are
 not points of the sweep are an error.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,12 +42,15 @@ def config_module(path: str) -> ModuleType:
   directory, name = os.path.split(os.path.abspath(path))
   stem, ext = os.path.splitext(name)
   if os.path.basename(directory) != "experiments" or ext != ".py":
-    raise ValueError(f"--config={path!r} must be experiments/NAME.py (a module of the "
-                     "experiments package)")
+    raise ValueError(
+      f"--config={path!r} must be experiments/NAME.py (a module of the experiments package)"
+    )
   module = importlib.import_module(f"experiments.{stem}")
   if not os.path.samefile(module.__file__, path):
-    raise ValueError(f"--config={path!r} is not the experiments.{stem} that Python imports "
-                     f"({module.__file__}); run from the repository root")
+    raise ValueError(
+      f"--config={path!r} is not the experiments.{stem} that Python imports "
+      f"({module.__file__}); run from the repository root"
+    )
   return module
 
 
@@ -114,8 +118,9 @@ def run_sweep(base_config, points: list[dict], root: str, only=()) -> list[dict]
     summary = jobs.runner(config)(config, os.path.join(root, point["name"]))
     rows[point["name"]] = {"name": point["name"], **overrides, **(summary or {})}
     ordered = [rows[name] for name in names if name in rows]
-    workdir_lib.atomic_write(os.path.join(root, RESULTS),
-                             "".join(json.dumps(r, default=str) + "\n" for r in ordered))
+    workdir_lib.atomic_write(
+      os.path.join(root, RESULTS), "".join(json.dumps(r, default=str) + "\n" for r in ordered)
+    )
   return [rows[name] for name in names if name in rows]
 
 

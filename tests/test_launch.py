@@ -1,4 +1,5 @@
 """Tests of the launcher plumbing: the job registry and sweeps."""
+
 import json
 
 import ml_collections
@@ -11,10 +12,14 @@ from launch import jobs, sweep
 def test_registry_maps_names_to_run_functions_and_unknown_job_lists_the_valid_ones():
   from kdjax.distill import runner
   from kdjax.train import loop
+
   assert jobs.JOBS["train"] is loop.run and jobs.JOBS["kip"] is runner.run
   assert jobs.runner(ml_collections.ConfigDict({"job": "kip"})) is runner.run
-  with pytest.raises(ValueError, match=r"config.job must be one of \['kip', 'theory', 'train'"
-                                       r".*got 'nope'"):
+  with pytest.raises(
+    ValueError,
+    match=r"config.job must be one of \['kip', 'theory', 'train'"
+    r".*got 'nope'",
+  ):
     jobs.runner(ml_collections.ConfigDict({"job": "nope"}))
   with pytest.raises(ValueError, match="got None"):
     jobs.runner(ml_collections.ConfigDict({"seed": 0}))

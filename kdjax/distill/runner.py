@@ -19,6 +19,7 @@ Finally it trains a finite-width flax network with the kernel's architecture (kd
 MLP or ConvNet) on the support set alone and reports its test accuracy beside KRR's
 (``transfer_test_accuracy`` in the summary).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,8 @@ import glob
 import json
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +37,7 @@ import optax
 
 from kdjax import data
 from kdjax.distill import kip
-from kdjax.jobs import evaluate, figures, schedules
-from kdjax.jobs import mesh as mesh_lib
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs import evaluate, figures, mesh as mesh_lib, schedules, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.kernels import stax
@@ -67,15 +67,17 @@ def build_kernel(config: Any) -> Callable:
     raise ValueError(f"config.kernel.name must be one of {list(KERNELS)}, got {config.name!r}")
   if config.kind not in ("ntk", "nngp"):
     raise ValueError(f"config.kernel.kind must be 'ntk' or 'nngp', got {config.kind!r}")
-  common = dict(W_std=config.W_std, b_std=config.b_std,
-                parameterization=config.parameterization)
+  common = dict(W_std=config.W_std, b_std=config.b_std, parameterization=config.parameterization)
   layers = [stax.Flatten()] if config.name == "fc" else []
   for _ in range(config.depth):
     if config.name == "fc":
       layers += [stax.Dense(config.width, **common), stax.Relu()]
     else:
-      layers += [stax.Conv(config.width, (3, 3), padding="SAME", **common), stax.Relu(),
-                 stax.AvgPool((2, 2), strides=(2, 2))]
+      layers += [
+        stax.Conv(config.width, (3, 3), padding="SAME", **common),
+        stax.Relu(),
+        stax.AvgPool((2, 2), strides=(2, 2)),
+      ]
   if config.name == "conv":
     layers.append(stax.Flatten())
   _, _, kernel_fn = stax.serial(*layers, stax.Dense(1, **common))
@@ -85,13 +87,21 @@ def build_kernel(config: Any) -> Callable:
 def load_data(config: Any) -> data.Dataset:
   """Loads ``config.dataset`` and preprocesses it (``kdjax.data.preprocess_dataset``)."""
   d = config.dataset
-  ds = data.load(d.name, data_dir=d.data_dir or None, max_train=d.max_train or None,
-                 max_test=d.max_test or None)
+  ds = data.load(
+    d.name, data_dir=d.data_dir or None, max_train=d.max_train or None, max_test=d.max_test or None
+  )
   return data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
 
 
-def train_transfer(config: Any, x_support: np.ndarray, y_support: np.ndarray,
-                   x_test: np.ndarray, labels_test: np.ndarray, *, seed: int) -> float:
+def train_transfer(
+  config: Any,
+  x_support: np.ndarray,
+  y_support: np.ndarray,
+  x_test: np.ndarray,
+  labels_test: np.ndarray,
+  *,
+  seed: int,
+) -> float:
   r"""Trains a finite-width network on the support set alone; returns its test accuracy.
 
   The network has the kernel's architecture (``fc``: ``kdjax.models.MLP`` with ``depth``
@@ -105,13 +115,19 @@ def train_transfer(config: Any, x_support: np.ndarray, y_support: np.ndarray,
   "Dataset Meta-Learning from Kernel Ridge-Regression", transfer to finite networks).
   """
   from kdjax import models
+
   num_classes = y_support.shape[1]
   if config.kernel.name == "fc":
-    model = models.MLP(num_classes=num_classes,
-                       hidden=(config.transfer.width,) * config.kernel.depth)
+    model = models.MLP(
+      num_classes=num_classes, hidden=(config.transfer.width,) * config.kernel.depth
+    )
   else:
-    model = models.ConvNet(num_classes=num_classes, width=config.transfer.width,
-                           depth=config.kernel.depth, normalization="none")
+    model = models.ConvNet(
+      num_classes=num_classes,
+      width=config.transfer.width,
+      depth=config.kernel.depth,
+      normalization="none",
+    )
   x_support, y_support = jnp.asarray(x_support), jnp.asarray(y_support)
   params = model.init(jax.random.key(seed), x_support[:1])
   optimizer = optax.adam(config.transfer.learning_rate)
@@ -120,12 +136,15 @@ def train_transfer(config: Any, x_support: np.ndarray, y_support: np.ndarray,
   def train(params):
     def body(_, carry):
       params, opt_state = carry
-      grads = jax.grad(lambda p: jnp.mean(jnp.sum(
-          jnp.square(model.apply(p, x_support) - y_support), axis=-1)))(params)
+      grads = jax.grad(
+        lambda p: jnp.mean(jnp.sum(jnp.square(model.apply(p, x_support) - y_support), axis=-1))
+      )(params)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
-    return jax.lax.fori_loop(0, config.transfer.num_steps, body,
-                             (params, optimizer.init(params)))[0]
+
+    return jax.lax.fori_loop(0, config.transfer.num_steps, body, (params, optimizer.init(params)))[
+      0
+    ]
 
   params = train(params)
   return evaluate.accuracy(functools.partial(model.apply, params), x_test, labels_test)
@@ -134,20 +153,25 @@ def train_transfer(config: Any, x_support: np.ndarray, y_support: np.ndarray,
 def validate(config: Any) -> None:
   """Checks the whole KIP config before any work starts (ValueError naming the key)."""
   positive_ints = [(f"kip.{key}", config.kip[key]) for key in ("per_class", "target_batch_size")]
-  positive_ints += [(key, config[key]) for key in
-                    ("num_steps", "eval_every", "checkpoint_every", "log_every",
-                     "keep_checkpoints")]
+  positive_ints += [
+    (key, config[key])
+    for key in ("num_steps", "eval_every", "checkpoint_every", "log_every", "keep_checkpoints")
+  ]
   if config.transfer.enabled:
-    positive_ints += [("transfer.num_steps", config.transfer.num_steps),
-                      ("transfer.width", config.transfer.width)]
+    positive_ints += [
+      ("transfer.num_steps", config.transfer.num_steps),
+      ("transfer.width", config.transfer.width),
+    ]
   for key, value in positive_ints:
     if value < 1:
       raise ValueError(f"config.{key} must be >= 1, got {value}")
   if not config.kip.reg > 0:
     raise ValueError(f"config.kip.reg must be > 0, got {config.kip.reg}")
   if config.dataset.preprocess not in data.PREPROCESSING:
-    raise ValueError(f"config.dataset.preprocess must be one of {data.PREPROCESSING}, got "
-                     f"{config.dataset.preprocess!r}")
+    raise ValueError(
+      f"config.dataset.preprocess must be one of {data.PREPROCESSING}, got "
+      f"{config.dataset.preprocess!r}"
+    )
   schedules.make_schedule(config.kip, config.num_steps, name="kip")
   build_kernel(config.kernel)
 
@@ -156,10 +180,11 @@ def _refuse_npz_checkpoints(workdir: str) -> None:
   old = glob.glob(os.path.join(workdir, CHECKPOINT_DIR, "ckpt_*.npz"))
   if old:
     raise ValueError(
-        f"workdir {workdir!r} holds KIP checkpoints in the old npz format "
-        f"({os.path.basename(sorted(old)[-1])}), which kdjax no longer reads (checkpoints are "
-        "orbax now); start a new --workdir, or move that workdir's checkpoints/ and "
-        "metrics.jsonl away to rerun it from step 0")
+      f"workdir {workdir!r} holds KIP checkpoints in the old npz format "
+      f"({os.path.basename(sorted(old)[-1])}), which kdjax no longer reads (checkpoints are "
+      "orbax now); start a new --workdir, or move that workdir's checkpoints/ and "
+      "metrics.jsonl away to rerun it from step 0"
+    )
 
 
 def run(config: Any, workdir: str) -> dict:
@@ -193,30 +218,52 @@ def _run(config: Any, workdir: str) -> dict:
   ds = load_data(config)
   x_train, x_test = ds.x_train, ds.x_test
   k = config.kip
-  x0, y0 = kip.init_support(x_train, ds.y_train, per_class=k.per_class,
-                            num_classes=ds.num_classes, seed=config.seed,
-                            label_offset=k.label_offset)
+  x0, y0 = kip.init_support(
+    x_train,
+    ds.y_train,
+    per_class=k.per_class,
+    num_classes=ds.num_classes,
+    seed=config.seed,
+    label_offset=k.label_offset,
+  )
   targets = data.regression_targets(ds.y_train, ds.num_classes, offset=k.label_offset)
   if k.target_batch_size > len(x_train):
-    raise ValueError(f"config.kip.target_batch_size ({k.target_batch_size}) exceeds the "
-                     f"{len(x_train)} training examples")
+    raise ValueError(
+      f"config.kip.target_batch_size ({k.target_batch_size}) exceeds the "
+      f"{len(x_train)} training examples"
+    )
   mesh = mesh_lib.make_mesh()
   if k.target_batch_size % mesh.size:
-    raise ValueError(f"config.kip.target_batch_size ({k.target_batch_size}) must be "
-                     f"divisible by the {mesh.size} devices")
+    raise ValueError(
+      f"config.kip.target_batch_size ({k.target_batch_size}) must be "
+      f"divisible by the {mesh.size} devices"
+    )
   optimizer = optax.adam(schedules.make_schedule(k, config.num_steps, name="kip"))
-  init, step_fn = kip.make_kip_step(kernel, optimizer, reg=k.reg, learn_images=k.learn_images,
-                                    learn_labels=k.learn_labels, mesh=mesh)
-  batches = data.Batches(x_train, targets, batch_size=k.target_batch_size, seed=config.seed,
-                         sharding=mesh_lib.batch_sharding(mesh))
+  init, step_fn = kip.make_kip_step(
+    kernel,
+    optimizer,
+    reg=k.reg,
+    learn_images=k.learn_images,
+    learn_labels=k.learn_labels,
+    mesh=mesh,
+  )
+  batches = data.Batches(
+    x_train,
+    targets,
+    batch_size=k.target_batch_size,
+    seed=config.seed,
+    sharding=mesh_lib.batch_sharding(mesh),
+  )
   x_test_j, labels_test = jnp.asarray(x_test), jnp.asarray(ds.y_test)
-  accuracy = jax.jit(lambda x, y: kip.krr_accuracy(kernel, x, y, x_test_j, labels_test,
-                                                   reg=k.reg))
+  accuracy = jax.jit(lambda x, y: kip.krr_accuracy(kernel, x, y, x_test_j, labels_test, reg=k.reg))
 
   # The checkpointed state: the support set and the loss sum of the record being built.
   replicated = mesh_lib.replicated(mesh)
-  state = {"kip": init(x0, y0), "loss_sum": jax.device_put(jnp.float32(0), replicated),
-           "loss_count": jax.device_put(jnp.int32(0), replicated)}
+  state = {
+    "kip": init(x0, y0),
+    "loss_sum": jax.device_put(jnp.float32(0), replicated),
+    "loss_count": jax.device_put(jnp.int32(0), replicated),
+  }
   checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
   try:
     start, restored = checkpointer.restore_latest(state)
@@ -231,14 +278,18 @@ def _run(config: Any, workdir: str) -> dict:
     t0 = time.time()
     for step, batch in batches.iterate(start, config.num_steps - start):
       kip_state, metrics = step_fn(state["kip"], batch["image"], batch["label"])
-      state = {"kip": kip_state, "loss_sum": state["loss_sum"] + metrics["loss"],
-               "loss_count": state["loss_count"] + 1}
+      state = {
+        "kip": kip_state,
+        "loss_sum": state["loss_sum"] + metrics["loss"],
+        "loss_count": state["loss_count"] + 1,
+      }
       done = step + 1
       record = {}
       if done % config.log_every == 0 or done == config.num_steps:
         train_loss = float(state["loss_sum"]) / int(state["loss_count"])
-        check_finite("kip", done, train_loss=train_loss, support_images=kip_state.x,
-                     support_labels=kip_state.y)
+        check_finite(
+          "kip", done, train_loss=train_loss, support_images=kip_state.x, support_labels=kip_state.y
+        )
         record["train_loss"] = train_loss
         state["loss_sum"], state["loss_count"] = state["loss_sum"] * 0, state["loss_count"] * 0
       if done % config.eval_every == 0 or done == config.num_steps:
@@ -256,15 +307,21 @@ def _run(config: Any, workdir: str) -> dict:
 
   x_final, y_final = np.asarray(state.x), np.asarray(state.y)
   kip_acc = float(accuracy(state.x, state.y))
-  summary = {"test_accuracy_init": acc_init, "kip_test_accuracy": kip_acc,
-             "num_support": int(len(x_final)), "num_steps": int(config.num_steps),
-             "kip_seconds": kip_seconds}
+  summary = {
+    "test_accuracy_init": acc_init,
+    "kip_test_accuracy": kip_acc,
+    "num_support": int(len(x_final)),
+    "num_steps": int(config.num_steps),
+    "kip_seconds": kip_seconds,
+  }
   if k.label_solve:
     x_train_j, targets_j = jnp.asarray(x_train), jnp.asarray(targets)
-    y_final = np.asarray(jax.jit(lambda xs: kip.label_solve(
-        kernel, xs, x_train_j, targets_j, reg=k.reg))(state.x))
-    full_loss = jax.jit(lambda xs, ys: kip.kip_loss(kernel, xs, ys, x_train_j, targets_j,
-                                                    reg=k.reg))
+    y_final = np.asarray(
+      jax.jit(lambda xs: kip.label_solve(kernel, xs, x_train_j, targets_j, reg=k.reg))(state.x)
+    )
+    full_loss = jax.jit(
+      lambda xs, ys: kip.kip_loss(kernel, xs, ys, x_train_j, targets_j, reg=k.reg)
+    )
     summary["kip_train_loss"] = float(full_loss(state.x, state.y))
     summary["label_solve_train_loss"] = float(full_loss(state.x, jnp.asarray(y_final)))
     summary["label_solve_test_accuracy"] = float(accuracy(state.x, jnp.asarray(y_final)))
@@ -272,21 +329,34 @@ def _run(config: Any, workdir: str) -> dict:
   summary["test_accuracy"] = float(accuracy(jnp.asarray(x_final), jnp.asarray(y_final)))
   workdir_lib.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)
   figures.image_grid(x_final, k.per_class, os.path.join(workdir, "support.png"))
-  figures.plot_curves(log.records, ["test_accuracy"],
-                      os.path.join(workdir, "learning_curve.png"),
-                      title=f"KIP {ds.name}, {k.per_class}/class: KRR test accuracy")
-  figures.plot_curves(log.records, ["train_loss"], os.path.join(workdir, "loss.png"),
-                      title="KIP train loss", logy=True)
+  figures.plot_curves(
+    log.records,
+    ["test_accuracy"],
+    os.path.join(workdir, "learning_curve.png"),
+    title=f"KIP {ds.name}, {k.per_class}/class: KRR test accuracy",
+  )
+  figures.plot_curves(
+    log.records,
+    ["train_loss"],
+    os.path.join(workdir, "loss.png"),
+    title="KIP train loss",
+    logy=True,
+  )
   if config.transfer.enabled:
     summary["transfer_test_accuracy"] = train_transfer(
-        config, x_final, y_final, x_test, ds.y_test, seed=config.seed)
+      config, x_final, y_final, x_test, ds.y_test, seed=config.seed
+    )
     summary["transfer_test_accuracy_init"] = train_transfer(
-        config, x0, y0, x_test, ds.y_test, seed=config.seed)
-    print(f"transfer ({config.kernel.name} network, width {config.transfer.width}): "
-          f"test_accuracy={summary['transfer_test_accuracy']:.4f} on the KIP support, "
-          f"{summary['transfer_test_accuracy_init']:.4f} on the random real support",
-          flush=True)
-  workdir_lib.atomic_write(os.path.join(workdir, "summary.json"),
-                           json.dumps(summary, indent=2, sort_keys=True) + "\n")
+      config, x0, y0, x_test, ds.y_test, seed=config.seed
+    )
+    print(
+      f"transfer ({config.kernel.name} network, width {config.transfer.width}): "
+      f"test_accuracy={summary['transfer_test_accuracy']:.4f} on the KIP support, "
+      f"{summary['transfer_test_accuracy_init']:.4f} on the random real support",
+      flush=True,
+    )
+  workdir_lib.atomic_write(
+    os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2, sort_keys=True) + "\n"
+  )
   print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
   return summary

@@ -45,6 +45,7 @@ A job's skeleton::
                                            total_steps=config.num_steps, name="kip")
       ...                                              # steps; metrics.write; ckpt.save
 """
+
 from kdjax.jobs import checkpoint, evaluate, figures, mesh, metrics, schedules, workdir
 
 __all__ = ["checkpoint", "evaluate", "figures", "mesh", "metrics", "schedules", "workdir"]

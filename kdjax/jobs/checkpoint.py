@@ -14,6 +14,7 @@ the newest intact one. When no checkpoint restores at all, nothing is moved and 
 names every checkpoint: that points to a different state structure (e.g. another model),
 not to corruption.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,9 +45,11 @@ class CheckpointError(RuntimeError):
 
 def _target(template: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs with shardings: from ``shardings``, else from the template's arrays."""
+
   def leaf(x, sharding=None):
     sharding = sharding if sharding is not None else getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
   if shardings is None:
     return jax.tree.map(leaf, template)
   return jax.tree.map(leaf, template, shardings)
@@ -66,10 +69,14 @@ class Checkpointer:
       raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             cleanup_tmp_directories=True,
-                                             enable_async_checkpointing=use_async))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=True,
+        cleanup_tmp_directories=True,
+        enable_async_checkpointing=use_async,
+      ),
+    )
 
   def latest_step(self) -> int | None:
     """The step of the newest complete checkpoint, or None."""
@@ -89,8 +96,9 @@ class Checkpointer:
       template: a pytree of arrays or ShapeDtypeStructs with the state's structure.
       shardings: a matching pytree of shardings (default: the template arrays' own).
     """
-    return self.manager.restore(int(step),
-                                args=ocp.args.StandardRestore(_target(template, shardings)))
+    return self.manager.restore(
+      int(step), args=ocp.args.StandardRestore(_target(template, shardings))
+    )
 
   def restore_latest(self, template: Any, shardings: Any = None) -> tuple[int | None, Any]:
     """Restores the newest intact checkpoint; ``(None, None)`` when there is none.
@@ -112,13 +120,16 @@ class Checkpointer:
         self._move_aside(bad, error)
       return step, state
     if failures:
-      details = "; ".join(f"{os.path.join(self.directory, str(s))}: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200] if str(e) else ''}"
-                          for s, e in failures)
+      details = "; ".join(
+        f"{os.path.join(self.directory, str(s))}: {type(e).__name__}: "
+        f"{str(e).splitlines()[0][:200] if str(e) else ''}"
+        for s, e in failures
+      )
       raise CheckpointError(
-          f"no checkpoint in {self.directory!r} restores into this job's state ({details}). "
-          "If the config or code changed, use a new --workdir; if they are corrupt, move "
-          "them away to start from step 0.")
+        f"no checkpoint in {self.directory!r} restores into this job's state ({details}). "
+        "If the config or code changed, use a new --workdir; if they are corrupt, move "
+        "them away to start from step 0."
+      )
     return None, None
 
   def _move_aside(self, step: int, error: Exception) -> None:
@@ -126,11 +137,18 @@ class Checkpointer:
     target = os.path.join(self.directory, f"corrupt-{step}-{int(time.time())}")
     if jax.process_index() == 0 and os.path.exists(source):
       os.replace(source, target)
-    logging.warning("checkpoint %s does not restore (%s: %s); moved it to %s and fell back "
-                    "to an older checkpoint", source, type(error).__name__,
-                    str(error).splitlines()[0][:200] if str(error) else "", target)
-    print(f"WARNING: checkpoint {source} is corrupt ({type(error).__name__}); moved it to "
-          f"{target}", flush=True)
+    logging.warning(
+      "checkpoint %s does not restore (%s: %s); moved it to %s and fell back "
+      "to an older checkpoint",
+      source,
+      type(error).__name__,
+      str(error).splitlines()[0][:200] if str(error) else "",
+      target,
+    )
+    print(
+      f"WARNING: checkpoint {source} is corrupt ({type(error).__name__}); moved it to {target}",
+      flush=True,
+    )
     self.manager.reload()
 
   def wait(self) -> None:
@@ -162,7 +180,7 @@ class PreemptionFlag:
     """Whether a preemption was requested."""
     return self._event.is_set()
 
-  def __enter__(self) -> "PreemptionFlag":
+  def __enter__(self) -> PreemptionFlag:
     if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self.set)
     return self
@@ -195,6 +213,7 @@ def load_arrays(directory: str, step: int | None = None) -> tuple[int, Any]:
   with ocp.StandardCheckpointer() as reader:
     metadata = reader.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          metadata)
+    target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata
+    )
     return step, reader.restore(path, target)

@@ -1,15 +1,21 @@
 """The one batched classification-accuracy helper of kdjax jobs."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def accuracy(logits_fn: Callable[[jax.Array], jax.Array], x: jax.typing.ArrayLike,
-             labels: jax.typing.ArrayLike, *, batch_size: int = 1000) -> float:
+def accuracy(
+  logits_fn: Callable[[jax.Array], jax.Array],
+  x: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  batch_size: int = 1000,
+) -> float:
   """The fraction of ``x`` whose ``argmax(logits_fn(batch), -1)`` equals ``labels``.
 
   Args:
@@ -28,6 +34,6 @@ def accuracy(logits_fn: Callable[[jax.Array], jax.Array], x: jax.typing.ArrayLik
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   correct = 0
   for start in range(0, len(labels), batch_size):
-    logits = logits_fn(jnp.asarray(x[start:start + batch_size]))
-    correct += int(jnp.sum(jnp.argmax(logits, -1) == labels[start:start + batch_size]))
+    logits = logits_fn(jnp.asarray(x[start : start + batch_size]))
+    correct += int(jnp.sum(jnp.argmax(logits, -1) == labels[start : start + batch_size]))
   return correct / len(labels) if len(labels) else float("nan")

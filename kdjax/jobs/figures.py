@@ -4,10 +4,12 @@
 metrics records against their step; ``image_grid`` draws images (e.g. a distilled support
 set) in a grid.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +19,10 @@ from kdjax.jobs import workdir as workdir_lib
 def pyplot():
   """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use)."""
   import matplotlib  # pylint: disable=g-import-not-at-top  # optional, heavy
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
@@ -30,8 +34,15 @@ def save_figure(fig: Any, path: str, *, dpi: int = 100) -> None:
   workdir_lib.atomic_write(path, buffer.getvalue())
 
 
-def plot_curves(records: Sequence[Mapping[str, Any]], keys: Iterable[str], path: str,
-                *, title: str = "", xlabel: str = "step", logy: bool = False) -> None:
+def plot_curves(
+  records: Sequence[Mapping[str, Any]],
+  keys: Iterable[str],
+  path: str,
+  *,
+  title: str = "",
+  xlabel: str = "step",
+  logy: bool = False,
+) -> None:
   """Plots ``record[key]`` against ``record['step']`` for each key into a PNG."""
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -55,8 +66,9 @@ def image_grid(x: np.ndarray, per_row: int, path: str) -> None:
   x = np.asarray(x)
   rows = -(-len(x) // per_row)
   plt = pyplot()
-  fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.8 + 0.2, rows * 0.8 + 0.2),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    rows, per_row, figsize=(per_row * 0.8 + 0.2, rows * 0.8 + 0.2), squeeze=False
+  )
   for i, ax in enumerate(axes.flat):
     ax.axis("off")
     if i < len(x):

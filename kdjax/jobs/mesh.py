@@ -3,9 +3,11 @@
 Batches are split along their leading axis over ``'data'``; parameters are replicated or
 FSDP-sharded over the same axis by ``kdjax.train.sharding`` rules.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,9 +35,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
   """Raises ValueError unless ``batch_size`` is a positive multiple of the device count."""
   if batch_size <= 0 or batch_size % mesh.size:
-    raise ValueError(f"{name}={batch_size} must be a positive multiple of the number of "
-                     f"devices ({mesh.size}: {jax.process_count()} process(es) x "
-                     f"{jax.local_device_count()} local device(s))")
+    raise ValueError(
+      f"{name}={batch_size} must be a positive multiple of the number of "
+      f"devices ({mesh.size}: {jax.process_count()} process(es) x "
+      f"{jax.local_device_count()} local device(s))"
+    )
 
 
 def global_batch(batch: dict, mesh: Mesh) -> dict:

@@ -11,6 +11,7 @@ On resume from step ``resume_step``, records after it that the interrupted run l
 dropped from the JSON lines (and hidden in TensorBoard with ``purge_step``), so the log of
 a resumed run equals the log of an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import glob
@@ -37,8 +38,9 @@ def check_finite(phase: str, step: int, **values: Any) -> None:
   if bad:
     shown = ", ".join(f"{name}={np.asarray(values[name]).ravel()[:3].tolist()}" for name in bad)
     raise FloatingPointError(
-        f"[{phase}] step {step}: non-finite {shown}; lower the learning rate or check the "
-        "inputs and the teacher")
+      f"[{phase}] step {step}: non-finite {shown}; lower the learning rate or check the "
+      "inputs and the teacher"
+    )
 
 
 def _to_python(value: Any) -> Any:
@@ -64,22 +66,25 @@ class MetricsWriter:
     name: the prefix of the progress line.
   """
 
-  def __init__(self, workdir: str, *, resume_step: int | None, total_steps: int | None,
-               name: str):
+  def __init__(self, workdir: str, *, resume_step: int | None, total_steps: int | None, name: str):
     self.workdir, self.total_steps, self.name = workdir, total_steps, name
     self.main = jax.process_index() == 0
     self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     resume_step = resume_step or 0  # 0: a fresh start, every earlier record goes
-    self.records = [r for r in workdir_lib.read_metrics(workdir)
-                    if resume_step and r["step"] <= resume_step]
+    self.records = [
+      r for r in workdir_lib.read_metrics(workdir) if resume_step and r["step"] <= resume_step
+    ]
     self._tb = None
     if self.main:
       workdir_lib.atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
       import tensorboardX  # pylint: disable=g-import-not-at-top  # only jobs need it
+
       earlier = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
       self._tb = tensorboardX.SummaryWriter(
-          logdir=workdir, purge_step=(resume_step + 1 if resume_step else 0) if earlier else None,
-          flush_secs=30)
+        logdir=workdir,
+        purge_step=(resume_step + 1 if resume_step else 0) if earlier else None,
+        flush_secs=30,
+      )
     self._start_step, self._start_time = resume_step, None
 
   def write(self, step: int, **metrics: Any) -> dict:
@@ -105,8 +110,11 @@ class MetricsWriter:
 
   def _progress(self, record: dict) -> str:
     step = record["step"]
-    shown = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                      for k, v in record.items() if k != "step" and not isinstance(v, list))
+    shown = "  ".join(
+      f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+      for k, v in record.items()
+      if k != "step" and not isinstance(v, list)
+    )
     line = f"[{self.name}] step {step}" + (f"/{self.total_steps}" if self.total_steps else "")
     line += f"  {shown}" if shown else ""
     now = time.time()
@@ -124,4 +132,3 @@ class MetricsWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
-

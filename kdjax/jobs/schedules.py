@@ -11,6 +11,7 @@ descent with warm restarts")
 
 with floor fraction :math:`f` and :math:`T` = ``num_steps`` (minus the warmup).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,9 @@ import optax
 SCHEDULES = ("constant", "cosine")
 
 
-def make_schedule(config: Any, num_steps: int, *, name: str = "optimizer") -> optax.ScalarOrSchedule:
+def make_schedule(
+  config: Any, num_steps: int, *, name: str = "optimizer"
+) -> optax.ScalarOrSchedule:
   """The learning rate of ``config`` over ``num_steps`` steps (a float when constant).
 
   Args:
@@ -43,13 +46,14 @@ def make_schedule(config: Any, num_steps: int, *, name: str = "optimizer") -> op
     raise ValueError(f"config.{name}.final_lr_fraction must be in [0, 1], got {floor}")
   if config.schedule == "cosine":
     if warmup:
-      return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1),
-                                                end_value=lr * floor)
+      return optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup, max(num_steps, warmup + 1), end_value=lr * floor
+      )
     return optax.cosine_decay_schedule(lr, num_steps, alpha=floor)
   if config.schedule == "constant":
     if warmup:
       return optax.join_schedules(
-          [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup]
+      )
     return lr
-  raise ValueError(f"config.{name}.schedule must be one of {SCHEDULES}, got "
-                   f"{config.schedule!r}")
+  raise ValueError(f"config.{name}.schedule must be one of {SCHEDULES}, got {config.schedule!r}")

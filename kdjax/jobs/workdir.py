@@ -11,6 +11,7 @@ refused at once with the holder's pid; the kernel drops the lock when its proces
 so a killed run leaves no stale lock), and records the config or checks it against the
 record: re-running the same command resumes, a different config is refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,8 @@ import io
 import json
 import os
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -52,6 +54,7 @@ class Workdir:
     path: the directory.
     resuming: True when it already held this run's config (the job should resume).
   """
+
   path: str
   resuming: bool
 
@@ -92,9 +95,13 @@ def config_to_dict(config: Any) -> dict:
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
   if isinstance(old, dict) and isinstance(new, dict):
     missing = "<missing>"
-    return [d for k in sorted(set(old) | set(new))
-            for d in _differences(old[k] if k in old else missing,
-                                  new[k] if k in new else missing, f"{prefix}{k}.")]
+    return [
+      d
+      for k in sorted(set(old) | set(new))
+      for d in _differences(
+        old[k] if k in old else missing, new[k] if k in new else missing, f"{prefix}{k}."
+      )
+    ]
   return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
@@ -141,8 +148,9 @@ def record_config(workdir: str, config: Any) -> bool:
     diffs = _differences(old, new)
     if diffs:
       raise WorkdirConfigMismatch(
-          f"workdir {workdir!r} holds a run with a different config "
-          f"({'; '.join(diffs)}); use a new --workdir or the same config to resume.")
+        f"workdir {workdir!r} holds a run with a different config "
+        f"({'; '.join(diffs)}); use a new --workdir or the same config to resume."
+      )
     return True
   atomic_write(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
   return False
@@ -168,8 +176,10 @@ def lock(workdir: str) -> Iterator[None]:
       if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
         raise
       holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-      raise WorkdirBusy(f"workdir {workdir!r} is in use by another run (pid {holder}); "
-                        f"wait for it to end or use another --workdir") from None
+      raise WorkdirBusy(
+        f"workdir {workdir!r} is in use by another run (pid {holder}); "
+        f"wait for it to end or use another --workdir"
+      ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     yield

@@ -23,13 +23,15 @@ one. SIGTERM makes the loop save a checkpoint and raise ``Preempted`` (a clean
 ``SystemExit``). A non-finite loss or teacher output stops the job with a
 FloatingPointError naming the phase and the step.
 """
+
 from __future__ import annotations
 
 import copy
 import functools
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,18 +39,17 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from kdjax import data as data_lib
-from kdjax import models
-from kdjax.jobs import figures
-from kdjax.jobs import mesh as mesh_lib
-from kdjax.jobs import workdir as workdir_lib
+from kdjax import data as data_lib, models
+from kdjax.jobs import figures, mesh as mesh_lib, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
-from kdjax.train import augment as augment_lib
-from kdjax.train import objectives as objectives_lib
-from kdjax.train import sharding as sharding_lib
-from kdjax.train import state as state_lib
-from kdjax.train import steps as steps_lib
+from kdjax.train import (
+  augment as augment_lib,
+  objectives as objectives_lib,
+  sharding as sharding_lib,
+  state as state_lib,
+  steps as steps_lib,
+)
 
 MODES = ("supervised", "kd", "born_again", "self_distill")
 
@@ -63,8 +64,14 @@ def _print(message: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(name: str, data_dir: str | None, max_train: int | None, max_test: int | None,
-          preprocess: str, zca_strength: float) -> data_lib.Dataset:
+def _load(
+  name: str,
+  data_dir: str | None,
+  max_train: int | None,
+  max_test: int | None,
+  preprocess: str,
+  zca_strength: float,
+) -> data_lib.Dataset:
   # Phases, generations and sweep points of one process share the loaded arrays.
   ds = data_lib.load(name, data_dir=data_dir, max_train=max_train, max_test=max_test)
   return data_lib.preprocess_dataset(ds, preprocess, zca_strength=zca_strength)
@@ -74,25 +81,43 @@ def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
   """The dataset of ``config.dataset`` (name, data_dir, max_train, max_test, preprocess,
   zca_strength; '' and 0 mean the default and all)."""
   c = config.dataset
-  return _load(c.name, c.data_dir or None, c.max_train or None, c.max_test or None,
-               c.preprocess, float(c.zca_strength))
+  return _load(
+    c.name,
+    c.data_dir or None,
+    c.max_train or None,
+    c.max_test or None,
+    c.preprocess,
+    float(c.zca_strength),
+  )
 
 
 def _check_phase(config: ml_collections.ConfigDict, name: str) -> None:
   """Checks the keys that one phase reads (raises ValueError naming the key)."""
-  for key in ("num_steps", "batch_size", "eval_batch_size", "checkpoint_every", "eval_every",
-              "log_every", "keep_checkpoints"):
+  for key in (
+    "num_steps",
+    "batch_size",
+    "eval_batch_size",
+    "checkpoint_every",
+    "eval_every",
+    "log_every",
+    "keep_checkpoints",
+  ):
     if not int(config[key]) > 0:
       raise ValueError(f"config.{key} must be positive, got {config[key]} ({name})")
   models.from_config(config.model)
-  state_lib.make_optimizer(config.optimizer, int(config.num_steps),
-                           name="teacher.optimizer" if name == "teacher" else "optimizer")
+  state_lib.make_optimizer(
+    config.optimizer,
+    int(config.num_steps),
+    name="teacher.optimizer" if name == "teacher" else "optimizer",
+  )
   augment_lib.get(config.augment)
   sharding_lib.validate_rules(config.sharding.rules)
   supervised_objective(config)
   if config.dataset.preprocess not in data_lib.PREPROCESSING:
-    raise ValueError(f"config.dataset.preprocess must be one of {data_lib.PREPROCESSING}, got "
-                     f"{config.dataset.preprocess!r}")
+    raise ValueError(
+      f"config.dataset.preprocess must be one of {data_lib.PREPROCESSING}, got "
+      f"{config.dataset.preprocess!r}"
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -120,13 +145,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
 class Phase:
   """One model trained for ``config.num_steps`` in ``workdir`` (built, not yet run)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, ds: data_lib.Dataset,
-               objective: objectives_lib.Objective, name: str,
-               teacher: tuple[Any, Any, Any] | None = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    ds: data_lib.Dataset,
+    objective: objectives_lib.Objective,
+    name: str,
+    teacher: tuple[Any, Any, Any] | None = None,
+  ):
     classes = config.model.num_classes
     if classes != ds.num_classes:
-      raise ValueError(f"config.model.num_classes={classes} but dataset {ds.name!r} has "
-                       f"{ds.num_classes} classes")
+      raise ValueError(
+        f"config.model.num_classes={classes} but dataset {ds.name!r} has {ds.num_classes} classes"
+      )
     self.config, self.workdir, self.ds, self.name = config, workdir, ds, name
     self.mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch_size(int(config.batch_size), self.mesh, "config.batch_size")
@@ -136,27 +168,42 @@ class Phase:
     self.tx = state_lib.make_optimizer(config.optimizer, int(config.num_steps))
     rules = [tuple(r) for r in config.sharding.rules]
     sample = ds.x_train[: int(config.batch_size)]
-    self.state, self.shardings = state_lib.create_state(self.model, self.tx, sample,
-                                                        int(config.seed), self.mesh, rules)
+    self.state, self.shardings = state_lib.create_state(
+      self.model, self.tx, sample, int(config.seed), self.mesh, rules
+    )
     self.teacher_args = ()
     teacher_shardings = None
     teacher_module = None
     if teacher is not None:
       teacher_module, teacher_variables, teacher_shardings = teacher
-      steps_lib.check_teacher(self.model, self.state.variables(), teacher_module,
-                              teacher_variables, sample)
-      check_finite(f"{name} (teacher outputs)", 0, teacher_logits=teacher_module.apply(
-          teacher_variables, jnp.asarray(sample), train=False))
+      steps_lib.check_teacher(
+        self.model, self.state.variables(), teacher_module, teacher_variables, sample
+      )
+      check_finite(
+        f"{name} (teacher outputs)",
+        0,
+        teacher_logits=teacher_module.apply(teacher_variables, jnp.asarray(sample), train=False),
+      )
       self.teacher_args = (teacher_variables,)
-    step = steps_lib.make_train_step(self.model, self.tx, objective, seed=int(config.seed),
-                                     teacher=teacher_module,
-                                     augment=augment_lib.get(config.augment))
+    step = steps_lib.make_train_step(
+      self.model,
+      self.tx,
+      objective,
+      seed=int(config.seed),
+      teacher=teacher_module,
+      augment=augment_lib.get(config.augment),
+    )
     self.train_step = steps_lib.jit_train_step(step, self.mesh, self.shardings, teacher_shardings)
-    self.eval_step = steps_lib.jit_eval_step(steps_lib.make_eval_step(self.model), self.mesh,
-                                             self.variables_shardings())
-    self.batches = data_lib.Batches(ds.x_train, ds.y_train, batch_size=int(config.batch_size),
-                                    seed=int(config.seed),
-                                    sharding=mesh_lib.batch_sharding(self.mesh))
+    self.eval_step = steps_lib.jit_eval_step(
+      steps_lib.make_eval_step(self.model), self.mesh, self.variables_shardings()
+    )
+    self.batches = data_lib.Batches(
+      ds.x_train,
+      ds.y_train,
+      batch_size=int(config.batch_size),
+      seed=int(config.seed),
+      sharding=mesh_lib.batch_sharding(self.mesh),
+    )
 
   def variables_shardings(self) -> dict:
     """Shardings of ``{'params': ..., **model_state}`` (the frozen-teacher pytree)."""
@@ -166,18 +213,19 @@ class Phase:
     """``test_loss`` and ``test_accuracy`` of the current parameters on the test split."""
     x, y = self.ds.x_test, self.ds.y_test
     b = self.eval_batch_size
-    batches = ({"inputs": x[i:i + b], "labels": y[i:i + b]} for i in range(0, len(y), b))
-    return steps_lib.evaluate(self.eval_step, self.state.variables(), batches, self.mesh, b,
-                              prefix="test")
+    batches = ({"inputs": x[i : i + b], "labels": y[i : i + b]} for i in range(0, len(y), b))
+    return steps_lib.evaluate(
+      self.eval_step, self.state.variables(), batches, self.mesh, b, prefix="test"
+    )
 
   def checkpointer(self) -> Checkpointer:
-    return Checkpointer(os.path.join(self.workdir, "checkpoints"),
-                        keep=int(self.config.keep_checkpoints))
+    return Checkpointer(
+      os.path.join(self.workdir, "checkpoints"), keep=int(self.config.keep_checkpoints)
+    )
 
   def restore(self, checkpointer: Checkpointer) -> int:
     """Replaces the state by the newest intact checkpoint; returns its step (0 if none)."""
-    step, state = checkpointer.restore_latest(jax.eval_shape(lambda: self.state),
-                                              self.shardings)
+    step, state = checkpointer.restore_latest(jax.eval_shape(lambda: self.state), self.shardings)
     if step is not None:
       self.state = state
     return step or 0
@@ -211,8 +259,14 @@ class Phase:
     flags = multihost_utils.process_allgather(np.asarray(preemption.is_set()))
     return bool(np.any(flags))
 
-  def _train(self, start: int, total: int, checkpointer: Checkpointer, log: MetricsWriter,
-             preemption: PreemptionFlag) -> dict:
+  def _train(
+    self,
+    start: int,
+    total: int,
+    checkpointer: Checkpointer,
+    log: MetricsWriter,
+    preemption: PreemptionFlag,
+  ) -> dict:
     c = self.config
     last = {}
     for step in range(start, total):
@@ -235,16 +289,27 @@ class Phase:
       if done < total and self._stop_requested(preemption, done):
         checkpointer.save(done, self.state)
         checkpointer.wait()
-        _print(f"[{self.name}] SIGTERM: saved the checkpoint at step {done}; "
-               f"re-run the same command to resume")
+        _print(
+          f"[{self.name}] SIGTERM: saved the checkpoint at step {done}; "
+          f"re-run the same command to resume"
+        )
         raise Preempted(0)
     return last
 
   def _plot(self, records: list[dict]) -> None:
-    figures.plot_curves(records, ["train_loss", "test_loss"],
-                        os.path.join(self.workdir, "loss.png"), title=self.name, logy=True)
-    figures.plot_curves(records, ["train_accuracy", "test_accuracy"],
-                        os.path.join(self.workdir, "accuracy.png"), title=self.name)
+    figures.plot_curves(
+      records,
+      ["train_loss", "test_loss"],
+      os.path.join(self.workdir, "loss.png"),
+      title=self.name,
+      logy=True,
+    )
+    figures.plot_curves(
+      records,
+      ["train_accuracy", "test_accuracy"],
+      os.path.join(self.workdir, "accuracy.png"),
+      title=self.name,
+    )
 
   def teacher(self) -> tuple[Any, Any, Any]:
     """``(module, variables, shardings)`` of the trained model, for use as a frozen teacher."""
@@ -273,9 +338,9 @@ def supervised_objective(config: ml_collections.ConfigDict) -> objectives_lib.Ob
 def distillation_objective(config: ml_collections.ConfigDict) -> objectives_lib.Objective:
   """The KD objective of ``config.kd`` (loss, loss_kwargs, kd_weight, ce_weight)."""
   kd = config.kd
-  return objectives_lib.distillation(kd.loss, dict(kd.loss_kwargs),
-                                     kd_weight=float(kd.kd_weight),
-                                     ce_weight=float(kd.ce_weight))
+  return objectives_lib.distillation(
+    kd.loss, dict(kd.loss_kwargs), kd_weight=float(kd.kd_weight), ce_weight=float(kd.ce_weight)
+  )
 
 
 def _generation_objective(config: ml_collections.ConfigDict) -> objectives_lib.Objective:
@@ -288,9 +353,14 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   """The supervised config of the teacher phase: ``config`` with ``config.teacher``'s entries
   (model, optimizer, num_steps, augment)."""
   teacher = config.teacher
-  phase = _phase_config(config, mode="supervised", model=teacher.model,
-                        optimizer=teacher.optimizer, num_steps=int(teacher.num_steps),
-                        augment=teacher.augment)
+  phase = _phase_config(
+    config,
+    mode="supervised",
+    model=teacher.model,
+    optimizer=teacher.optimizer,
+    num_steps=int(teacher.num_steps),
+    augment=teacher.augment,
+  )
   with phase.unlocked():
     for key in ("teacher", "teacher_workdir", "kd"):
       del phase[key]
@@ -305,21 +375,27 @@ def finished_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
   """
   path = os.path.join(teacher_workdir, workdir_lib.CONFIG_FILE)
   if not os.path.exists(path):
-    raise ValueError(f"config.teacher_workdir={teacher_workdir!r} holds no "
-                     f"{workdir_lib.CONFIG_FILE}: it is not the workdir of a finished run")
+    raise ValueError(
+      f"config.teacher_workdir={teacher_workdir!r} holds no "
+      f"{workdir_lib.CONFIG_FILE}: it is not the workdir of a finished run"
+    )
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   if "num_steps" not in config:
-    raise ValueError(f"config.teacher_workdir={teacher_workdir!r} holds a config without "
-                     "num_steps (written by an older kdjax); train the teacher again")
+    raise ValueError(
+      f"config.teacher_workdir={teacher_workdir!r} holds a config without "
+      "num_steps (written by an older kdjax); train the teacher again"
+    )
   checkpoints = Checkpointer(os.path.join(teacher_workdir, "checkpoints"), keep=1)
   try:
     latest = checkpoints.latest_step()
   finally:
     checkpoints.close()
   if latest != int(config.num_steps):
-    raise ValueError(f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
-                     f"(last checkpoint {latest}, num_steps {config.num_steps}); finish it first")
+    raise ValueError(
+      f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
+      f"(last checkpoint {latest}, num_steps {config.num_steps}); finish it first"
+    )
   return config
 
 
@@ -333,8 +409,10 @@ def load_teacher(teacher_workdir: str, ds: data_lib.Dataset):
   finally:
     checkpoints.close()
   if step != int(config.num_steps):
-    raise ValueError(f"config.teacher_workdir={teacher_workdir!r}: its final checkpoint "
-                     f"does not restore (newest intact: step {step})")
+    raise ValueError(
+      f"config.teacher_workdir={teacher_workdir!r}: its final checkpoint "
+      f"does not restore (newest intact: step {step})"
+    )
   return phase.teacher()
 
 
@@ -346,16 +424,28 @@ def _generations(config, workdir, ds, preemption, student_objective: Callable[[]
     for g in range(generations):
       gen_config = _phase_config(config, mode=f"{config.mode}_gen{g}")
       objective = supervised_objective(config) if g == 0 else student_objective()
-      phase, summary = _train_phase(gen_config, os.path.join(workdir, f"gen_{g}"), ds,
-                                    objective, f"gen {g}", preemption, teacher)
+      phase, summary = _train_phase(
+        gen_config,
+        os.path.join(workdir, f"gen_{g}"),
+        ds,
+        objective,
+        f"gen {g}",
+        preemption,
+        teacher,
+      )
       teacher = phase.teacher()
       rows.append(summary)
       log.write(g, **{k: v for k, v in summary.items() if k != "step"})
   finally:
     log.close()
   if jax.process_index() == 0:
-    figures.plot_curves(log.records, ["test_accuracy"], os.path.join(workdir, "generations.png"),
-                        title=f"{config.mode}: accuracy per generation", xlabel="generation")
+    figures.plot_curves(
+      log.records,
+      ["test_accuracy"],
+      os.path.join(workdir, "generations.png"),
+      title=f"{config.mode}: accuracy per generation",
+      xlabel="generation",
+    )
   summary = {f"gen{g}_test_accuracy": r["test_accuracy"] for g, r in enumerate(rows)}
   return {**summary, "test_accuracy": rows[-1]["test_accuracy"]}
 
@@ -366,24 +456,28 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with workdir_lib.open_workdir(workdir, config), PreemptionFlag() as preemption:
     ds = load_dataset(config)
     if config.mode == "supervised":
-      _, summary = _train_phase(config, workdir, ds, supervised_objective(config), "supervised",
-                                preemption)
+      _, summary = _train_phase(
+        config, workdir, ds, supervised_objective(config), "supervised", preemption
+      )
       return _flat(summary)
     if config.mode == "kd":
       if config.teacher_workdir:
         teacher = load_teacher(config.teacher_workdir, ds)
         teacher_summary = {}
       else:
-        phase, teacher_summary = _train_phase(teacher_config(config),
-                                              os.path.join(workdir, "teacher"), ds,
-                                              supervised_objective(config), "teacher",
-                                              preemption)
+        phase, teacher_summary = _train_phase(
+          teacher_config(config),
+          os.path.join(workdir, "teacher"),
+          ds,
+          supervised_objective(config),
+          "teacher",
+          preemption,
+        )
         teacher = phase.teacher()
       phase = Phase(config, workdir, ds, distillation_objective(config), "student", teacher)
       summary = phase.run(preemption)
       return {**_flat(summary), **{f"teacher_{k}": v for k, v in _flat(teacher_summary).items()}}
-    return _generations(config, workdir, ds, preemption,
-                        lambda: _generation_objective(config))
+    return _generations(config, workdir, ds, preemption, lambda: _generation_objective(config))
 
 
 def _flat(summary: dict) -> dict:

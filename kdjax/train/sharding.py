@@ -16,18 +16,26 @@ Example: ``(('.*kernel', 'fsdp'), ('.*', 'replicate'))`` shards every weight mat
 conv kernel, and replicates biases, norms and counters. Under ``jax.jit`` the compiler
 inserts the all-gathers and reduce-scatters, so the step function does not change.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 # The mesh and batch placement are the job framework's; imported here for the train steps.
-from kdjax.jobs.mesh import (DATA_AXIS, batch_sharding, check_batch_size, global_batch,  # noqa: F401
-                             make_mesh, replicated)
+from kdjax.jobs.mesh import (  # noqa: F401
+  DATA_AXIS,
+  batch_sharding,
+  check_batch_size,
+  global_batch,
+  make_mesh,
+  replicated,
+)
 
 KINDS = ("replicate", "fsdp")
 
@@ -39,8 +47,9 @@ def validate_rules(rules: Rules) -> list[tuple[str, str]]:
   checked = []
   for rule in rules:
     if len(rule) != 2 or rule[1] not in KINDS:
-      raise ValueError(f"sharding rules must be (regex, kind) pairs with kind in {KINDS}, "
-                       f"got {tuple(rule)!r}")
+      raise ValueError(
+        f"sharding rules must be (regex, kind) pairs with kind in {KINDS}, got {tuple(rule)!r}"
+      )
     try:
       re.compile(rule[0])
     except re.error as e:
@@ -64,11 +73,7 @@ def path_string(path: tuple) -> str:
 
 def partition_spec(path: str, shape: Sequence[int], rules: Rules, num_devices: int) -> P:
   """The PartitionSpec of one array from the first rule matching ``path``."""
-  for regex, kind in rules:
-    if re.search(regex, path):
-      break
-  else:
-    kind = "replicate"
+  kind = next((kind for regex, kind in rules if re.search(regex, path)), "replicate")
   if kind == "fsdp" and num_devices > 1:
     divisible = [(size, axis) for axis, size in enumerate(shape) if size % num_devices == 0]
     if divisible:
@@ -81,6 +86,8 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Rules = ()) -> Any:
   """NamedShardings for every leaf of ``tree`` (arrays or ShapeDtypeStructs) by ``rules``."""
   rules = validate_rules(rules)
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: NamedSharding(
-          mesh, partition_spec(path_string(path), np.shape(leaf), rules, mesh.size)),
-      tree)
+    lambda path, leaf: NamedSharding(
+      mesh, partition_spec(path_string(path), np.shape(leaf), rules, mesh.size)
+    ),
+    tree,
+  )

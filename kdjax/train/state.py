@@ -1,4 +1,5 @@
 """The train state (a pytree of arrays only) and the optimizers built from configs."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,6 +25,7 @@ class TrainState:
     opt_state: the optax optimizer state.
     model_state: the other mutable collections (e.g. ``{'batch_stats': ...}``), or ``{}``.
   """
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -34,8 +36,9 @@ class TrainState:
     return {"params": self.params, **self.model_state}
 
 
-def make_optimizer(config: Any, num_steps: int, *,
-                   name: str = "optimizer") -> optax.GradientTransformation:
+def make_optimizer(
+  config: Any, num_steps: int, *, name: str = "optimizer"
+) -> optax.GradientTransformation:
   r"""An optax optimizer from the ``optimizer`` block of a train config.
 
   Keys: ``name`` in {'sgd', 'adam', 'adamw'}; the learning-rate keys of
@@ -62,8 +65,9 @@ def make_optimizer(config: Any, num_steps: int, *,
   if config.name == "sgd":
     if weight_decay:
       parts.append(optax.add_decayed_weights(weight_decay))
-    parts.append(optax.sgd(lr, momentum=float(config.momentum) or None,
-                           nesterov=bool(config.nesterov)))
+    parts.append(
+      optax.sgd(lr, momentum=float(config.momentum) or None, nesterov=bool(config.nesterov))
+    )
   elif config.name == "adam":
     if weight_decay:
       parts.append(optax.add_decayed_weights(weight_decay))
@@ -71,30 +75,45 @@ def make_optimizer(config: Any, num_steps: int, *,
   elif config.name == "adamw":
     parts.append(optax.adamw(lr, weight_decay=weight_decay))
   else:
-    raise ValueError(f"config.{name}.name must be one of 'sgd', 'adam', 'adamw', got "
-                     f"{config.name!r}")
+    raise ValueError(
+      f"config.{name}.name must be one of 'sgd', 'adam', 'adamw', got {config.name!r}"
+    )
   return optax.chain(*parts)
 
 
-def _init_state(model: nn.Module, tx: optax.GradientTransformation, sample_input: jax.Array,
-                rng: jax.Array) -> TrainState:
+def _init_state(
+  model: nn.Module, tx: optax.GradientTransformation, sample_input: jax.Array, rng: jax.Array
+) -> TrainState:
   variables = model.init({"params": rng, "dropout": rng}, sample_input, train=False)
   variables = flax.core.unfreeze(variables)
   params = variables.pop("params")
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    model_state=variables)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), model_state=variables
+  )
 
 
-def state_shardings(model: nn.Module, tx: optax.GradientTransformation, sample_input: Any,
-                    mesh: Mesh, rules: sharding_lib.Rules = ()) -> Any:
+def state_shardings(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  sample_input: Any,
+  mesh: Mesh,
+  rules: sharding_lib.Rules = (),
+) -> Any:
   """NamedShardings of the TrainState that ``create_state`` returns (no arrays allocated)."""
-  abstract = jax.eval_shape(lambda r: _init_state(model, tx, sample_input, r),
-                            jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(
+    lambda r: _init_state(model, tx, sample_input, r), jax.random.PRNGKey(0)
+  )
   return sharding_lib.tree_shardings(abstract, mesh, rules)
 
 
-def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_input: Any,
-                 seed: int, mesh: Mesh, rules: sharding_lib.Rules = ()) -> tuple[TrainState, Any]:
+def create_state(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  sample_input: Any,
+  seed: int,
+  mesh: Mesh,
+  rules: sharding_lib.Rules = (),
+) -> tuple[TrainState, Any]:
   """Initialises a TrainState directly in its sharded layout.
 
   ``jax.jit(init, out_shardings=...)`` makes every device compute only its own shards,
@@ -113,6 +132,8 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_inpu
   """
   shardings = state_shardings(model, tx, sample_input, mesh, rules)
   sample = jax.ShapeDtypeStruct(sample_input.shape, sample_input.dtype)
-  init = jax.jit(lambda r: _init_state(model, tx, jnp.zeros(sample.shape, sample.dtype), r),
-                 out_shardings=shardings)
+  init = jax.jit(
+    lambda r: _init_state(model, tx, jnp.zeros(sample.shape, sample.dtype), r),
+    out_shardings=shardings,
+  )
   return init(jax.random.PRNGKey(seed)), shardings

@@ -1,4 +1,5 @@
 """Every experiments/kip_*.py config builds its kernel and sweep; short runs of each kind."""
+
 import glob
 import importlib
 import os
@@ -24,8 +25,9 @@ def shorten(c, per_class=1, batch=16):
 
 
 def names():
-  return sorted(os.path.basename(p)[:-3]
-                for p in glob.glob(os.path.join(ROOT, "experiments", "kip_*.py")))
+  return sorted(
+    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "kip_*.py"))
+  )
 
 
 @pytest.mark.parametrize("name", names())
@@ -48,6 +50,7 @@ def test_digits_conv_kernel_run(tmp_path):
 
 def test_tfds_mnist_config_runs_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=80):
     summary = runner.run(shorten(load("kip_mnist").get_config("1")), str(tmp_path))
   assert summary["num_support"] == 10 and summary["num_steps"] == 2
@@ -56,6 +59,7 @@ def test_tfds_mnist_config_runs_on_mock_data(tmp_path):
 @pytest.mark.slow
 def test_tfds_cifar10_zca_config_runs_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=80):
     summary = runner.run(shorten(load("kip_cifar10").get_config("1")), str(tmp_path))
   assert summary["num_support"] == 10 and 0 <= summary["test_accuracy"] <= 1
@@ -63,7 +67,10 @@ def test_tfds_cifar10_zca_config_runs_on_mock_data(tmp_path):
 
 @pytest.mark.parametrize("name", names())
 def test_bad_arg_says_what_it_means(name):
-  with pytest.raises(ValueError, match=r"'7x': per_class \(images per class\) must be an "
-                                       r"integer such as 10"):
+  with pytest.raises(
+    ValueError,
+    match=r"'7x': per_class \(images per class\) must be an "
+    r"integer such as 10",
+  ):
     load(name).get_config("7x")
   assert load(name).get_config("1,runlocal").num_steps == 6

@@ -1,11 +1,11 @@
 """End-to-end tests of the KIP job: launcher, workdir files, resume equality, bad input."""
-import json
-import os
-import subprocess
-import sys
 
 import glob
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -28,18 +28,35 @@ def config(arg="1", **overrides):
 
 def tiny(**overrides):
   """Digits, 2 images per class, 6 steps, no transfer check: a few seconds."""
-  base = {"dataset.name": "digits", "kip.per_class": 2, "num_steps": 6,
-          "kip.target_batch_size": 64, "eval_every": 2, "log_every": 2,
-          "checkpoint_every": 2, "keep_checkpoints": 3, "transfer.enabled": False}
+  base = {
+    "dataset.name": "digits",
+    "kip.per_class": 2,
+    "num_steps": 6,
+    "kip.target_batch_size": 64,
+    "eval_every": 2,
+    "log_every": 2,
+    "checkpoint_every": 2,
+    "keep_checkpoints": 3,
+    "transfer.enabled": False,
+  }
   return config("2", **{**base, **overrides})
 
 
 def test_launch_main_writes_metrics_support_and_plots(tmp_path):
   workdir = tmp_path / "run"
-  cmd = [sys.executable, "-m", "launch.main", f"--config={CONFIG}:1", f"--workdir={workdir}",
-         "--config.num_steps=4", "--config.kip.target_batch_size=200",
-         "--config.eval_every=2", "--config.checkpoint_every=2", "--config.transfer.num_steps=3",
-         "--config.transfer.width=16"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "launch.main",
+    f"--config={CONFIG}:1",
+    f"--workdir={workdir}",
+    "--config.num_steps=4",
+    "--config.kip.target_batch_size=200",
+    "--config.eval_every=2",
+    "--config.checkpoint_every=2",
+    "--config.transfer.num_steps=3",
+    "--config.transfer.width=16",
+  ]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
   assert "[kip] step 4/4  train_loss=" in out and "transfer (fc network" in out
   assert "test_accuracy=" in out.split("[kip] step 4/4")[1].splitlines()[0]
@@ -74,8 +91,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
   np.testing.assert_array_equal(a["x"], b["x"])
   np.testing.assert_array_equal(a["y"], b["y"])
   assert again["test_accuracy"] == full["test_accuracy"]
-  assert ((tmp_path / "full" / "metrics.jsonl").read_text() ==
-          (resumed_dir / "metrics.jsonl").read_text())
+  assert (tmp_path / "full" / "metrics.jsonl").read_text() == (
+    resumed_dir / "metrics.jsonl"
+  ).read_text()
 
 
 def test_label_solve_finishing_step_lowers_the_training_loss(tmp_path):
@@ -107,7 +125,9 @@ def test_conv_kernel_builds_and_is_symmetric():
   np.testing.assert_allclose(k, k.T, rtol=1e-5)
 
 
-@pytest.mark.parametrize("overrides,match", [
+@pytest.mark.parametrize(
+  "overrides,match",
+  [
     ({"dataset.name": "imagenet21k"}, "name must be one of"),
     ({"kernel.name": "rbf"}, r"config.kernel.name must be one of"),
     ({"kernel.kind": "both"}, r"config.kernel.kind must be"),
@@ -118,7 +138,8 @@ def test_conv_kernel_builds_and_is_symmetric():
     ({"kip.learning_rate": 0.0}, r"config.kip.learning_rate must be finite and > 0"),
     ({"kip.learning_rate": float("nan")}, r"config.kip.learning_rate must be finite and > 0"),
     ({"kip.target_batch_size": 60}, "divisible by the 8 devices"),
-])
+  ],
+)
 def test_bad_config_is_a_clear_error(tmp_path, overrides, match):
   with pytest.raises(ValueError, match=match):
     runner.run(tiny(**overrides), str(tmp_path))
@@ -126,8 +147,10 @@ def test_bad_config_is_a_clear_error(tmp_path, overrides, match):
 
 def test_diverging_support_is_a_clear_error(tmp_path):
   with pytest.raises(FloatingPointError, match="non-finite"):
-    runner.run(tiny(**{"kip.reg": 1e30, "kip.learning_rate": 1e30,
-                       "kip.schedule": "constant"}), str(tmp_path))
+    runner.run(
+      tiny(**{"kip.reg": 1e30, "kip.learning_rate": 1e30, "kip.schedule": "constant"}),
+      str(tmp_path),
+    )
 
 
 def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records(tmp_path):
@@ -139,15 +162,17 @@ def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records
   runner.run(c, str(resumed_dir))
   # The newest checkpoint (step 6) is corrupt: garbage data files. The run falls back to
   # step 3, keeps the bad one aside and ends as the uninterrupted run did.
-  for path in glob.glob(str(resumed_dir / "checkpoints" / "6" / "default" / "**" / "d" / "*"),
-                        recursive=True):
+  for path in glob.glob(
+    str(resumed_dir / "checkpoints" / "6" / "default" / "**" / "d" / "*"), recursive=True
+  ):
     with open(path, "r+b") as f:
       f.write(np.random.default_rng(0).bytes(os.path.getsize(path)))
   again = runner.run(c, str(resumed_dir))
   assert [d for d in os.listdir(resumed_dir / "checkpoints") if d.startswith("corrupt-6-")]
   assert again["test_accuracy"] == full["test_accuracy"]
-  full_log, resumed_log = (workdir_lib.read_metrics(str(d)) for d in (tmp_path / "full",
-                                                                      resumed_dir))
+  full_log, resumed_log = (
+    workdir_lib.read_metrics(str(d)) for d in (tmp_path / "full", resumed_dir)
+  )
   assert [r["step"] for r in full_log] == [0, 2, 4, 6]
   assert resumed_log == full_log  # identical train_loss values, step by step
 

@@ -1,4 +1,5 @@
 """Reads the scalars of TensorBoard event files (TFRecord framing + tensorboardX's Event proto)."""
+
 import glob
 import os
 import struct
@@ -14,8 +15,8 @@ def read_events(directory: str) -> list:
       data = f.read()
     offset = 0
     while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+      (length,) = struct.unpack("<Q", data[offset : offset + 8])
+      events.append(event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length]))
       offset += 12 + length + 4
   return events
 

@@ -1,4 +1,5 @@
 """Tests of kdjax.jobs.checkpoint: any pytree, and the fallback on each kind of corruption."""
+
 import glob
 import os
 
@@ -11,8 +12,10 @@ from kdjax.jobs import checkpoint
 
 
 def _state(scale):
-  return {"x": jnp.arange(4096, dtype=jnp.float32) * scale, "inner": (jnp.ones(3) * scale,
-                                                                      jnp.int32(scale))}
+  return {
+    "x": jnp.arange(4096, dtype=jnp.float32) * scale,
+    "inner": (jnp.ones(3) * scale, jnp.int32(scale)),
+  }
 
 
 def _save_steps(directory, steps=(1, 2)):

@@ -1,4 +1,5 @@
 """Tests of kdjax.jobs.metrics: TensorBoard events, NaN kept, progress line, check_finite."""
+
 import math
 
 import numpy as np
@@ -37,8 +38,9 @@ def test_resumed_writer_hides_the_interrupted_runs_later_events(tmp_path):
   log.close()
   # tensorboardX's purge_step writes a SessionLog.START at step 2: TensorBoard drops the
   # older events from step 2 on, so the visible curve is 1 -> 1.0, 2 -> 20.0.
-  starts = [e.step for e in read_events(str(tmp_path))
-            if e.session_log.status == e.session_log.START]
+  starts = [
+    e.step for e in read_events(str(tmp_path)) if e.session_log.status == e.session_log.START
+  ]
   assert starts == [2]
   assert read_scalars(str(tmp_path))["loss"][-1] == (2, 20.0)
   assert [r["loss"] for r in workdir.read_metrics(str(tmp_path))] == [1.0, 20.0]
@@ -46,7 +48,8 @@ def test_resumed_writer_hides_the_interrupted_runs_later_events(tmp_path):
 
 def test_check_finite_names_phase_step_and_value():
   metrics.check_finite("teacher", 3, train_loss=1.0, logits=np.ones(4))
-  with pytest.raises(FloatingPointError, match=r"\[teacher\] step 7: non-finite train_loss=\[nan\]"):
+  message = r"\[teacher\] step 7: non-finite train_loss=\[nan\]"
+  with pytest.raises(FloatingPointError, match=message):
     metrics.check_finite("teacher", 7, train_loss=float("nan"), accuracy=0.5)
   with pytest.raises(FloatingPointError, match=r"logits=\[1.0, inf"):
     metrics.check_finite("student", 1, logits=np.array([1.0, np.inf]))

@@ -1,4 +1,5 @@
 """Tests of kdjax.jobs.schedules.make_schedule against the closed form of each schedule."""
+
 import math
 
 import ml_collections
@@ -21,8 +22,9 @@ def _cosine(t, lr, total, floor):
 def test_cosine_with_floor(floor):
   schedule = schedules.make_schedule(_config(final_lr_fraction=floor), 100)
   for t in (0, 1, 50, 99, 100, 150):
-    np.testing.assert_allclose(float(schedule(t)), _cosine(t, 0.1, 100, floor), rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+      float(schedule(t)), _cosine(t, 0.1, 100, floor), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_warmup_then_cosine_and_constant():

@@ -1,4 +1,5 @@
 """Tests of kdjax.jobs.workdir: path errors, the lock, config records, atomic files."""
+
 import errno
 import json
 import os
@@ -40,14 +41,17 @@ def test_open_workdir_refuses_different_config_and_names_keys(tmp_path):
     assert json.load(f)["seed"] == 0  # untouched
 
 
-_HOLD = ("import sys, time; from kdjax.jobs import workdir\n"
-         "with workdir.lock(sys.argv[1]):\n"
-         "  print('locked', flush=True); time.sleep(60)\n")
+_HOLD = (
+  "import sys, time; from kdjax.jobs import workdir\n"
+  "with workdir.lock(sys.argv[1]):\n"
+  "  print('locked', flush=True); time.sleep(60)\n"
+)
 
 
 def _holder(path):
-  proc = subprocess.Popen([sys.executable, "-c", _HOLD, path], stdout=subprocess.PIPE,
-                          text=True, cwd=os.getcwd())
+  proc = subprocess.Popen(
+    [sys.executable, "-c", _HOLD, path], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+  )
   assert proc.stdout.readline().strip() == "locked"
   return proc
 
@@ -73,8 +77,11 @@ def test_second_run_is_refused_with_the_holders_pid_and_a_killed_holder_leaves_n
 def test_workdir_path_errors_say_what_is_wrong_in_one_line(tmp_path, monkeypatch):
   a_file = tmp_path / "file"
   a_file.write_text("x")
-  cases = [("", "empty"), (str(a_file), "the workdir is a file"),
-           (str(a_file / "run"), f"its parent '{a_file}' is a file")]
+  cases = [
+    ("", "empty"),
+    (str(a_file), "the workdir is a file"),
+    (str(a_file / "run"), f"its parent '{a_file}' is a file"),
+  ]
   for path, message in cases:
     with pytest.raises(workdir.WorkdirError, match=message) as info:
       with workdir.open_workdir(path, _config()):
@@ -83,6 +90,7 @@ def test_workdir_path_errors_say_what_is_wrong_in_one_line(tmp_path, monkeypatch
 
   def read_only(*args, **kwargs):
     raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
   monkeypatch.setattr(os, "makedirs", read_only)
   with pytest.raises(workdir.WorkdirError, match=r"'/ro/run' cannot be created: Read-only"):
     workdir.check_path("/ro/run")
@@ -98,8 +106,11 @@ def test_metrics_writer_drops_records_after_resume_step(tmp_path):
   resumed.write(30, train_loss=3.0)
   resumed.close()
   records = workdir.read_metrics(str(tmp_path))
-  assert records == [{"step": 10, "train_loss": 1.0}, {"step": 20, "train_loss": 2.0},
-                     {"step": 30, "train_loss": 3.0}]
+  assert records == [
+    {"step": 10, "train_loss": 1.0},
+    {"step": 20, "train_loss": 2.0},
+    {"step": 30, "train_loss": 3.0},
+  ]
   fresh = metrics.MetricsWriter(str(tmp_path), resume_step=None, total_steps=30, name="t")
   assert fresh.records == []  # a fresh start clears the log
   fresh.close()

@@ -1,4 +1,5 @@
 """Two processes on 127.0.0.1 (jax.distributed + gloo CPU collectives) train like one process."""
+
 import os
 import socket
 import subprocess
@@ -25,10 +26,25 @@ def test_two_processes_agree_with_one_process(tmp_path):
   port = _free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   workdir = str(tmp_path / "two")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "launch.main", f"--config={CONFIG}", f"--workdir={workdir}",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "launch.main",
+        f"--config={CONFIG}",
+        f"--workdir={workdir}",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outputs = []
   for p in procs:
     try:
@@ -49,8 +65,11 @@ def test_two_processes_agree_with_one_process(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
-  (step_two, state_two), (step_one, state_one) = _final_state(workdir), _final_state(
-      str(tmp_path / "one"))
+  (step_two, state_two), (step_one, state_one) = (
+    _final_state(workdir),
+    _final_state(str(tmp_path / "one")),
+  )
   assert step_two == step_one == 20
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), state_two,
-               state_one)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), state_two, state_one
+  )

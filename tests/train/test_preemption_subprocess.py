@@ -1,5 +1,6 @@
 """Real signals: SIGTERM saves and exits cleanly; SIGKILL loses only the steps since the last
 checkpoint; either way the re-run command ends like an uninterrupted run."""
+
 import os
 import signal
 import subprocess
@@ -10,19 +11,26 @@ import jax
 import numpy as np
 import pytest
 
-from kdjax.jobs import checkpoint
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs import checkpoint, workdir as workdir_lib
 
 CONFIG = "--config=experiments/kd_mnist5k.py:runlocal,student_only"
-OVERRIDES = ["--config.num_steps=400", "--config.checkpoint_every=50", "--config.eval_every=100",
-             "--config.log_every=10"]
+OVERRIDES = [
+  "--config.num_steps=400",
+  "--config.checkpoint_every=50",
+  "--config.eval_every=100",
+  "--config.log_every=10",
+]
 
 
 def _launch(workdir):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  return subprocess.Popen([sys.executable, "-m", "launch.main", CONFIG, f"--workdir={workdir}",
-                           *OVERRIDES], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    [sys.executable, "-m", "launch.main", CONFIG, f"--workdir={workdir}", *OVERRIDES],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def _wait_for_step(workdir, step, proc, timeout=240):
@@ -59,7 +67,8 @@ def test_killed_and_restarted_run_equals_uninterrupted_run(tmp_path, sig):
   out = _launch(workdir).communicate(timeout=600)[0]
   assert f"resumed from the checkpoint at step {saved}" in out, out[-2000:]
   assert workdir_lib.read_metrics(workdir) == workdir_lib.read_metrics(reference)
-  (a_step, a), (b_step, b) = (checkpoint.load_arrays(os.path.join(d, "checkpoints"))
-                              for d in (workdir, reference))
+  (a_step, a), (b_step, b) = (
+    checkpoint.load_arrays(os.path.join(d, "checkpoints")) for d in (workdir, reference)
+  )
   assert a_step == b_step == 400
   jax.tree.map(np.testing.assert_array_equal, a, b)

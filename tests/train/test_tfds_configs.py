@@ -1,4 +1,5 @@
 """The tfds experiment configs (CIFAR KD) run end to end on tfds.testing.mock_data."""
+
 import importlib
 
 import pytest
@@ -14,10 +15,13 @@ def _get_config(name, arg):
   return module, module.get_config(arg)
 
 
-@pytest.mark.parametrize("name, classes", [
+@pytest.mark.parametrize(
+  "name, classes",
+  [
     ("kd_cifar100", 100),
     pytest.param("kd_cifar10", 10, marks=pytest.mark.slow),
-])
+  ],
+)
 def test_cifar_kd_config_runs_on_mock_data(tmp_path, name, classes):
   module, config = _get_config(name, "runlocal")
   assert config.model.num_classes == classes and config.augment == "crop_flip"
