@@ -6,14 +6,15 @@ smoke run). Draws ``borup_test_error.png``: test error against rounds for severa
 weights alpha, the stepwise-optimal weights and the best fixed weight (optimal against the
 clean function for synthetic data, against a validation split for real data).
 """
+
 import ml_collections
 
 from experiments import common
 
 _DATA = {
-    "synthetic": dict(name="synthetic", n_train=60, n_val=0, n_test=400, noise=0.4),
-    "diabetes": dict(name="diabetes", n_train=250, n_val=92, n_test=100),
-    "digits": dict(name="digits", n_train=500, n_val=300, n_test=997, label_noise=0.3),
+  "synthetic": dict(name="synthetic", n_train=60, n_val=0, n_test=400, noise=0.4),
+  "diabetes": dict(name="diabetes", n_train=250, n_val=92, n_test=100),
+  "digits": dict(name="digits", n_train=500, n_val=300, n_test=997, label_noise=0.3),
 }
 _REG = {"synthetic": 1e-2, "diabetes": 0.1, "digits": 1e-2}
 _LENGTHSCALE = {"synthetic": 0.1, "diabetes": 0.5, "digits": 0.5}
@@ -21,22 +22,26 @@ _LENGTHSCALE = {"synthetic": 0.1, "diabetes": 0.5, "digits": 0.5}
 
 def get_config(arg=None):
   """``arg``: ``[synthetic|diabetes|digits][,runlocal]``."""
-  a = common.parse_arg(arg, positional=("dataset",),
-                       help={"dataset": f"one of {sorted(_DATA)}"},
-                       dataset="synthetic", runlocal=False)
+  a = common.parse_arg(
+    arg,
+    positional=("dataset",),
+    help={"dataset": f"one of {sorted(_DATA)}"},
+    dataset="synthetic",
+    runlocal=False,
+  )
   if a.dataset not in _DATA:
     raise ValueError(f"config arg dataset must be one of {sorted(_DATA)}, got {a.dataset!r}")
   config = ml_collections.ConfigDict()
   config.job = "theory"
   config.experiment = "borup"
   config.seed = 0
-  config.dataset = ml_collections.ConfigDict({"noise": 0.3, "label_noise": 0.0,
-                                              **_DATA[a.dataset]})
-  config.kernel = ml_collections.ConfigDict(dict(lengthscale_factor=_LENGTHSCALE[a.dataset],
-                                                 scale=1.0))
+  config.dataset = ml_collections.ConfigDict({"noise": 0.3, "label_noise": 0.0, **_DATA[a.dataset]})
+  config.kernel = ml_collections.ConfigDict(
+    dict(lengthscale_factor=_LENGTHSCALE[a.dataset], scale=1.0)
+  )
   config.reg = _REG[a.dataset]
-  config.num_steps = 100       # rounds
-  config.alphas = (0.0, 0.05, 0.2, 0.5, 1.0)   # weight of the ground-truth labels
+  config.num_steps = 100  # rounds
+  config.alphas = (0.0, 0.05, 0.2, 0.5, 1.0)  # weight of the ground-truth labels
   if a.runlocal:
     config.num_steps = 6
     config.dataset.n_train = min(config.dataset.n_train, 60)

@@ -8,6 +8,7 @@ the per-feature ODEs for L = 1, 2 and the deepest L, JEPA top row, MAE bottom ro
 ``jepa_critical_times.png`` (critical time against depth, relative to feature 0, and
 gradient descent on the actual networks against the ODE at ``gd.depth``).
 """
+
 import ml_collections
 
 from experiments import common
@@ -20,16 +21,24 @@ def get_config(arg=None):
   config.job = "theory"
   config.experiment = "jepa"
   config.seed = 0
-  config.lambdas = (1.0, 0.4, 0.2)     # eigenvalues of Sigma_xx: feature 0 covaries most
-  config.rhos = (0.25, 0.55, 0.95)     # regression coefficients: feature 2 most predictive
-  config.init_scale = 1e-4             # the encoder's initial end-to-end weight
+  config.lambdas = (1.0, 0.4, 0.2)  # eigenvalues of Sigma_xx: feature 0 covaries most
+  config.rhos = (0.25, 0.55, 0.95)  # regression coefficients: feature 2 most predictive
+  config.init_scale = 1e-4  # the encoder's initial end-to-end weight
   config.depths = (1, 2, 3, 4, 5)
-  config.horizon = 2.5                 # curves up to horizon x the slowest critical time
-  config.num_steps = 200               # time points of each curve (metrics records)
+  config.horizon = 2.5  # curves up to horizon x the slowest critical time
+  config.num_steps = 200  # time points of each curve (metrics records)
   # Gradient descent on the networks (synthetic views with exact covariances) vs the ODE.
-  config.gd = ml_collections.ConfigDict(dict(
-      depth=2, init_scale=0.01, learning_rate=0.25, num_steps=8000, record_every=100,
-      n=64, noise=0.5))
+  config.gd = ml_collections.ConfigDict(
+    dict(
+      depth=2,
+      init_scale=0.01,
+      learning_rate=0.25,
+      num_steps=8000,
+      record_every=100,
+      n=64,
+      noise=0.5,
+    )
+  )
   if a.runlocal:
     config.depths = (1, 2, 3)
     config.init_scale = 1e-3

@@ -9,6 +9,7 @@ limit over time, the train MSE, and the error of gradient descent with kdjax's M
 Dense layer) + train step against the flow at ``horizon`` for each learning rate (slope 1
 on log-log axes = order 1 in the step size).
 """
+
 import ml_collections
 
 from experiments import common
@@ -22,11 +23,11 @@ def get_config(arg=None):
   config.experiment = "linear_kd"
   config.seed = 0
   config.dataset = ml_collections.ConfigDict(dict(name="gaussian", n_train=10, dim=20))
-  config.init_scale = 0.3      # w_0 = init_scale * N(0, I)
-  config.depths = (1, 2, 3)    # depth 1 is the linear student
-  config.width = 8             # hidden width of the deep linear students
-  config.horizon = 20.0        # gradient-flow time (learning rate x steps)
-  config.num_steps = 200       # time points (metrics records)
+  config.init_scale = 0.3  # w_0 = init_scale * N(0, I)
+  config.depths = (1, 2, 3)  # depth 1 is the linear student
+  config.width = 8  # hidden width of the deep linear students
+  config.horizon = 20.0  # gradient-flow time (learning rate x steps)
+  config.num_steps = 200  # time points (metrics records)
   config.learning_rates = (0.04, 0.02, 0.01)
   if a.runlocal:
     config.dataset.n_train, config.dataset.dim = 5, 8

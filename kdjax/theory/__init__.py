@@ -10,9 +10,10 @@
   approximation and its data-centric self-distillation (Borup & Andersen 2023).
 * :mod:`kdjax.theory.experiments`: ``run(config, workdir)`` for ``job='theory'`` configs.
 """
+
+from kdjax.theory import gp, gpc, krr
 from kdjax.theory.gp import *  # noqa: F401,F403
 from kdjax.theory.gpc import *  # noqa: F401,F403
 from kdjax.theory.krr import *  # noqa: F401,F403
-from kdjax.theory import gp, gpc, krr
 
 __all__ = krr.__all__ + gp.__all__ + gpc.__all__

@@ -27,6 +27,7 @@ with ``s = 1`` if ``y`` has a component in the null space of ``K`` and 0 otherwi
 and tight; for smooth kernels ``kappa`` is huge and the upper bound is loose by orders of
 magnitude, while the lower bound stays within a few rounds of the truth.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,6 +50,7 @@ class CollapseBounds(NamedTuple):
     ratio: ``r_0 = ||y|| / sqrt(n eps)``.
     condition: ``kappa = d_max / d_min`` over K's positive eigenvalues.
   """
+
   lower: int
   upper: float
   ratio: float

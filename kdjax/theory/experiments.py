@@ -23,6 +23,7 @@ through the metrics writer (``metrics.jsonl`` + TensorBoard + progress line), th
 the arrays. Everything is deterministic: running again on the same workdir recomputes the
 results and rewrites the metrics.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,21 +41,25 @@ def run(config: Any, workdir: str) -> dict:
   """Runs the theory experiment ``config.experiment`` into ``workdir``; returns its summary."""
   name = config.experiment
   if name not in results.EXPERIMENTS:
-    raise ValueError(f"config.experiment must be one of {sorted(results.EXPERIMENTS)}, "
-                     f"got {name!r}")
+    raise ValueError(
+      f"config.experiment must be one of {sorted(results.EXPERIMENTS)}, got {name!r}"
+    )
   with jobs.workdir.open_workdir(workdir, config) as wd:
     start = time.time()
     with jax.enable_x64(True):
       result = results.compute(config)
-    writer = jobs.metrics.MetricsWriter(wd.path, resume_step=None, total_steps=None,
-                                        name=f"theory/{name}")
+    writer = jobs.metrics.MetricsWriter(
+      wd.path, resume_step=None, total_steps=None, name=f"theory/{name}"
+    )
     for i, step in enumerate(result.steps):
-      writer.write(int(step), **{k: float(v[i]) for k, v in result.series.items()
-                                 if np.isfinite(v[i])})
+      writer.write(
+        int(step), **{k: float(v[i]) for k, v in result.series.items() if np.isfinite(v[i])}
+      )
     writer.close()
     for file_name, fig in plots.figures(config, result).items():
       jobs.figures.save_figure(fig, os.path.join(wd.path, file_name))
-    jobs.workdir.save_npz(os.path.join(wd.path, "arrays.npz"),
-                          **{k: result.arrays[k] for k in result.saved})
+    jobs.workdir.save_npz(
+      os.path.join(wd.path, "arrays.npz"), **{k: result.arrays[k] for k in result.saved}
+    )
     print(f"[theory/{name}] done in {time.time() - start:.1f}s: {result.summary}", flush=True)
   return result.summary

@@ -16,6 +16,7 @@ labels ``y``:
   ``sigma^2`` multiplies the prior by ``prod_{s<=t} N(y | f, sigma^2 I) ∝
   N(y | f, sigma^2 / t I)``, so round t is one GP with noise variance ``sigma^2 / t``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -36,6 +37,7 @@ class GaussianPosterior(NamedTuple):
     cov: ``[steps, n*, n*]`` posterior covariances of the latent function (shared by all
       target columns).
   """
+
   mean: jax.Array
   cov: jax.Array
 
@@ -47,14 +49,17 @@ def _checked(K, y, noise, steps, k_test, k_test_test):
   noise = krr.check_nonnegative(noise, "noise")
   steps = krr.check_steps(steps)
   if (k_test is None) != (k_test_test is None):
-    raise ValueError("k_test and k_test_test must be given together (test-train "
-                     "[n_test, n] and test-test [n_test, n_test] kernels)")
+    raise ValueError(
+      "k_test and k_test_test must be given together (test-train "
+      "[n_test, n] and test-test [n_test, n_test] kernels)"
+    )
   if k_test is not None:
     k_test = krr.check_test_kernel(k_test, n)
     k_test_test = jnp.asarray(k_test_test)
     if k_test_test.shape != (k_test.shape[0],) * 2:
-      raise ValueError(f"k_test_test must have shape {(k_test.shape[0],) * 2}, "
-                       f"got {k_test_test.shape}")
+      raise ValueError(
+        f"k_test_test must have shape {(k_test.shape[0],) * 2}, got {k_test_test.shape}"
+      )
   return K, noise, steps, k_test, k_test_test
 
 
@@ -67,8 +72,9 @@ def _posterior_cov(eig, noise, k_test, k_test_test):
   return k_test_test - (projected * inverse) @ projected.T
 
 
-def gpr_data_centric(K, y, *, noise, steps, alpha=0.0, k_test=None,
-                     k_test_test=None) -> GaussianPosterior:
+def gpr_data_centric(
+  K, y, *, noise, steps, alpha=0.0, k_test=None, k_test_test=None
+) -> GaussianPosterior:
   r"""Data-centric GP self-distillation (Borup & Andersen 2023), closed form.
 
   Round t's targets are ``b_1 = y`` and ``b_t = alpha y + (1 - alpha) m_{t-1}(X)``. Each
@@ -100,8 +106,9 @@ def gpr_data_centric(K, y, *, noise, steps, alpha=0.0, k_test=None,
   return GaussianPosterior(mean, jnp.broadcast_to(cov, (steps,) + cov.shape))
 
 
-def gpr_distribution_centric(K, y, *, noise, steps, k_test=None,
-                             k_test_test=None) -> GaussianPosterior:
+def gpr_distribution_centric(
+  K, y, *, noise, steps, k_test=None, k_test_test=None
+) -> GaussianPosterior:
   r"""Distribution-centric GP self-distillation (Borup & Andersen 2023), closed form.
 
   Round 1 is GP regression on ``y``; round t takes round t-1's posterior as its prior and

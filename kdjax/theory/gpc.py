@@ -23,6 +23,7 @@ so ``d/df log p = y - A'(f)``, ``A'(f) = E[y | f] = 1/2 + (coth(f/2) - 2/f) / 2`
 the Laplace approximation (Rasmussen & Williams 2006, Algorithm 3.1) applies with
 ``W = A''(f)`` and gradient ``y - A'(f)`` (the normalising constant ``C`` is inside A).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -34,20 +35,20 @@ import numpy as np
 from kdjax.theory import krr
 
 __all__ = [
-    "continuous_bernoulli_log_normalizer",
-    "continuous_bernoulli_mean",
-    "continuous_bernoulli_variance",
-    "continuous_bernoulli_log_likelihood",
-    "LaplacePosterior",
-    "laplace_mode",
-    "laplace_predict",
-    "predictive_mean",
-    "GPCSelfDistillation",
-    "gpc_data_centric",
-    "gpc_distribution_centric",
+  "continuous_bernoulli_log_normalizer",
+  "continuous_bernoulli_mean",
+  "continuous_bernoulli_variance",
+  "continuous_bernoulli_log_likelihood",
+  "LaplacePosterior",
+  "laplace_mode",
+  "laplace_predict",
+  "predictive_mean",
+  "GPCSelfDistillation",
+  "gpc_data_centric",
+  "gpc_distribution_centric",
 ]
 
-_SMALL = 0.05   # |f / 2| below which the Taylor series are used (no cancellation)
+_SMALL = 0.05  # |f / 2| below which the Taylor series are used (no cancellation)
 
 
 def _halves(f):
@@ -67,7 +68,7 @@ def continuous_bernoulli_log_normalizer(f) -> jax.Array:
   au = jnp.abs(us)
   exact = au + jnp.log1p(-jnp.exp(-2 * au)) - jnp.log(2 * au)
   u2 = u * u
-  series = u2 / 6 - u2 ** 2 / 180 + u2 ** 3 / 2835
+  series = u2 / 6 - u2**2 / 180 + u2**3 / 2835
   return u + jnp.where(small, series, exact)
 
 
@@ -79,7 +80,7 @@ def continuous_bernoulli_mean(f) -> jax.Array:
   u, small, us = _halves(f)
   exact = 1 / jnp.tanh(us) - 1 / us
   u2 = u * u
-  series = u * (1 / 3 - u2 / 45 + 2 * u2 ** 2 / 945 - u2 ** 3 / 4725)
+  series = u * (1 / 3 - u2 / 45 + 2 * u2**2 / 945 - u2**3 / 4725)
   return 0.5 + 0.5 * jnp.where(small, series, exact)
 
 
@@ -89,9 +90,9 @@ def continuous_bernoulli_variance(f) -> jax.Array:
   Series near 0: ``1/u^2 - 1/sinh^2 u = 1/3 - u^2/15 + 2 u^4/189 - u^6/675``.
   """
   u, small, us = _halves(f)
-  exact = 1 / us ** 2 - 1 / jnp.sinh(us) ** 2
+  exact = 1 / us**2 - 1 / jnp.sinh(us) ** 2
   u2 = u * u
-  series = 1 / 3 - u2 / 15 + 2 * u2 ** 2 / 189 - u2 ** 3 / 675
+  series = 1 / 3 - u2 / 15 + 2 * u2**2 / 189 - u2**3 / 675
   return 0.25 * jnp.where(small, series, exact)
 
 
@@ -111,6 +112,7 @@ class LaplacePosterior(NamedTuple):
     objective: ``log p(y | f_hat) - f_hat^T K^{-1} f_hat / 2``.
     iterations: Newton iterations taken.
   """
+
   mode: jax.Array
   gradient: jax.Array
   sqrt_w: jax.Array
@@ -132,7 +134,7 @@ def _newton(K, y, max_iter, tol):
     f = K @ a
     sw = jnp.sqrt(continuous_bernoulli_variance(f))
     chol = jnp.linalg.cholesky(eye + sw[:, None] * K * sw[None, :])
-    b = sw ** 2 * f + y - continuous_bernoulli_mean(f)
+    b = sw**2 * f + y - continuous_bernoulli_mean(f)
     solve = jax.scipy.linalg.cho_solve((chol, True), sw * (K @ b))
     return b - sw * solve - a
 
@@ -226,9 +228,10 @@ def laplace_predict(posterior: LaplacePosterior, k_test, k_test_diag):
 
 @jax.jit
 def _predict(posterior, k_test, k_test_diag):
-  v = jax.scipy.linalg.solve_triangular(posterior.chol, posterior.sqrt_w[:, None] * k_test.T,
-                                        lower=True)
-  return k_test @ posterior.gradient, jnp.maximum(k_test_diag - jnp.sum(v ** 2, axis=0), 0.0)
+  v = jax.scipy.linalg.solve_triangular(
+    posterior.chol, posterior.sqrt_w[:, None] * k_test.T, lower=True
+  )
+  return k_test @ posterior.gradient, jnp.maximum(k_test_diag - jnp.sum(v**2, axis=0), 0.0)
 
 
 def predictive_mean(mean, variance, *, num_points=32) -> jax.Array:
@@ -238,8 +241,9 @@ def predictive_mean(mean, variance, *, num_points=32) -> jax.Array:
   exactly when ``mean > 0`` (``A'`` is odd around ``(0, 1/2)`` and increasing).
   """
   nodes, weights = np.polynomial.hermite_e.hermegauss(num_points)
-  return _gauss_hermite_mean(jnp.asarray(mean), jnp.asarray(variance), nodes,
-                             weights / np.sqrt(2 * np.pi))
+  return _gauss_hermite_mean(
+    jnp.asarray(mean), jnp.asarray(variance), nodes, weights / np.sqrt(2 * np.pi)
+  )
 
 
 @jax.jit
@@ -257,14 +261,16 @@ class GPCSelfDistillation(NamedTuple):
     mean: ``[steps, n*]`` predictive ``E[y]`` (soft prediction in ``(0, 1)``).
     targets: ``[steps, n]`` the training targets each round was fitted to.
   """
+
   latent_mean: jax.Array
   latent_var: jax.Array
   mean: jax.Array
   targets: jax.Array
 
 
-def gpc_data_centric(K, y, *, steps, alpha=0.0, k_test=None, k_test_diag=None,
-                     max_iter=100) -> GPCSelfDistillation:
+def gpc_data_centric(
+  K, y, *, steps, alpha=0.0, k_test=None, k_test_diag=None, max_iter=100
+) -> GPCSelfDistillation:
   r"""Data-centric self-distillation of continuous-Bernoulli GP classification.
 
   Round 1 fits the labels ``y`` (``{0, 1}`` or soft, in ``[0, 1]``); round t >= 2 fits
@@ -303,12 +309,14 @@ def gpc_data_centric(K, y, *, steps, alpha=0.0, k_test=None, k_test_diag=None,
     latent_vars.append(var)
     means.append(predictive_mean(mean, var))
     b = alpha * y + (1 - alpha) * predictive_mean(train_mean, train_var)
-  return GPCSelfDistillation(jnp.stack(latent_means), jnp.stack(latent_vars),
-                             jnp.stack(means), jnp.stack(targets))
+  return GPCSelfDistillation(
+    jnp.stack(latent_means), jnp.stack(latent_vars), jnp.stack(means), jnp.stack(targets)
+  )
 
 
-def gpc_distribution_centric(K, y, *, steps, k_test=None, k_test_diag=None,
-                             max_iter=100) -> GPCSelfDistillation:
+def gpc_distribution_centric(
+  K, y, *, steps, k_test=None, k_test_diag=None, max_iter=100
+) -> GPCSelfDistillation:
   r"""Distribution-centric self-distillation of continuous-Bernoulli GP classification.
 
   Round t takes round t-1's posterior as its prior and conditions on the same labels
@@ -353,5 +361,9 @@ def gpc_distribution_centric(K, y, *, steps, k_test=None, k_test_diag=None,
     latent_means.append(mean)
     latent_vars.append(var / t)
     means.append(predictive_mean(mean, var / t))
-  return GPCSelfDistillation(jnp.stack(latent_means), jnp.stack(latent_vars),
-                             jnp.stack(means), jnp.broadcast_to(y, (steps, n)))
+  return GPCSelfDistillation(
+    jnp.stack(latent_means),
+    jnp.stack(latent_vars),
+    jnp.stack(means),
+    jnp.broadcast_to(y, (steps, n)),
+  )

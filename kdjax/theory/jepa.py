@@ -48,6 +48,7 @@ All functions are NumPy/SciPy float64 and return NumPy arrays; :func:`gradient_d
 trains the actual deep linear networks in JAX (x64 scoped) on samples from
 :func:`synthetic_views`.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -58,16 +59,16 @@ import scipy.integrate
 import scipy.optimize
 
 __all__ = [
-    "OBJECTIVES",
-    "fixed_point",
-    "feature_flow",
-    "time_to_reach",
-    "critical_time",
-    "critical_time_expansion",
-    "Views",
-    "synthetic_views",
-    "max_stable_step",
-    "gradient_descent",
+  "OBJECTIVES",
+  "fixed_point",
+  "feature_flow",
+  "time_to_reach",
+  "critical_time",
+  "critical_time_expansion",
+  "Views",
+  "synthetic_views",
+  "max_stable_step",
+  "gradient_descent",
 ]
 
 OBJECTIVES = ("jepa", "mae")
@@ -89,30 +90,35 @@ def _features(lambdas, rhos):
   lambdas = np.atleast_1d(np.asarray(lambdas, dtype=np.float64))
   rhos = np.atleast_1d(np.asarray(rhos, dtype=np.float64))
   if lambdas.ndim != 1 or lambdas.shape != rhos.shape:
-    raise ValueError(f"lambdas and rhos must be vectors of one shape [k], got "
-                     f"{lambdas.shape} and {rhos.shape}")
+    raise ValueError(
+      f"lambdas and rhos must be vectors of one shape [k], got {lambdas.shape} and {rhos.shape}"
+    )
   if not np.all(np.isfinite(lambdas)) or np.any(lambdas <= 0):
-    raise ValueError("lambdas (the eigenvalues of Sigma_xx) must be finite and > 0: the "
-                     "input covariance must be positive definite")
+    raise ValueError(
+      "lambdas (the eigenvalues of Sigma_xx) must be finite and > 0: the "
+      "input covariance must be positive definite"
+    )
   if not np.all(np.isfinite(rhos)) or np.any(rhos <= 0):
     raise ValueError("rhos (the regression coefficients of y on x) must be finite and > 0")
   return lambdas, rhos
 
 
 def _init(init_scale, rhos, objective, depth):
-  """Per-layer initial value ``a_0 = init_scale^(1/L)`` after checking it is below every fixed point."""
+  """Per-layer initial value ``a_0 = init_scale^(1/L)``, checked to be below every fixed point."""
   eps = float(init_scale)
   a0 = eps ** (1.0 / depth) if eps > 0 else eps
   top = rhos if objective == "jepa" else rhos ** (1.0 / (depth + 1))
   if not 0 < a0 < float(np.min(top)):
-    raise ValueError(f"init_scale must be in (0, {float(np.min(top)) ** depth:.6g}) (every "
-                     f"layer starts at init_scale^(1/L), below every feature's fixed point), "
-                     f"got {init_scale!r}")
+    raise ValueError(
+      f"init_scale must be in (0, {float(np.min(top)) ** depth:.6g}) (every "
+      f"layer starts at init_scale^(1/L), below every feature's fixed point), "
+      f"got {init_scale!r}"
+    )
   return a0
 
 
 def fixed_point(rhos, *, depth, objective) -> np.ndarray:
-  """The per-layer value ``a`` that feature i converges to: ``rho`` (JEPA), ``rho^(1/(L+1))`` (MAE)."""
+  """The per-layer value ``a`` feature i converges to: ``rho`` (JEPA), ``rho^(1/(L+1))`` (MAE)."""
   rhos, depth = np.asarray(rhos, dtype=np.float64), _depth(depth)
   return rhos if _objective(objective) == "jepa" else rhos ** (1.0 / (depth + 1))
 
@@ -120,7 +126,7 @@ def fixed_point(rhos, *, depth, objective) -> np.ndarray:
 def _field(a, lambdas, rhos, depth, objective):
   if objective == "jepa":
     return lambdas * a ** (2 * depth) * (rhos - a)
-  return lambdas * a ** depth * (rhos - a ** (depth + 1))
+  return lambdas * a**depth * (rhos - a ** (depth + 1))
 
 
 def feature_flow(lambdas, rhos, times, *, depth, objective, init_scale) -> np.ndarray:
@@ -150,11 +156,17 @@ def feature_flow(lambdas, rhos, times, *, depth, objective, init_scale) -> np.nd
     # stiff and flat: stop there and hold the value (closer than the solver's tolerance).
     settled = lambda _, a, top=top: top - a[0] - 1e-13 * top
     settled.terminal = True
-    sol = scipy.integrate.solve_ivp(lambda _, a, lam=lam, rho=rho: _field(a, lam, rho, depth,
-                                                                           objective),
-                                    (0.0, times[-1]), [a0], method="DOP853", t_eval=times,
-                                    rtol=1e-12, atol=1e-15, events=settled)
-    held = sol.y_events[0][0, 0] if sol.status == 1 else np.nan   # status 1: settled
+    sol = scipy.integrate.solve_ivp(
+      lambda _, a, lam=lam, rho=rho: _field(a, lam, rho, depth, objective),
+      (0.0, times[-1]),
+      [a0],
+      method="DOP853",
+      t_eval=times,
+      rtol=1e-12,
+      atol=1e-15,
+      events=settled,
+    )
+    held = sol.y_events[0][0, 0] if sol.status == 1 else np.nan  # status 1: settled
     columns.append(np.concatenate([sol.y[0], np.full(times.size - sol.y.shape[1], held)]))
   return np.stack(columns, axis=1) ** depth
 
@@ -170,25 +182,30 @@ def time_to_reach(a1, lam, rho, *, depth, objective, init_scale) -> float:
   a0 = _init(init_scale, np.array([rho]), objective, depth)
   top = float(fixed_point(rho, depth=depth, objective=objective))
   if not a0 <= a1 < top:
-    raise ValueError(f"a1 must be in [a_0, a_inf) = [{a0:.6g}, {top:.6g}) (a_0 = "
-                     f"init_scale^(1/L), a_inf the fixed point), got {a1!r}")
+    raise ValueError(
+      f"a1 must be in [a_0, a_inf) = [{a0:.6g}, {top:.6g}) (a_0 = "
+      f"init_scale^(1/L), a_inf the fixed point), got {a1!r}"
+    )
   if objective == "jepa":
     m = 2 * depth
     k = np.arange(m - 1)
     powers = (a0 ** (k + 1.0 - m) - a1 ** (k + 1.0 - m)) / ((m - 1 - k) * rho ** (k + 1.0))
-    return float((powers.sum() + np.log(a1 * (rho - a0) / (a0 * (rho - a1))) / rho ** m) / lam)
+    return float((powers.sum() + np.log(a1 * (rho - a0) / (a0 * (rho - a1))) / rho**m) / lam)
   if depth == 1:
-    return float(np.log(a1 ** 2 * (rho - a0 ** 2) / (a0 ** 2 * (rho - a1 ** 2)))
-                 / (2 * rho * lam))
+    return float(np.log(a1**2 * (rho - a0**2) / (a0**2 * (rho - a1**2))) / (2 * rho * lam))
   # In s = log u the integrand u^(1-L) / (rho - u^(L+1)) is smooth and bounded.
   value, _ = scipy.integrate.quad(
-      lambda s: np.exp((1 - depth) * s) / (rho - np.exp((depth + 1) * s)),
-      np.log(a0), np.log(a1), epsabs=0.0, epsrel=1e-12, limit=200)
+    lambda s: np.exp((1 - depth) * s) / (rho - np.exp((depth + 1) * s)),
+    np.log(a0),
+    np.log(a1),
+    epsabs=0.0,
+    epsrel=1e-12,
+    limit=200,
+  )
   return float(value / lam)
 
 
-def critical_time(lambdas, rhos, *, depth, objective, init_scale,
-                  fraction=0.5) -> np.ndarray:
+def critical_time(lambdas, rhos, *, depth, objective, init_scale, fraction=0.5) -> np.ndarray:
   r"""Time at which each feature's encoder weight reaches ``fraction`` of its limit.
 
   ``\bar w_i(t^*) = fraction \cdot \bar w_i(\infty)``, i.e. ``a = fraction^{1/L} a_\infty``,
@@ -203,12 +220,17 @@ def critical_time(lambdas, rhos, *, depth, objective, init_scale,
     raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
   targets = fraction ** (1.0 / depth) * fixed_point(rhos, depth=depth, objective=objective)
   start = _init(init_scale, rhos, objective, depth) ** depth
-  if np.any(targets ** depth <= start):
-    raise ValueError(f"init_scale = {init_scale!r} already exceeds fraction = {fraction!r} "
-                     "of a feature's limit: pick a smaller init_scale or a larger fraction")
-  return np.array([time_to_reach(a1, lam, rho, depth=depth, objective=objective,
-                                 init_scale=init_scale)
-                   for a1, lam, rho in zip(targets, lambdas, rhos)])
+  if np.any(targets**depth <= start):
+    raise ValueError(
+      f"init_scale = {init_scale!r} already exceeds fraction = {fraction!r} "
+      "of a feature's limit: pick a smaller init_scale or a larger fraction"
+    )
+  return np.array(
+    [
+      time_to_reach(a1, lam, rho, depth=depth, objective=objective, init_scale=init_scale)
+      for a1, lam, rho in zip(targets, lambdas, rhos)
+    ]
+  )
 
 
 def critical_time_expansion(lambdas, rhos, *, depth, objective, init_scale) -> np.ndarray:
@@ -242,6 +264,7 @@ class Views(NamedTuple):
     ``x^T x / n = basis diag(lambdas) basis^T`` and ``y^T x / n = basis diag(lambdas rhos)
     basis^T``.
   """
+
   x: np.ndarray
   y: np.ndarray
   basis: np.ndarray
@@ -273,7 +296,7 @@ def _layer_field(theta, lam, rho, objective):
   enc = np.prod(a)
   others = np.array([np.prod(np.delete(a, l)) for l in range(a.size)])
   if objective == "jepa":
-    residual = lam * enc * (v - rho)          # d/d(v enc) of the loss, target enc fixed
+    residual = lam * enc * (v - rho)  # d/d(v enc) of the loss, target enc fixed
   else:
     residual = lam * (v * enc - rho)
   return -np.append(residual * v * others, residual * enc)
@@ -292,17 +315,35 @@ def max_stable_step(lambdas, rhos, *, depth, objective) -> float:
   for lam, rho, top in zip(lambdas, rhos, fixed_point(rhos, depth=depth, objective=objective)):
     theta = np.full(depth + 1, top)
     h = 1e-6 * top
-    jac = np.stack([(_layer_field(theta + h * e, lam, rho, objective)
-                     - _layer_field(theta - h * e, lam, rho, objective)) / (2 * h)
-                    for e in np.eye(depth + 1)], axis=1)
+    jac = np.stack(
+      [
+        (
+          _layer_field(theta + h * e, lam, rho, objective)
+          - _layer_field(theta - h * e, lam, rho, objective)
+        )
+        / (2 * h)
+        for e in np.eye(depth + 1)
+      ],
+      axis=1,
+    )
     mu = np.linalg.eigvals(jac)
     mu = mu[np.abs(mu) > 1e-6 * np.max(np.abs(mu))]
     limit = min(limit, float(np.min(2 * np.abs(mu.real) / np.abs(mu) ** 2)))
   return limit
 
 
-def gradient_descent(views: Views, lambdas, rhos, *, depth, objective, init_scale,
-                     learning_rate, num_steps, record_every=1) -> np.ndarray:
+def gradient_descent(
+  views: Views,
+  lambdas,
+  rhos,
+  *,
+  depth,
+  objective,
+  init_scale,
+  learning_rate,
+  num_steps,
+  record_every=1,
+) -> np.ndarray:
   r"""Full-batch gradient descent on the deep linear encoder + predictor (JAX, float64).
 
   Every layer and the predictor start at ``init_scale^(1/L) I``; the JEPA target
@@ -323,17 +364,22 @@ def gradient_descent(views: Views, lambdas, rhos, *, depth, objective, init_scal
   x, y, basis = (np.asarray(a, dtype=np.float64) for a in (views.x, views.y, views.basis))
   d = lambdas.size
   if x.shape != y.shape or x.ndim != 2 or x.shape[1] != d or basis.shape != (d, d):
-    raise ValueError(f"views must hold x, y of shape [n, {d}] and basis [{d}, {d}] "
-                     f"(one column per feature), got {x.shape}, {y.shape}, {basis.shape}")
+    raise ValueError(
+      f"views must hold x, y of shape [n, {d}] and basis [{d}, {d}] "
+      f"(one column per feature), got {x.shape}, {y.shape}, {basis.shape}"
+    )
   limit = max_stable_step(lambdas, rhos, depth=depth, objective=objective)
   if not 0 < learning_rate < limit:
-    raise ValueError(f"learning_rate must be in (0, {limit:.6g}) (beyond it gradient "
-                     f"descent does not converge to the fixed point), got {learning_rate!r}")
+    raise ValueError(
+      f"learning_rate must be in (0, {limit:.6g}) (beyond it gradient "
+      f"descent does not converge to the fixed point), got {learning_rate!r}"
+    )
   record_every = int(record_every)
   if record_every < 1 or num_steps % record_every:
     raise ValueError(f"record_every must be >= 1 and divide num_steps, got {record_every}")
   with jax.enable_x64(True):
     import jax.numpy as jnp
+
     xs, ys, b = jnp.asarray(x), jnp.asarray(y), jnp.asarray(basis)
 
     def encoder(layers):
@@ -352,11 +398,13 @@ def gradient_descent(views: Views, lambdas, rhos, *, depth, objective, init_scal
       def one(p, _):
         grads = jax.grad(loss)(p)
         return jax.tree_util.tree_map(lambda w, g: w - learning_rate * g, p, grads), None
+
       params, _ = jax.lax.scan(one, params, None, length=record_every)
       return params, jnp.diag(b.T @ encoder(params[0]) @ b)
 
     eye = a0 * jnp.eye(d, dtype=jnp.float64)
     params = ([eye] * depth, eye)
-    _, record = jax.jit(lambda p: jax.lax.scan(steps, p, None,
-                                               length=num_steps // record_every))(params)
-    return np.vstack([np.full((1, d), a0 ** depth), np.asarray(record)])
+    _, record = jax.jit(lambda p: jax.lax.scan(steps, p, None, length=num_steps // record_every))(
+      params
+    )
+    return np.vstack([np.full((1, d), a0**depth), np.asarray(record)])

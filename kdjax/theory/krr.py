@@ -27,6 +27,7 @@ diagonal map with factor ``a_k = d_k / (d_k + reg)`` per eigen-direction, so ``t
 cost one ``eigh`` and no iteration. Eigenvalues below ``n * eps * max(d)`` are treated as
 exact zeros, and ``reg = 0`` means the pseudo-inverse (``a_k = 0`` where ``d_k = 0``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,101 +38,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax.theory.checks import (
+  check_alpha,
+  check_kernel,
+  check_nonnegative,
+  check_steps,
+  check_targets,
+  check_test_kernel,
+  psd_tolerance,
+)
+
 __all__ = [
-    "KernelEigensystem",
-    "kernel_eigensystem",
-    "krr_self_distillation",
-    "krr_self_distillation_limit",
-    "ConstrainedSelfDistillation",
-    "krr_self_distillation_constrained",
-    "optimal_alpha",
-    "stepwise_optimal_alphas",
-    "krr_self_distillation_schedule",
+  "KernelEigensystem",
+  "kernel_eigensystem",
+  "krr_self_distillation",
+  "krr_self_distillation_limit",
+  "ConstrainedSelfDistillation",
+  "krr_self_distillation_constrained",
+  "optimal_alpha",
+  "stepwise_optimal_alphas",
+  "krr_self_distillation_schedule",
 ]
-
-
-# ----------------------------------------------------------------------------------------
-# Argument checks (value checks are skipped for traced arrays).
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def psd_tolerance(dtype) -> float:
-  """Relative tolerance of the PSD check: ``sqrt(eps)`` of ``dtype`` (1.5e-8 in float64)."""
-  return float(np.sqrt(np.finfo(dtype).eps))
-
-
-def check_kernel(K, name: str = "K") -> jax.Array:
-  """Returns ``K`` as an array after checking that it is a symmetric PSD square matrix.
-
-  For concrete inputs this raises a ValueError when ``K`` is not finite, not symmetric
-  (``max |K - K^T| > tol max |K|`` with ``tol`` 1e-10 in float64, 1e-5 in lower precision),
-  or not PSD: its smallest eigenvalue is below ``-psd_tolerance(dtype) * max |eigenvalue|``
-  (round-off negatives above that are treated as exact zeros). Under ``jax.jit`` (a traced
-  ``K``) only the shape is checked; :func:`kernel_eigensystem` then turns every eigenvalue
-  below that tolerance into NaN, so a non-PSD kernel gives NaN results, never plausible ones.
-  """
-  K = jnp.asarray(K)
-  if K.ndim != 2 or K.shape[0] != K.shape[1]:
-    raise ValueError(f"{name} must be a square [n, n] kernel matrix, got shape {K.shape}")
-  if _is_concrete(K):
-    k = np.asarray(K, dtype=np.float64)
-    if not np.all(np.isfinite(k)):
-      raise ValueError(f"{name} must be finite")
-    scale = max(float(np.max(np.abs(k))), np.finfo(np.float64).tiny)
-    tol = 1e-5 if K.dtype in (jnp.float32, jnp.bfloat16, jnp.float16) else 1e-10
-    if np.max(np.abs(k - k.T)) > tol * scale:
-      raise ValueError(f"{name} must be symmetric, max |{name} - {name}^T| = "
-                       f"{np.max(np.abs(k - k.T)):.3g}")
-    values = np.linalg.eigvalsh((k + k.T) / 2) if k.size else np.zeros(1)
-    tol = psd_tolerance(K.dtype) * max(float(np.max(np.abs(values))), np.finfo(np.float64).tiny)
-    if values[0] < -tol:
-      raise ValueError(f"{name} must be positive semi-definite: its smallest eigenvalue is "
-                       f"{values[0]:.3g}, below -{tol:.3g} (sqrt(eps) x the largest |eigenvalue|)")
-  return K
-
-
-def check_targets(y, n: int, name: str = "y") -> tuple[jax.Array, bool]:
-  """Returns ``y`` as ``[n, m]`` and whether it was a vector ``[n]``."""
-  y = jnp.asarray(y)
-  if y.ndim not in (1, 2) or y.shape[0] != n:
-    raise ValueError(f"{name} must have shape [n] or [n, m] with n = {n} (the kernel's "
-                     f"size), got shape {y.shape}")
-  return (y[:, None], True) if y.ndim == 1 else (y, False)
-
-
-def check_test_kernel(k_test, n: int, name: str = "k_test") -> jax.Array:
-  """Checks a test-train kernel ``[n_test, n]``."""
-  k_test = jnp.asarray(k_test)
-  if k_test.ndim != 2 or k_test.shape[1] != n:
-    raise ValueError(f"{name} must have shape [n_test, n] with n = {n}, got {k_test.shape}")
-  return k_test
-
-
-def check_nonnegative(value, name: str) -> float:
-  """Returns ``value`` as a float after checking that it is finite and ``>= 0``."""
-  value = float(value)
-  if not value >= 0 or not math.isfinite(value):
-    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-  return value
-
-
-def check_alpha(alpha, name: str = "alpha") -> float:
-  """Returns the label weight ``alpha`` as a float after checking it is in ``[0, 1]``."""
-  alpha = float(alpha)
-  if not 0.0 <= alpha <= 1.0:
-    raise ValueError(f"{name} (the weight of the ground-truth labels) must be in [0, 1], "
-                     f"got {alpha!r}")
-  return alpha
-
-
-def check_steps(steps, name: str = "steps", minimum: int = 1) -> int:
-  """Returns ``steps`` as an int after checking it is an integer ``>= minimum``."""
-  if isinstance(steps, bool) or int(steps) != steps or steps < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {steps!r}")
-  return int(steps)
 
 
 # ----------------------------------------------------------------------------------------
@@ -140,6 +67,7 @@ def check_steps(steps, name: str = "steps", minimum: int = 1) -> int:
 
 class KernelEigensystem(NamedTuple):
   """``K = vectors @ diag(values) @ vectors.T``; ``values`` [n] (>= 0), ``vectors`` [n, n]."""
+
   values: jax.Array
   vectors: jax.Array
 
@@ -187,16 +115,16 @@ def _target_factors(values, *, reg, steps, alpha):
   a, inverse = shrinkage_factors(values, reg)
   r = (1.0 - alpha) * a
   one_minus_r = jnp.where(inverse > 0, (reg + alpha * values) * inverse, 1.0)
-  power = jnp.arange(steps, dtype=values.dtype)[:, None]          # t - 1
-  r_pow = r[None, :] ** power                                      # 0 ** 0 = 1
+  power = jnp.arange(steps, dtype=values.dtype)[:, None]  # t - 1
+  r_pow = r[None, :] ** power  # 0 ** 0 = 1
   safe = one_minus_r > 0
   geometric = jnp.where(safe, (1.0 - r_pow) / jnp.where(safe, one_minus_r, 1.0), power)
-  return alpha * geometric + r_pow                                 # [steps, n]
+  return alpha * geometric + r_pow  # [steps, n]
 
 
 def apply_eigen_factors(eig: KernelEigensystem, factors, y2d, k_test=None):
   """``V diag(f) V^T y`` per round (train) or ``k_test V diag(f / d~) V^T y`` (test)."""
-  z = eig.vectors.T @ y2d                                          # [n, m]
+  z = eig.vectors.T @ y2d  # [n, m]
   basis = eig.vectors if k_test is None else k_test @ eig.vectors  # [n*, n]
   return jnp.einsum("ik,sk,km->sim", basis, factors, z)
 
@@ -320,6 +248,7 @@ class ConstrainedSelfDistillation(NamedTuple):
     test_predictions: ``[steps, n_test]`` each round's function at the test points
       (``k_test`` given), else None.
   """
+
   predictions: jax.Array
   regs: jax.Array
   collapse_round: int | None
@@ -360,13 +289,14 @@ def _budget_regulariser(values, z2, budget):
 @jax.jit
 def _budget_round(eig, z, eps, test_basis):
   """One budget round in the eigenbasis: ``(c_t, test predictions or None, z_t)``."""
-  c = _budget_regulariser(eig.values, z ** 2, eps)
+  c = _budget_regulariser(eig.values, z**2, eps)
   test = None if test_basis is None else test_basis @ (z / (eig.values + c))
   return c, test, eig.values / (eig.values + c) * z
 
 
-def krr_self_distillation_constrained(K, y, *, eps, steps,
-                                      k_test=None) -> ConstrainedSelfDistillation:
+def krr_self_distillation_constrained(
+  K, y, *, eps, steps, k_test=None
+) -> ConstrainedSelfDistillation:
   r"""Mobahi et al. (2020)'s self-distillation with a fit-error budget per round.
 
   Round t solves ``min_f ||f||_H^2`` subject to ``(1/n) sum_i (f(x_i) - y_{t-1,i})^2 <=
@@ -413,14 +343,16 @@ def krr_self_distillation_constrained(K, y, *, eps, steps,
     k_test = check_test_kernel(k_test, n)
   eig = kernel_eigensystem(K)
   z = eig.vectors.T @ y
-  null_residual = float(jnp.sum(jnp.where(eig.values > 0, 0.0, z ** 2)) / n)
-  if null_residual >= eps and float(jnp.sum(z ** 2)) / n > eps:
-    raise ValueError(f"eps = {eps!r} is not above the smallest achievable fit error "
-                     f"{null_residual:.6g} (the part of y in the null space of K)")
+  null_residual = float(jnp.sum(jnp.where(eig.values > 0, 0.0, z**2)) / n)
+  if null_residual >= eps and float(jnp.sum(z**2)) / n > eps:
+    raise ValueError(
+      f"eps = {eps!r} is not above the smallest achievable fit error "
+      f"{null_residual:.6g} (the part of y in the null space of K)"
+    )
   test_basis = None if k_test is None else k_test @ eig.vectors
   predictions, tests, regs, collapse_round = [], [], [], None
   for t in range(1, steps + 1):
-    if collapse_round is None and float(jnp.sum(z ** 2)) / n <= eps:
+    if collapse_round is None and float(jnp.sum(z**2)) / n <= eps:
       collapse_round = t
     if collapse_round is not None:
       predictions.append(jnp.zeros_like(y))
@@ -432,8 +364,12 @@ def krr_self_distillation_constrained(K, y, *, eps, steps,
     predictions.append(eig.vectors @ z)
     regs.append(c)
   return ConstrainedSelfDistillation(
-      jnp.stack(predictions), jnp.asarray(regs, dtype=eig.values.dtype), collapse_round,
-      eig.values, None if k_test is None else jnp.stack(tests))
+    jnp.stack(predictions),
+    jnp.asarray(regs, dtype=eig.values.dtype),
+    collapse_round,
+    eig.values,
+    None if k_test is None else jnp.stack(tests),
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -450,8 +386,10 @@ def _evaluation_setup(K, y, reference, reg, k_test):
   ref = jnp.asarray(reference)
   ref2d = ref[:, None] if ref.ndim == 1 else ref
   if ref2d.shape != (rows, y2d.shape[1]):
-    raise ValueError(f"reference must have shape {(rows,) + tuple(jnp.asarray(y).shape[1:])}"
-                     f" (the evaluation points x target columns), got {ref.shape}")
+    raise ValueError(
+      f"reference must have shape {(rows,) + tuple(jnp.asarray(y).shape[1:])}"
+      f" (the evaluation points x target columns), got {ref.shape}"
+    )
   return eig, y2d, ref2d, reg
 
 
@@ -489,11 +427,11 @@ def optimal_alpha(K, y, reference, *, reg, steps, k_test=None, grid_size=513) ->
   a, inverse = shrinkage_factors(eig.values, reg)
   z = eig.vectors.T @ y2d
   basis = eig.vectors if k_test is None else jnp.asarray(k_test) @ eig.vectors
-  weight = a if k_test is None else inverse              # P = basis diag(weight) V^T
+  weight = a if k_test is None else inverse  # P = basis diag(weight) V^T
   if steps == 2:
     base = basis @ ((weight * a)[:, None] * z)
     slope = basis @ ((weight * (1.0 - a))[:, None] * z)
-    denom = float(jnp.sum(slope ** 2))
+    denom = float(jnp.sum(slope**2))
     if denom == 0.0:
       return 0.0
     return float(np.clip(float(jnp.sum(slope * (ref2d - base))) / denom, 0.0, 1.0))
@@ -502,6 +440,7 @@ def optimal_alpha(K, y, reference, *, reg, steps, k_test=None, grid_size=513) ->
     def one(alpha):
       h = _target_factors(eig.values, reg=reg, steps=steps, alpha=alpha)[-1]
       return jnp.sum((basis @ ((weight * h)[:, None] * z) - ref2d) ** 2)
+
     return jax.vmap(one)(alphas)
 
   loss = jax.jit(loss)
@@ -547,14 +486,16 @@ def stepwise_optimal_alphas(K, y, reference, *, reg, steps, k_test=None):
   a, inverse = shrinkage_factors(eig.values, reg)
   basis = eig.vectors if k_test is None else jnp.asarray(k_test) @ eig.vectors
   weight = a if k_test is None else inverse
-  z = eig.vectors.T @ y2d                      # labels in the eigenbasis
-  previous = a[:, None] * z                    # round 1 training predictions
+  z = eig.vectors.T @ y2d  # labels in the eigenbasis
+  previous = a[:, None] * z  # round 1 training predictions
   outputs, alphas = [basis @ (weight[:, None] * z)], []
   for _ in range(2, steps + 1):
     base = basis @ (weight[:, None] * previous)
     slope = basis @ (weight[:, None] * (z - previous))
-    denom = jnp.sum(slope ** 2)
-    alpha = jnp.where(denom > 0, jnp.sum(slope * (ref2d - base)) / jnp.where(denom > 0, denom, 1.0), 0.0)
+    denom = jnp.sum(slope**2)
+    alpha = jnp.where(
+      denom > 0, jnp.sum(slope * (ref2d - base)) / jnp.where(denom > 0, denom, 1.0), 0.0
+    )
     alpha = jnp.clip(alpha, 0.0, 1.0)
     outputs.append(base + alpha * slope)
     previous = a[:, None] * (alpha * z + (1.0 - alpha) * previous)

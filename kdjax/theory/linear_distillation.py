@@ -51,6 +51,7 @@ All functions compute in NumPy/SciPy float64 (whatever jax's x64 flag) and retur
 arrays; :func:`gradient_descent` runs kdjax's own ``MLP`` / train step in JAX (x64 scoped)
 to check the flows against discrete gradient descent, whose error is ``O(eta)``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -61,19 +62,19 @@ import scipy.integrate
 import scipy.special
 
 __all__ = [
-    "StudentFlow",
-    "linear_student_flow",
-    "linear_student_limit",
-    "balanced_init",
-    "deep_linear_flow",
-    "balanced_end_to_end_flow",
-    "aligned_strength",
-    "max_stable_step",
-    "gradient_descent",
-    "deep_linear_gradient_descent",
+  "StudentFlow",
+  "linear_student_flow",
+  "linear_student_limit",
+  "balanced_init",
+  "deep_linear_flow",
+  "balanced_end_to_end_flow",
+  "aligned_strength",
+  "max_stable_step",
+  "gradient_descent",
+  "deep_linear_gradient_descent",
 ]
 
-_RTOL, _ATOL = 1e-12, 1e-14      # ODE tolerances (float64)
+_RTOL, _ATOL = 1e-12, 1e-14  # ODE tolerances (float64)
 
 
 class StudentFlow(NamedTuple):
@@ -85,6 +86,7 @@ class StudentFlow(NamedTuple):
       time long enough that the remaining loss gradient is below 1e-10).
     distance: ``[T]`` ``||w(t) - limit||``.
   """
+
   weights: np.ndarray
   limit: np.ndarray
   distance: np.ndarray
@@ -114,10 +116,10 @@ def _vector(x, size, name, what):
 
 def _times(times):
   times = np.asarray(times, dtype=np.float64).reshape(-1)
-  if not times.size or np.any(~np.isfinite(times)) or np.any(times < 0) or \
-      np.any(np.diff(times) < 0):
-    raise ValueError("times must be a non-empty, finite, non-negative, non-decreasing "
-                     "sequence")
+  if (
+    not times.size or np.any(~np.isfinite(times)) or np.any(times < 0) or np.any(np.diff(times) < 0)
+  ):
+    raise ValueError("times must be a non-empty, finite, non-negative, non-decreasing sequence")
   return times
 
 
@@ -174,8 +176,10 @@ def linear_student_limit(x, targets, w0, *, loss="mse") -> np.ndarray:
   if loss == "sigmoid_ce":
     residual = np.linalg.norm(x @ w - b)
     if residual > 1e-8 * max(np.linalg.norm(b), 1.0):
-      raise ValueError(f"logit(targets) is not in the span of x's columns (residual "
-                       f"{residual:.3g}): a linear student cannot match these soft targets")
+      raise ValueError(
+        f"logit(targets) is not in the span of x's columns (residual "
+        f"{residual:.3g}): a linear student cannot match these soft targets"
+      )
   return w + w0 - pinv @ (x @ w0)
 
 
@@ -199,7 +203,7 @@ def linear_student_flow(x, targets, w0, times, *, loss="mse") -> StudentFlow:
   limit = linear_student_limit(x, targets, w0, loss=loss)
   if loss == "mse":
     s, v = _spectrum(x)
-    decay = np.where(s > 0, np.exp(-np.outer(times, s)), 0.0)       # [T, d]
+    decay = np.where(s > 0, np.exp(-np.outer(times, s)), 0.0)  # [T, d]
     weights = limit + (decay * (v.T @ (w0 - limit))) @ v.T
   else:
     n = x.shape[0]
@@ -211,8 +215,16 @@ def linear_student_flow(x, targets, w0, times, *, loss="mse") -> StudentFlow:
       p = scipy.special.expit(x @ w)
       return -(x.T * (p * (1 - p))) @ x / n
 
-    sol = scipy.integrate.solve_ivp(field, (0.0, times[-1]), w0, method="Radau",
-                                    t_eval=times, jac=jacobian, rtol=_RTOL, atol=_ATOL)
+    sol = scipy.integrate.solve_ivp(
+      field,
+      (0.0, times[-1]),
+      w0,
+      method="Radau",
+      t_eval=times,
+      jac=jacobian,
+      rtol=_RTOL,
+      atol=_ATOL,
+    )
     weights = sol.y.T
   return StudentFlow(weights, limit, np.linalg.norm(weights - limit, axis=1))
 
@@ -273,7 +285,7 @@ def _layer_grads(layers, g):
   grads = []
   for l in range(len(layers)):
     below = _product(layers[:l]) if l else np.eye(layers[0].shape[1])
-    above = _product(layers[l + 1:]).reshape(1, -1) if l + 1 < len(layers) else np.eye(1)
+    above = _product(layers[l + 1 :]).reshape(1, -1) if l + 1 < len(layers) else np.eye(1)
     grads.append(above.T @ g[None, :] @ below.T)
   return grads
 
@@ -312,14 +324,18 @@ def deep_linear_flow(x, targets, layers, times, *, settle_time=None) -> StudentF
 
   theta0 = np.concatenate([w.ravel() for w in layers])
   end = settle_time or 20.0 * max(times[-1], 1.0)
-  sol = scipy.integrate.solve_ivp(field, (0.0, end), theta0, method="DOP853",
-                                  t_eval=np.append(times, end), rtol=_RTOL, atol=_ATOL)
+  sol = scipy.integrate.solve_ivp(
+    field, (0.0, end), theta0, method="DOP853", t_eval=np.append(times, end), rtol=_RTOL, atol=_ATOL
+  )
   ends = [_product(unpack(th))[0] for th in sol.y.T]
   weights, limit = np.array(ends[:-1]), ends[-1]
   gradient = np.linalg.norm(s_matrix @ (limit - w_ls))
   if settle_time is None and gradient > 1e-10:
-    return deep_linear_flow(x, targets, layers, times, settle_time=10 * end) \
-        if end < 1e7 else StudentFlow(weights, limit, np.linalg.norm(weights - limit, axis=1))
+    return (
+      deep_linear_flow(x, targets, layers, times, settle_time=10 * end)
+      if end < 1e7
+      else StudentFlow(weights, limit, np.linalg.norm(weights - limit, axis=1))
+    )
   return StudentFlow(weights, limit, np.linalg.norm(weights - limit, axis=1))
 
 
@@ -344,10 +360,11 @@ def balanced_end_to_end_flow(x, targets, w0, times, *, depth) -> np.ndarray:
     g = s_matrix @ (w - w_ls)
     norm = np.linalg.norm(w)
     unit = w / norm if norm > 0 else w
-    return -norm ** (2.0 - 2.0 / depth) * (g + (depth - 1) * (unit @ g) * unit)
+    return -(norm ** (2.0 - 2.0 / depth)) * (g + (depth - 1) * (unit @ g) * unit)
 
-  sol = scipy.integrate.solve_ivp(field, (0.0, times[-1]), w0, method="DOP853", t_eval=times,
-                                  rtol=_RTOL, atol=_ATOL)
+  sol = scipy.integrate.solve_ivp(
+    field, (0.0, times[-1]), w0, method="DOP853", t_eval=times, rtol=_RTOL, atol=_ATOL
+  )
   return sol.y.T
 
 
@@ -368,8 +385,10 @@ def aligned_strength(u0, target, times, *, depth) -> np.ndarray:
     return target + (u0 - target) * np.exp(-times)
   if depth == 2:
     return target / (1.0 + (target / u0 - 1.0) * np.exp(-2.0 * target * times))
-  raise ValueError(f"aligned_strength has a closed form for depth 1 or 2, got {depth}; "
-                   "use balanced_end_to_end_flow")
+  raise ValueError(
+    f"aligned_strength has a closed form for depth 1 or 2, got {depth}; "
+    "use balanced_end_to_end_flow"
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -394,12 +413,15 @@ def max_stable_step(x, *, depth=1, scale=None) -> float:
 
 def _check_step(learning_rate, limit):
   if not 0 < learning_rate < limit:
-    raise ValueError(f"learning_rate must be in (0, {limit:.6g}) (gradient descent is "
-                     f"unstable at or beyond 2 / sharpness), got {learning_rate!r}")
+    raise ValueError(
+      f"learning_rate must be in (0, {limit:.6g}) (gradient descent is "
+      f"unstable at or beyond 2 / sharpness), got {learning_rate!r}"
+    )
 
 
-def gradient_descent(x, teacher_weights, teacher_bias, w0, b0, *, learning_rate,
-                     num_steps) -> tuple[np.ndarray, np.ndarray]:
+def gradient_descent(
+  x, teacher_weights, teacher_bias, w0, b0, *, learning_rate, num_steps
+) -> tuple[np.ndarray, np.ndarray]:
   r"""Full-batch gradient descent of a linear student on a linear teacher, with kdjax parts.
 
   Student and teacher are ``kdjax.models.MLP(hidden=(), num_classes=1)`` (one Dense layer,
@@ -412,6 +434,7 @@ def gradient_descent(x, teacher_weights, teacher_bias, w0, b0, *, learning_rate,
     ``(weights [num_steps + 1, d], biases [num_steps + 1])`` after 0..num_steps updates.
   """
   import optax
+
   from kdjax.losses import fitnets_loss
   from kdjax.models import MLP
   from kdjax.train.state import TrainState
@@ -422,13 +445,19 @@ def gradient_descent(x, teacher_weights, teacher_bias, w0, b0, *, learning_rate,
   _check_step(learning_rate, max_stable_step(np.hstack([x, np.ones((len(x), 1))])))
   with jax.enable_x64(True):
     import jax.numpy as jnp
+
     model = MLP(num_classes=1, hidden=())
-    params = lambda w, b: {"Dense_0": {"kernel": jnp.asarray(w, jnp.float64).reshape(d, 1),
-                                       "bias": jnp.asarray([b], jnp.float64)}}
+    params = lambda w, b: {
+      "Dense_0": {
+        "kernel": jnp.asarray(w, jnp.float64).reshape(d, 1),
+        "bias": jnp.asarray([b], jnp.float64),
+      }
+    }
     tx = optax.sgd(learning_rate)
     student = params(w0, b0)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=student,
-                       opt_state=tx.init(student), model_state={})
+    state = TrainState(
+      step=jnp.zeros((), jnp.int32), params=student, opt_state=tx.init(student), model_state={}
+    )
     objective = lambda s, t, labels, rng: fitnets_loss(s, t)
     step = jax.jit(make_train_step(model, tx, objective, seed=0, teacher=model))
     teacher = {"params": params(teacher_weights, teacher_bias)}
@@ -441,8 +470,7 @@ def gradient_descent(x, teacher_weights, teacher_bias, w0, b0, *, learning_rate,
   return np.array(weights), np.array(biases)
 
 
-def deep_linear_gradient_descent(x, targets, layers, *, learning_rate,
-                                 num_steps) -> np.ndarray:
+def deep_linear_gradient_descent(x, targets, layers, *, learning_rate, num_steps) -> np.ndarray:
   r"""Full-batch gradient descent on all layers of a deep linear student (MSE), in JAX.
 
   Returns:
@@ -455,6 +483,7 @@ def deep_linear_gradient_descent(x, targets, layers, *, learning_rate,
   _check_step(learning_rate, max_stable_step(x, depth=len(layers), scale=scale))
   with jax.enable_x64(True):
     import jax.numpy as jnp
+
     xs, ts = jnp.asarray(x), jnp.asarray(targets)
 
     def loss(ws):

@@ -3,6 +3,7 @@
 ``figures(config, result) -> {file name: matplotlib figure}``; the job saves each with
 ``kdjax.jobs.figures.save_figure``. Nothing here computes a result.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,17 +45,31 @@ def _mobahi(config, r: Result):
   shown = _shown_rounds(live)
   cmap = plt.get_cmap("viridis")
   for i, t in enumerate(shown):
-    ax1.semilogy(np.arange(1, len(d) + 1), np.maximum(diag_b[t - 1], 1e-30),
-                 color=cmap(i / max(len(shown) - 1, 1)), label=f"round {t}")
-  ax1.set(title=f"Budget rounds: diagonal of $B_t$ (eps={config.eps_fraction:g}·mean $y^2$)",
-          xlabel="eigen-direction (largest eigenvalue first)", ylabel="$B_t[k,k]$",
-          ylim=(1e-8, 2))
+    ax1.semilogy(
+      np.arange(1, len(d) + 1),
+      np.maximum(diag_b[t - 1], 1e-30),
+      color=cmap(i / max(len(shown) - 1, 1)),
+      label=f"round {t}",
+    )
+  ax1.set(
+    title=f"Budget rounds: diagonal of $B_t$ (eps={config.eps_fraction:g}·mean $y^2$)",
+    xlabel="eigen-direction (largest eigenvalue first)",
+    ylabel="$B_t[k,k]$",
+    ylim=(1e-8, 2),
+  )
   ax1.legend(fontsize=8)
   for i, t in enumerate(sorted(set(np.geomspace(1, steps, 6).astype(int)))):
-    ax2.semilogy(np.arange(1, len(d) + 1), np.maximum(diag_fixed[t - 1], 1e-30),
-                 color=cmap(i / 5), label=f"round {t}")
-  ax2.set(title=f"Fixed reg={config.reg:g}: $(d/(d+reg))^t$",
-          xlabel="eigen-direction (largest eigenvalue first)", ylim=(1e-8, 2))
+    ax2.semilogy(
+      np.arange(1, len(d) + 1),
+      np.maximum(diag_fixed[t - 1], 1e-30),
+      color=cmap(i / 5),
+      label=f"round {t}",
+    )
+  ax2.set(
+    title=f"Fixed reg={config.reg:g}: $(d/(d+reg))^t$",
+    xlabel="eigen-direction (largest eigenvalue first)",
+    ylim=(1e-8, 2),
+  )
   ax2.legend(fontsize=8)
   out["mobahi_spectrum.png"] = _done(fig)
 
@@ -78,23 +93,37 @@ def _mobahi(config, r: Result):
     ax.plot(a["x_test"][:, 0], a["clean_test"], "k--", lw=1, label="clean function")
     ax.plot(a["x_train"][:, 0], a["y_train"], "k.", ms=4, label="training labels")
     for i, t in enumerate(shown):
-      ax.plot(a["x_test"][:, 0], a["test_budget"][t - 1],
-              color=cmap(i / max(len(shown) - 1, 1)), label=f"round {t}")
+      ax.plot(
+        a["x_test"][:, 0],
+        a["test_budget"][t - 1],
+        color=cmap(i / max(len(shown) - 1, 1)),
+        label=f"round {t}",
+      )
     ax.set(title="Budget rounds: fitted function", xlabel="x")
     ax.legend(fontsize=8, ncol=2)
     out["mobahi_fits.png"] = _done(fig)
 
-  sweep = a["collapse_sweep"]          # rows: factor, fraction, found, lower, upper, kappa
+  sweep = a["collapse_sweep"]  # rows: factor, fraction, found, lower, upper, kappa
   factors = list(dict.fromkeys(sweep[:, 0]))
   plt, fig, axes = _axes(len(factors), width=4.2, height=3.8)
   for ax, factor in zip(axes, factors):
     rows = sweep[sweep[:, 0] == factor]
-    ax.fill_between(rows[:, 1], rows[:, 3], np.minimum(rows[:, 4], 1e6), color="C0", alpha=0.15,
-                    label="[lower, upper] bound (upper clipped at 1e6)")
+    ax.fill_between(
+      rows[:, 1],
+      rows[:, 3],
+      np.minimum(rows[:, 4], 1e6),
+      color="C0",
+      alpha=0.15,
+      label="[lower, upper] bound (upper clipped at 1e6)",
+    )
     ax.plot(rows[:, 1], rows[:, 3], "C0--", lw=1)
     ax.plot(rows[:, 1], rows[:, 2], "ko-", ms=4, label="numerical collapse round")
-    ax.set(xscale="log", yscale="log", xlabel=r"budget eps / mean $y^2$",
-           title=f"lengthscale {factor:g}·median, $\\kappa$={rows[0, 5]:.1e}")
+    ax.set(
+      xscale="log",
+      yscale="log",
+      xlabel=r"budget eps / mean $y^2$",
+      title=f"lengthscale {factor:g}·median, $\\kappa$={rows[0, 5]:.1e}",
+    )
   axes[0].set(ylabel="collapse round")
   axes[0].legend(fontsize=8)
   out["mobahi_bounds.png"] = _done(fig)
@@ -105,23 +134,40 @@ def _borup(config, r: Result):
   steps, rounds = config.num_steps, r.steps
   classification = any(k.startswith("test_acc/") for k in r.series)
   fixed_opt = r.summary["fixed_optimal_alpha"]
-  how = ("clean function at training points" if config.dataset.name == "synthetic"
-         else "validation labels")
+  how = (
+    "clean function at training points"
+    if config.dataset.name == "synthetic"
+    else "validation labels"
+  )
   curves = [alpha_key(a) for a in config.alphas] + ["stepwise optimal", "fixed optimal"]
   plt, fig, axes = _axes(3 if classification else 2, width=4.8, height=4.8)
   cmap = plt.get_cmap("viridis")
   for i, key in enumerate(curves):
-    style = dict(color=cmap(i / max(len(config.alphas) - 1, 1))) if key.startswith("alpha") \
-        else dict(color="r" if key.startswith("stepwise") else "m", ls="--", lw=2)
-    label = f"best fixed alpha={fixed_opt:.3f} (for round {steps})" if key == "fixed optimal" \
-        else key
+    style = (
+      dict(color=cmap(i / max(len(config.alphas) - 1, 1)))
+      if key.startswith("alpha")
+      else dict(color="r" if key.startswith("stepwise") else "m", ls="--", lw=2)
+    )
+    label = (
+      f"best fixed alpha={fixed_opt:.3f} (for round {steps})" if key == "fixed optimal" else key
+    )
     axes[0].plot(rounds, r.series[f"test_mse/{key}"], label=label, **style)
     if classification:
       axes[1].plot(rounds, r.series[f"test_acc/{key}"], label=label, **style)
-  axes[0].set(title=f"{config.dataset.name}: test MSE (reg={config.reg:g})", xlabel="round",
-              xscale="log", yscale="log")
-  axes[0].legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15),
-                 title="label weight alpha", title_fontsize=7)
+  axes[0].set(
+    title=f"{config.dataset.name}: test MSE (reg={config.reg:g})",
+    xlabel="round",
+    xscale="log",
+    yscale="log",
+  )
+  axes[0].legend(
+    fontsize=7,
+    ncol=2,
+    loc="upper center",
+    bbox_to_anchor=(0.5, -0.15),
+    title="label weight alpha",
+    title_fontsize=7,
+  )
   if classification:
     axes[1].set(title="test accuracy", xlabel="round", xscale="log")
   axes[-1].plot(rounds[1:], r.arrays["stepwise_alphas"], "r.-")
@@ -136,12 +182,16 @@ def _gp(config, r: Result):
   cmap = plt.get_cmap("viridis")
   rounds = np.arange(1, steps + 1)
   for i, key in enumerate(posteriors):
-    style = dict(color="r", ls="--", lw=2) if key.startswith("distribution") else \
-        dict(color=cmap(i / max(len(config.alphas) - 1, 1)))
+    style = (
+      dict(color="r", ls="--", lw=2)
+      if key.startswith("distribution")
+      else dict(color=cmap(i / max(len(config.alphas) - 1, 1)))
+    )
     axes[0].plot(rounds, r.series[f"gpr_test_mse/{key}"][:steps], label=key, **style)
     axes[1].plot(rounds, r.series[f"gpr_test_nll/{key}"][:steps], label=key, **style)
-  axes[0].set(title=f"GPR test MSE (noise var {config.noise:g})", xlabel="round", xscale="log",
-              yscale="log")
+  axes[0].set(
+    title=f"GPR test MSE (noise var {config.noise:g})", xlabel="round", xscale="log", yscale="log"
+  )
   axes[1].set(title="GPR test NLL (clean targets)", xlabel="round", xscale="log")
   axes[0].legend(fontsize=7)
   x = a["x_test"][:, 0]
@@ -162,10 +212,21 @@ def _gp(config, r: Result):
   for i, alpha in enumerate(c.alphas):
     key, color = alpha_key(alpha), cmap(i / max(len(c.alphas) - 1, 1))
     for ax, metric in zip(axes, ("gpc_test_acc", "gpc_test_brier", "gpc_target_spread")):
-      ax.plot(gpc_rounds, r.series[f"{metric}/{key}"][:c.num_steps], marker=".", color=color,
-              label=key)
-  axes[0].set(title=f"CB-GPC ({c.dataset.name}, {c.dataset.label_noise:.0%} flipped): "
-              "test accuracy", xlabel="round")
+      ax.plot(
+        gpc_rounds, r.series[f"{metric}/{key}"][: c.num_steps], marker=".", color=color, label=key
+      )
+  for ax, metric in zip(axes, ("gpc_test_acc", "gpc_test_brier")):
+    ax.plot(
+      gpc_rounds,
+      r.series[f"{metric}/distribution-centric"][: c.num_steps],
+      "r--",
+      marker=".",
+      label="distribution-centric (covariance t K)",
+    )
+  axes[0].set(
+    title=f"CB-GPC ({c.dataset.name}, {c.dataset.label_noise:.0%} flipped): test accuracy",
+    xlabel="round",
+  )
   axes[1].set(title="test Brier score of E[y]", xlabel="round")
   axes[2].set(title="mean |training target - 1/2|", xlabel="round")
   axes[0].legend(fontsize=7, title="label weight", title_fontsize=7)
@@ -175,20 +236,26 @@ def _gp(config, r: Result):
 
 def _linear_kd(config, r: Result):
   a = r.arrays
-  keys = [k[len("weights_"):] for k in a if k.startswith("weights_")]
+  keys = [k[len("weights_") :] for k in a if k.startswith("weights_")]
   plt, fig, (ax1, ax2, ax3) = _axes(3, width=4.6)
   for i, key in enumerate(keys):
-    ax1.semilogy(a["times"], np.maximum(r.series[f"distance/{key}"], 1e-16), color=f"C{i}",
-                 label=key)
+    ax1.semilogy(
+      a["times"], np.maximum(r.series[f"distance/{key}"], 1e-16), color=f"C{i}", label=key
+    )
     if f"train_mse/{key}" in r.series:
-      ax2.semilogy(a["times"], np.maximum(r.series[f"train_mse/{key}"], 1e-16), color=f"C{i}",
-                   label=key)
+      ax2.semilogy(
+        a["times"], np.maximum(r.series[f"train_mse/{key}"], 1e-16), color=f"C{i}", label=key
+      )
   ax1.set(title=r"distance to the limit $\|w(t) - w_\infty\|$", xlabel="time (lr x steps)")
   ax1.legend(fontsize=8)
   ax2.set(title="train MSE to the teacher's outputs", xlabel="time (lr x steps)")
   ax3.loglog(a["gd_learning_rates"], a["gd_errors"], "ko-", label="GD (kdjax MLP) vs flow")
-  ax3.loglog(a["gd_learning_rates"], a["gd_errors"][-1] * a["gd_learning_rates"]
-             / a["gd_learning_rates"][-1], "k:", label="slope 1")
+  ax3.loglog(
+    a["gd_learning_rates"],
+    a["gd_errors"][-1] * a["gd_learning_rates"] / a["gd_learning_rates"][-1],
+    "k:",
+    label="slope 1",
+  )
   ax3.set(title=f"GD error at t={config.horizon:g}", xlabel="learning rate")
   ax3.legend(fontsize=8)
   return {"linear_kd.png": _done(fig)}
@@ -207,9 +274,12 @@ def _jepa(config, r: Result):
       for i in range(k):
         ax.plot(times / scale, curves[:, i], color=f"C{i}", label=labels[i])
       ax.axvline(1.0, color="k", lw=0.6, ls=":")
-      ax.set(title=f"{objective.upper()}, encoder depth L={depth}", ylim=(-0.02, 1.05),
-             xlabel=f"time / critical time of feature 0 ({scale:.3g})",
-             ylabel=r"$\bar w_i(t) / \bar w_i(\infty)$" if depth == shown[0] else "")
+      ax.set(
+        title=f"{objective.upper()}, encoder depth L={depth}",
+        ylim=(-0.02, 1.05),
+        xlabel=f"time / critical time of feature 0 ({scale:.3g})",
+        ylabel=r"$\bar w_i(t) / \bar w_i(\infty)$" if depth == shown[0] else "",
+      )
   axes[0][0].legend(fontsize=8)
   out = {"jepa_feature_curves.png": _done(fig)}
 
@@ -220,25 +290,30 @@ def _jepa(config, r: Result):
     for objective, style in (("jepa", "o-"), ("mae", "s--")):
       table = a[f"critical_{objective}"]
       ax2.plot(depths, table[:, i] / table[:, 0], style, color=f"C{i}")
-  ax1.set(title=f"critical time (half the limit), init {config.init_scale:g}",
-          xlabel="encoder depth L")
+  ax1.set(
+    title=f"critical time (half the limit), init {config.init_scale:g}", xlabel="encoder depth L"
+  )
   ax1.legend(fontsize=7)
   ax2.axhline(1.0, color="k", lw=0.8)
-  ax2.set(title="critical time / feature 0's\n(solid JEPA, dashed MAE; < 1: learned first)",
-          xlabel="encoder depth L")
+  ax2.set(
+    title="critical time / feature 0's\n(solid JEPA, dashed MAE; < 1: learned first)",
+    xlabel="encoder depth L",
+  )
   g = config.gd
   for objective, marker in (("jepa", "o"), ("mae", "s")):
     for i in range(k):
       ax3.plot(a["gd_times"], a[f"gd_ode_{objective}"][:, i], color=f"C{i}", lw=1)
       ax3.plot(a["gd_times"], a[f"gd_{objective}"][:, i], marker, color=f"C{i}", ms=3, ls="")
-  ax3.set(title=f"networks (GD, lr {g.learning_rate:g}, L={g.depth}) vs ODE (lines)",
-          xlabel="time (lr x steps)", ylabel="encoder weight / its limit")
+  ax3.set(
+    title=f"networks (GD, lr {g.learning_rate:g}, L={g.depth}) vs ODE (lines)",
+    xlabel="time (lr x steps)",
+    ylabel="encoder weight / its limit",
+  )
   out["jepa_critical_times.png"] = _done(fig)
   return out
 
 
-_FIGURES = {"mobahi": _mobahi, "borup": _borup, "gp": _gp, "linear_kd": _linear_kd,
-            "jepa": _jepa}
+_FIGURES = {"mobahi": _mobahi, "borup": _borup, "gp": _gp, "linear_kd": _linear_kd, "jepa": _jepa}
 
 
 def figures(config: Any, result: Result) -> dict:

@@ -4,6 +4,7 @@ All data are offline: a synthetic 1-D function, scikit-learn's bundled ``diabete
 patients, 10 features) and ``digits`` (1,797 8x8 images), and ``make_moons``. Splits are
 random permutations from ``seed``; features are standardised with training statistics.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -20,6 +21,7 @@ class Problem(NamedTuple):
   and ``clean_test`` the noise-free function where it is known (synthetic data), else
   the observed targets; ``labels_*`` integer classes for classification (else None).
   """
+
   x_train: np.ndarray
   y_train: np.ndarray
   clean_train: np.ndarray
@@ -38,8 +40,8 @@ def rbf_kernel(x1, x2, *, lengthscale, scale=1.0) -> np.ndarray:
   NumPy float64 (data preparation, not traced).
   """
   x1, x2 = np.asarray(x1, np.float64), np.asarray(x2, np.float64)
-  sq = (np.sum(x1 ** 2, -1)[:, None] + np.sum(x2 ** 2, -1)[None, :] - 2 * x1 @ x2.T)
-  return scale * np.exp(-np.maximum(sq, 0.0) / (2 * lengthscale ** 2))
+  sq = np.sum(x1**2, -1)[:, None] + np.sum(x2**2, -1)[None, :] - 2 * x1 @ x2.T
+  return scale * np.exp(-np.maximum(sq, 0.0) / (2 * lengthscale**2))
 
 
 def median_distance(x) -> float:
@@ -83,10 +85,19 @@ def load_problem(name, *, seed, n_train, n_val=0, n_test=500, noise=0.3, label_n
     x_test = np.linspace(-1, 1, n_test)[:, None]
     clean = _clean_function(x[:, 0])
     y = clean + noise * rng.normal(size=len(clean))
-    return Problem(x[:n_train], y[:n_train], clean[:n_train], x[n_train:], y[n_train:],
-                   x_test, _clean_function(x_test[:, 0]), _clean_function(x_test[:, 0]))
+    return Problem(
+      x[:n_train],
+      y[:n_train],
+      clean[:n_train],
+      x[n_train:],
+      y[n_train:],
+      x_test,
+      _clean_function(x_test[:, 0]),
+      _clean_function(x_test[:, 0]),
+    )
   if name == "diabetes":
     from sklearn.datasets import load_diabetes
+
     x, y = load_diabetes(return_X_y=True)
     tr, va, te = _split(len(y), (n_train, n_val, n_test), seed)
     x_tr, x_va, x_te = _standardise(x[tr], x[va], x[te])
@@ -94,24 +105,44 @@ def load_problem(name, *, seed, n_train, n_val=0, n_test=500, noise=0.3, label_n
     return Problem(x_tr, y_tr, y_tr, x_va, y_va, x_te, y_te, y_te)
   if name == "digits":
     from sklearn.datasets import load_digits
+
     x, labels = load_digits(return_X_y=True)
     tr, va, te = _split(len(labels), (n_train, n_val, n_test), seed)
     noisy = labels[tr].copy()
     flip = rng.uniform(size=len(tr)) < label_noise
     noisy[flip] = rng.integers(0, 10, size=int(flip.sum()))
     onehot = lambda l: np.eye(10)[l] - 0.1
-    return Problem(x[tr] / 16, onehot(noisy), onehot(labels[tr]), x[va] / 16,
-                   onehot(labels[va]), x[te] / 16, onehot(labels[te]), onehot(labels[te]),
-                   noisy, labels[te])
+    return Problem(
+      x[tr] / 16,
+      onehot(noisy),
+      onehot(labels[tr]),
+      x[va] / 16,
+      onehot(labels[va]),
+      x[te] / 16,
+      onehot(labels[te]),
+      onehot(labels[te]),
+      noisy,
+      labels[te],
+    )
   if name == "moons":
     from sklearn.datasets import make_moons
+
     x, labels = make_moons(n_train + n_val + n_test, noise=noise, random_state=seed)
     noisy = labels[:n_train].copy()
     flip = rng.uniform(size=n_train) < label_noise
     noisy[flip] = 1 - noisy[flip]
-    x_tr, x_va, x_te = x[:n_train], x[n_train:n_train + n_val], x[n_train + n_val:]
+    x_tr, x_va, x_te = x[:n_train], x[n_train : n_train + n_val], x[n_train + n_val :]
     y = lambda l: l.astype(np.float64)
-    return Problem(x_tr, y(noisy), y(labels[:n_train]), x_va,
-                   y(labels[n_train:n_train + n_val]), x_te, y(labels[n_train + n_val:]),
-                   y(labels[n_train + n_val:]), noisy, labels[n_train + n_val:])
+    return Problem(
+      x_tr,
+      y(noisy),
+      y(labels[:n_train]),
+      x_va,
+      y(labels[n_train : n_train + n_val]),
+      x_te,
+      y(labels[n_train + n_val :]),
+      y(labels[n_train + n_val :]),
+      noisy,
+      labels[n_train + n_val :],
+    )
   raise ValueError(f"data.name must be one of synthetic, diabetes, digits, moons; got {name!r}")

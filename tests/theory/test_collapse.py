@@ -1,4 +1,5 @@
 """Mobahi et al.'s collapse-round bounds hold around the numerically found collapse round."""
+
 import math
 
 import jax
@@ -45,7 +46,7 @@ def test_numerical_collapse_round_lies_within_the_bounds(case):
     K = rbf_kernel(x, x, lengthscale=0.2 if case == "rbf_wide" else 0.05)
     K = (K + K.T) / 2
   y = rng.normal(size=n) + 1.0 if case[:3] != "rbf" else np.sin(3 * x[:, 0]) + 1.0
-  if case == "rank_deficient":            # a small null-space part, below every budget
+  if case == "rank_deficient":  # a small null-space part, below every budget
     null = np.linalg.eigh(K)[1][:, :10]
     y = y - 0.9 * null @ (null.T @ y)
   for eps in (0.08, 0.2, 0.5):
@@ -60,5 +61,6 @@ def test_bad_input():
   with pytest.raises(ValueError, match="y must have shape"):
     collapse.collapse_round_bounds(np.eye(3), np.ones(4), eps=0.1)
   with pytest.raises(ValueError, match="positive semi-definite"):
-    collapse.collapse_round_bounds(np.eye(3) - 2 * np.eye(3)[0:1].T @ np.eye(3)[0:1], np.ones(3),
-                                   eps=0.1)
+    collapse.collapse_round_bounds(
+      np.eye(3) - 2 * np.eye(3)[0:1].T @ np.eye(3)[0:1], np.ones(3), eps=0.1
+    )

@@ -1,4 +1,5 @@
 """Each theory experiment config runs end to end (runlocal) through launch.main's job table."""
+
 import importlib
 import json
 import math
@@ -72,7 +73,7 @@ def test_borup(tmp_path, data):
   assert 0.0 <= summary["fixed_optimal_alpha"] <= 1.0
   alphas = [r["alpha/stepwise optimal"] for r in rows[1:]]
   assert all(0.0 <= a <= 1.0 for a in alphas)
-  if data == "synthetic":   # optimal against the clean function: no worse than any weight
+  if data == "synthetic":  # optimal against the clean function: no worse than any weight
     best_fixed = min(v for k, v in summary.items() if k.startswith("final_test_mse_alpha"))
     assert summary["final_test_mse_fixed_optimal"] <= best_fixed * 1.05
   else:
@@ -87,12 +88,17 @@ def test_gp(tmp_path):
   assert len(rows) == max(config.num_steps, config.gpc.num_steps)
   # Distribution-centric = noise / t: its posterior variances shrink, so the NLL of a
   # too-small noise grows; data-centric round 1 equals distribution-centric round 1.
-  assert abs(rows[0]["gpr_test_mse/distribution-centric"]
-             - rows[0]["gpr_test_mse/data-centric alpha=0"]) < 1e-10
+  assert (
+    abs(rows[0]["gpr_test_mse/distribution-centric"] - rows[0]["gpr_test_mse/data-centric alpha=0"])
+    < 1e-10
+  )
   for key in ("gpc_test_acc/alpha=0", "gpc_test_acc/alpha=0.5"):
     accs = [r[key] for r in rows if key in r]
     assert len(accs) == config.gpc.num_steps and all(0.5 <= a <= 1.0 for a in accs)
   assert math.isfinite(summary["gpr_final_test_mse_distribution-centric"])
+  # Distribution-centric CB-GPC (covariance t K): round 1 is the data-centric round 1.
+  accs = [r["gpc_test_acc/distribution-centric"] for r in rows[: config.gpc.num_steps]]
+  assert accs[0] == rows[0]["gpc_test_acc/alpha=0"] and all(0.5 <= a <= 1.0 for a in accs)
 
 
 def test_unknown_experiment_is_a_clear_error(tmp_path):
@@ -114,7 +120,8 @@ def test_linear_kd(tmp_path):
   assert 0.9 < summary["gd_error_order"] < 1.1
   # The linear student keeps its initial component orthogonal to the data span.
   assert summary["limit_orthogonal_norm_linear"] == pytest.approx(
-      summary["initial_orthogonal_norm"], rel=1e-9)
+    summary["initial_orthogonal_norm"], rel=1e-9
+  )
 
 
 def test_jepa(tmp_path):

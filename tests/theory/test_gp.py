@@ -1,4 +1,5 @@
 """GP self-distillation closed forms against explicit Bayesian updates, one round at a time."""
+
 import jax
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from kdjax.theory import gp
 
 
 def rbf(a, b, scale=1.5, length=0.7):
-  return scale * np.exp(-0.5 * ((a[:, None] - b[None]) ** 2).sum(-1) / length ** 2)
+  return scale * np.exp(-0.5 * ((a[:, None] - b[None]) ** 2).sum(-1) / length**2)
 
 
 def problem(seed, n=18, n_test=6):
@@ -20,8 +21,9 @@ def problem(seed, n=18, n_test=6):
 
 def condition(mean, cov, train, y, noise):
   """One Gaussian update of a joint prior N(mean, cov) on noisy observations of `train`."""
-  gain = scipy.linalg.solve(cov[np.ix_(train, train)] + noise * np.eye(len(train)),
-                            cov[train], assume_a="pos").T
+  gain = scipy.linalg.solve(
+    cov[np.ix_(train, train)] + noise * np.eye(len(train)), cov[train], assume_a="pos"
+  ).T
   return mean + gain @ (y - mean[train]), cov - gain @ cov[train]
 
 
@@ -38,10 +40,11 @@ def test_distribution_centric_equals_repeated_conditioning_and_noise_over_t(nois
   mean, cov = np.zeros(len(joint)), joint
   with jax.enable_x64(True):
     on_train = gp.gpr_distribution_centric(K, y, noise=noise, steps=steps)
-    on_test = gp.gpr_distribution_centric(K, y, noise=noise, steps=steps, k_test=k_test,
-                                          k_test_test=k_tt)
+    on_test = gp.gpr_distribution_centric(
+      K, y, noise=noise, steps=steps, k_test=k_test, k_test_test=k_tt
+    )
   for t in range(steps):
-    mean, cov = condition(mean, cov, train, y, noise)     # previous posterior is the prior
+    mean, cov = condition(mean, cov, train, y, noise)  # previous posterior is the prior
     assert rel_err(on_train.mean[t], mean[:n]) < 1e-8
     assert rel_err(on_train.cov[t], cov[:n, :n]) < 1e-7
     assert rel_err(on_test.mean[t], mean[n:]) < 1e-8
@@ -58,8 +61,9 @@ def test_data_centric_equals_fresh_gp_per_round(alpha):
   joint = np.block([[K, k_test.T], [k_test, k_tt]])
   with jax.enable_x64(True):
     on_train = gp.gpr_data_centric(K, y, noise=noise, steps=steps, alpha=alpha)
-    on_test = gp.gpr_data_centric(K, y, noise=noise, steps=steps, alpha=alpha, k_test=k_test,
-                                  k_test_test=k_tt)
+    on_test = gp.gpr_data_centric(
+      K, y, noise=noise, steps=steps, alpha=alpha, k_test=k_test, k_test_test=k_tt
+    )
   targets = y
   for t in range(steps):
     mean, cov = condition(np.zeros(len(joint)), joint, np.arange(n), targets, noise)

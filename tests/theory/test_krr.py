@@ -1,4 +1,5 @@
 """Closed forms of kdjax.theory.krr against explicit rounds of KRR (a fresh solve each)."""
+
 import jax
 import numpy as np
 import pytest
@@ -23,8 +24,11 @@ def iterate(K, y, reg, steps, alpha, k_test=None):
   n = K.shape[0]
   targets, train, test = y, [], []
   for _ in range(steps):
-    coef = np.linalg.lstsq(K + reg * np.eye(n), targets, rcond=None)[0] if reg == 0 else \
-        scipy.linalg.solve(K + reg * np.eye(n), targets, assume_a="pos")
+    coef = (
+      np.linalg.lstsq(K + reg * np.eye(n), targets, rcond=None)[0]
+      if reg == 0
+      else scipy.linalg.solve(K + reg * np.eye(n), targets, assume_a="pos")
+    )
     train.append(K @ coef)
     if k_test is not None:
       test.append(k_test @ coef)
@@ -47,10 +51,9 @@ def test_closed_form_equals_explicit_rounds(reg, alpha):
   train, test = iterate(K, y, reg, steps, alpha, k_test)
   with jax.enable_x64(True):
     closed = krr.krr_self_distillation(K, y, reg=reg, steps=steps, alpha=alpha)
-    closed_test = krr.krr_self_distillation(K, y, reg=reg, steps=steps, alpha=alpha,
-                                            k_test=k_test)
+    closed_test = krr.krr_self_distillation(K, y, reg=reg, steps=steps, alpha=alpha, k_test=k_test)
   assert closed.shape == (steps, n) and closed_test.shape == (steps, 7)
-  for t in range(steps):   # per round: late Mobahi rounds are tiny, compare each relatively
+  for t in range(steps):  # per round: late Mobahi rounds are tiny, compare each relatively
     assert rel_err(closed[t], train[t]) < 1e-8, t
     assert rel_err(closed_test[t], test[t]) < 1e-8, t
 
@@ -89,7 +92,7 @@ def test_limit_is_krr_with_amplified_reg_and_equals_many_rounds(alpha):
   K = random_psd(rng, n)
   y = rng.normal(size=n)
   k_test = rng.normal(size=(4, n))
-  steps = int(np.ceil(np.log(1e-14) / np.log(1 - alpha)))   # (1 - alpha)^steps < 1e-14
+  steps = int(np.ceil(np.log(1e-14) / np.log(1 - alpha)))  # (1 - alpha)^steps < 1e-14
   train, test = iterate(K, y, reg, steps, alpha, k_test)
   with jax.enable_x64(True):
     limit = krr.krr_self_distillation_limit(K, y, reg=reg, alpha=alpha)
@@ -102,7 +105,7 @@ def test_limit_is_krr_with_amplified_reg_and_equals_many_rounds(alpha):
 
 def test_limit_without_labels_collapses_to_zero():
   rng = np.random.default_rng(4)
-  K = random_psd(rng, 12, scale=0.01)        # a = d / (d + reg) <= ~0.07
+  K = random_psd(rng, 12, scale=0.01)  # a = d / (d + reg) <= ~0.07
   y = rng.normal(size=12)
   train, _ = iterate(K, y, 1.0, 20, 0.0)
   with jax.enable_x64(True):
@@ -119,17 +122,23 @@ def brute_force_constrained(K, y, eps, steps, k_test):
     if collapse is None and target @ target / n <= eps:
       collapse = t
     if collapse is not None:
-      preds.append(np.zeros(n)); tests.append(np.zeros(len(k_test))); regs.append(np.inf)
+      preds.append(np.zeros(n))
+      tests.append(np.zeros(len(k_test)))
+      regs.append(np.inf)
       continue
+
     def excess(log_c):
       c = np.exp(log_c)
       residual = c * scipy.linalg.solve(K + c * np.eye(n), target, assume_a="pos")
       return residual @ residual / n - eps
+
     log_c = scipy.optimize.brentq(excess, -60, 60, xtol=1e-15, rtol=4 * np.finfo(float).eps)
     c = np.exp(log_c)
     coef = scipy.linalg.solve(K + c * np.eye(n), target, assume_a="pos")
     target = K @ coef
-    preds.append(target); tests.append(k_test @ coef); regs.append(c)
+    preds.append(target)
+    tests.append(k_test @ coef)
+    regs.append(c)
   return np.array(preds), np.array(tests), np.array(regs), collapse
 
 
@@ -148,15 +157,15 @@ def test_constrained_rounds_and_collapse_match_brute_force(eps_fraction):
   assert collapse >= 2
   live = slice(0, collapse - 1)
   assert rel_err(out.regs[live], regs[live]) < 1e-8
-  assert np.all(np.isinf(np.asarray(out.regs[collapse - 1:])))
+  assert np.all(np.isinf(np.asarray(out.regs[collapse - 1 :])))
   for t in range(collapse - 1):
     assert rel_err(out.predictions[t], preds[t]) < 1e-8
     assert rel_err(out.test_predictions[t], tests[t]) < 1e-8
     fit = np.mean((np.asarray(out.predictions[t]) - (y if t == 0 else preds[t - 1])) ** 2)
-    assert abs(fit - eps) < 1e-9 * eps                       # the budget is active
-  assert np.all(np.asarray(out.predictions[collapse - 1:]) == 0)
-  assert np.all(np.asarray(out.test_predictions[collapse - 1:]) == 0)
-  assert np.all(np.diff(regs[live]) > 0)                     # c_t increases (Mobahi et al.)
+    assert abs(fit - eps) < 1e-9 * eps  # the budget is active
+  assert np.all(np.asarray(out.predictions[collapse - 1 :]) == 0)
+  assert np.all(np.asarray(out.test_predictions[collapse - 1 :]) == 0)
+  assert np.all(np.diff(regs[live]) > 0)  # c_t increases (Mobahi et al.)
 
 
 def test_optimal_alpha_closed_form_at_step_two_matches_grid():
@@ -186,9 +195,11 @@ def test_optimal_alpha_at_later_rounds_matches_grid(use_test):
   y = clean + 0.5 * rng.normal(size=n)
   reference = k_test @ weights if use_test else clean
   kt = k_test if use_test else None
+
   def loss(a):
     train, test = iterate(K, y, reg, steps, a, kt)
     return np.sum(((test if use_test else train)[-1] - reference) ** 2)
+
   grid = np.linspace(0, 1, 1001)
   losses = np.array([loss(a) for a in grid])
   with jax.enable_x64(True):
@@ -209,8 +220,10 @@ def test_stepwise_optimal_alphas_match_per_round_grid():
   previous = K @ scipy.linalg.solve(K + reg * np.eye(n), y)
   np.testing.assert_allclose(preds[0], previous, rtol=1e-10)
   for t in range(steps - 1):
+
     def fit(a):
       return K @ scipy.linalg.solve(K + reg * np.eye(n), a * y + (1 - a) * previous)
+
     losses = [np.sum((fit(a) - clean) ** 2) for a in grid]
     assert abs(float(alphas[t]) - grid[int(np.argmin(losses))]) <= 1e-3
     assert np.sum((fit(float(alphas[t])) - clean) ** 2) <= min(losses) * (1 + 1e-10)
@@ -231,7 +244,8 @@ def test_schedule_equals_explicit_rounds_with_per_round_weights():
   targets, train, test = y, [], []
   for t in range(8):
     coef = scipy.linalg.solve(K + reg * np.eye(n), targets, assume_a="pos")
-    train.append(K @ coef); test.append(k_test @ coef)
+    train.append(K @ coef)
+    test.append(k_test @ coef)
     if t < 7:
       targets = alphas[t] * y + (1 - alphas[t]) * train[-1]
   with jax.enable_x64(True):
@@ -242,7 +256,9 @@ def test_schedule_equals_explicit_rounds_with_per_round_weights():
     krr.krr_self_distillation_schedule(K, y, reg=reg, alphas=[0.1, 1.2])
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(K=np.ones((3, 4))), "K must be a square"),
     (dict(K=np.array([[1.0, 0.5], [0.0, 1.0]])), "K must be symmetric"),
     (dict(reg=-1.0), "reg must be"),
@@ -252,7 +268,8 @@ def test_schedule_equals_explicit_rounds_with_per_round_weights():
     (dict(steps=2.5), "steps must be"),
     (dict(y=np.ones(3)), "y must have shape"),
     (dict(k_test=np.ones((2, 3))), "k_test must have shape"),
-])
+  ],
+)
 def test_bad_input_names_the_argument(kwargs, match):
   args = dict(K=np.eye(2), y=np.ones(2), reg=0.1, steps=2, alpha=0.0)
   args.update(kwargs)
@@ -262,7 +279,7 @@ def test_bad_input_names_the_argument(kwargs, match):
 
 
 def test_bad_budget_and_infeasible_budget():
-  K = np.diag([1.0, 0.0])                  # y[1] lies in the null space: best error 0.5
+  K = np.diag([1.0, 0.0])  # y[1] lies in the null space: best error 0.5
   with pytest.raises(ValueError, match="eps must be"):
     krr.krr_self_distillation_constrained(np.eye(2), np.ones(2), eps=0.0, steps=3)
   with pytest.raises(ValueError, match="eps = 0.1 is not above"):
@@ -288,11 +305,14 @@ def test_indefinite_kernel_is_an_error_not_a_clipped_answer():
   rng = np.random.default_rng(3)
   K = random_psd(rng, 6) - 2.0 * np.eye(6)
   y = rng.normal(size=6)
-  for fn in (lambda k: krr.krr_self_distillation(k, y, reg=0.1, steps=2),
-             lambda k: krr.krr_self_distillation_limit(k, y, reg=0.1, alpha=0.5),
-             lambda k: krr.krr_self_distillation_constrained(k, y, eps=0.01, steps=2)):
-    with pytest.raises(ValueError, match="K must be positive semi-definite: its smallest "
-                                         "eigenvalue is -"):
+  for fn in (
+    lambda k: krr.krr_self_distillation(k, y, reg=0.1, steps=2),
+    lambda k: krr.krr_self_distillation_limit(k, y, reg=0.1, alpha=0.5),
+    lambda k: krr.krr_self_distillation_constrained(k, y, eps=0.01, steps=2),
+  ):
+    with pytest.raises(
+      ValueError, match="K must be positive semi-definite: its smallest eigenvalue is -"
+    ):
       fn(K)
   # Round-off negatives (a rank-deficient kernel) stay accepted and become exact zeros.
   low_rank = random_psd(rng, 6, rank=3)

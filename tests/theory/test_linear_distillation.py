@@ -1,5 +1,6 @@
 """Linear / deep linear distillation flows against matrix exponentials, a second ODE
 integrator, closed forms and discrete gradient descent (kdjax's MLP + train step)."""
+
 import numpy as np
 import pytest
 import scipy.integrate
@@ -28,25 +29,30 @@ def test_mse_flow_is_the_matrix_exponential_and_ends_at_projection_plus_initial_
     reference = expected_limit + scipy.linalg.expm(-t * s) @ (w0 - expected_limit)
     np.testing.assert_allclose(w, reference, rtol=0, atol=1e-10)
   # The student never leaves w0 + span(x): the orthogonal part stays its initial part.
-  orth = (np.eye(8) - projection)
+  orth = np.eye(8) - projection
   np.testing.assert_allclose(flow.weights @ orth.T, np.tile(orth @ w0, (5, 1)), atol=1e-12)
   assert flow.distance[0] > flow.distance[2] > flow.distance[-1] and flow.distance[-1] < 1e-6
 
 
 def test_sigmoid_ce_flow_against_a_second_integrator_and_its_limit():
   _, x, w_teacher, w0 = problem(1)
-  w_teacher = 0.3 * w_teacher                              # moderate logits: fast convergence
+  w_teacher = 0.3 * w_teacher  # moderate logits: fast convergence
   soft = scipy.special.expit(x @ w_teacher)
   times = np.array([0.5, 2.0, 10.0])
   flow = ld.linear_student_flow(x, soft, w0, times, loss="sigmoid_ce")
   ref = scipy.integrate.solve_ivp(
-      lambda _, w: -x.T @ (scipy.special.expit(x @ w) - soft) / len(x), (0, 10.0), w0,
-      method="LSODA", t_eval=times, rtol=1e-12, atol=1e-14)
+    lambda _, w: -x.T @ (scipy.special.expit(x @ w) - soft) / len(x),
+    (0, 10.0),
+    w0,
+    method="LSODA",
+    t_eval=times,
+    rtol=1e-12,
+    atol=1e-14,
+  )
   np.testing.assert_allclose(flow.weights, ref.y.T, rtol=0, atol=1e-8)
   # Same limit as MSE on the logits: P w_T + (I - P) w0.
   projection = np.linalg.pinv(x) @ x
-  np.testing.assert_allclose(flow.limit, projection @ w_teacher + w0 - projection @ w0,
-                             atol=1e-10)
+  np.testing.assert_allclose(flow.limit, projection @ w_teacher + w0 - projection @ w0, atol=1e-10)
   long = ld.linear_student_flow(x, soft, w0, [1000.0], loss="sigmoid_ce")
   assert long.distance[0] < 1e-6 < flow.distance[-1]
 
@@ -56,15 +62,17 @@ def test_deep_linear_flow_equals_the_aligned_closed_form_on_whitened_data(depth)
   rng = np.random.default_rng(2)
   n, d = 12, 4
   q, _ = np.linalg.qr(rng.normal(size=(n, d)))
-  x = np.sqrt(n) * q                                        # X^T X / n = I
+  x = np.sqrt(n) * q  # X^T X / n = I
   w_ls = rng.normal(size=d)
   layers = ld.balanced_init(0.01 * w_ls, (3,) * (depth - 1))
   times = np.array([0.5, 2.0, 5.0, 9.0])
   flow = ld.deep_linear_flow(x, x @ w_ls, layers, times)
-  strength = ld.aligned_strength(0.01 * np.linalg.norm(w_ls), np.linalg.norm(w_ls), times,
-                                 depth=depth)
-  np.testing.assert_allclose(flow.weights, np.outer(strength, w_ls / np.linalg.norm(w_ls)),
-                             rtol=0, atol=1e-8)
+  strength = ld.aligned_strength(
+    0.01 * np.linalg.norm(w_ls), np.linalg.norm(w_ls), times, depth=depth
+  )
+  np.testing.assert_allclose(
+    flow.weights, np.outer(strength, w_ls / np.linalg.norm(w_ls)), rtol=0, atol=1e-8
+  )
 
 
 def test_balanced_reduced_ode_equals_the_full_layer_ode():
@@ -81,17 +89,18 @@ def test_balanced_reduced_ode_equals_the_full_layer_ode():
   orth, orth0 = full.limit - projection @ full.limit, w0 - projection @ w0
   scale = orth @ orth0 / (orth0 @ orth0)
   np.testing.assert_allclose(orth, scale * orth0, atol=1e-8)
-  assert abs(scale - 1) > 1e-3          # unlike depth 1, the initial part does not survive as is
+  assert abs(scale - 1) > 1e-3  # unlike depth 1, the initial part does not survive as is
 
 
 def test_gradient_descent_with_kdjax_model_converges_to_the_flow_at_order_one():
   _, x, w_teacher, w0 = problem(4)
-  x_bias = np.hstack([x, np.ones((len(x), 1))])           # the MLP's Dense has a bias
+  x_bias = np.hstack([x, np.ones((len(x), 1))])  # the MLP's Dense has a bias
   flow = ld.linear_student_flow(x_bias, x @ w_teacher + 0.5, np.append(w0, 0.1), [2.0])
   errors = []
   for eta in (0.02, 0.01):
-    weights, biases = ld.gradient_descent(x, w_teacher, 0.5, w0, 0.1, learning_rate=eta,
-                                          num_steps=round(2.0 / eta))
+    weights, biases = ld.gradient_descent(
+      x, w_teacher, 0.5, w0, 0.1, learning_rate=eta, num_steps=round(2.0 / eta)
+    )
     errors.append(np.linalg.norm(np.append(weights[-1], biases[-1]) - flow.weights[0]))
   assert 1.8 < errors[0] / errors[1] < 2.2, errors
   assert errors[1] < 1e-2
@@ -103,8 +112,9 @@ def test_deep_gradient_descent_converges_to_the_flow_at_order_one():
   flow = ld.deep_linear_flow(x, x @ w_teacher, layers, [2.0])
   errors = []
   for eta in (0.02, 0.01):
-    ends = ld.deep_linear_gradient_descent(x, x @ w_teacher, layers, learning_rate=eta,
-                                           num_steps=round(2.0 / eta))
+    ends = ld.deep_linear_gradient_descent(
+      x, x @ w_teacher, layers, learning_rate=eta, num_steps=round(2.0 / eta)
+    )
     errors.append(np.linalg.norm(ends[-1] - flow.weights[0]))
   assert 1.8 < errors[0] / errors[1] < 2.2, errors
 
@@ -128,5 +138,6 @@ def test_bad_input_names_the_argument():
   with pytest.raises(ValueError, match="learning_rate must be in"):
     ld.gradient_descent(x, w_teacher, 0.0, w0, 0.0, learning_rate=limit, num_steps=3)
   with pytest.raises(ValueError, match="learning_rate must be in"):
-    ld.deep_linear_gradient_descent(x, t, ld.balanced_init(w0, (2,)), learning_rate=10.0,
-                                    num_steps=3)
+    ld.deep_linear_gradient_descent(
+      x, t, ld.balanced_init(w0, (2,)), learning_rate=10.0, num_steps=3
+    )
