@@ -1,14 +1,26 @@
-"""Self-distillation theory: closed forms, checked against iterated solves.
+"""Self-distillation theory: closed forms and training dynamics, checked against simulations.
 
 * :mod:`kdjax.theory.krr`: repeated self-distillation in kernel ridge regression
   (Mobahi, Farajtabar & Bartlett 2020; Borup & Andersen 2021): per-round predictions, the
   infinite-round limit, the fit-error-budget variant with its collapse round, and the
   optimal label weight.
+* :mod:`kdjax.theory.collapse`: lower and upper bounds on that collapse round.
 * :mod:`kdjax.theory.gp`: data- and distribution-centric GP regression self-distillation
   (Borup & Andersen 2023).
 * :mod:`kdjax.theory.gpc`: continuous-Bernoulli GP classification with the Laplace
-  approximation and its data-centric self-distillation (Borup & Andersen 2023).
-* :mod:`kdjax.theory.experiments`: ``run(config, workdir)`` for ``job='theory'`` configs.
+  approximation and its data- and distribution-centric self-distillation (Borup & Andersen
+  2023).
+* :mod:`kdjax.theory.linear_distillation`: gradient flow of linear and deep linear students
+  on a teacher's outputs (Phuong & Lampert 2019), checked against gradient descent.
+* :mod:`kdjax.theory.jepa`: per-feature dynamics and critical times of deep linear JEPA
+  (stop-gradient self-distillation) and MAE (Littwin et al. 2024).
+* :mod:`kdjax.theory.checks`: the argument checks they share (kernel symmetric and PSD, ...).
+* :mod:`kdjax.theory.experiments`: ``run(config, workdir)`` for ``job='theory'`` configs,
+  on :mod:`kdjax.jobs`; the computation is :mod:`kdjax.theory.results`, the figures
+  :mod:`kdjax.theory.plots`; data in :mod:`kdjax.theory.problems`.
+
+:mod:`krr`, :mod:`gp` and :mod:`gpc` names are also exported here; the dynamics modules are
+used as modules (``from kdjax.theory import jepa``).
 """
 
 from kdjax.theory import gp, gpc, krr
