@@ -1,5 +1,9 @@
 """Newer kdjax.kernels.stax layers against neural-tangents 0.6.5 values (float64).
 
+Nonlinearities, normalisation, pooling and padding, fan-in, repeat, transposed
+convolutions and the standard parameterization's `s`, each in a small network
+on vectors and/or NHWC images.
+
 The values and the network of each case come from `reference/layers.npz`,
 written by `reference/generate.py` (see `reference/README.md`).
 """
@@ -39,24 +43,29 @@ FUNCTIONS = {
 }
 
 
+def build_layer(name, kwargs):
+  """One kdjax layer from its JSON `[name, kwargs]` (as generate.py builds NT's)."""
+  kwargs = dict(kwargs)
+  if name in ("serial", "parallel"):
+    return getattr(stax, name)(*[build_layer(*item) for item in kwargs["layers"]])
+  if name == "repeat":
+    return stax.repeat(build_layer(*kwargs["layer"]), kwargs["n"])
+  for key in ("fn", "nngp_fn", "d_nngp_fn"):
+    if key in kwargs:
+      kwargs[key] = FUNCTIONS[kwargs[key]]
+  for key in ("window_shape", "strides", "filter_shape", "s", "axis"):
+    if isinstance(kwargs.get(key), list):
+      kwargs[key] = tuple(kwargs[key])
+  if name == "Dense":
+    return stax.Dense(kwargs.pop("width"), **kwargs)
+  if name in ("Conv", "ConvTranspose"):
+    return getattr(stax, name)(kwargs.pop("channels"), kwargs.pop("filter_shape"), **kwargs)
+  return getattr(stax, name)(**kwargs)
+
+
 def build(spec):
   """kdjax network from a JSON spec in neural-tangents' names."""
-  layers = []
-  for name, kwargs in spec:
-    kwargs = dict(kwargs)
-    for key in ("fn", "nngp_fn", "d_nngp_fn"):
-      if key in kwargs:
-        kwargs[key] = FUNCTIONS[kwargs[key]]
-    for key in ("window_shape", "strides", "filter_shape"):
-      if key in kwargs:
-        kwargs[key] = tuple(kwargs[key])
-    if name == "Dense":
-      layers.append(stax.Dense(kwargs.pop("width"), **kwargs))
-    elif name in ("Conv", "ConvTranspose"):
-      layers.append(getattr(stax, name)(kwargs.pop("channels"), **kwargs))
-    else:
-      layers.append(getattr(stax, name)(**kwargs))
-  return stax.serial(*layers)
+  return stax.serial(*[build_layer(*item) for item in spec])
 
 
 def relative_error(got, want):
@@ -80,7 +89,14 @@ def kernels(name):
 # There the diagonal is checked against closed forms below instead.
 NT_DIAGONAL_INACCURATE = ("rectified_monomial", "sign")
 # Image cases (slower to compile) in the default run; the others are marked slow.
-DEFAULT_IMAGE_CASES = ("gelu_img", "numerical_tanh_img_flatten")
+DEFAULT_IMAGE_CASES = (
+  "gelu_img",
+  "numerical_tanh_img_flatten",
+  "circular",
+  "conv_transpose",
+  "sum_pool",
+  "avg_pool_normalize_edges",
+)
 
 
 def _param(name):
@@ -129,3 +145,61 @@ def test_rectified_monomial_diagonal_is_the_closed_form():
     nngp = 1.2**2 * moment + 0.2**2
     np.testing.assert_allclose(np.diagonal(got["nngp_11"]), nngp, rtol=1e-12)
     np.testing.assert_allclose(np.diagonal(got["ntk_11"]), nngp + 1.2**2 * dot * var, rtol=1e-12)
+
+
+def test_bad_arguments_raise_value_errors_naming_them():
+  cases = [
+    (lambda: stax.Dropout(0.0), "rate"),
+    (lambda: stax.Dropout(0.5, mode="eval"), "mode"),
+    (lambda: stax.Dense(3, s=(1, 2)), "s only applies"),
+    (lambda: stax.Conv(3, (2, 2), parameterization="standard", s=(0, 1)), "s must be"),
+    (lambda: stax.ConvTranspose(3, (2, 2), padding="CIRCULAR"), "CIRCULAR"),
+    (lambda: stax.repeat(stax.Relu(), -1), "n must"),
+    (lambda: stax.Monomial(-1), "degree"),
+    (lambda: stax.RectifiedMonomial(1.5), "degree"),
+    (lambda: stax.ElementwiseNumerical(jnp.tanh, 0), "deg"),
+    (lambda: stax.Elementwise(jnp.tanh), "nngp_fn"),
+    (lambda: stax.Polynomial([1.0, np.nan]), "coef"),
+    (lambda: stax.AvgPool((2, 2), normalize_edges=1), "normalize_edges"),
+  ]
+  for make, message in cases:
+    with pytest.raises(ValueError, match=message):
+      make()
+  x = np.ones((2, 4, 4, 3))
+  kernel_errors = [
+    (stax.Dropout(0.5), "Dropout cannot be applied to the inputs"),
+    (stax.LayerNorm(axis=(1, 2)), "channel axis"),
+    (stax.LayerNorm(axis=(0, 3)), "batch axis"),
+    (stax.serial(stax.FanOut(2), stax.FanInConcat(axis=1)), "channel axis"),
+  ]
+  for (_, _, kernel_fn), message in kernel_errors:
+    with pytest.raises(ValueError, match=message):
+      kernel_fn(x)
+  init_fn, _, _ = stax.repeat(stax.Dense(5), 2)
+  with pytest.raises(ValueError, match="keep the shape"):
+    init_fn(jax.random.key(0), (2, 3))
+
+
+def test_finite_networks_have_the_kernels_output_shapes():
+  """init_fn/apply_fn of the newer layers run and agree on shapes (NHWC)."""
+  layers = [
+    stax.Conv(4, (3, 2), padding="CIRCULAR", parameterization="standard", s=(1, 2)),
+    stax.LayerNorm(axis=(1, 2, 3)),
+    stax.Gelu(),
+    stax.ConvTranspose(4, (3, 2), (2, 1), "SAME"),
+    stax.Dropout(0.8),
+    stax.FanOut(2),
+    stax.parallel(stax.Sin(), stax.Polynomial([0.1, 0.5, 0.2])),
+    stax.FanInConcat(),
+    stax.SumPool((2, 2), (2, 2), "SAME"),
+    stax.AvgPool((3, 3), padding="SAME", normalize_edges=True),
+    stax.repeat(stax.serial(stax.Conv(8, (2, 2), padding="SAME"), stax.Relu()), 2),
+    stax.GlobalSumPool(),
+    stax.Dense(3),
+  ]
+  init_fn, apply_fn, _ = stax.serial(*layers)
+  x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3))
+  shape, params = init_fn(jax.random.key(1), x.shape)
+  out = apply_fn(params, x, rng=jax.random.key(2))
+  assert out.shape == shape == (2, 3)
+  assert bool(jnp.all(jnp.isfinite(out)))

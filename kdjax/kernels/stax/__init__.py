@@ -19,9 +19,10 @@ pixel-by-pixel covariance (`[n1, n2, H, W, H, W]`).
 Modules: `kernel` (the covariance state), `kernel_fn` (the jitted
 `kernel_fn` and output type), `combinators` (`serial`, `parallel`,
 `repeat`), `branching` (`FanOut`, `FanIn*`), `linear` (`Dense`, `Conv`),
-`pooling`, `elementwise` and `polynomial` (closed-form nonlinearities),
-`nonlinearity` (`Elementwise`, `ElementwiseNumerical`), `windows` (window
-sums shared by convolutions and pooling).
+`pooling`, `normalization` (`LayerNorm`, `Dropout`), `elementwise` and
+`polynomial` (closed-form nonlinearities), `nonlinearity` (`Elementwise`,
+`ElementwiseNumerical`), `windows` (window sums shared by convolutions and
+pooling).
 
 References:
   Neal, 1996, "Bayesian Learning for Neural Networks".
@@ -43,6 +44,8 @@ from kdjax.kernels.stax.elementwise import (
   Cos,
   Erf,
   Exp,
+  ExpNormalized,
+  Gabor,
   Gaussian,
   Gelu,
   LeakyRelu,
@@ -53,8 +56,9 @@ from kdjax.kernels.stax.elementwise import (
   Sin,
 )
 from kdjax.kernels.stax.kernel_fn import Kernel, KernelFn
-from kdjax.kernels.stax.linear import Conv, Dense, Identity
+from kdjax.kernels.stax.linear import Conv, ConvTranspose, Dense, Identity
 from kdjax.kernels.stax.nonlinearity import Elementwise, ElementwiseNumerical
+from kdjax.kernels.stax.normalization import Dropout, LayerNorm
 from kdjax.kernels.stax.polynomial import Hermite, Monomial, Polynomial, RectifiedMonomial
 from kdjax.kernels.stax.pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
 
@@ -69,11 +73,14 @@ __all__ = [
   "Identity",
   "Dense",
   "Conv",
+  "ConvTranspose",
   "AvgPool",
   "SumPool",
   "GlobalAvgPool",
   "GlobalSumPool",
   "Flatten",
+  "LayerNorm",
+  "Dropout",
   "ABRelu",
   "Relu",
   "LeakyRelu",
@@ -87,6 +94,8 @@ __all__ = [
   "Exp",
   "Gaussian",
   "Sign",
+  "Gabor",
+  "ExpNormalized",
   "Monomial",
   "RectifiedMonomial",
   "Polynomial",

@@ -315,3 +315,56 @@ def Sign():
     return 1 - 2 * theta / math.pi, 0.0
 
   return elementwise("Sign", jnp.sign, pair_fn)
+
+
+def Gabor():
+  r"""`exp(-x^2) sin(x)`.
+
+  With `S = v_1 + v_2`, `D = 4 (v_1 v_2 - c^2)`, `den = 2 S + D + 1`,
+  `L = exp(-(S + D + 2c) / (2 den))` and `R = exp(2c / den)`:
+
+  .. math::
+    K' = \frac{L (R - 1)}{2 \sqrt{den}}, \qquad
+    \text{dot} = \frac{L \big((A - B) + R (A + B)\big)}{2\, den^{5/2}},
+
+  where `A = 1 + 2S + 4(c^2 + v_1 v_2)` and `B = 4c(D + 3S + 2)`.
+  """
+
+  def pair_fn(c, v1, v2):
+    total = v1 + v2
+    diff = 4 * (v1 * v2 - c**2)
+    denom = 2 * total + diff + 1
+    left = jnp.exp(-(total + diff + 2 * c) / (2 * denom))
+    right = jnp.exp(2 * c / denom)
+    shared = 1 + 2 * total + 4 * (c**2 + v1 * v2)
+    skew = 4 * c * (diff + 3 * total + 2)
+    dot = left * ((shared - skew) + right * (shared + skew)) / (2 * denom**2.5)
+    return left * (right - 1) / (2 * jnp.sqrt(denom)), dot
+
+  return elementwise("Gabor", lambda x: jnp.exp(-(x**2)) * jnp.sin(x), pair_fn)
+
+
+def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False):
+  r"""The "Gaussian normalised kernel" (kernel only; `apply_fn` raises).
+
+  With `r = sqrt(v_1 v_2)` and `rho = c / r` (clipped to [-1, 1] when
+  `do_clip`), as in neural-tangents (Shankar et al., 2020, "Neural Kernels
+  Without Tangents"):
+
+  .. math::
+    K' = r\, e^{\gamma (\rho + \text{shift})}, \qquad
+    \Theta' = \gamma\, e^{\gamma (\rho + \text{shift})}\, \Theta.
+  """
+  gamma, shift = float(gamma), float(shift)
+  if not isinstance(do_clip, bool):
+    raise ValueError(f"do_clip must be a bool, got {do_clip!r}")
+
+  def pair_fn(c, v1, v2):
+    r = jnp.sqrt(jnp.maximum(v1 * v2, 1e-30))
+    rho = c / r
+    if do_clip:
+      rho = jnp.clip(rho, -1.0, 1.0)
+    scale = jnp.exp(gamma * (rho + shift))
+    return r * scale, gamma * scale
+
+  return elementwise("ExpNormalized", None, pair_fn)

@@ -39,6 +39,8 @@ class State:
     full: layout of the spatial axes (see above).
     channels: width of the finite layer (used by the standard
       parameterization).
+    is_input: no layer with weights has been applied yet (`Dropout` rejects
+      the raw inputs, as neural-tangents does).
   """
 
   nngp: jax.Array
@@ -49,6 +51,7 @@ class State:
   spatial: tuple
   full: bool
   channels: int
+  is_input: bool = False
 
   def replace(self, **changes) -> State:
     return dataclasses.replace(self, **changes)
@@ -195,4 +198,5 @@ def input_state(x1: jax.Array, x2: jax.Array | None, full: bool, with_ntk: bool)
     spatial=spatial,
     full=full,
     channels=x1.shape[-1],
+    is_input=True,
   )

@@ -39,7 +39,9 @@ def get_names(get: str | Sequence[str] | None) -> tuple[str, ...]:
   return names
 
 
-def pack(get: str | Sequence[str] | None, names: tuple[str, ...], arrays: Sequence[jax.Array]):
+def pack(
+  get: str | Sequence[str] | None, names: tuple[str, ...], arrays: Sequence[jax.Array]
+) -> jax.Array | tuple[jax.Array, ...]:
   """A single array when `get` is a string, else the namedtuple of `names`."""
   if isinstance(get, str):
     return arrays[0]
@@ -74,7 +76,7 @@ class KernelFn:
     x1: ArrayLike,
     x2: ArrayLike | None = None,
     get: str | Sequence[str] | None = None,
-  ):
+  ) -> jax.Array | tuple[jax.Array, ...]:
     """Infinite-width kernels between two batches of inputs.
 
     Args:

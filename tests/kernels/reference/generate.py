@@ -145,9 +145,13 @@ ELEMENTWISE = {
     ["Elementwise", {"fn": "erf", "nngp_fn": "erf_nngp", "d_nngp_fn": "erf_d_nngp"}]
   ],
   "elementwise_erf_autodiff": [["Elementwise", {"fn": "erf", "nngp_fn": "erf_nngp"}]],
+  "gabor": [["Gabor", {}]],
+  "exp_normalized": [["ExpNormalized", {"gamma": 0.8, "shift": -0.5}]],
+  "exp_normalized_clip": [["ExpNormalized", {"do_clip": True}]],
   "numerical_tanh": [["ElementwiseNumerical", {"fn": "tanh", "deg": 25}]],
   "numerical_sin": [["ElementwiseNumerical", {"fn": "sin", "deg": 30}]],
 }
+# Not RectifiedMonomial: neural-tangents 0.6.5 gives NaN everywhere with pixel pairs.
 IMG_ELEMENTWISE = (
   "gelu",
   "sin",
@@ -161,34 +165,174 @@ IMG_ELEMENTWISE = (
 )
 
 
+RELU = ["Relu", {}]
+
+
+def _dense(width, W_std=1.3, b_std=0.1, **kwargs):
+  return ["Dense", {"width": width, "W_std": W_std, "b_std": b_std, **kwargs}]
+
+
+def _conv(filter_shape, padding="SAME", strides=None, **kwargs):
+  conv = {
+    "channels": 8,
+    "filter_shape": filter_shape,
+    "padding": padding,
+    "W_std": 1.4,
+    "b_std": 0.2,
+    **kwargs,
+  }
+  return ["Conv", conv if strides is None else {**conv, "strides": strides}]
+
+
+# Normalisation, pooling, padding, fan-in, repeat and the standard parameterization's s.
+OTHER_FC = {
+  "layernorm": [["LayerNorm", {"eps": 0.1}], RELU],
+  "dropout": [["Dropout", {"rate": 0.7}], _dense(8), RELU],
+  "dropout_test_mode": [["Dropout", {"rate": 0.7, "mode": "test"}], RELU],
+  "fan_in_prod": [
+    ["FanOut", {"num": 2}],
+    ["parallel", {"layers": [_dense(8), ["serial", {"layers": [RELU, _dense(8, 1.1, 0.3)]}]]}],
+    ["FanInProd", {}],
+  ],
+  "fan_in_concat": [
+    RELU,
+    ["FanOut", {"num": 2}],
+    [
+      "parallel",
+      {"layers": [_dense(8), ["serial", {"layers": [_dense(16, 1.1, 0.3), ["Erf", {}]]}]]},
+    ],
+    ["FanInConcat", {}],
+  ],
+  "repeat": [RELU, ["repeat", {"layer": ["serial", {"layers": [_dense(8), RELU]}], "n": 3}]],
+}
+OTHER_IMG = {
+  "sum_pool": [
+    RELU,
+    ["SumPool", {"window_shape": [2, 2], "strides": [1, 1], "padding": "SAME"}],
+    _conv([2, 2]),
+    RELU,
+    ["GlobalSumPool", {}],
+  ],
+  "avg_pool_normalize_edges": [
+    RELU,
+    [
+      "AvgPool",
+      {"window_shape": [3, 2], "strides": [2, 1], "padding": "SAME", "normalize_edges": True},
+    ],
+    ["Flatten", {}],
+  ],
+  "circular": [
+    RELU,
+    ["AvgPool", {"window_shape": [2, 2], "strides": [2, 1], "padding": "CIRCULAR"}],
+    _conv([2, 3], "CIRCULAR"),
+    RELU,
+    ["GlobalAvgPool", {}],
+  ],
+  "circular_flatten": [RELU, _conv([3, 2], "CIRCULAR", strides=[2, 1]), RELU, ["Flatten", {}]],
+  "layernorm_img": [
+    ["LayerNorm", {"axis": [1, 2, 3]}],
+    RELU,
+    _conv([2, 2]),
+    RELU,
+    ["GlobalAvgPool", {}],
+  ],
+  "layernorm_channels_img": [["LayerNorm", {}], ["Gelu", {}], _conv([2, 2]), RELU, ["Flatten", {}]],
+  "conv_transpose": [
+    RELU,
+    [
+      "ConvTranspose",
+      {
+        "channels": 8,
+        "filter_shape": [3, 2],
+        "strides": [2, 1],
+        "padding": "SAME",
+        "W_std": 1.2,
+        "b_std": 0.1,
+      },
+    ],
+    RELU,
+    ["GlobalAvgPool", {}],
+  ],
+  "conv_transpose_flatten": [
+    RELU,
+    [
+      "ConvTranspose",
+      {
+        "channels": 8,
+        "filter_shape": [2, 3],
+        "strides": [2, 2],
+        "padding": "VALID",
+        "W_std": 1.2,
+        "b_std": 0.1,
+      },
+    ],
+    RELU,
+    ["Flatten", {}],
+  ],
+  "dropout_img": [["Dropout", {"rate": 0.8}], _conv([2, 2]), RELU, ["GlobalAvgPool", {}]],
+}
+STANDARD = {
+  "standard_s": {
+    "input": "fc",
+    "spec": [
+      _dense(8, 1.4, 0.2, parameterization="standard", s=[1, 2]),
+      RELU,
+      _dense(8, 1.2, 0.1, parameterization="standard", s=[2, 3]),
+      RELU,
+      _dense(1, 1.1, 0.2, parameterization="standard", s=[3, 1]),
+    ],
+  },
+  "conv_standard_s": {
+    "input": "img",
+    "spec": [
+      _conv([3, 2], parameterization="standard", s=[1, 2]),
+      RELU,
+      _conv([2, 2], parameterization="standard", s=[2, 1]),
+      RELU,
+      ["GlobalAvgPool", {}],
+      _dense(1, 1.1, 0.2, parameterization="standard"),
+    ],
+  },
+}
+
+
 def cases() -> dict:
   """All newer-layer cases, `{name: {"input": ..., "spec": [...]}}`."""
   out = {name: _fc_case(*layers) for name, layers in ELEMENTWISE.items()}
   for name in IMG_ELEMENTWISE:
     out[f"{name}_img"] = _img_case(*ELEMENTWISE[name])
     out[f"{name}_img_flatten"] = _img_case(*ELEMENTWISE[name], head="Flatten")
+  out.update({name: _fc_case(*layers) for name, layers in OTHER_FC.items()})
+  out.update(
+    {name: {"input": "img", "spec": [CONV_IN, *layers, OUT]} for name, layers in OTHER_IMG.items()}
+  )
+  out.update(STANDARD)
   return out
+
+
+def build_layer(name, kwargs):
+  """One neural-tangents layer from its JSON `[name, kwargs]`."""
+  kwargs = dict(kwargs)
+  if name in ("serial", "parallel"):
+    return getattr(stax, name)(*[build_layer(*item) for item in kwargs["layers"]])
+  if name == "repeat":
+    return stax.repeat(build_layer(*kwargs["layer"]), kwargs["n"])
+  for key in ("fn", "nngp_fn", "d_nngp_fn"):
+    if key in kwargs:
+      kwargs[key] = FUNCTIONS[kwargs[key]]
+  for key in ("window_shape", "strides", "filter_shape", "s", "axis"):
+    if isinstance(kwargs.get(key), list):
+      kwargs[key] = tuple(kwargs[key])
+  if name == "Dense":
+    return stax.Dense(kwargs.pop("width"), **kwargs)
+  if name in ("Conv", "ConvTranspose"):
+    return getattr(stax, name)(kwargs.pop("channels"), kwargs.pop("filter_shape"), **kwargs)
+  return getattr(stax, name)(**kwargs)
 
 
 def build(spec):
   """neural-tangents network from a JSON spec."""
-  layers = []
-  for name, kwargs in spec:
-    kwargs = dict(kwargs)
-    for key in ("fn", "nngp_fn", "d_nngp_fn"):
-      if key in kwargs:
-        kwargs[key] = FUNCTIONS[kwargs[key]]
-    if name == "Dense":
-      layers.append(stax.Dense(kwargs.pop("width"), **kwargs))
-    elif name == "Conv":
-      layers.append(stax.Conv(kwargs.pop("channels"), tuple(kwargs.pop("filter_shape")), **kwargs))
-    elif name == "AvgPool":
-      layers.append(
-        stax.AvgPool(tuple(kwargs["window_shape"]), tuple(kwargs["strides"]), kwargs["padding"])
-      )
-    else:
-      layers.append(getattr(stax, name)(**kwargs))
-  return stax.serial(*layers)
+  return stax.serial(*[build_layer(*item) for item in spec])
 
 
 def kernels(spec, x1, x2) -> dict:
@@ -231,6 +375,7 @@ def main():
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # neural-tangents warns for Hermite, autodiff, quadrature.
     for name, case in all_cases.items():
+      print(name, flush=True)
       kind = case["input"]
       for key, value in kernels(case["spec"], inputs[f"{kind}.x1"], inputs[f"{kind}.x2"]).items():
         values[f"{name}.{key}"] = value
