@@ -345,13 +345,13 @@ def _linear_kd(config):
   targets = x @ teacher
   times = np.linspace(0.0, config.horizon, config.num_steps + 1)[1:]
   flows = {"linear": ld.linear_student_flow(x, targets, w0, times)}
-  flows["linear, sigmoid CE"] = ld.linear_student_flow(
+  flows["linear_sigmoid_ce"] = ld.linear_student_flow(
     x, 1.0 / (1.0 + np.exp(-targets)), w0, times, loss="sigmoid_ce"
   )
   for depth in config.depths:
     if depth > 1:
       layers = ld.balanced_init(w0, (config.width,) * (depth - 1))
-      flows[f"depth {depth}"] = ld.deep_linear_flow(x, targets, layers, times)
+      flows[f"depth{depth}"] = ld.deep_linear_flow(x, targets, layers, times)
   projection = np.linalg.pinv(x) @ x
   series = {f"distance/{k}": f.distance for k, f in flows.items()}
   series.update(
@@ -376,10 +376,9 @@ def _linear_kd(config):
     "gd_error_order": float(np.log2(errors[-2] / errors[-1])) if len(errors) > 1 else float("nan"),
   }
   for key, f in flows.items():
-    name = key.replace(" ", "_").replace(",", "")
-    summary[f"final_distance_{name}"] = float(f.distance[-1])
+    summary[f"final_distance_{key}"] = float(f.distance[-1])
     orth = f.limit - projection @ f.limit
-    summary[f"limit_orthogonal_norm_{name}"] = float(np.linalg.norm(orth))
+    summary[f"limit_orthogonal_norm_{key}"] = float(np.linalg.norm(orth))
   summary["initial_orthogonal_norm"] = float(np.linalg.norm(w0 - projection @ w0))
   arrays = dict(
     times=times,
