@@ -8,7 +8,9 @@ Subpackages (imports only point downward in this list):
   kdjax.theory   self-distillation closed forms.
   kdjax.models   flax models.
   kdjax.data     input pipelines (tfds and embedded offline datasets).
-  kdjax.train    train state, jitted sharded steps, checkpoints, the training loop.
+  kdjax.train    train state, jitted sharded steps, the training loop.
+  kdjax.jobs     the parts every job runs on: workdir + lock, orbax checkpoints, metrics
+                 (jsonl + TensorBoard + progress), figures, mesh, schedules.
 
 Only `kdjax.losses` is imported eagerly, so `import kdjax` stays light.
 """
