@@ -180,9 +180,9 @@ def test_bad_arguments_raise_value_errors_naming_them():
     init_fn(jax.random.key(0), (2, 3))
 
 
-def test_finite_networks_have_the_kernels_output_shapes():
-  """init_fn/apply_fn of the newer layers run and agree on shapes (NHWC)."""
-  layers = [
+IMAGE_NETWORK = (
+  (2, 5, 4, 3),
+  [
     stax.Conv(4, (3, 2), padding="CIRCULAR", parameterization="standard", s=(1, 2)),
     stax.LayerNorm(axis=(1, 2, 3)),
     stax.Gelu(),
@@ -196,10 +196,42 @@ def test_finite_networks_have_the_kernels_output_shapes():
     stax.repeat(stax.serial(stax.Conv(8, (2, 2), padding="SAME"), stax.Relu()), 2),
     stax.GlobalSumPool(),
     stax.Dense(3),
-  ]
+  ],
+)
+VECTOR_NETWORK = (
+  (2, 4),
+  [
+    stax.Dense(6, parameterization="standard", s=(1, 2)),
+    stax.LayerNorm(),
+    stax.Dropout(0.8),
+    stax.FanOut(2),
+    stax.parallel(stax.Gabor(), stax.Hermite(2)),
+    stax.FanInProd(),
+    stax.repeat(stax.serial(stax.Dense(12), stax.Relu()), 2),
+    stax.Dense(3),
+  ],
+)
+
+
+@pytest.mark.parametrize(
+  "network",
+  [VECTOR_NETWORK, pytest.param(IMAGE_NETWORK, marks=pytest.mark.slow)],
+  ids=["vectors", "images"],
+)
+def test_finite_networks_have_the_kernels_output_shapes(network):
+  """init_fn/apply_fn of the newer layers run and agree on shapes."""
+  input_shape, layers = network
   init_fn, apply_fn, _ = stax.serial(*layers)
-  x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3))
-  shape, params = init_fn(jax.random.key(1), x.shape)
-  out = apply_fn(params, x, rng=jax.random.key(2))
-  assert out.shape == shape == (2, 3)
+  x = jax.random.normal(jax.random.key(0), input_shape)
+  shapes = []
+
+  def init_params(key):
+    shape, params = init_fn(key, x.shape)
+    shapes.append(shape)
+    return params
+
+  # One compile each for init and apply (eager random draws compile per shape).
+  params = jax.jit(init_params)(jax.random.key(1))
+  out = jax.jit(apply_fn)(params, x, rng=jax.random.key(2))
+  assert out.shape == shapes[0] == (2, 3)
   assert bool(jnp.all(jnp.isfinite(out)))
