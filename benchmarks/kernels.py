@@ -18,7 +18,7 @@ jax==0.4.23 and neural-tangents==0.6.5; kdjax never imports it) and prints both 
 side; without it, the neural-tangents column stays empty.
 
   .venv/bin/python -m benchmarks.kernels
-  .venv/bin/python -m benchmarks.kernels --peer_python=PATH/TO/nt-venv/bin/python
+  .venv/bin/python -m benchmarks.kernels --peer_python=PATH/TO/VENV/bin/python
   .venv/bin/python -m benchmarks.kernels --only=gap --gap_n=32
 """
 from __future__ import annotations

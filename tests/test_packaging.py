@@ -52,7 +52,6 @@ def train_step(params, opt_state, teacher_params, x, y):
 
 
 def test_readme_optax_example_trains():
-  import jax
   import jax.numpy as jnp
   import optax
 
