@@ -242,3 +242,46 @@ def test_finite_networks_have_the_kernels_output_shapes(network):
   out = jax.jit(apply_fn)(params, x, rng=jax.random.key(2))
   assert out.shape == shapes[0] == (2, 3)
   assert bool(jnp.all(jnp.isfinite(out)))
+
+
+FINITE_WIDTH_LAYERS = {
+  "Gelu": stax.Gelu(),
+  "Sin": stax.Sin(1.3, 0.7, 0.4),
+  "Rbf": stax.Rbf(0.6),
+  "Sign": stax.Sign(),
+  "Exp": stax.Exp(0.8, 0.5),
+  "Gaussian": stax.Gaussian(1.2, -0.7),
+  "Polynomial": stax.Polynomial([0.3, -0.5, 0.2, 0.7]),
+  "RectifiedMonomial": stax.RectifiedMonomial(2),
+  "Hermite": stax.Hermite(3),
+  "Gabor": stax.Gabor(),
+  "ElementwiseNumerical": stax.ElementwiseNumerical(jnp.tanh, 20),
+  "LayerNorm": stax.LayerNorm(),
+  "Dropout": stax.Dropout(0.7),
+}
+
+
+def test_finite_width_networks_converge_to_their_kernels():
+  """apply_fn and kernel_fn mean the same function: a 60,000-unit layer's Monte-Carlo NNGP.
+
+  Inputs have unit mean square and the Dense has W_std=1, no bias, so the
+  pre-activations have unit variance (as Hermite assumes).
+  """
+  width = 60_000
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(3, 4))
+  x = x / np.sqrt(np.mean(x**2, axis=1, keepdims=True))
+  init_dense, apply_dense, _ = stax.Dense(width)
+  with jax.enable_x64(True):
+    _, params = init_dense(jax.random.key(0), x.shape)
+    z = apply_dense(params, jnp.asarray(x))
+    for name, (_, apply_fn, _) in FINITE_WIDTH_LAYERS.items():
+      _, _, kernel_fn = stax.serial(stax.Dense(width), FINITE_WIDTH_LAYERS[name])
+      f = np.asarray(apply_fn((), z, rng=jax.random.key(1)))
+      products = f[:, None, :] * f[None, :, :]  # [3, 3, width] samples of f(u) f(v).
+      empirical = products.mean(-1)
+      standard_error = products.std(-1) / np.sqrt(width)
+      want = np.asarray(kernel_fn(x, None, "nngp"))
+      # Within 6 standard errors of the Monte-Carlo mean, and close in relative terms.
+      assert np.all(np.abs(empirical - want) <= 6 * standard_error + 1e-9), name
+      assert np.max(np.abs(empirical - want)) / np.max(np.abs(want)) < 0.1, name
