@@ -32,9 +32,13 @@ Design choice, vocabulary chunking: the vocabulary is *not* chunked for the logi
 Every divergence of :mod:`kdjax.losses.logits` needs whole rows (a softmax normaliser),
 so chunking ``V`` would mean rewriting each divergence in a streaming log-sum-exp form
 instead of reusing it. The live ``[chunk_size, V]`` float32 buffers are bounded by
-``chunk_size`` instead: 1024 x 128256 x 4 B = 0.5 GB each; lower ``chunk_size`` when
-that is too much. What stays is the float32 ``[H, V]`` kernel-gradient accumulator (2x
-the bfloat16 kernel), needed to keep the gradient as precise as the naive one.
+``chunk_size`` instead. The default ``chunk_size=None`` picks it from the vocabulary size
+(:func:`default_chunk_size`): the largest power of two, at most ``N``, whose float32
+``[chunk, V]`` logits take at most 128 MiB -- 256 tokens at V = 128256 (the loss's working
+memory is then <= 1/8 of the naive loss's at N = 8192, H = 4096), every token of a small
+batch at a small vocabulary (one chunk: no loop overhead). What stays is the float32
+``[H, V]`` kernel-gradient accumulator (2x the bfloat16 kernel), needed to keep the
+gradient as precise as the naive one.
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ from jax import lax
 
 from kdjax.losses.sequence import get_divergence
 
-__all__ = ["chunked_kd_loss", "chunked_kd_sum_and_count"]
+__all__ = ["chunked_kd_loss", "chunked_kd_sum_and_count", "default_chunk_size"]
+
+# Memory of one float32 [chunk, V] logits buffer that the default chunk size aims at.
+_CHUNK_BYTES = 128 * 2**20
 
 # Largest vocabulary block of the in-place kernel-gradient update: [H, 8192] float32
 # partial products (128 MiB at H = 4096) instead of a second [H, V] buffer.
@@ -64,6 +71,18 @@ def _kernel_grad_block(vocab: int) -> int:
     if vocab % block == 0:
       return block
   return _KERNEL_GRAD_BLOCK
+
+
+def default_chunk_size(num_tokens: int, vocab: int) -> int:
+  """The default tokens per chunk: the largest power of two <= ``num_tokens`` (at least 1)
+  whose float32 ``[chunk, vocab]`` logits fit in 128 MiB.
+
+  As memory-efficient cross-entropy kernels do, the chunk shrinks as the vocabulary grows,
+  so that the live logits stay a fixed, small working set: 256 at V = 128256 (Llama 3),
+  512 at V = 50257 (GPT-2), 2048 at V = 16384.
+  """
+  limit = max(1, min(num_tokens, _CHUNK_BYTES // (4 * max(vocab, 1))))
+  return 1 << (limit.bit_length() - 1)
 
 
 def _accumulation_dtype(x: jax.Array):
@@ -336,8 +355,10 @@ def _prepare(
       f"teacher_kernel must have shape [{teacher_hidden.shape[1]}, {vocab}],"
       f" got {teacher_kernel.shape}"
     )
+  if chunk_size is None:
+    chunk_size = default_chunk_size(n, vocab)
   if not isinstance(chunk_size, int) or chunk_size < 1:
-    raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
   if where is None:
     where = jnp.ones((n,), bool)
   else:
@@ -387,7 +408,7 @@ def chunked_kd_loss(
   divergence: str = "kl",
   temperature: float = 1.0,
   where: jax.Array | None = None,
-  chunk_size: int = 1024,
+  chunk_size: int | None = None,
   vocab_where: jax.Array | None = None,
   **hyperparams,
 ) -> jax.Array:
@@ -422,6 +443,7 @@ def chunked_kd_loss(
     temperature: softmax temperature :math:`\tau` passed to the divergence.
     where: optional boolean ``[N]`` token mask; masked tokens get loss 0 and no gradient.
     chunk_size: tokens per chunk; need not divide ``N`` (the last chunk is padded).
+      None (default): :func:`default_chunk_size` of ``N`` and ``V``.
     vocab_where: optional boolean ``[V]`` mask of valid vocabulary entries (e.g. a
       vocabulary padded to a multiple of 128): masked entries get ``-inf`` logits for
       both networks, i.e. probability 0.
@@ -457,7 +479,7 @@ def chunked_kd_sum_and_count(
   divergence: str = "kl",
   temperature: float = 1.0,
   where: jax.Array | None = None,
-  chunk_size: int = 1024,
+  chunk_size: int | None = None,
   vocab_where: jax.Array | None = None,
   **hyperparams,
 ) -> tuple[jax.Array, jax.Array]:
@@ -488,6 +510,7 @@ def chunked_kd_sum_and_count(
     temperature: softmax temperature :math:`\tau` passed to the divergence.
     where: optional boolean ``[N]`` token mask; masked tokens get loss 0 and no gradient.
     chunk_size: tokens per chunk; need not divide ``N`` (the last chunk is padded).
+      None (default): :func:`default_chunk_size` of ``N`` and ``V``.
     vocab_where: optional boolean ``[V]`` mask of valid vocabulary entries (e.g. a
       vocabulary padded to a multiple of 128): masked entries get ``-inf`` logits for
       both networks, i.e. probability 0.

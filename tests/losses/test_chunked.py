@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from kdjax.losses import chunked_kd_loss, chunked_kd_sum_and_count, mean_from_sum_and_count
+from kdjax.losses import (
+  chunked,
+  chunked_kd_loss,
+  chunked_kd_sum_and_count,
+  mean_from_sum_and_count,
+)
 from kdjax.losses.sequence import get_divergence
 
 N, H, HT, V = 29, 12, 9, 40
@@ -163,9 +168,9 @@ def test_never_holds_full_logits():
 
   logits_bytes = n * v * 4
   assert temp_bytes(naive) > logits_bytes
-  assert temp_bytes(chunked_kd_loss, chunk_size=128) < logits_bytes / 4
+  assert temp_bytes(chunked_kd_loss, chunk_size=32) < logits_bytes / 4
   fused_sum = lambda *args, **kwargs: chunked_kd_sum_and_count(*args, **kwargs)[0]
-  assert temp_bytes(fused_sum, chunk_size=128) < logits_bytes / 4
+  assert temp_bytes(fused_sum, chunk_size=32) < logits_bytes / 4
 
 
 def test_bad_inputs_raise():
@@ -283,3 +288,19 @@ def test_data_parallel_under_shard_map_matches_single_device():
   )(hs, ws)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     _assert_close(g, w)
+
+
+def test_default_chunk_size_follows_the_vocabulary():
+  # The largest power of two <= N whose float32 [chunk, V] logits fit in 128 MiB.
+  assert chunked.default_chunk_size(8192, 128256) == 256
+  assert chunked.default_chunk_size(8192, 50257) == 512
+  assert chunked.default_chunk_size(1024, 16384) == 1024
+  assert chunked.default_chunk_size(100, 16384) == 64
+  assert chunked.default_chunk_size(0, 10) == 1
+  # chunk_size=None (the default) gives the same losses as an explicit chunk size.
+  hs, ws, ht, wt, where, _ = _problem()
+  np.testing.assert_allclose(
+    chunked_kd_loss(hs, ws, ht, wt, where=where),
+    chunked_kd_loss(hs, ws, ht, wt, where=where, chunk_size=7),
+    rtol=1e-6,
+  )
