@@ -259,11 +259,9 @@ def _run(config: Any, workdir: str) -> dict:
 
   # The checkpointed state: the support set and the loss sum of the record being built.
   replicated = mesh_lib.replicated(mesh)
-  state = {
-    "kip": init(x0, y0),
-    "loss_sum": jax.device_put(jnp.float32(0), replicated),
-    "loss_count": jax.device_put(jnp.int32(0), replicated),
-  }
+  loss_sum0 = lambda: jax.device_put(jnp.float32(0), replicated)
+  loss_count0 = lambda: jax.device_put(jnp.int32(0), replicated)
+  state = {"kip": init(x0, y0), "loss_sum": loss_sum0(), "loss_count": loss_count0()}
   checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
   try:
     start, restored = checkpointer.restore_latest(state)
@@ -291,7 +289,7 @@ def _run(config: Any, workdir: str) -> dict:
           "kip", done, train_loss=train_loss, support_images=kip_state.x, support_labels=kip_state.y
         )
         record["train_loss"] = train_loss
-        state["loss_sum"], state["loss_count"] = state["loss_sum"] * 0, state["loss_count"] * 0
+        state["loss_sum"], state["loss_count"] = loss_sum0(), loss_count0()
       if done % config.eval_every == 0 or done == config.num_steps:
         record["test_accuracy"] = float(accuracy(kip_state.x, kip_state.y))
       if record:
