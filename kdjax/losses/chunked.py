@@ -49,6 +49,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from kdjax.losses.sequence import get_divergence
 
@@ -400,16 +401,16 @@ def _prepare(
 
 
 def chunked_kd_loss(
-  student_hidden: jax.Array,
-  student_kernel: jax.Array,
-  teacher_hidden: jax.Array,
-  teacher_kernel: jax.Array,
+  student_hidden: ArrayLike,
+  student_kernel: ArrayLike,
+  teacher_hidden: ArrayLike,
+  teacher_kernel: ArrayLike,
   *,
   divergence: str = "kl",
-  temperature: float = 1.0,
-  where: jax.Array | None = None,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
   chunk_size: int | None = None,
-  vocab_where: jax.Array | None = None,
+  vocab_where: ArrayLike | None = None,
   **hyperparams,
 ) -> jax.Array:
   r"""Per-token KD loss from hidden states and output projections, chunked over tokens.
@@ -442,6 +443,8 @@ def chunked_kd_loss(
       ``'reverse_kl'``, ``'jsd'``, ``'skew_kl'``, ``'skew_reverse_kl'`` or ``'tv'``.
     temperature: softmax temperature :math:`\tau` passed to the divergence.
     where: optional boolean ``[N]`` token mask; masked tokens get loss 0 and no gradient.
+      It masks examples (tokens, i.e. rows of the logits), not vocabulary entries (that
+      is ``vocab_where``), unlike optax's element-wise ``where``.
     chunk_size: tokens per chunk; need not divide ``N`` (the last chunk is padded).
       None (default): :func:`default_chunk_size` of ``N`` and ``V``.
     vocab_where: optional boolean ``[V]`` mask of valid vocabulary entries (e.g. a
@@ -471,16 +474,16 @@ def chunked_kd_loss(
 
 
 def chunked_kd_sum_and_count(
-  student_hidden: jax.Array,
-  student_kernel: jax.Array,
-  teacher_hidden: jax.Array,
-  teacher_kernel: jax.Array,
+  student_hidden: ArrayLike,
+  student_kernel: ArrayLike,
+  teacher_hidden: ArrayLike,
+  teacher_kernel: ArrayLike,
   *,
   divergence: str = "kl",
-  temperature: float = 1.0,
-  where: jax.Array | None = None,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
   chunk_size: int | None = None,
-  vocab_where: jax.Array | None = None,
+  vocab_where: ArrayLike | None = None,
   **hyperparams,
 ) -> tuple[jax.Array, jax.Array]:
   r"""Sum of the chunked per-token KD losses and the token count, gradients fused in.
@@ -509,6 +512,8 @@ def chunked_kd_sum_and_count(
       ``'reverse_kl'``, ``'jsd'``, ``'skew_kl'``, ``'skew_reverse_kl'`` or ``'tv'``.
     temperature: softmax temperature :math:`\tau` passed to the divergence.
     where: optional boolean ``[N]`` token mask; masked tokens get loss 0 and no gradient.
+      It masks examples (tokens, i.e. rows of the logits), not vocabulary entries (that
+      is ``vocab_where``), unlike optax's element-wise ``where``.
     chunk_size: tokens per chunk; need not divide ``N`` (the last chunk is padded).
       None (default): :func:`default_chunk_size` of ``N`` and ``V``.
     vocab_where: optional boolean ``[V]`` mask of valid vocabulary entries (e.g. a

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from kdjax.losses._common import real_array
 
@@ -67,7 +68,7 @@ def _smooth_l1(x: jax.Array) -> jax.Array:
   return jnp.where(abs_x <= 1.0, 0.5 * x * x, abs_x - 0.5)
 
 
-def safe_norm(x: jax.Array, axis=-1, keepdims: bool = False) -> jax.Array:
+def safe_norm(x: ArrayLike, axis=-1, keepdims: bool = False) -> jax.Array:
   r"""Euclidean norm whose gradient is 0 (not NaN) at the zero vector.
 
   .. math::
@@ -95,11 +96,11 @@ def _normalize(x: jax.Array, axis=-1, eps: float = _EPS) -> jax.Array:
 
 
 def fitnets_loss(
-  student_features: jax.Array,
-  teacher_features: jax.Array,
+  student_features: ArrayLike,
+  teacher_features: ArrayLike,
   *,
   regressor: Callable[[jax.Array], jax.Array] | None = None,
-  where: jax.Array | None = None,
+  where: ArrayLike | None = None,
 ) -> jax.Array:
   r"""FitNets hint loss: squared distance between teacher hint and regressed student.
 
@@ -119,7 +120,8 @@ def fitnets_loss(
       flax module or a closure over its parameters, which then get gradients). Without
       it the student's features must already have the teacher's shape.
     where: optional boolean mask broadcastable to ``teacher_features``; elements where it
-      is False do not contribute (e.g. padded tokens).
+      is False do not contribute (e.g. padded tokens). Unlike the ``where`` of the logit
+      losses, which masks whole examples, this one masks feature elements (as optax's).
 
   Returns:
     ``[batch]`` per-example hint losses.
@@ -143,7 +145,7 @@ def fitnets_loss(
   return 0.5 * jnp.sum(squared.reshape(teacher.shape[0], -1), axis=-1)
 
 
-def attention_map(features: jax.Array, *, p: float = 2.0, eps: float = _EPS) -> jax.Array:
+def attention_map(features: ArrayLike, *, p: float = 2.0, eps: float = _EPS) -> jax.Array:
   r"""Spatial attention map of NHWC features: normalised channel mean of ``|F|^p``.
 
   .. math::
@@ -178,8 +180,8 @@ def attention_map(features: jax.Array, *, p: float = 2.0, eps: float = _EPS) -> 
 
 
 def attention_transfer_loss(
-  student_features: jax.Array,
-  teacher_features: jax.Array,
+  student_features: ArrayLike,
+  teacher_features: ArrayLike,
   *,
   p: float = 2.0,
   eps: float = _EPS,
@@ -233,8 +235,8 @@ def _normalized_distances(x: jax.Array, eps: float) -> jax.Array:
 
 
 def rkd_distance_loss(
-  student_features: jax.Array,
-  teacher_features: jax.Array,
+  student_features: ArrayLike,
+  teacher_features: ArrayLike,
   *,
   eps: float = _EPS,
 ) -> jax.Array:
@@ -274,8 +276,8 @@ def _angles(x: jax.Array, eps: float) -> jax.Array:
 
 
 def rkd_angle_loss(
-  student_features: jax.Array,
-  teacher_features: jax.Array,
+  student_features: ArrayLike,
+  teacher_features: ArrayLike,
   *,
   eps: float = _EPS,
 ) -> jax.Array:
@@ -317,8 +319,8 @@ def _pkt_conditional(x: jax.Array, eps: float) -> jax.Array:
 
 
 def pkt_loss(
-  student_features: jax.Array,
-  teacher_features: jax.Array,
+  student_features: ArrayLike,
+  teacher_features: ArrayLike,
   *,
   eps: float = _EPS,
 ) -> jax.Array:
@@ -361,8 +363,8 @@ def _row_normalized_gram(x: jax.Array, eps: float) -> jax.Array:
 
 
 def similarity_preserving_loss(
-  student_features: jax.Array,
-  teacher_features: jax.Array,
+  student_features: ArrayLike,
+  teacher_features: ArrayLike,
   *,
   eps: float = _EPS,
 ) -> jax.Array:
@@ -411,7 +413,7 @@ def _cka_from_grams(gram_x: jax.Array, gram_y: jax.Array, eps: float) -> jax.Arr
   return jnp.where(positive, hsic_xy / denominator, 0.0)
 
 
-def linear_cka(x: jax.Array, y: jax.Array, *, eps: float = _EPS) -> jax.Array:
+def linear_cka(x: ArrayLike, y: ArrayLike, *, eps: float = _EPS) -> jax.Array:
   r"""Linear centred kernel alignment between two representations of the same batch.
 
   .. math::
@@ -451,8 +453,8 @@ def _rbf_gram(x: jax.Array, threshold: float, eps: float) -> jax.Array:
 
 
 def rbf_cka(
-  x: jax.Array,
-  y: jax.Array,
+  x: ArrayLike,
+  y: ArrayLike,
   *,
   threshold: float = 1.0,
   eps: float = _EPS,
@@ -493,8 +495,8 @@ def rbf_cka(
 
 
 def cka_loss(
-  student_features: jax.Array,
-  teacher_features: jax.Array,
+  student_features: ArrayLike,
+  teacher_features: ArrayLike,
   *,
   kernel: str = "linear",
   threshold: float = 1.0,

@@ -23,6 +23,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from kdjax.losses._common import (
   apply_mask,
@@ -160,7 +161,14 @@ def _prepare_tempered_pair(student_logits, teacher_logits, temperature, where, a
 # Divergences between the teacher's and the student's class distributions.
 
 
-def kl_divergence(student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1):
+def kl_divergence(
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Forward KL divergence from the teacher to the student, per example.
 
   .. math::
@@ -175,7 +183,9 @@ def kl_divergence(student_logits, teacher_logits, *, temperature=1.0, where=None
     student_logits: ``[..., num_classes]`` student logits.
     teacher_logits: same shape, teacher logits.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -188,7 +198,14 @@ def kl_divergence(student_logits, teacher_logits, *, temperature=1.0, where=None
   return apply_mask(_scaled_kl(s, t, temperature) / temperature / temperature, mask)
 
 
-def reverse_kl(student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1):
+def reverse_kl(
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Reverse KL divergence from the student to the teacher, per example.
 
   .. math::
@@ -204,7 +221,9 @@ def reverse_kl(student_logits, teacher_logits, *, temperature=1.0, where=None, a
     student_logits: ``[..., num_classes]`` student logits.
     teacher_logits: same shape, teacher logits.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -217,7 +236,14 @@ def reverse_kl(student_logits, teacher_logits, *, temperature=1.0, where=None, a
   return apply_mask(_scaled_kl(t, s, temperature) / temperature / temperature, mask)
 
 
-def kd_loss(student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1):
+def kd_loss(
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Hinton knowledge-distillation loss, per example.
 
   .. math::
@@ -239,7 +265,9 @@ def kd_loss(student_logits, teacher_logits, *, temperature=1.0, where=None, axis
     teacher_logits: same shape, teacher logits.
     temperature: softmax temperature ``T > 0``, finite (a ValueError otherwise; a traced
       ``T <= 0`` gives NaN).
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -252,8 +280,14 @@ def kd_loss(student_logits, teacher_logits, *, temperature=1.0, where=None, axis
 
 
 def generalized_jsd(
-  student_logits, teacher_logits, *, beta=0.5, temperature=1.0, where=None, axis=-1
-):
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  beta: ArrayLike = 0.5,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Generalized Jensen-Shannon divergence JSD(beta) of GKD, per example.
 
   .. math::
@@ -278,7 +312,9 @@ def generalized_jsd(
     teacher_logits: same shape, teacher logits.
     beta: interpolation weight in [0, 1] (a Python float or a traced scalar).
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -293,7 +329,14 @@ def generalized_jsd(
   return apply_mask(jnp.where(interior | jnp.isnan(jsd), jsd, 0), mask)
 
 
-def total_variation(student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1):
+def total_variation(
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Total variation distance between teacher and student, per example.
 
   .. math::
@@ -307,7 +350,9 @@ def total_variation(student_logits, teacher_logits, *, temperature=1.0, where=No
     student_logits: ``[..., num_classes]`` student logits.
     teacher_logits: same shape, teacher logits.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -318,7 +363,15 @@ def total_variation(student_logits, teacher_logits, *, temperature=1.0, where=No
   return apply_mask(tv, mask)
 
 
-def skew_kl(student_logits, teacher_logits, *, alpha=0.1, temperature=1.0, where=None, axis=-1):
+def skew_kl(
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  alpha: ArrayLike = 0.1,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Skew KL divergence of DistiLLM, per example.
 
   .. math::
@@ -336,7 +389,9 @@ def skew_kl(student_logits, teacher_logits, *, alpha=0.1, temperature=1.0, where
     teacher_logits: same shape, teacher logits.
     alpha: skew weight in [0, 1] (the paper uses 0.1).
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -351,8 +406,14 @@ def skew_kl(student_logits, teacher_logits, *, alpha=0.1, temperature=1.0, where
 
 
 def skew_reverse_kl(
-  student_logits, teacher_logits, *, alpha=0.1, temperature=1.0, where=None, axis=-1
-):
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  alpha: ArrayLike = 0.1,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Skew reverse KL divergence of DistiLLM, per example.
 
   .. math::
@@ -369,7 +430,9 @@ def skew_reverse_kl(
     teacher_logits: same shape, teacher logits.
     alpha: skew weight in [0, 1] (the paper uses 0.1).
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -383,7 +446,14 @@ def skew_reverse_kl(
   return apply_mask(loss, mask)
 
 
-def soft_cross_entropy(student_logits, target_probs, *, temperature=1.0, where=None, axis=-1):
+def soft_cross_entropy(
+  student_logits: ArrayLike,
+  target_probs: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Cross-entropy of the student against soft targets, per example.
 
   .. math::
@@ -397,7 +467,9 @@ def soft_cross_entropy(student_logits, target_probs, *, temperature=1.0, where=N
     student_logits: ``[..., num_classes]`` student logits.
     target_probs: same shape, non-negative target probabilities.
     temperature: softmax temperature ``T > 0`` of the student.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from kdjax.losses._common import (
   apply_mask,
@@ -55,16 +56,16 @@ def _masked_log_softmax(x, keep):
 
 
 def dkd_loss(
-  student_logits,
-  teacher_logits,
-  labels,
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  labels: ArrayLike,
   *,
-  alpha=1.0,
-  beta=8.0,
-  temperature=4.0,
-  where=None,
-  axis=-1,
-):
+  alpha: ArrayLike = 1.0,
+  beta: ArrayLike = 8.0,
+  temperature: ArrayLike = 4.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Decoupled knowledge distillation (TCKD + NCKD), per example.
 
   With ``g`` the label, ``p = softmax(t / T)``, ``q = softmax(s / T)``, the binary
@@ -90,7 +91,9 @@ def dkd_loss(
     alpha: weight of TCKD, ``>= 0``.
     beta: weight of NCKD, ``>= 0``.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -128,7 +131,7 @@ def _standardize_last(z, eps):
   return jnp.where(finite, centred / (std + eps), -jnp.inf)
 
 
-def standardize_logits(logits, *, axis=-1, eps=1e-7):
+def standardize_logits(logits: ArrayLike, *, axis: int = -1, eps: float = 1e-7) -> jax.Array:
   r"""Z-score standardisation of logits along the class axis.
 
   .. math::
@@ -158,8 +161,14 @@ def standardize_logits(logits, *, axis=-1, eps=1e-7):
 
 
 def standardized_kd_loss(
-  student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1, eps=1e-7
-):
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+  eps: float = 1e-7,
+) -> jax.Array:
   r"""KD loss on standardised logits (logit standardisation pre-process), per example.
 
   .. math::
@@ -176,7 +185,9 @@ def standardized_kd_loss(
     student_logits: ``[..., num_classes]`` student logits.
     teacher_logits: same shape, teacher logits.
     temperature: base temperature ``T > 0`` applied after standardisation.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
     eps: added to the standard deviation.
 
@@ -212,8 +223,14 @@ def _pearson_last(a, b, keep, eps):
 
 
 def dist_inter_class_loss(
-  student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1, eps=1e-8
-):
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+  eps: float = 1e-8,
+) -> jax.Array:
   r"""DIST inter-class relation loss, per example.
 
   .. math::
@@ -231,7 +248,9 @@ def dist_inter_class_loss(
     student_logits: ``[..., num_classes]`` student logits.
     teacher_logits: same shape, teacher logits.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
     eps: added to the denominator of the correlation.
 
@@ -244,8 +263,14 @@ def dist_inter_class_loss(
 
 
 def dist_intra_class_loss(
-  student_logits, teacher_logits, *, temperature=1.0, where=None, axis=-1, eps=1e-8
-):
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+  eps: float = 1e-8,
+) -> jax.Array:
   r"""DIST intra-class relation loss, per class.
 
   .. math::
@@ -263,7 +288,9 @@ def dist_intra_class_loss(
     student_logits: ``[..., num_classes]`` student logits.
     teacher_logits: same shape, teacher logits.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]`` selecting the examples.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis), selecting the examples. Unlike optax's ``where``, which
+      masks elements (classes), it masks whole examples.
     axis: the class axis.
     eps: added to the denominator of the correlation.
 
@@ -280,16 +307,16 @@ def dist_intra_class_loss(
 
 
 def dist_loss(
-  student_logits,
-  teacher_logits,
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
   *,
-  beta=1.0,
-  gamma=1.0,
-  temperature=1.0,
-  where=None,
-  axis=-1,
-  eps=1e-8,
-):
+  beta: ArrayLike = 1.0,
+  gamma: ArrayLike = 1.0,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+  eps: float = 1e-8,
+) -> jax.Array:
   r"""DIST loss: inter-class plus intra-class relation matching (a batch scalar).
 
   .. math::
@@ -309,7 +336,9 @@ def dist_loss(
     beta: weight of the inter-class term, ``>= 0``.
     gamma: weight of the intra-class term, ``>= 0``.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]`` selecting the examples.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis), selecting the examples. Unlike optax's ``where``, which
+      masks elements (classes), it masks whole examples.
     axis: the class axis.
     eps: added to the denominators of the correlations.
 

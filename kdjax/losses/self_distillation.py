@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from kdjax.losses._common import apply_mask, check_unit_interval, prepare_labels, prepare_pair
 from kdjax.losses.reductions import masked_mean
@@ -12,7 +13,13 @@ from kdjax.losses.reductions import masked_mean
 __all__ = ["cwtm_weights", "dkpp_targets", "ground_truth_weighted_targets"]
 
 
-def cwtm_weights(teacher_logits, *, temperature=1.0, where=None, axis=-1):
+def cwtm_weights(
+  teacher_logits: ArrayLike,
+  *,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""Born-again CWTM per-example weights from the teacher's confidence.
 
   .. math::
@@ -29,7 +36,9 @@ def cwtm_weights(teacher_logits, *, temperature=1.0, where=None, axis=-1):
   Args:
     teacher_logits: ``[..., num_classes]`` teacher logits.
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]`` selecting the examples.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis), selecting the examples. Unlike optax's ``where``, which
+      masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -41,7 +50,9 @@ def cwtm_weights(teacher_logits, *, temperature=1.0, where=None, axis=-1):
   return jax.lax.stop_gradient(apply_mask(confidence / mean, mask))
 
 
-def dkpp_targets(key, teacher_logits, *, temperature=1.0, axis=-1):
+def dkpp_targets(
+  key: ArrayLike, teacher_logits: ArrayLike, *, temperature: ArrayLike = 1.0, axis: int = -1
+) -> jax.Array:
   r"""Born-again DKPP targets: teacher probabilities with the non-argmax ones permuted.
 
   .. math::
@@ -79,7 +90,14 @@ def dkpp_targets(key, teacher_logits, *, temperature=1.0, axis=-1):
   return jnp.moveaxis(permuted, -1, axis)
 
 
-def ground_truth_weighted_targets(teacher_logits, labels, *, alpha, temperature=1.0, axis=-1):
+def ground_truth_weighted_targets(
+  teacher_logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  alpha: ArrayLike,
+  temperature: ArrayLike = 1.0,
+  axis: int = -1,
+) -> jax.Array:
   r"""Self-distillation targets that mix the ground truth with the teacher.
 
   .. math::

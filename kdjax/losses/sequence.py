@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from kdjax.losses.logits import (
   generalized_jsd,
@@ -74,7 +75,7 @@ variation.
 _SHARED_ARGUMENTS = ("student_logits", "teacher_logits", "temperature", "where", "axis")
 
 
-def get_divergence(name: str, *, temperature: float = 1.0, **hyperparams) -> Callable:
+def get_divergence(name: str, *, temperature: ArrayLike = 1.0, **hyperparams) -> Callable:
   r"""Looks up a divergence by name and binds its temperature and hyper-parameters.
 
   Args:
@@ -115,12 +116,12 @@ def _token_mask(where: jax.Array | None, token_shape: tuple[int, ...]) -> jax.Ar
 
 
 def token_kd_loss(
-  student_logits: jax.Array,
-  teacher_logits: jax.Array,
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
   *,
-  where: jax.Array | None = None,
+  where: ArrayLike | None = None,
   divergence: str = "kl",
-  temperature: float = 1.0,
+  temperature: ArrayLike = 1.0,
   **hyperparams,
 ) -> jax.Array:
   r"""Per-token KD loss over ``[batch, time, vocab]`` logits.
@@ -138,7 +139,8 @@ def token_kd_loss(
     student_logits: ``[batch, time, vocab]`` student logits (``-inf`` allowed for
       masked vocabulary entries).
     teacher_logits: same shape, teacher logits.
-    where: optional boolean ``[batch, time]`` padding mask (True = real token).
+    where: optional boolean ``[batch, time]`` padding mask (True = real token). It masks
+      examples (tokens), not vocabulary entries, unlike optax's element-wise ``where``.
     divergence: a key of :data:`DIVERGENCES`.
     temperature: softmax temperature.
     **hyperparams: the divergence's hyper-parameters (see :func:`get_divergence`).
@@ -157,7 +159,7 @@ def token_kd_loss(
 
 
 def masked_sum_and_count(
-  losses: jax.Array, where: jax.Array | None = None
+  losses: ArrayLike, where: ArrayLike | None = None
 ) -> tuple[jax.Array, jax.Array]:
   r"""Sum of the unmasked losses and their number, kept apart for exact accumulation.
 
@@ -179,7 +181,7 @@ def masked_sum_and_count(
   return total, jnp.sum(mask, dtype=jnp.int32)
 
 
-def mean_from_sum_and_count(total: jax.Array, count: jax.Array) -> jax.Array:
+def mean_from_sum_and_count(total: ArrayLike, count: ArrayLike) -> jax.Array:
   r"""Mean token loss from accumulated sums and counts: :math:`S / \max(C, 1)`.
 
   Args:
@@ -194,12 +196,12 @@ def mean_from_sum_and_count(total: jax.Array, count: jax.Array) -> jax.Array:
 
 
 def sequence_kd_sum_and_count(
-  student_logits: jax.Array,
-  teacher_logits: jax.Array,
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
   *,
-  where: jax.Array | None = None,
+  where: ArrayLike | None = None,
   divergence: str = "kl",
-  temperature: float = 1.0,
+  temperature: ArrayLike = 1.0,
   **hyperparams,
 ) -> tuple[jax.Array, jax.Array]:
   r"""Token-loss sum and real-token count of a (micro-)batch.
@@ -213,7 +215,8 @@ def sequence_kd_sum_and_count(
   Args:
     student_logits: ``[batch, time, vocab]`` student logits.
     teacher_logits: same shape, teacher logits.
-    where: optional boolean ``[batch, time]`` padding mask.
+    where: optional boolean ``[batch, time]`` padding mask over tokens (examples, not
+      vocabulary entries).
     divergence: a key of :data:`DIVERGENCES`.
     temperature: softmax temperature.
     **hyperparams: the divergence's hyper-parameters.
@@ -233,12 +236,12 @@ def sequence_kd_sum_and_count(
 
 
 def sequence_kd_loss(
-  student_logits: jax.Array,
-  teacher_logits: jax.Array,
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
   *,
-  where: jax.Array | None = None,
+  where: ArrayLike | None = None,
   divergence: str = "kl",
-  temperature: float = 1.0,
+  temperature: ArrayLike = 1.0,
   **hyperparams,
 ) -> jax.Array:
   r"""Mean token KD loss over the real tokens of a batch.
@@ -249,7 +252,8 @@ def sequence_kd_loss(
   Args:
     student_logits: ``[batch, time, vocab]`` student logits.
     teacher_logits: same shape, teacher logits.
-    where: optional boolean ``[batch, time]`` padding mask.
+    where: optional boolean ``[batch, time]`` padding mask over tokens (examples, not
+      vocabulary entries).
     divergence: a key of :data:`DIVERGENCES`.
     temperature: softmax temperature.
     **hyperparams: the divergence's hyper-parameters.

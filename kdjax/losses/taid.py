@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from kdjax.losses._common import (
   apply_mask,
@@ -36,7 +37,14 @@ def _interpolate_logits(student, teacher, t):
   return (1 - t) * student + t * teacher
 
 
-def taid_target_log_probs(student_logits, teacher_logits, *, t, temperature=1.0, axis=-1):
+def taid_target_log_probs(
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  t: ArrayLike,
+  temperature: ArrayLike = 1.0,
+  axis: int = -1,
+) -> jax.Array:
   r"""Log-probabilities of TAID's time-dependent intermediate target.
 
   .. math::
@@ -65,7 +73,15 @@ def taid_target_log_probs(student_logits, teacher_logits, *, t, temperature=1.0,
   return jnp.moveaxis(jax.nn.log_softmax(mixed), -1, axis)
 
 
-def taid_loss(student_logits, teacher_logits, *, t, temperature=1.0, where=None, axis=-1):
+def taid_loss(
+  student_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  t: ArrayLike,
+  temperature: ArrayLike = 1.0,
+  where: ArrayLike | None = None,
+  axis: int = -1,
+) -> jax.Array:
   r"""TAID loss: forward KL from the interpolated target to the student, per example.
 
   .. math::
@@ -84,7 +100,9 @@ def taid_loss(student_logits, teacher_logits, *, t, temperature=1.0, where=None,
     teacher_logits: same shape, teacher logits.
     t: interpolation time in [0, 1].
     temperature: softmax temperature ``T > 0``.
-    where: optional boolean mask of shape ``[...]``; False examples give 0.
+    where: optional boolean mask over examples (rows), shape ``[...]`` (the logits shape
+      without the class axis); False examples give 0 and a zero gradient. Unlike
+      optax's ``where``, which masks elements (classes), it masks whole examples.
     axis: the class axis.
 
   Returns:
@@ -105,7 +123,7 @@ class TaidScheduleState(NamedTuple):
   prev_loss: jax.Array
 
 
-def taid_schedule_init(t_start=0.4):
+def taid_schedule_init(t_start: float = 0.4) -> TaidScheduleState:
   """Initial state of TAID's adaptive schedule (``t = t_start``, no previous loss)."""
   check_unit_interval("t_start", t_start)
   return TaidScheduleState(
@@ -116,8 +134,16 @@ def taid_schedule_init(t_start=0.4):
 
 
 def taid_schedule_update(
-  state, loss, *, step, num_steps, t_start=0.4, t_end=1.0, alpha=5e-4, beta=0.99
-):
+  state: TaidScheduleState,
+  loss: ArrayLike,
+  *,
+  step: ArrayLike,
+  num_steps: int,
+  t_start: float = 0.4,
+  t_end: float = 1.0,
+  alpha: ArrayLike = 5e-4,
+  beta: ArrayLike = 0.99,
+) -> TaidScheduleState:
   r"""One step of TAID's adaptive update of the interpolation time ``t``.
 
   .. math::
