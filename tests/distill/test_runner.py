@@ -77,9 +77,17 @@ def test_launch_main_writes_metrics_support_and_plots(tmp_path):
   assert summary["test_accuracy"] == pytest.approx(records[-1]["test_accuracy"])
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """``(workdir, summary)`` of one uninterrupted ``tiny()`` run, shared by the resume tests
+  (checkpoint_every does not change what a run computes or logs)."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  return workdir, runner.run(tiny(), str(workdir))
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, uninterrupted):
   c = tiny()
-  full = runner.run(c, str(tmp_path / "full"))
+  full_dir, full = uninterrupted
   resumed_dir = tmp_path / "resumed"
   runner.run(c, str(resumed_dir))
   # Simulate a kill just after the step-2 checkpoint: later checkpoints and outputs lost.
@@ -87,13 +95,11 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     shutil.rmtree(resumed_dir / name)
   os.remove(resumed_dir / "support.npz")
   again = runner.run(c, str(resumed_dir))
-  a, b = np.load(tmp_path / "full" / "support.npz"), np.load(resumed_dir / "support.npz")
+  a, b = np.load(full_dir / "support.npz"), np.load(resumed_dir / "support.npz")
   np.testing.assert_array_equal(a["x"], b["x"])
   np.testing.assert_array_equal(a["y"], b["y"])
   assert again["test_accuracy"] == full["test_accuracy"]
-  assert (tmp_path / "full" / "metrics.jsonl").read_text() == (
-    resumed_dir / "metrics.jsonl"
-  ).read_text()
+  assert (full_dir / "metrics.jsonl").read_text() == (resumed_dir / "metrics.jsonl").read_text()
 
 
 def test_label_solve_finishing_step_lowers_the_training_loss(tmp_path):
@@ -153,11 +159,13 @@ def test_diverging_support_is_a_clear_error(tmp_path):
     )
 
 
-def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records(tmp_path):
+def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records(
+  tmp_path, uninterrupted
+):
   """checkpoint_every=3 is not a multiple of log_every=eval_every=2: the step-4 record's
   train_loss averages steps 3 and 4, across the resume from the step-3 checkpoint."""
   c = tiny(checkpoint_every=3)
-  full = runner.run(c, str(tmp_path / "full"))
+  full_dir, full = uninterrupted
   resumed_dir = tmp_path / "resumed"
   runner.run(c, str(resumed_dir))
   # The newest checkpoint (step 6) is corrupt: garbage data files. The run falls back to
@@ -170,9 +178,7 @@ def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records
   again = runner.run(c, str(resumed_dir))
   assert [d for d in os.listdir(resumed_dir / "checkpoints") if d.startswith("corrupt-6-")]
   assert again["test_accuracy"] == full["test_accuracy"]
-  full_log, resumed_log = (
-    workdir_lib.read_metrics(str(d)) for d in (tmp_path / "full", resumed_dir)
-  )
+  full_log, resumed_log = (workdir_lib.read_metrics(str(d)) for d in (full_dir, resumed_dir))
   assert [r["step"] for r in full_log] == [0, 2, 4, 6]
   assert resumed_log == full_log  # identical train_loss values, step by step
 
