@@ -9,7 +9,8 @@ killed at any moment leaves the old or the new version, never half a file.
 exclusive ``fcntl.flock`` lock on ``WORKDIR/.lock`` (a second run on the same workdir is
 refused at once with the holder's pid; the kernel drops the lock when its process dies,
 so a killed run leaves no stale lock), and records the config or checks it against the
-record: re-running the same command resumes, a different config is refused.
+record: re-running the same command resumes, a different config is refused. Temporary
+files that a killed run's atomic writes left behind are removed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import glob
 import io
 import json
 import os
@@ -211,6 +213,9 @@ def open_workdir(workdir: str, config: Any, *, locked: bool = True) -> Iterator[
     yield Workdir(path, os.path.exists(os.path.join(path, CONFIG_FILE)))
     return
   with lock(path) if locked else contextlib.nullcontext():
+    if locked:  # no other writer: temporary files of a killed atomic_write are leftovers
+      for leftover in glob.glob(os.path.join(path, ".tmp-*")):
+        os.remove(leftover)
     try:
       resuming = record_config(path, config)
     except OSError as e:

@@ -132,3 +132,11 @@ def test_plot_curves_and_image_grid_write_png(tmp_path):
     with open(tmp_path / name, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert sorted(os.listdir(tmp_path)) == ["curve.png", "grid.png"]
+
+
+def test_open_workdir_removes_temporary_files_of_a_killed_atomic_write(tmp_path):
+  leftover = tmp_path / ".tmp-metrics.jsonlx8k2"
+  leftover.write_text("half a file")
+  (tmp_path / "keep.txt").write_text("x")
+  with workdir.open_workdir(str(tmp_path), _config()):
+    assert not leftover.exists() and (tmp_path / "keep.txt").exists()
