@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kdjax.distill import job as distill_job
 from kdjax.distill import runner as kip_runner
 from kdjax.theory import experiments as theory_experiments
 from kdjax.train import lm_job
@@ -20,6 +21,7 @@ Job = Callable[[Any, str], dict]
 JOBS: dict[str, Job] = {
   "train": train_loop.run,  # supervised / KD / born-again / self-distillation
   "kip": kip_runner.run,  # KIP dataset distillation
+  "distill": distill_job.run,  # RFAD dataset distillation + finite-network evaluation
   "theory": theory_experiments.run,  # self-distillation theory reproductions
   "lm": lm_job.run,  # LM distillation: token-level, sequence-level and on-policy (GKD) KD
 }

@@ -2,7 +2,9 @@
 
 ``kdjax.distill.evaluation`` is the finite-network protocol every method is judged by;
 ``kdjax.distill.closed_form`` the one-point-per-class ridge distillation (Chen, Huang &
-Weng, 2024); ``kdjax.distill.kip`` holds the KIP algorithm (loss, sharded step, Label Solve);
+Weng, 2024); ``kdjax.distill.rfad`` RFAD (Loo et al., 2022), whose job
+(``job='distill'``, ``experiments/rfad_*.py``) is ``kdjax.distill.job.run``; ``kdjax.distill.kip`` holds the KIP algorithm (loss,
+sharded step, Label Solve);
 ``kdjax.distill.runner.run(config, workdir)`` is the ``job='kip'`` entry point
 (its base config is ``experiments.common.kip_base``).
 """

@@ -1,0 +1,28 @@
+r"""RFAD on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
+
+``python -m launch.main --config=experiments/rfad_digits.py:10 --workdir=runs/rfad_digits``
+
+``arg`` = ``images_per_class[,runlocal]``. As ``rfad_mnist5k.py`` with a 2-block ConvNet
+(8x8 -> 2x2) of width 32 and target batches of 256 digits; the finite networks are
+2-block ConvNets with shifts of at most one pixel.
+"""
+from experiments import common
+from experiments.rfad_mnist5k import ARG_HELP, rfad_base, runlocal
+
+
+def get_config(arg=None):
+  """``arg``: ``images_per_class[,runlocal]``."""
+  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10,
+                       runlocal=False)
+  c = rfad_base(a.per_class)
+  c.dataset.name = "digits"
+  c.num_steps = 200
+  c.rfad.update({"width": 32, "depth": 2, "target_batch_size": 256})
+  c.evaluation.update({"depth": 2, "max_shift": 1})
+  return runlocal(c) if a.runlocal else c
+
+
+def sweep(arg=None):
+  """Images per class 1/10/50 x seeds 0/1/2."""
+  return [{"name": f"ipc{n}_seed{s}", "rfad.per_class": n, "seed": s}
+          for n in (1, 10, 50) for s in (0, 1, 2)]

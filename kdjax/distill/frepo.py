@@ -1,0 +1,148 @@
+r"""FRePo: dataset distillation by neural feature regression with an online model pool.
+
+Zhou, Nezhadarya & Ba (2022), "Dataset Distillation using Neural Feature Regression"
+(NeurIPS). A pool of ``P`` finite ConvNets (``kdjax.models.ConvNet``) is trained online
+on the current support set; at step ``t`` model ``i = t mod P`` with parameters
+:math:`\theta_i` gives last-layer features :math:`\phi_{\theta_i}` (the input of its
+readout) and the support set is updated along the gradient of the KRR loss
+
+.. math::
+  L(X_s, Y_s) = \tfrac12\,\mathrm{mean}\big(Y_t - \phi(X_t)\phi(X_s)^\top
+     (\phi(X_s)\phi(X_s)^\top + \lambda I)^{-1} Y_s\big)^2,
+  \qquad \phi = \phi_{\mathrm{sg}(\theta_i)},
+
+where the meta-gradient flows through the features and the kernel only (the model
+parameters are constants: no unrolled training). Then model ``i`` takes one Adam step on
+the MSE of its logits to the support labels, and is re-initialised after
+``max_updates`` such steps, so the pool always spans models of different ages.
+The KRR is :func:`kdjax.distill.rfad.krr_predict` (dual or primal, whichever is smaller).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdjax.distill import rfad
+
+__all__ = ["FrepoState", "features", "make_frepo_step"]
+
+
+def features(model: nn.Module, variables: Any, x: jax.typing.ArrayLike) -> jax.Array:
+  r"""The input of ``model``'s last ``nn.Dense`` (its readout): ``[n, F]`` features.
+
+  For ``kdjax.models.ConvNet`` these are the flattened last-block activations, so
+  ``logits = features @ W + b``.
+  """
+  captured = []
+
+  def interceptor(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
+      captured.append(args[0])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    model.apply(variables, jnp.asarray(x))
+  if not captured:
+    raise ValueError(f"{type(model).__name__} has no nn.Dense readout to take features from")
+  return captured[-1]
+
+
+class FrepoState(NamedTuple):
+  """Support ``x``/``y``, their optax state, the model pool (parameters and Adam states
+  stacked on a leading ``[P]`` axis), each model's ``age`` [P] (updates since its last
+  reset) and ``step``."""
+  x: jax.Array
+  y: jax.Array
+  opt_state: Any
+  pool: Any
+  pool_opt_state: Any
+  age: jax.Array
+  step: jax.Array
+
+
+def make_frepo_step(model: nn.Module, optimizer: optax.GradientTransformation, *,
+                    model_optimizer: optax.GradientTransformation, reg: float,
+                    pool_size: int, max_updates: int, seed: int, learn_labels: bool = True
+                    ) -> tuple[Callable[..., FrepoState], Callable[..., tuple[FrepoState, dict]],
+                               Callable[[jax.Array, jax.Array], Any]]:
+  """Builds ``init(x, y)``, the jitted ``step(state, x_t, y_t)`` and ``init_model(key, x)``.
+
+  Model ``i`` is (re-)initialised by ``init_model(fold_in(key(seed), t), x)`` where ``t``
+  is the step of its reset (``t = i`` at the start), so a resumed run is identical.
+
+  Args:
+    model: a flax classifier with an ``nn.Dense`` readout, e.g. ``ConvNet(normalization=
+      'none')``.
+    optimizer: optax transformation of the support set.
+    model_optimizer: optax transformation of the pool's models.
+    reg: relative KRR ridge (``reg * tr(K_ss)/m``).
+    pool_size: P >= 1 models.
+    max_updates: updates after which a model is re-initialised (>= 1).
+    seed: seed of the models' initialisations.
+    learn_labels: update the support labels too.
+
+  Returns:
+    ``(init, step, init_model)``; ``step`` returns ``(state, {'loss', 'grad_norm',
+    'model_loss'})`` and donates ``state``.
+  """
+  if pool_size < 1 or max_updates < 1:
+    raise ValueError(f"pool_size and max_updates must be >= 1, got {pool_size}, "
+                     f"{max_updates}")
+  names = ("x", "y") if learn_labels else ("x",)
+  base = jax.random.key(seed)
+
+  def init_model(key, x):
+    params = model.init(key, x[:1])
+    return params, model_optimizer.init(params)
+
+  def init(x_support, y_support) -> FrepoState:
+    x, y = jnp.array(x_support, jnp.float32), jnp.array(y_support, jnp.float32)
+    pool, pool_opt = jax.vmap(lambda i: init_model(jax.random.fold_in(base, i), x))(
+        jnp.arange(pool_size))
+    opt_state = optimizer.init({k: v for k, v in (("x", x), ("y", y)) if k in names})
+    return FrepoState(x, y, opt_state, pool, pool_opt, jnp.zeros(pool_size, jnp.int32),
+                      jnp.zeros((), jnp.int32))
+
+  def step(state: FrepoState, x_target, y_target):
+    i = state.step % pool_size
+    params = jax.tree.map(lambda a: a[i], state.pool)
+    frozen = jax.lax.stop_gradient(params)
+    support = {k: getattr(state, k) for k in names}
+
+    def loss_fn(support):
+      xs, ys = support["x"], support.get("y", state.y)
+      phi = features(model, frozen, jnp.concatenate([xs, x_target]))
+      m = xs.shape[0]
+      prediction = rfad.krr_predict(phi[m:], phi[:m], ys, reg=reg)
+      return 0.5 * jnp.mean(jnp.square(prediction - y_target))
+
+    loss, grads = jax.value_and_grad(loss_fn)(support)
+    updates, opt_state = optimizer.update(grads, state.opt_state, support)
+    support = optax.apply_updates(support, updates)
+
+    # One online step of model i on the (pre-update) support set, then maybe a reset.
+    def model_loss(p):
+      return 0.5 * jnp.mean(jnp.sum(jnp.square(model.apply(p, state.x) - state.y), -1))
+
+    m_loss, m_grads = jax.value_and_grad(model_loss)(params)
+    m_opt = jax.tree.map(lambda a: a[i], state.pool_opt_state)
+    m_updates, m_opt = model_optimizer.update(m_grads, m_opt, params)
+    params = optax.apply_updates(params, m_updates)
+    age = state.age[i] + 1
+    reset = age >= max_updates
+    fresh, fresh_opt = init_model(jax.random.fold_in(base, state.step + pool_size), state.x)
+    pick = lambda new, old: jnp.where(reset, new, old)
+    params, m_opt = jax.tree.map(pick, fresh, params), jax.tree.map(pick, fresh_opt, m_opt)
+    put = lambda stacked, one: stacked.at[i].set(one)
+    new = state._replace(
+        **support, opt_state=opt_state,
+        pool=jax.tree.map(put, state.pool, params),
+        pool_opt_state=jax.tree.map(put, state.pool_opt_state, m_opt),
+        age=state.age.at[i].set(jnp.where(reset, 0, age)), step=state.step + 1)
+    return new, {"loss": loss, "grad_norm": optax.global_norm(grads), "model_loss": m_loss}
+
+  return init, jax.jit(step, donate_argnums=0), init_model

@@ -1,0 +1,197 @@
+"""The dataset-distillation job: ``python -m launch.main --config=experiments/rfad_mnist5k.py:10
+--workdir=DIR``.
+
+``run(config, workdir)`` learns a support set with ``config.method`` ('rfad': Loo et al.,
+2022, :mod:`kdjax.distill.rfad`) from class-balanced random real images, on target
+batches sharded over all devices, and writes to ``workdir`` (on :mod:`kdjax.jobs`):
+``metrics.jsonl`` + TensorBoard events (``train_loss``; ``test_accuracy``: KRR with the
+method's kernel, estimated with ``config.rfad.num_models_eval`` random networks),
+orbax checkpoints (a re-run resumes and ends with the same support set: every target
+batch and every random network is a function of ``(seed, step)``), ``support.npz``,
+``support.png``, ``learning_curve.png``, ``loss.png`` and ``summary.json`` with
+``test_accuracy`` and ``transfer_test_accuracy`` (finite networks trained from scratch on
+the support set alone by :func:`kdjax.distill.evaluation.evaluate`, mean over seeds),
+beside the same numbers for the random real initial support (``*_init``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kdjax import data
+from kdjax.distill import evaluation, kip, rfad
+from kdjax.jobs import figures, mesh as mesh_lib, schedules
+from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs.checkpoint import Checkpointer
+from kdjax.jobs.metrics import MetricsWriter, check_finite
+
+__all__ = ["METHODS", "validate", "protocol", "run"]
+
+METHODS = ("rfad",)
+
+
+def validate(config: Any) -> None:
+  """Checks every key the job reads, before any work; raises ValueError naming the key."""
+  if config.method not in METHODS:
+    raise ValueError(f"config.method must be one of {list(METHODS)}, got {config.method!r}")
+  r = config.rfad
+  for key, value in [("num_steps", config.num_steps), ("log_every", config.log_every),
+                     ("eval_every", config.eval_every),
+                     ("checkpoint_every", config.checkpoint_every),
+                     ("keep_checkpoints", config.keep_checkpoints),
+                     ("rfad.per_class", r.per_class), ("rfad.width", r.width),
+                     ("rfad.depth", r.depth), ("rfad.num_models", r.num_models),
+                     ("rfad.num_models_eval", r.num_models_eval),
+                     ("rfad.target_batch_size", r.target_batch_size)]:
+    if int(value) < 1:
+      raise ValueError(f"config.{key} must be >= 1, got {value}")
+  if not r.reg > 0:
+    raise ValueError(f"config.rfad.reg must be > 0, got {r.reg}")
+  if r.loss not in rfad.LOSSES:
+    raise ValueError(f"config.rfad.loss must be one of {list(rfad.LOSSES)}, got {r.loss!r}")
+  schedules.make_schedule(r, config.num_steps, name="rfad")
+  protocol(config)
+
+
+def protocol(config: Any) -> evaluation.Protocol:
+  """The finite-network protocol of ``config.evaluation`` (ValueError names bad keys)."""
+  e = config.evaluation
+  try:
+    return evaluation.Protocol(network=e.network, width=e.width, depth=e.depth,
+                               steps=e.steps, batch_size=e.batch_size,
+                               learning_rate=e.learning_rate, weight_decay=e.weight_decay,
+                               loss=e.loss, max_shift=e.max_shift, seeds=e.seeds)
+  except ValueError as err:
+    raise ValueError(f"config.evaluation: {err}") from None
+
+
+def run(config: Any, workdir: str) -> dict:
+  """Runs (or resumes) the distillation of ``config`` in ``workdir``; returns the summary.
+
+  Returns:
+    ``test_accuracy`` / ``test_accuracy_init`` (KRR, the method's kernel, on the final /
+    random real support), ``transfer_test_accuracy`` (+ ``_std``) /
+    ``transfer_test_accuracy_init`` (finite networks, mean over seeds),
+    ``num_support``, ``num_steps``, ``distill_seconds``.
+
+  Raises:
+    ValueError: a bad config (before any work): unknown method or network, ``per_class``
+      larger than a class, a target batch the devices do not divide, ...
+    FloatingPointError: the loss or the support set became non-finite (names the step).
+  """
+  validate(config)
+  with workdir_lib.open_workdir(workdir, config) as wd:
+    return _run(config, wd.path)
+
+
+def _run(config: Any, workdir: str) -> dict:
+  d, r = config.dataset, config.rfad
+  ds = data.load(d.name, data_dir=d.data_dir or None, max_train=d.max_train or None,
+                 max_test=d.max_test or None)
+  ds = data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
+  try:
+    x0, y0 = kip.init_support(ds.x_train, ds.y_train, per_class=r.per_class,
+                              num_classes=ds.num_classes, seed=config.seed,
+                              label_offset=r.label_offset)
+  except ValueError as err:
+    raise ValueError(f"config.rfad.per_class: {err}") from None
+  targets = data.regression_targets(ds.y_train, ds.num_classes, offset=r.label_offset)
+  if r.target_batch_size > len(ds.x_train):
+    raise ValueError(f"config.rfad.target_batch_size ({r.target_batch_size}) exceeds the "
+                     f"{len(ds.x_train)} training examples")
+  mesh = mesh_lib.make_mesh()
+  mesh_lib.check_batch_size(r.target_batch_size, mesh, name="config.rfad.target_batch_size")
+  network = rfad.convnet(r.width, r.depth)
+  init, step_fn = rfad.make_rfad_step(
+    network, optax.adam(schedules.make_schedule(r, config.num_steps, name="rfad")),
+    reg=r.reg, num_models=r.num_models, seed=config.seed, loss=r.loss,
+    learn_labels=r.learn_labels, mesh=mesh)
+  batches = data.Batches(ds.x_train, targets, batch_size=r.target_batch_size,
+                         seed=config.seed, sharding=mesh_lib.batch_sharding(mesh))
+  x_test, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+  eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)
+
+  @jax.jit
+  def accuracy(x_support, y_support):
+    correct = 0
+    for start in range(0, x_test.shape[0], 1000):
+      chunk = x_test[start:start + 1000]
+      phi = rfad.random_features(network, eval_key, jnp.concatenate([x_support, chunk]),
+                                 num_models=r.num_models_eval)
+      prediction = rfad.krr_predict(phi[len(x_support):], phi[:len(x_support)], y_support,
+                                    reg=r.reg)
+      correct += jnp.sum(jnp.argmax(prediction, -1) == labels_test[start:start + 1000])
+    return correct / x_test.shape[0]
+
+  replicated = mesh_lib.replicated(mesh)
+  state = {"support": init(x0, y0), "loss_sum": jax.device_put(jnp.float32(0), replicated),
+           "loss_count": jax.device_put(jnp.int32(0), replicated)}
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+  try:
+    start, restored = checkpointer.restore_latest(state)
+    if start is not None:
+      state = restored
+      print(f"[{config.method}] resumed from the checkpoint at step {start}", flush=True)
+    start = start or 0
+    log = MetricsWriter(workdir, resume_step=start, total_steps=config.num_steps,
+                        name=config.method)
+    acc_init = float(accuracy(jnp.asarray(x0), jnp.asarray(y0)))
+    if start == 0:
+      log.write(0, test_accuracy=acc_init)
+    t0 = time.time()
+    for step, batch in batches.iterate(start, config.num_steps - start):
+      support, metrics = step_fn(state["support"], batch["image"], batch["label"])
+      state = {"support": support, "loss_sum": state["loss_sum"] + metrics["loss"],
+               "loss_count": state["loss_count"] + 1}
+      done, record = step + 1, {}
+      if done % config.log_every == 0 or done == config.num_steps:
+        record["train_loss"] = float(state["loss_sum"]) / int(state["loss_count"])
+        check_finite(config.method, done, train_loss=record["train_loss"],
+                     support_images=support.x, support_labels=support.y)
+        state["loss_sum"], state["loss_count"] = state["loss_sum"] * 0, state["loss_count"] * 0
+      if done % config.eval_every == 0 or done == config.num_steps:
+        record["test_accuracy"] = float(accuracy(support.x, support.y))
+      if record:
+        log.write(done, **record)
+      if done % config.checkpoint_every == 0 or done == config.num_steps:
+        checkpointer.save(done, state)
+    seconds = time.time() - t0
+    log.close()
+  finally:
+    checkpointer.close()
+  support = state["support"]
+  check_finite(config.method, int(support.step), support_images=support.x,
+               support_labels=support.y)
+  x_final, y_final = np.asarray(support.x), np.asarray(support.y)
+  summary = {"test_accuracy": float(accuracy(support.x, support.y)),
+             "test_accuracy_init": acc_init, "num_support": int(len(x_final)),
+             "num_steps": int(config.num_steps), "distill_seconds": seconds}
+  workdir_lib.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)
+  figures.image_grid(x_final, r.per_class, os.path.join(workdir, "support.png"))
+  figures.plot_curves(log.records, ["test_accuracy"],
+                      os.path.join(workdir, "learning_curve.png"),
+                      title=f"{config.method} {ds.name}, {r.per_class}/class: KRR test accuracy")
+  figures.plot_curves(log.records, ["train_loss"], os.path.join(workdir, "loss.png"),
+                      title=f"{config.method} train loss", logy=True)
+  finite = protocol(config)
+  # Learned labels are real-valued KRR targets: the networks then fit them with MSE.
+  labels_final = y_final if r.learn_labels else np.argmax(y_final, 1)
+  if r.learn_labels and finite.loss == "xent":
+    finite = evaluation.Protocol(**{**finite.__dict__, "loss": "mse"})
+  for name, (x, y) in (("", (x_final, labels_final)),
+                       ("_init", (x0, np.argmax(y0, 1)))):
+    result = evaluation.evaluate(x, y, ds.x_test, ds.y_test, finite,
+                                 num_classes=ds.num_classes, seed=config.seed)
+    summary[f"transfer_test_accuracy{name}"] = result["mean"]
+    summary[f"transfer_test_accuracy{name}_std"] = result["std"]
+  workdir_lib.atomic_write(os.path.join(workdir, "summary.json"),
+                           json.dumps(summary, indent=2, sort_keys=True) + "\n")
+  print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
+  return summary

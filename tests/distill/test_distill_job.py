@@ -1,0 +1,80 @@
+"""The distillation job (kdjax.distill.job) on its runlocal configs."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments import rfad_cifar10, rfad_digits, rfad_mnist5k
+from kdjax.distill import job
+from kdjax.jobs import workdir as workdir_lib
+from launch import jobs
+
+
+def test_runlocal_writes_the_workdir_and_resumes(tmp_path):
+  config = rfad_mnist5k.get_config("2,runlocal")
+  assert jobs.runner(config) is job.run
+  summary = job.run(config, str(tmp_path))
+  for name in ("support.npz", "support.png", "learning_curve.png", "loss.png",
+               "summary.json", "metrics.jsonl", "config.json"):
+    assert os.path.exists(tmp_path / name), name
+  with np.load(tmp_path / "support.npz") as f:
+    x, y = f["x"], f["y"]
+  assert x.shape == (20, 28, 28, 1) and y.shape == (20, 10)
+  assert json.loads((tmp_path / "summary.json").read_text()) == pytest.approx(summary)
+  for key in ("test_accuracy", "test_accuracy_init", "transfer_test_accuracy",
+              "transfer_test_accuracy_init"):
+    assert 0.0 <= summary[key] <= 1.0, key
+  records = workdir_lib.read_metrics(str(tmp_path))
+  assert [r["step"] for r in records] == [0, 2, 4]
+  assert all(np.isfinite(r["train_loss"]) for r in records[1:])
+  # The support set moved away from the random real images it started from.
+  assert summary["num_support"] == 20 and not np.allclose(x[:1], 0)
+  # The same command again resumes from the last checkpoint: same support set.
+  again = job.run(config, str(tmp_path))
+  with np.load(tmp_path / "support.npz") as f:
+    np.testing.assert_array_equal(f["x"], x)
+  assert again["test_accuracy"] == summary["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_interrupted_run_ends_like_an_uninterrupted_one(tmp_path):
+  config = rfad_digits.get_config("1,runlocal")
+  job.run(config, str(tmp_path))
+  with np.load(tmp_path / "support.npz") as f:
+    uninterrupted = f["x"]
+  # Lose the last checkpoint, as a run killed between steps 2 and 4 would.
+  shutil.rmtree(tmp_path / "checkpoints" / "4")
+  os.remove(tmp_path / "support.npz")
+  job.run(config, str(tmp_path))
+  with np.load(tmp_path / "support.npz") as f:
+    np.testing.assert_allclose(f["x"], uninterrupted, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("method", "dc", "config.method must be one of"),
+    ("evaluation.network", "vgg", "config.evaluation: network must be one of"),
+    ("rfad.per_class", 500, "config.rfad.per_class"),
+    ("rfad.target_batch_size", 60, "config.rfad.target_batch_size=60 must be a positive "
+                                   "multiple of the number of devices"),
+    ("rfad.loss", "l1", "config.rfad.loss must be one of"),
+    ("rfad.reg", 0.0, "config.rfad.reg must be > 0"),
+])
+def test_bad_config(tmp_path, key, value, match):
+  config = rfad_mnist5k.get_config("1,runlocal")
+  section, _, name = key.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(ValueError, match=match):
+    job.run(config, str(tmp_path))
+
+
+def test_configs_and_sweeps():
+  for module in (rfad_mnist5k, rfad_digits, rfad_cifar10):
+    for arg in ("1", "50", "10,runlocal"):
+      config = module.get_config(arg)
+      job.validate(config)
+    assert module.get_config("50").rfad.per_class == 50
+    names = [p["name"] for p in module.sweep()]
+    assert len(names) == len(set(names)) >= 3
+  assert rfad_cifar10.get_config("10").dataset.preprocess == "zca"
