@@ -18,13 +18,17 @@ $(VENV)/.installed: requirements.txt
 demo: venv
 	$(PY) -m launch.main --config=experiments/kip_mnist5k.py:10 --workdir=$(WORKDIR)
 
-# Default test run (slow tests skipped): at most 5 minutes on 2 CPU cores. It lists the 15
-# slowest tests so that the budget stays visible.
+# Default test run (slow tests skipped): at most 5 minutes on 2 CPU cores. Two pytest-xdist
+# workers, each taking whole test files (module fixtures run once); PYTEST_WORKERS=0 runs
+# in one process. It lists the 15 slowest tests so that the budget stays visible.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+
 test: venv
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=15
 
 test-all: venv
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=15 -m ''
 
 # Linter and formatter check (ruff; configuration in pyproject.toml). `make format` applies both.
 lint: venv

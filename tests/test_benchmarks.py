@@ -56,6 +56,12 @@ SMOKE = {
                     "--repeats=1"], "KD / parts"),
     "kip_table": (["--per_class=1", "--steps=2", "--seeds=1"], "| all 4,000 |"),
     "kd_mnist5k": (["--seeds=1", "--arg=runlocal"], "| mean ± std |"),
+    "lm_kd": (["--notable", "--batch=2", "--seq_len=16", "--vocab=64", "--chunk_size=8",
+               "--new_tokens=4", "--prompt_len=2", "--repeats=1"], "speed-up"),
+    "krr_scale": (["--sizes=64", "--dim=4", "--rank=8", "--batch_size=32", "--repeats=1"],
+                  "cg_blocks"),
+    "distill_table": (["--datasets=digits", "--per_class=1", "--methods=rfad,closed_form",
+                       "--num_steps=2"], "| digits | 1 |"),
 }
 
 
