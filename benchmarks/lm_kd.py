@@ -15,6 +15,7 @@ r"""LM distillation benchmark: the table of modes, the KD step cost, KV-cache sa
    greedy decoding that recomputes the whole prefix for every new token (goal >= 5x at
    256 new tokens).
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,27 +52,32 @@ def table(arg: str, workdir: str) -> dict:
   for name, s in summary.items():
     gap = f"{s['gap_closed']:.2f}" if "gap_closed" in s else "-"
     nll = f"{s['teacher_nll_of_samples']:.3f}" if "teacher_nll_of_samples" in s else "-"
-    print(f"| {name} | {s['eval_bits_per_byte']:.3f} | {gap} | {nll} | "
-          f"{s['wall_time_s']:.0f} |")
+    print(f"| {name} | {s['eval_bits_per_byte']:.3f} | {gap} | {nll} | {s['wall_time_s']:.0f} |")
   if {"ce", "token_kd"} <= set(summary):
-    print(f"token KD beats CE-only: "
-          f"{summary['token_kd']['eval_bits_per_byte'] < summary['ce']['eval_bits_per_byte']}")
+    print(
+      f"token KD beats CE-only: "
+      f"{summary['token_kd']['eval_bits_per_byte'] < summary['ce']['eval_bits_per_byte']}"
+    )
   if {"gkd", "token_kd"} <= set(summary):
-    print("GKD's own samples get a lower teacher NLL than token KD's: "
-          f"{summary['gkd']['teacher_nll_of_samples'] < summary['token_kd']['teacher_nll_of_samples']}")
+    gkd, kd = (summary[m]["teacher_nll_of_samples"] for m in ("gkd", "token_kd"))
+    print(f"GKD's own samples get a lower teacher NLL than token KD's: {gkd < kd}")
   return summary
 
 
 def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats: int) -> None:
   """Prints KD loss+grad time / (student CE loss+grad + teacher forward), dense and chunked."""
-  student = models.TransformerLM(vocab_size=vocab, max_len=seq_len, embed_dim=128,
-                                 num_layers=2, num_heads=4, mlp_dim=512)
-  teacher = models.TransformerLM(vocab_size=vocab, max_len=seq_len, embed_dim=256,
-                                 num_layers=4, num_heads=4, mlp_dim=1024)
+  student = models.TransformerLM(
+    vocab_size=vocab, max_len=seq_len, embed_dim=128, num_layers=2, num_heads=4, mlp_dim=512
+  )
+  teacher = models.TransformerLM(
+    vocab_size=vocab, max_len=seq_len, embed_dim=256, num_layers=4, num_heads=4, mlp_dim=1024
+  )
   rs = np.random.RandomState(0)
-  data = {"inputs": jnp.asarray(rs.randint(0, vocab, (batch, seq_len)), jnp.int32),
-          "targets": jnp.asarray(rs.randint(0, vocab, (batch, seq_len)), jnp.int32),
-          "mask": jnp.ones((batch, seq_len), bool)}
+  data = {
+    "inputs": jnp.asarray(rs.randint(0, vocab, (batch, seq_len)), jnp.int32),
+    "targets": jnp.asarray(rs.randint(0, vocab, (batch, seq_len)), jnp.int32),
+    "mask": jnp.ones((batch, seq_len), bool),
+  }
   x = data["inputs"]
   s_params = student.init(jax.random.PRNGKey(0), x)["params"]
   t_params = teacher.init(jax.random.PRNGKey(1), x)["params"]
@@ -82,13 +88,19 @@ def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats:
 
   ce = grad_of(lm.make_objective("ce", student))
   teacher_fwd = jax.jit(lambda t: teacher.apply({"params": t}, x))
-  parts = (common.time_call(ce, s_params, t_params, repeats=repeats)
-           + common.time_call(teacher_fwd, t_params, repeats=repeats))
-  print(f"\nKD step cost (batch {batch} x {seq_len} tokens, vocab {vocab}, student 2x128, "
-        f"teacher 4x256): parts = student CE fwd+bwd + teacher fwd = {1e3 * parts:.1f} ms")
+  parts = common.time_call(ce, s_params, t_params, repeats=repeats) + common.time_call(
+    teacher_fwd, t_params, repeats=repeats
+  )
+  print(
+    f"\nKD step cost (batch {batch} x {seq_len} tokens, vocab {vocab}, student 2x128, "
+    f"teacher 4x256): parts = student CE fwd+bwd + teacher fwd = {1e3 * parts:.1f} ms"
+  )
   for chunked in (False, True):
-    kd = grad_of(lm.make_objective("kd", student, teacher, divergence="kl", chunked=chunked,
-                                   chunk_size=chunk_size))
+    kd = grad_of(
+      lm.make_objective(
+        "kd", student, teacher, divergence="kl", chunked=chunked, chunk_size=chunk_size
+      )
+    )
     t = common.time_call(kd, s_params, t_params, repeats=repeats)
     name = f"chunked (chunk {chunk_size})" if chunked else "dense logits"
     print(f"  KD {name}: {1e3 * t:.1f} ms = {t / parts:.2f}x the parts")
@@ -96,30 +108,37 @@ def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats:
 
 def sampling_speed(batch: int, prompt_len: int, new_tokens: int, repeats: int) -> None:
   """Prints tokens/s of KV-cache sampling and of recomputing the prefix for each token."""
-  model = models.TransformerLM(vocab_size=259, max_len=prompt_len + new_tokens, embed_dim=128,
-                               num_layers=4, num_heads=4, mlp_dim=512)
-  prompts = jnp.asarray(np.random.RandomState(0).randint(0, 256, (batch, prompt_len)),
-                        jnp.int32)
+  model = models.TransformerLM(
+    vocab_size=259,
+    max_len=prompt_len + new_tokens,
+    embed_dim=128,
+    num_layers=4,
+    num_heads=4,
+    mlp_dim=512,
+  )
+  prompts = jnp.asarray(np.random.RandomState(0).randint(0, 256, (batch, prompt_len)), jnp.int32)
   variables = model.init(jax.random.PRNGKey(0), prompts)
   key = jax.random.PRNGKey(1)
-  cached = functools.partial(sampling.generate, model, variables, prompts, rng=key,
-                             max_new_tokens=new_tokens, greedy=True)
+  cached = functools.partial(
+    sampling.generate, model, variables, prompts, rng=key, max_new_tokens=new_tokens, greedy=True
+  )
 
   @jax.jit
   def recompute(variables, prompts):
-    buffer = jnp.zeros((batch, prompt_len + new_tokens), jnp.int32).at[:, :prompt_len].set(
-        prompts)
+    buffer = jnp.zeros((batch, prompt_len + new_tokens), jnp.int32).at[:, :prompt_len].set(prompts)
 
     def body(i, buffer):
       logits = model.apply(variables, buffer)  # the whole prefix again (causal: padding unseen)
       token = jnp.argmax(logits[:, prompt_len + i - 1], axis=-1).astype(jnp.int32)
       return buffer.at[:, prompt_len + i].set(token)
+
     return jax.lax.fori_loop(0, new_tokens, body, buffer)
 
   t_cache = common.time_call(lambda: cached()["tokens"], repeats=repeats)
   t_full = common.time_call(recompute, variables, prompts, repeats=repeats)
-  same = np.array_equal(np.asarray(cached()["tokens"]),
-                        np.asarray(recompute(variables, prompts))[:, prompt_len:])
+  same = np.array_equal(
+    np.asarray(cached()["tokens"]), np.asarray(recompute(variables, prompts))[:, prompt_len:]
+  )
   n = batch * new_tokens
   print(f"\nGreedy sampling, {batch} x {new_tokens} new tokens after {prompt_len} (4x128 model):")
   print(f"  KV cache:  {n / t_cache:,.0f} tokens/s")

@@ -14,40 +14,85 @@ entry per model (``teacher``, ``ce``, ``token_kd``, ``seq_kd``, ``gkd``) with
 Arg (comma-separated): ``runlocal`` (a few-minute smoke run), ``seed=N``, ``lam=L`` (GKD's
 on-policy fraction), ``beta=B`` (GKD's JSD mixture), ``modes=ce+token_kd`` (``+``-separated).
 """
+
 import ml_collections
 
 from experiments import common
 
 
-def base_config(*, seed: int = 0, lam: float = 0.5, beta: float = 0.5,
-                modes: str = "ce,token_kd,seq_kd,gkd") -> ml_collections.ConfigDict:
+def base_config(
+  *, seed: int = 0, lam: float = 0.5, beta: float = 0.5, modes: str = "ce,token_kd,seq_kd,gkd"
+) -> ml_collections.ConfigDict:
   """The LM job's config with every key (pystdlib sizes); other LM experiments start here."""
   c = ml_collections.ConfigDict()
   c.job = "lm"
   c.seed = seed
-  c.dataset = {"name": "pystdlib", "seq_len": 64, "data_dir": "", "max_documents": 0,
-               "tokenizer": "byte", "spm_model": "", "spm_vocab_size": 0,
-               "spm_train_documents": 0}
+  c.dataset = {
+    "name": "pystdlib",
+    "seq_len": 64,
+    "data_dir": "",
+    "max_documents": 0,
+    "tokenizer": "byte",
+    "spm_model": "",
+    "spm_vocab_size": 0,
+    "spm_train_documents": 0,
+  }
   c.batch_size = 32
-  c.micro_batches = 1            # gradient accumulation (exact: sums and token counts)
-  c.fsdp = True                  # kdjax.train.lm.LM_RULES; False replicates the parameters
-  c.eval_sequences = 128         # validation windows of dataset.seq_len for bits per byte
+  c.micro_batches = 1  # gradient accumulation (exact: sums and token counts)
+  c.fsdp = True  # kdjax.train.lm.LM_RULES; False replicates the parameters
+  c.eval_sequences = 128  # validation windows of dataset.seq_len for bits per byte
   c.eval_batch_size = 64
-  c.num_sample_prompts = 32      # validation prompts for the teacher NLL of samples
+  c.num_sample_prompts = 32  # validation prompts for the teacher NLL of samples
   c.log_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 50, 100, 100, 2
-  c.teacher_workdir = ""         # a finished lm run whose teacher to use instead
-  optimizer = {"learning_rate": 2e-3, "schedule": "cosine", "warmup_steps": 50,
-               "final_lr_fraction": 0.1, "weight_decay": 0.01, "grad_clip_norm": 1.0}
-  c.teacher = {"model": {"name": "transformer_lm", "vocab_size": 259, "max_len": 64,
-                         "embed_dim": 96, "num_layers": 3, "num_heads": 4, "mlp_dim": 384},
-               "num_steps": 600, "optimizer": optimizer}
-  c.student = {"model": {"name": "transformer_lm", "vocab_size": 259, "max_len": 64,
-                         "embed_dim": 48, "num_layers": 2, "num_heads": 2, "mlp_dim": 192},
-               "num_steps": 200, "optimizer": optimizer}
+  c.teacher_workdir = ""  # a finished lm run whose teacher to use instead
+  optimizer = {
+    "learning_rate": 2e-3,
+    "schedule": "cosine",
+    "warmup_steps": 50,
+    "final_lr_fraction": 0.1,
+    "weight_decay": 0.01,
+    "grad_clip_norm": 1.0,
+  }
+  c.teacher = {
+    "model": {
+      "name": "transformer_lm",
+      "vocab_size": 259,
+      "max_len": 64,
+      "embed_dim": 96,
+      "num_layers": 3,
+      "num_heads": 4,
+      "mlp_dim": 384,
+    },
+    "num_steps": 600,
+    "optimizer": optimizer,
+  }
+  c.student = {
+    "model": {
+      "name": "transformer_lm",
+      "vocab_size": 259,
+      "max_len": 64,
+      "embed_dim": 48,
+      "num_layers": 2,
+      "num_heads": 2,
+      "mlp_dim": 192,
+    },
+    "num_steps": 200,
+    "optimizer": optimizer,
+  }
   c.modes = modes
-  c.distill = {"divergence": "kl", "loss_temperature": 1.0, "beta": beta, "alpha": 0.1,
-               "lam": lam, "prompt_len": 16, "sample_temperature": 1.0, "top_k": 0,
-               "top_p": 1.0, "chunked": False, "chunk_size": 1024}
+  c.distill = {
+    "divergence": "kl",
+    "loss_temperature": 1.0,
+    "beta": beta,
+    "alpha": 0.1,
+    "lam": lam,
+    "prompt_len": 16,
+    "sample_temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "chunked": False,
+    "chunk_size": 1024,
+  }
   return c
 
 
@@ -66,8 +111,9 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runlocal=False, seed=0, lam=0.5, beta=0.5,
-                       modes="ce+token_kd+seq_kd+gkd")
+  a = common.parse_arg(
+    arg, runlocal=False, seed=0, lam=0.5, beta=0.5, modes="ce+token_kd+seq_kd+gkd"
+  )
   c = base_config(seed=a.seed, lam=a.lam, beta=a.beta, modes=a.modes.replace("+", ","))
   return runlocal(c) if a.runlocal else c
 
@@ -79,5 +125,13 @@ def sweep(arg=None):
   (``launch.sweep ... --config=experiments/lm_kd_pystdlib.py:...`` shares it).
   """
   del arg
-  return [{"name": f"gkd_lam{lam:g}_beta{beta:g}", "modes": "ce,gkd", "distill.lam": lam,
-           "distill.beta": beta} for lam in (0.0, 0.5, 1.0) for beta in (0.1, 0.5, 0.9)]
+  return [
+    {
+      "name": f"gkd_lam{lam:g}_beta{beta:g}",
+      "modes": "ce,gkd",
+      "distill.lam": lam,
+      "distill.beta": beta,
+    }
+    for lam in (0.0, 0.5, 1.0)
+    for beta in (0.1, 0.5, 0.9)
+  ]

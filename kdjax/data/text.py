@@ -35,6 +35,7 @@ Batches (:class:`TokenBatches`): the batch of step ``s`` holds the windows
 ``kdjax.data.batch_indices(n, B, seed=seed, step=s)``, a function of ``(seed, step)``
 only, sharded along the batch axis like the image batches of :class:`kdjax.data.Batches`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,16 +44,27 @@ import hashlib
 import os
 import pathlib
 import sysconfig
-from typing import Iterable, Iterator, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import jax
 import numpy as np
 
 from kdjax.data.batches import batch_indices
 
-__all__ = ["ByteTokenizer", "SentencePieceTokenizer", "train_sentencepiece", "TextData",
-           "TEXT_DATASETS", "EXCLUDED_DIRS", "pystdlib_files", "tfds_texts", "load_text", "pack",
-           "TokenBatches"]
+__all__ = [
+  "ByteTokenizer",
+  "SentencePieceTokenizer",
+  "train_sentencepiece",
+  "TextData",
+  "TEXT_DATASETS",
+  "EXCLUDED_DIRS",
+  "pystdlib_files",
+  "tfds_texts",
+  "load_text",
+  "pack",
+  "TokenBatches",
+]
 
 TEXT_DATASETS = ("pystdlib", "tiny_shakespeare", "lm1b")
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages"})
@@ -62,6 +74,7 @@ _TFDS_SPLITS = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "
 
 class Tokenizer(Protocol):
   """What the pipeline needs of a tokenizer."""
+
   vocab_size: int
   pad_id: int
   bos_id: int
@@ -76,6 +89,7 @@ class Tokenizer(Protocol):
 
 class ByteTokenizer:
   """UTF-8 bytes as tokens 0..255, then PAD=256, BOS=257, EOS=258 (vocab_size 259)."""
+
   vocab_size = 259
   pad_id, bos_id, eos_id = 256, 257, 258
 
@@ -102,14 +116,20 @@ class SentencePieceTokenizer:
 
   def __init__(self, model_path: str):
     import sentencepiece as spm
+
     self.model_path = str(model_path)
     self._sp = spm.SentencePieceProcessor(model_file=self.model_path)
     self.vocab_size = int(self._sp.get_piece_size())
-    self.pad_id, self.bos_id, self.eos_id = (int(self._sp.pad_id()), int(self._sp.bos_id()),
-                                             int(self._sp.eos_id()))
+    self.pad_id, self.bos_id, self.eos_id = (
+      int(self._sp.pad_id()),
+      int(self._sp.bos_id()),
+      int(self._sp.eos_id()),
+    )
     if min(self.pad_id, self.bos_id, self.eos_id) < 0:
-      raise ValueError(f"SentencePiece model {model_path} must define pad, bos and eos ids "
-                       "(train it with train_sentencepiece)")
+      raise ValueError(
+        f"SentencePiece model {model_path} must define pad, bos and eos ids "
+        "(train it with train_sentencepiece)"
+      )
 
   def encode(self, text: str) -> np.ndarray:
     """int32 piece ids of ``text``."""
@@ -132,17 +152,29 @@ class SentencePieceTokenizer:
     return sizes
 
 
-def train_sentencepiece(texts: Iterable[str], model_prefix: str, *, vocab_size: int,
-                        model_type: str = "unigram") -> SentencePieceTokenizer:
+def train_sentencepiece(
+  texts: Iterable[str], model_prefix: str, *, vocab_size: int, model_type: str = "unigram"
+) -> SentencePieceTokenizer:
   """Trains a SentencePiece model on ``texts`` (PAD=0, EOS=1, BOS=2, UNK=3, byte fallback).
 
   Writes ``model_prefix + '.model'`` and ``.vocab`` and returns the tokenizer.
   """
   import sentencepiece as spm
+
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(texts), model_prefix=str(model_prefix), vocab_size=vocab_size,
-      model_type=model_type, pad_id=0, eos_id=1, bos_id=2, unk_id=3, byte_fallback=True,
-      hard_vocab_limit=False, character_coverage=1.0, minloglevel=2)
+    sentence_iterator=iter(texts),
+    model_prefix=str(model_prefix),
+    vocab_size=vocab_size,
+    model_type=model_type,
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    byte_fallback=True,
+    hard_vocab_limit=False,
+    character_coverage=1.0,
+    minloglevel=2,
+  )
   return SentencePieceTokenizer(str(model_prefix) + ".model")
 
 
@@ -157,6 +189,7 @@ class TextData:
     tokenizer: the tokenizer that made them.
     info: counts (files or documents, bytes per split; for pystdlib the Python version).
   """
+
   name: str
   train: np.ndarray
   validation: np.ndarray
@@ -201,6 +234,7 @@ def _stream(documents: Iterable[str | bytes], tokenizer: Tokenizer) -> np.ndarra
 @functools.lru_cache(maxsize=4)
 def _pystdlib(root: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
   import platform
+
   base = pathlib.Path(root or sysconfig.get_paths()["stdlib"])
   tokenizer = ByteTokenizer()
   texts = {"train": [], "validation": []}
@@ -216,18 +250,26 @@ def _pystdlib(root: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
   return train, validation, info
 
 
-def tfds_texts(name: str, split: str, limit: int | None = None,
-               data_dir: str | None = None) -> list[str]:
+def tfds_texts(
+  name: str, split: str, limit: int | None = None, data_dir: str | None = None
+) -> list[str]:
   """The ``'text'`` of the first ``limit`` (None = all) examples of a tfds split."""
   import tensorflow_datasets as tfds
+
   ds = tfds.load(name, split=split, data_dir=data_dir)
   if limit is not None:
     ds = ds.take(limit)
   return [example["text"].decode("utf-8") for example in tfds.as_numpy(ds)]
 
 
-def load_text(name: str, *, tokenizer: Tokenizer | None = None, data_dir: str | None = None,
-              max_documents: int | None = None, root: str | None = None) -> TextData:
+def load_text(
+  name: str,
+  *,
+  tokenizer: Tokenizer | None = None,
+  data_dir: str | None = None,
+  max_documents: int | None = None,
+  root: str | None = None,
+) -> TextData:
   """Loads a text corpus as train/validation token streams.
 
   Args:
@@ -247,8 +289,10 @@ def load_text(name: str, *, tokenizer: Tokenizer | None = None, data_dir: str | 
   tokenizer = tokenizer or ByteTokenizer()
   if name == "pystdlib":
     if not isinstance(tokenizer, ByteTokenizer):
-      raise ValueError("the pystdlib corpus is byte-level: tokenizer must be a ByteTokenizer, "
-                       f"got {type(tokenizer).__name__}")
+      raise ValueError(
+        "the pystdlib corpus is byte-level: tokenizer must be a ByteTokenizer, "
+        f"got {type(tokenizer).__name__}"
+      )
     train, validation, info = _pystdlib(root and os.fspath(root))
     return TextData(name, train, validation, tokenizer, dict(info))
   streams, info = {}, {}
@@ -260,8 +304,9 @@ def load_text(name: str, *, tokenizer: Tokenizer | None = None, data_dir: str | 
   return TextData(name, streams["train"], streams["validation"], tokenizer, info)
 
 
-def pack(stream: np.ndarray, seq_len: int, *, pad_id: int, bos_id: int,
-         max_sequences: int | None = None) -> dict[str, np.ndarray]:
+def pack(
+  stream: np.ndarray, seq_len: int, *, pad_id: int, bos_id: int, max_sequences: int | None = None
+) -> dict[str, np.ndarray]:
   """Cuts a token stream into ``[n, seq_len]`` inputs, next-token targets and loss masks.
 
   Args:
@@ -308,13 +353,21 @@ class TokenBatches:
       P('data'))``); None returns NumPy arrays.
   """
 
-  def __init__(self, packed: dict[str, np.ndarray], *, batch_size: int, seed: int,
-               sharding: jax.sharding.Sharding | None = None):
+  def __init__(
+    self,
+    packed: dict[str, np.ndarray],
+    *,
+    batch_size: int,
+    seed: int,
+    sharding: jax.sharding.Sharding | None = None,
+  ):
     self.packed = {k: np.asarray(v) for k, v in packed.items()}
     self.num_sequences = len(self.packed["inputs"])
     if batch_size % jax.process_count():
-      raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of "
-                       f"processes ({jax.process_count()})")
+      raise ValueError(
+        f"batch_size ({batch_size}) must be divisible by the number of "
+        f"processes ({jax.process_count()})"
+      )
     batch_indices(self.num_sequences, batch_size, seed=seed, step=0)  # validates batch_size
     self.batch_size, self.seed, self.sharding = batch_size, seed, sharding
 
@@ -322,15 +375,18 @@ class TokenBatches:
     """The global batch of ``step`` (this process's share, if multi-host)."""
     index = batch_indices(self.num_sequences, self.batch_size, seed=self.seed, step=step)
     share = self.batch_size // jax.process_count()
-    index = index[jax.process_index() * share:(jax.process_index() + 1) * share]
+    index = index[jax.process_index() * share : (jax.process_index() + 1) * share]
     local = {k: v[index] for k, v in self.packed.items()}
     if self.sharding is None:
       return local
-    return {k: jax.make_array_from_process_local_data(
-                self.sharding, v, (self.batch_size,) + v.shape[1:]) for k, v in local.items()}
+    return {
+      k: jax.make_array_from_process_local_data(self.sharding, v, (self.batch_size,) + v.shape[1:])
+      for k, v in local.items()
+    }
 
-  def iterate(self, start_step: int = 0, num_steps: int | None = None
-              ) -> Iterator[tuple[int, dict]]:
+  def iterate(
+    self, start_step: int = 0, num_steps: int | None = None
+  ) -> Iterator[tuple[int, dict]]:
     """Yields ``(step, batch)`` from ``start_step`` (forever if ``num_steps`` is None)."""
     step = start_step
     while num_steps is None or step < start_step + num_steps:

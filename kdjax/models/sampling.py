@@ -20,6 +20,7 @@ Each new token is drawn from the filtered distribution
 tokens whose probability reaches ``p``, Holtzman et al. (2020), "The Curious Case of
 Neural Text Degeneration"), or is the argmax when ``greedy``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,13 @@ from kdjax.models.transformer import TransformerLM, init_cache
 __all__ = ["filter_logits", "sample_logits", "generate"]
 
 
-def filter_logits(logits: jax.Array, *, temperature: jax.typing.ArrayLike = 1.0,
-                  top_k: int = 0, top_p: jax.typing.ArrayLike = 1.0) -> jax.Array:
+def filter_logits(
+  logits: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike = 1.0,
+  top_k: int = 0,
+  top_p: jax.typing.ArrayLike = 1.0,
+) -> jax.Array:
   """Logits divided by ``temperature``, with entries outside top-k / top-p set to -inf.
 
   Args:
@@ -56,13 +62,21 @@ def filter_logits(logits: jax.Array, *, temperature: jax.typing.ArrayLike = 1.0,
   sorted_probs = jnp.take_along_axis(jax.nn.softmax(logits), order, axis=-1)
   mass_before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
   keep_sorted = mass_before < top_p
-  keep = jnp.zeros_like(keep_sorted).at[
-      tuple(jnp.indices(order.shape)[:-1]) + (order,)].set(keep_sorted)
+  keep = (
+    jnp.zeros_like(keep_sorted).at[tuple(jnp.indices(order.shape)[:-1]) + (order,)].set(keep_sorted)
+  )
   return jnp.where(keep, logits, -jnp.inf)
 
 
-def sample_logits(rng: jax.Array, logits: jax.Array, *, temperature: jax.typing.ArrayLike,
-                  top_k: int, top_p: jax.typing.ArrayLike, greedy: bool) -> jax.Array:
+def sample_logits(
+  rng: jax.Array,
+  logits: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  top_k: int,
+  top_p: jax.typing.ArrayLike,
+  greedy: bool,
+) -> jax.Array:
   """One token id per row of ``logits [..., vocab]`` (int32 ``[...]``)."""
   if greedy:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -70,14 +84,26 @@ def sample_logits(rng: jax.Array, logits: jax.Array, *, temperature: jax.typing.
   return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "top_k", "greedy",
-                                             "eos_id", "pad_id"))
-def _generate(model: TransformerLM, variables: Any, prompts: jax.Array, lengths: jax.Array,
-              rng: jax.Array, temperature: jax.Array, top_p: jax.Array, *,
-              max_new_tokens: int, top_k: int, greedy: bool, eos_id: int | None,
-              pad_id: int) -> dict:
+@functools.partial(
+  jax.jit, static_argnames=("model", "max_new_tokens", "top_k", "greedy", "eos_id", "pad_id")
+)
+def _generate(
+  model: TransformerLM,
+  variables: Any,
+  prompts: jax.Array,
+  lengths: jax.Array,
+  rng: jax.Array,
+  temperature: jax.Array,
+  top_p: jax.Array,
+  *,
+  max_new_tokens: int,
+  top_k: int,
+  greedy: bool,
+  eos_id: int | None,
+  pad_id: int,
+) -> dict:
   batch, prompt_len = prompts.shape
-  shift = prompt_len - lengths                                       # left padding per row
+  shift = prompt_len - lengths  # left padding per row
   slots = jnp.arange(prompt_len)
   source = jnp.clip(slots[None, :] - shift[:, None], 0, prompt_len - 1)
   left = jnp.take_along_axis(prompts, source, axis=1)
@@ -86,8 +112,9 @@ def _generate(model: TransformerLM, variables: Any, prompts: jax.Array, lengths:
   positions = jnp.maximum(slots[None, :] - shift[:, None], 0)
   cache = init_cache(model, batch, prompt_len + max_new_tokens - 1)
   logits, cache = model.apply(variables, left, positions=positions, valid=valid, cache=cache)
-  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                             greedy=greedy)
+  sample = functools.partial(
+    sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy
+  )
 
   def cond(carry):
     i, _, _, done, _, _ = carry
@@ -100,10 +127,13 @@ def _generate(model: TransformerLM, variables: Any, prompts: jax.Array, lengths:
     tokens = tokens.at[:, i].set(token)
     new_done = done if eos_id is None else done | (token == eos_id)
     last_logits, cache = lax.cond(
-        i + 1 < max_new_tokens,
-        lambda c: model.apply(variables, token[:, None], positions=(lengths + i)[:, None],
-                              valid=~done[:, None], cache=c),
-        lambda c: (last_logits[:, None], c), cache)
+      i + 1 < max_new_tokens,
+      lambda c: model.apply(
+        variables, token[:, None], positions=(lengths + i)[:, None], valid=~done[:, None], cache=c
+      ),
+      lambda c: (last_logits[:, None], c),
+      cache,
+    )
     return i + 1, last_logits[:, -1], cache, new_done, tokens, rng
 
   tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
@@ -118,11 +148,21 @@ def _generate(model: TransformerLM, variables: Any, prompts: jax.Array, lengths:
   return {"tokens": tokens, "mask": mask, "lengths": jnp.sum(mask, axis=1, dtype=jnp.int32)}
 
 
-def generate(model: TransformerLM, variables: Any, prompts: jax.typing.ArrayLike,
-             prompt_lengths: jax.typing.ArrayLike | None = None, *, rng: jax.Array,
-             max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, greedy: bool = False, eos_id: int | None = None,
-             pad_id: int = 0) -> dict:
+def generate(
+  model: TransformerLM,
+  variables: Any,
+  prompts: jax.typing.ArrayLike,
+  prompt_lengths: jax.typing.ArrayLike | None = None,
+  *,
+  rng: jax.Array,
+  max_new_tokens: int,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  greedy: bool = False,
+  eos_id: int | None = None,
+  pad_id: int = 0,
+) -> dict:
   """Continues each prompt by up to ``max_new_tokens`` tokens (jitted, KV cache).
 
   Args:
@@ -156,8 +196,10 @@ def generate(model: TransformerLM, variables: Any, prompts: jax.typing.ArrayLike
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   if prompt_len + max_new_tokens - 1 > model.max_len:
-    raise ValueError(f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} - 1 "
-                     f"exceeds the model's max_len={model.max_len}")
+    raise ValueError(
+      f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} - 1 "
+      f"exceeds the model's max_len={model.max_len}"
+    )
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
   if not 0 <= top_k <= model.vocab_size:
@@ -176,6 +218,17 @@ def generate(model: TransformerLM, variables: Any, prompts: jax.typing.ArrayLike
       low, high = 1, prompt_len
     if low < 1 or high > prompt_len:
       raise ValueError(f"prompt_lengths must be in [1, {prompt_len}], got {lengths}")
-  return _generate(model, variables, prompts, lengths, rng, jnp.float32(temperature),
-                   jnp.float32(top_p), max_new_tokens=max_new_tokens, top_k=int(top_k),
-                   greedy=bool(greedy), eos_id=eos_id, pad_id=int(pad_id))
+  return _generate(
+    model,
+    variables,
+    prompts,
+    lengths,
+    rng,
+    jnp.float32(temperature),
+    jnp.float32(top_p),
+    max_new_tokens=max_new_tokens,
+    top_k=int(top_k),
+    greedy=bool(greedy),
+    eos_id=eos_id,
+    pad_id=int(pad_id),
+  )

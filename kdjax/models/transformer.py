@@ -13,6 +13,7 @@ Two ways to call :class:`TransformerLM`:
   ``positions`` give each token its position in its own unpadded sequence, so a padded
   batch decodes exactly as each sequence alone would (``kdjax.models.sampling``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,13 +30,20 @@ class CausalSelfAttention(nn.Module):
   r"""Multi-head self-attention :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)V` with an
   optional key/value cache; :math:`M` is 0 where attending is allowed, else the most
   negative float (never ``-inf``: a fully masked padding row stays finite)."""
+
   num_heads: int
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, allowed: jax.Array, *, train: bool,
-               cache: tuple[jax.Array, jax.Array] | None = None,
-               index: jax.Array | None = None):
+  def __call__(
+    self,
+    x: jax.Array,
+    allowed: jax.Array,
+    *,
+    train: bool,
+    cache: tuple[jax.Array, jax.Array] | None = None,
+    index: jax.Array | None = None,
+  ):
     head_dim = x.shape[-1] // self.num_heads
     dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)  # noqa: E731
     q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
@@ -52,24 +60,33 @@ class CausalSelfAttention(nn.Module):
 
 class DecoderBlock(nn.Module):
   """Pre-layer-norm block: causal self-attention and a GELU MLP, each with a residual."""
+
   num_heads: int
   mlp_dim: int
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, allowed: jax.Array, *, train: bool,
-               cache: tuple[jax.Array, jax.Array] | None = None,
-               index: jax.Array | None = None):
+  def __call__(
+    self,
+    x: jax.Array,
+    allowed: jax.Array,
+    *,
+    train: bool,
+    cache: tuple[jax.Array, jax.Array] | None = None,
+    index: jax.Array | None = None,
+  ):
     h, kv = CausalSelfAttention(self.num_heads, self.dropout_rate, name="attention")(
-        nn.LayerNorm()(x), allowed, train=train, cache=cache, index=index)
+      nn.LayerNorm()(x), allowed, train=train, cache=cache, index=index
+    )
     x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     h = nn.LayerNorm()(x)
     h = nn.Dense(x.shape[-1])(nn.gelu(nn.Dense(self.mlp_dim)(h)))
     return x + nn.Dropout(self.dropout_rate, deterministic=not train)(h), kv
 
 
-def init_cache(model: "TransformerLM", batch_size: int, cache_len: int | None = None,
-               dtype: Any = jnp.float32) -> Cache:
+def init_cache(
+  model: TransformerLM, batch_size: int, cache_len: int | None = None, dtype: Any = jnp.float32
+) -> Cache:
   """An empty cache for ``batch_size`` sequences of up to ``cache_len`` (default max_len) slots.
 
   Returns:
@@ -80,10 +97,10 @@ def init_cache(model: "TransformerLM", batch_size: int, cache_len: int | None = 
   if not 1 <= cache_len <= model.max_len:
     raise ValueError(f"cache_len must be in [1, max_len={model.max_len}], got {cache_len}")
   shape = (batch_size, cache_len, model.num_heads, model.embed_dim // model.num_heads)
-  layers = tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-                 for _ in range(model.num_layers))
-  return {"index": jnp.zeros((), jnp.int32), "valid": jnp.zeros(shape[:2], bool),
-          "layers": layers}
+  layers = tuple(
+    (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(model.num_layers)
+  )
+  return {"index": jnp.zeros((), jnp.int32), "valid": jnp.zeros(shape[:2], bool), "layers": layers}
 
 
 class TransformerLM(nn.Module):
@@ -107,6 +124,7 @@ class TransformerLM(nn.Module):
     mlp_dim: hidden width of the MLPs.
     dropout_rate: dropout on residual branches and attention weights during training.
   """
+
   vocab_size: int = 256
   max_len: int = 128
   embed_dim: int = 128
@@ -116,9 +134,16 @@ class TransformerLM(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, *, train: bool = False,
-               positions: jax.Array | None = None, valid: jax.Array | None = None,
-               cache: Cache | None = None, return_hidden: bool = False):
+  def __call__(
+    self,
+    tokens: jax.Array,
+    *,
+    train: bool = False,
+    positions: jax.Array | None = None,
+    valid: jax.Array | None = None,
+    cache: Cache | None = None,
+    return_hidden: bool = False,
+  ):
     """Logits (or final hidden states) of ``tokens``; with ``cache``, also the new cache.
 
     Args:
@@ -150,8 +175,9 @@ class TransformerLM(nn.Module):
     if valid is None:
       valid = jnp.ones(tokens.shape, bool)
     h = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
-    position = self.param("position_embedding", nn.initializers.normal(0.02),
-                          (self.max_len, self.embed_dim))
+    position = self.param(
+      "position_embedding", nn.initializers.normal(0.02), (self.max_len, self.embed_dim)
+    )
     h = h + jnp.take(position, positions, axis=0)
     if cache is None:
       key_valid, key_slots = valid, slots
@@ -161,10 +187,13 @@ class TransformerLM(nn.Module):
     allowed = (key_slots[None, None, :] <= slots[None, :, None]) & key_valid[:, None, :]
     new_layers = []
     for layer in range(self.num_layers):
-      h, kv = DecoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate,
-                           name=f"block{layer}")(
-          h, allowed, train=train, index=start,
-          cache=None if cache is None else cache["layers"][layer])
+      h, kv = DecoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, name=f"block{layer}")(
+        h,
+        allowed,
+        train=train,
+        index=start,
+        cache=None if cache is None else cache["layers"][layer],
+      )
       new_layers.append(kv)
     h = nn.LayerNorm()(h)
     out = h if return_hidden else nn.Dense(self.vocab_size, name="head")(h)

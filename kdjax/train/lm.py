@@ -27,11 +27,13 @@ Objectives (:func:`make_objective`):
   final hidden states and output kernels (the bias folded in as an extra input row), so
   ``[B L, V]`` logits are never built.
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +55,9 @@ position embeddings are split along their largest divisible axis; biases, norms 
 counters are replicated."""
 
 
-def _head_inputs(model: Any, params: Any, tokens: jax.Array,
-                 **kwargs) -> tuple[jax.Array, jax.Array]:
+def _head_inputs(
+  model: Any, params: Any, tokens: jax.Array, **kwargs
+) -> tuple[jax.Array, jax.Array]:
   """``(hidden [N, H + 1], kernel [H + 1, V])`` with ``hidden @ kernel`` = the logits."""
   hidden = model.apply({"params": params}, tokens, return_hidden=True, **kwargs)
   hidden = hidden.reshape(-1, hidden.shape[-1])
@@ -63,9 +66,17 @@ def _head_inputs(model: Any, params: Any, tokens: jax.Array,
   return hidden, jnp.concatenate([head["kernel"], head["bias"][None]], axis=0)
 
 
-def make_objective(kind: str, student: Any, teacher: Any = None, *, divergence: str = "kl",
-                   temperature: float = 1.0, chunked: bool = False, chunk_size: int = 1024,
-                   **hyperparams) -> Objective:
+def make_objective(
+  kind: str,
+  student: Any,
+  teacher: Any = None,
+  *,
+  divergence: str = "kl",
+  temperature: float = 1.0,
+  chunked: bool = False,
+  chunk_size: int = 1024,
+  **hyperparams,
+) -> Objective:
   """``objective(params, teacher_params, batch, rng) -> (loss sum, token count)``.
 
   Args:
@@ -79,12 +90,13 @@ def make_objective(kind: str, student: Any, teacher: Any = None, *, divergence: 
     **hyperparams: the divergence's hyper-parameters (``beta``, ``alpha``).
   """
   if kind == "ce":
+
     def ce(params, teacher_params, batch, rng):
       del teacher_params
-      logits = student.apply({"params": params}, batch["inputs"], train=True,
-                             rngs={"dropout": rng})
+      logits = student.apply({"params": params}, batch["inputs"], train=True, rngs={"dropout": rng})
       nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
       return losses.masked_sum_and_count(nll, batch["mask"])
+
     return ce
   if kind != "kd":
     raise ValueError(f"objective kind must be 'ce' or 'kd', got {kind!r}")
@@ -95,21 +107,36 @@ def make_objective(kind: str, student: Any, teacher: Any = None, *, divergence: 
     if chunked:
       s_hidden, s_kernel = _head_inputs(student, params, batch["inputs"], **train)
       t_hidden, t_kernel = jax.lax.stop_gradient(
-          _head_inputs(teacher, teacher_params, batch["inputs"]))
+        _head_inputs(teacher, teacher_params, batch["inputs"])
+      )
       return losses.chunked_kd_sum_and_count(
-          s_hidden, s_kernel, t_hidden, t_kernel, divergence=divergence,
-          temperature=temperature, where=batch["mask"].reshape(-1), chunk_size=chunk_size,
-          **hyperparams)
+        s_hidden,
+        s_kernel,
+        t_hidden,
+        t_kernel,
+        divergence=divergence,
+        temperature=temperature,
+        where=batch["mask"].reshape(-1),
+        chunk_size=chunk_size,
+        **hyperparams,
+      )
     s_logits = student.apply({"params": params}, batch["inputs"], **train)
     t_logits = jax.lax.stop_gradient(teacher.apply({"params": teacher_params}, batch["inputs"]))
-    return losses.sequence_kd_sum_and_count(s_logits, t_logits, where=batch["mask"],
-                                            divergence=divergence, temperature=temperature,
-                                            **hyperparams)
+    return losses.sequence_kd_sum_and_count(
+      s_logits,
+      t_logits,
+      where=batch["mask"],
+      divergence=divergence,
+      temperature=temperature,
+      **hyperparams,
+    )
+
   return kd
 
 
-def make_train_step(objective: Objective, tx: optax.GradientTransformation, *, seed: int,
-                    micro_batches: int = 1) -> Callable:
+def make_train_step(
+  objective: Objective, tx: optax.GradientTransformation, *, seed: int, micro_batches: int = 1
+) -> Callable:
   """``train_step(state, batch, teacher_params) -> (state, metrics)`` with exact accumulation.
 
   The batch is cut into ``micro_batches`` equal slices along its first axis; the loss sums,
@@ -120,7 +147,8 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, *, s
   def train_step(state: TrainState, batch: Batch, teacher_params: Any):
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
     slices = jax.tree.map(
-        lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch)
+      lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch
+    )
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def accumulate(carry, inputs):
@@ -131,31 +159,45 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, *, s
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), zeros)
-    (total, count, grads), _ = jax.lax.scan(accumulate, init,
-                                            (jnp.arange(micro_batches), slices))
+    (total, count, grads), _ = jax.lax.scan(accumulate, init, (jnp.arange(micro_batches), slices))
     denominator = jnp.maximum(count, 1).astype(jnp.float32)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {"train_loss": losses.mean_from_sum_and_count(total, count),
-                       "train_tokens": count}
+    return new_state, {
+      "train_loss": losses.mean_from_sum_and_count(total, count),
+      "train_tokens": count,
+    }
 
   return train_step
 
 
-def jit_train_step(step: Callable, mesh: Mesh, state_shardings: Any,
-                   teacher_shardings: Any) -> Callable:
+def jit_train_step(
+  step: Callable, mesh: Mesh, state_shardings: Any, teacher_shardings: Any
+) -> Callable:
   """``jax.jit`` with the state's and the teacher's shardings, batches split over 'data'."""
-  return jax.jit(step, in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh),
-                                     teacher_shardings),
-                 out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
-                 donate_argnums=0)
+  return jax.jit(
+    step,
+    in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh), teacher_shardings),
+    out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+    donate_argnums=0,
+  )
 
 
-def generated_batch(model: Any, params: Any, batch: Batch, rng: jax.Array, *,
-                    prompt_len: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
-                    eos_id: int | None, pad_id: int) -> Batch:
+def generated_batch(
+  model: Any,
+  params: Any,
+  batch: Batch,
+  rng: jax.Array,
+  *,
+  prompt_len: int,
+  temperature: float,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  eos_id: int | None,
+  pad_id: int,
+) -> Batch:
   """A batch whose continuations after the first ``prompt_len`` tokens come from ``model``.
 
   The prompts are ``batch['inputs'][:, :prompt_len]``; ``L + 1 - prompt_len`` tokens are
@@ -165,9 +207,18 @@ def generated_batch(model: Any, params: Any, batch: Batch, rng: jax.Array, *,
   """
   prompts = batch["inputs"][:, :prompt_len]
   seq_len = batch["inputs"].shape[1]
-  out = sampling.generate(model, {"params": params}, prompts, rng=rng,
-                          max_new_tokens=seq_len + 1 - prompt_len, temperature=temperature,
-                          top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
+  out = sampling.generate(
+    model,
+    {"params": params},
+    prompts,
+    rng=rng,
+    max_new_tokens=seq_len + 1 - prompt_len,
+    temperature=temperature,
+    top_k=top_k,
+    top_p=top_p,
+    eos_id=eos_id,
+    pad_id=pad_id,
+  )
   return _assemble(prompts, out["tokens"], out["mask"])
 
 
@@ -183,8 +234,11 @@ def mask_prompt(batch: Batch, prompt_len: int) -> Batch:
 def _assemble(prompts: jax.Array, tokens: jax.Array, mask: jax.Array) -> Batch:
   sequence = jnp.concatenate([prompts, tokens], axis=1)
   prompt_targets = jnp.zeros((prompts.shape[0], prompts.shape[1] - 1), bool)
-  return {"inputs": sequence[:, :-1], "targets": sequence[:, 1:],
-          "mask": jnp.concatenate([prompt_targets, mask], axis=1)}
+  return {
+    "inputs": sequence[:, :-1],
+    "targets": sequence[:, 1:],
+    "mask": jnp.concatenate([prompt_targets, mask], axis=1),
+  }
 
 
 def make_nll_step(model: Any) -> Callable:
@@ -193,18 +247,22 @@ def make_nll_step(model: Any) -> Callable:
   @jax.jit
   def nll_step(params, batch, token_bytes):
     logits = model.apply({"params": params}, batch["inputs"])
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                          batch["targets"])
+    nll = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), batch["targets"]
+    )
     mask = batch["mask"]
-    return {"nll_sum": jnp.sum(jnp.where(mask, nll, 0.0)),
-            "bytes": jnp.sum(jnp.where(mask, token_bytes[batch["targets"]], 0)),
-            "tokens": jnp.sum(mask, dtype=jnp.int32)}
+    return {
+      "nll_sum": jnp.sum(jnp.where(mask, nll, 0.0)),
+      "bytes": jnp.sum(jnp.where(mask, token_bytes[batch["targets"]], 0)),
+      "tokens": jnp.sum(mask, dtype=jnp.int32),
+    }
 
   return nll_step
 
 
-def bits_per_byte(nll_step: Callable, params: Any, batches: list[Batch],
-                  token_bytes: np.ndarray) -> dict:
+def bits_per_byte(
+  nll_step: Callable, params: Any, batches: list[Batch], token_bytes: np.ndarray
+) -> dict:
   r"""``{'bits_per_byte', 'nll_per_token'}`` over ``batches``:
   :math:`\sum \mathrm{NLL} / (\ln 2 \sum \mathrm{bytes})` (module ``kdjax.data.text``)."""
   totals = {"nll_sum": 0.0, "bytes": 0, "tokens": 0}
@@ -213,5 +271,7 @@ def bits_per_byte(nll_step: Callable, params: Any, batches: list[Batch],
       totals[key] += float(value) if key == "nll_sum" else int(value)
   if not math.isfinite(totals["nll_sum"]):
     raise FloatingPointError(f"non-finite validation NLL {totals['nll_sum']}")
-  return {"bits_per_byte": totals["nll_sum"] / (math.log(2) * max(totals["bytes"], 1)),
-          "nll_per_token": totals["nll_sum"] / max(totals["tokens"], 1)}
+  return {
+    "bits_per_byte": totals["nll_sum"] / (math.log(2) * max(totals["bytes"], 1)),
+    "nll_per_token": totals["nll_sum"] / max(totals["tokens"], 1),
+  }

@@ -28,6 +28,7 @@ the teacher-student gap closed against the CE-only student at equal steps; needs
 in ``modes``), ``tokens_per_second`` and ``wall_time_s``; ``WORKDIR/bits_per_byte.png``
 compares them.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,11 @@ import optax
 
 from kdjax import models
 from kdjax.data import text as text_lib
-from kdjax.jobs import figures
-from kdjax.jobs import mesh as mesh_lib
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs import figures, mesh as mesh_lib, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.jobs.schedules import make_schedule
-from kdjax.train import lm
-from kdjax.train import state as state_lib
+from kdjax.train import lm, state as state_lib
 
 MODES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
 _SUMMARY = "summary.json"
@@ -81,26 +79,33 @@ def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
     raise ValueError(f"config.micro_batches must be >= 1, got {config.micro_batches}")
   seq_len = int(config.dataset.seq_len)
   if not 1 <= int(d.prompt_len) < seq_len:
-    raise ValueError(f"config.distill.prompt_len must be in [1, dataset.seq_len={seq_len}), "
-                     f"got {d.prompt_len}")
+    raise ValueError(
+      f"config.distill.prompt_len must be in [1, dataset.seq_len={seq_len}), got {d.prompt_len}"
+    )
   for role in ("teacher", "student"):
     model = config[role].model
     if seq_len > int(model.max_len):
-      raise ValueError(f"config.dataset.seq_len={seq_len} does not fit config.{role}.model."
-                       f"max_len={model.max_len}")
+      raise ValueError(
+        f"config.dataset.seq_len={seq_len} does not fit config.{role}.model.max_len={model.max_len}"
+      )
     if int(config[role].num_steps) < 1:
       raise ValueError(f"config.{role}.num_steps must be >= 1, got {config[role].num_steps}")
   t_vocab, s_vocab = int(config.teacher.model.vocab_size), int(config.student.model.vocab_size)
   if t_vocab != s_vocab:
-    raise ValueError(f"vocabulary mismatch: teacher vocab_size={t_vocab}, student "
-                     f"vocab_size={s_vocab}")
+    raise ValueError(
+      f"vocabulary mismatch: teacher vocab_size={t_vocab}, student vocab_size={s_vocab}"
+    )
   if s_vocab != vocab_size:
-    raise ValueError(f"vocabulary mismatch: the tokenizer has {vocab_size} tokens, the models' "
-                     f"vocab_size={s_vocab}")
+    raise ValueError(
+      f"vocabulary mismatch: the tokenizer has {vocab_size} tokens, the models' "
+      f"vocab_size={s_vocab}"
+    )
   per_step = jax.device_count() * int(config.micro_batches)
   if int(config.batch_size) < 1 or int(config.batch_size) % per_step:
-    raise ValueError(f"config.batch_size={config.batch_size} must be a positive multiple of "
-                     f"devices x micro_batches ({per_step})")
+    raise ValueError(
+      f"config.batch_size={config.batch_size} must be a positive multiple of "
+      f"devices x micro_batches ({per_step})"
+    )
   _modes(config)
   if "gkd" in _modes(config) or "token_kd" in _modes(config):
     lm.make_objective("kd", None, None, **_kd_arguments(config, "token_kd"))
@@ -109,17 +114,32 @@ def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
 def _kd_arguments(config, mode: str) -> dict:
   d = config.distill
   divergence = {"gkd": "jsd", "skew_kl": "skew_kl"}.get(mode, str(d.divergence))
-  hyper = {"jsd": {"beta": float(d.beta)}, "skew_kl": {"alpha": float(d.alpha)},
-           "skew_reverse_kl": {"alpha": float(d.alpha)}}.get(divergence, {})
-  return {"divergence": divergence, "temperature": float(d.loss_temperature),
-          "chunked": bool(d.chunked), "chunk_size": int(d.chunk_size), **hyper}
+  hyper = {
+    "jsd": {"beta": float(d.beta)},
+    "skew_kl": {"alpha": float(d.alpha)},
+    "skew_reverse_kl": {"alpha": float(d.alpha)},
+  }.get(divergence, {})
+  return {
+    "divergence": divergence,
+    "temperature": float(d.loss_temperature),
+    "chunked": bool(d.chunked),
+    "chunk_size": int(d.chunk_size),
+    **hyper,
+  }
 
 
 def _optimizer(config, num_steps: int, name: str) -> optax.GradientTransformation:
-  parts = [optax.clip_by_global_norm(float(config.grad_clip_norm))] \
-      if float(config.grad_clip_norm) > 0 else []
-  return optax.chain(*parts, optax.adamw(make_schedule(config, num_steps, name=name),
-                                         weight_decay=float(config.weight_decay)))
+  parts = (
+    [optax.clip_by_global_norm(float(config.grad_clip_norm))]
+    if float(config.grad_clip_norm) > 0
+    else []
+  )
+  return optax.chain(
+    *parts,
+    optax.adamw(
+      make_schedule(config, num_steps, name=name), weight_decay=float(config.weight_decay)
+    ),
+  )
 
 
 class _Context:
@@ -133,15 +153,24 @@ class _Context:
     tok = data.tokenizer
     self.token_bytes = tok.token_bytes()
     train = text_lib.pack(data.train, seq_len, pad_id=tok.pad_id, bos_id=tok.bos_id)
-    self.batches = text_lib.TokenBatches(train, batch_size=int(config.batch_size),
-                                         seed=int(config.seed),
-                                         sharding=mesh_lib.batch_sharding(self.mesh))
-    valid = text_lib.pack(data.validation, seq_len, pad_id=tok.pad_id, bos_id=tok.bos_id,
-                          max_sequences=int(config.eval_sequences))
+    self.batches = text_lib.TokenBatches(
+      train,
+      batch_size=int(config.batch_size),
+      seed=int(config.seed),
+      sharding=mesh_lib.batch_sharding(self.mesh),
+    )
+    valid = text_lib.pack(
+      data.validation,
+      seq_len,
+      pad_id=tok.pad_id,
+      bos_id=tok.bos_id,
+      max_sequences=int(config.eval_sequences),
+    )
     b = int(config.eval_batch_size)
-    self.eval_batches = [{k: v[i:i + b] for k, v in valid.items()}
-                         for i in range(0, len(valid["inputs"]), b)]
-    self.sample_batch = {k: v[:int(config.num_sample_prompts)] for k, v in valid.items()}
+    self.eval_batches = [
+      {k: v[i : i + b] for k, v in valid.items()} for i in range(0, len(valid["inputs"]), b)
+    ]
+    self.sample_batch = {k: v[: int(config.num_sample_prompts)] for k, v in valid.items()}
     self.teacher = self.teacher_params = self.teacher_shardings = None
 
   def model(self, role: str):
@@ -151,12 +180,21 @@ class _Context:
 def _sample_nll(ctx: _Context, model, params) -> float:
   """The teacher's NLL per token of ``model``'s samples from validation prompts."""
   d = ctx.config.distill
-  batch = lm.generated_batch(model, params, ctx.sample_batch, jax.random.PRNGKey(
-      int(ctx.config.seed) + 1), prompt_len=int(d.prompt_len),
-      temperature=float(d.sample_temperature), top_k=int(d.top_k), top_p=float(d.top_p),
-      eos_id=ctx.data.tokenizer.eos_id, pad_id=ctx.data.tokenizer.pad_id)
-  nll = lm.bits_per_byte(lm.make_nll_step(ctx.teacher), ctx.teacher_params, [batch],
-                         ctx.token_bytes)
+  batch = lm.generated_batch(
+    model,
+    params,
+    ctx.sample_batch,
+    jax.random.PRNGKey(int(ctx.config.seed) + 1),
+    prompt_len=int(d.prompt_len),
+    temperature=float(d.sample_temperature),
+    top_k=int(d.top_k),
+    top_p=float(d.top_p),
+    eos_id=ctx.data.tokenizer.eos_id,
+    pad_id=ctx.data.tokenizer.pad_id,
+  )
+  nll = lm.bits_per_byte(
+    lm.make_nll_step(ctx.teacher), ctx.teacher_params, [batch], ctx.token_bytes
+  )
   return nll["nll_per_token"]
 
 
@@ -167,11 +205,13 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
   model, total = ctx.model(role), int(c[role].num_steps)
   tx = _optimizer(c[role].optimizer, total, f"{role}.optimizer")
   sample = np.zeros((int(c.batch_size), int(c.dataset.seq_len)), np.int32)
-  state, shardings = state_lib.create_state(model, tx, sample, int(c.seed), ctx.mesh,
-                                            lm.LM_RULES if c.fsdp else ())
+  state, shardings = state_lib.create_state(
+    model, tx, sample, int(c.seed), ctx.mesh, lm.LM_RULES if c.fsdp else ()
+  )
   with workdir_lib.open_workdir(phase_dir, c, locked=False):
-    checkpointer = Checkpointer(os.path.join(phase_dir, "checkpoints"),
-                                keep=int(c.keep_checkpoints))
+    checkpointer = Checkpointer(
+      os.path.join(phase_dir, "checkpoints"), keep=int(c.keep_checkpoints)
+    )
     try:
       start, restored = checkpointer.restore_latest(jax.eval_shape(lambda: state), shardings)
       state = restored if restored is not None else state
@@ -180,15 +220,17 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
       if start >= total and os.path.exists(summary_path):
         with open(summary_path) as f:
           return state.params, json.load(f)
-      summary = _loop(ctx, name, mode, model, tx, state, shardings, start, total,
-                      checkpointer, phase_dir)
+      summary = _loop(
+        ctx, name, mode, model, tx, state, shardings, start, total, checkpointer, phase_dir
+      )
     finally:
       checkpointer.close()
   return summary.pop("params"), summary
 
 
-def _loop(ctx, name, mode, model, tx, state, shardings, start, total, checkpointer,
-          phase_dir) -> dict:
+def _loop(
+  ctx, name, mode, model, tx, state, shardings, start, total, checkpointer, phase_dir
+) -> dict:
   c, d = ctx.config, ctx.config.distill
   kind = "ce" if mode in ("ce", "seq_kd", "supervised") else "kd"
   arguments = _kd_arguments(c, mode) if kind == "kd" else {}
@@ -196,13 +238,21 @@ def _loop(ctx, name, mode, model, tx, state, shardings, start, total, checkpoint
   # The teacher phase has no teacher (its own params are donated with the state).
   teacher_params = ctx.teacher_params if ctx.teacher is not None else {}
   teacher_shardings = ctx.teacher_shardings if ctx.teacher is not None else {}
-  step_fn = lm.jit_train_step(lm.make_train_step(objective, tx, seed=int(c.seed),
-                                                 micro_batches=int(c.micro_batches)),
-                              ctx.mesh, shardings, teacher_shardings)
+  step_fn = lm.jit_train_step(
+    lm.make_train_step(objective, tx, seed=int(c.seed), micro_batches=int(c.micro_batches)),
+    ctx.mesh,
+    shardings,
+    teacher_shardings,
+  )
   nll_step = lm.make_nll_step(model)
-  sampling = dict(prompt_len=int(d.prompt_len), temperature=float(d.sample_temperature),
-                  top_k=int(d.top_k), top_p=float(d.top_p), eos_id=ctx.data.tokenizer.eos_id,
-                  pad_id=ctx.data.tokenizer.pad_id)
+  sampling = dict(
+    prompt_len=int(d.prompt_len),
+    temperature=float(d.sample_temperature),
+    top_k=int(d.top_k),
+    top_p=float(d.top_p),
+    eos_id=ctx.data.tokenizer.eos_id,
+    pad_id=ctx.data.tokenizer.pad_id,
+  )
   log = MetricsWriter(phase_dir, resume_step=start, total_steps=total, name=name)
   tokens_per_batch = int(c.batch_size) * int(c.dataset.seq_len)
   began, timed_from = time.time(), None
@@ -243,16 +293,19 @@ def _loop(ctx, name, mode, model, tx, state, shardings, start, total, checkpoint
     log.close()
   records = workdir_lib.read_metrics(phase_dir)
   speeds = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
-  summary = {"step": total, "eval_bits_per_byte": records[-1]["eval_bits_per_byte"],
-             "tokens_per_second": speeds[-1] if speeds else float("nan"),
-             "wall_time_s": time.time() - began}
+  summary = {
+    "step": total,
+    "eval_bits_per_byte": records[-1]["eval_bits_per_byte"],
+    "tokens_per_second": speeds[-1] if speeds else float("nan"),
+    "wall_time_s": time.time() - began,
+  }
   if ctx.teacher is not None:
     summary["teacher_nll_of_samples"] = _sample_nll(ctx, model, state.params)
   if jax.process_index() == 0:
-    figures.plot_curves(records, ["train_loss"], os.path.join(phase_dir, "loss.png"),
-                        title=name)
-    figures.plot_curves(records, ["eval_bits_per_byte"],
-                        os.path.join(phase_dir, "bits_per_byte.png"), title=name)
+    figures.plot_curves(records, ["train_loss"], os.path.join(phase_dir, "loss.png"), title=name)
+    figures.plot_curves(
+      records, ["eval_bits_per_byte"], os.path.join(phase_dir, "bits_per_byte.png"), title=name
+    )
     workdir_lib.atomic_write(os.path.join(phase_dir, _SUMMARY), json.dumps(summary, indent=1))
   return {**summary, "params": state.params}
 
@@ -261,8 +314,10 @@ def _load_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
   summary = os.path.join(teacher_workdir, "teacher", _SUMMARY)
   config_path = os.path.join(teacher_workdir, workdir_lib.CONFIG_FILE)
   if not (os.path.exists(summary) and os.path.exists(config_path)):
-    raise ValueError(f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
-                     f"(no teacher/{_SUMMARY}); run the lm job there first")
+    raise ValueError(
+      f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
+      f"(no teacher/{_SUMMARY}); run the lm job there first"
+    )
   with open(config_path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -274,16 +329,19 @@ def _load_teacher(ctx: _Context, teacher_workdir: str) -> tuple[Any, dict]:
   model, total = ctx.model("teacher"), int(c.teacher.num_steps)
   tx = _optimizer(c.teacher.optimizer, total, "teacher.optimizer")
   sample = np.zeros((int(c.batch_size), int(c.dataset.seq_len)), np.int32)
-  state, shardings = state_lib.create_state(model, tx, sample, int(c.seed), ctx.mesh,
-                                            lm.LM_RULES if c.fsdp else ())
+  state, shardings = state_lib.create_state(
+    model, tx, sample, int(c.seed), ctx.mesh, lm.LM_RULES if c.fsdp else ()
+  )
   checkpointer = Checkpointer(os.path.join(phase_dir, "checkpoints"), keep=1)
   try:
     step, state = checkpointer.restore_latest(jax.eval_shape(lambda: state), shardings)
   finally:
     checkpointer.close()
   if step != total:
-    raise ValueError(f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
-                     f"(last checkpoint {step}, teacher.num_steps {total})")
+    raise ValueError(
+      f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
+      f"(last checkpoint {step}, teacher.num_steps {total})"
+    )
   with open(os.path.join(phase_dir, _SUMMARY)) as f:
     return state.params, json.load(f)
 
@@ -295,17 +353,20 @@ def _tokenizer(config):
   if ds.tokenizer == "byte":
     return text_lib.ByteTokenizer()
   if ds.tokenizer != "sentencepiece":
-    raise ValueError(f"config.dataset.tokenizer must be 'byte' or 'sentencepiece', got "
-                     f"{ds.tokenizer!r}")
+    raise ValueError(
+      f"config.dataset.tokenizer must be 'byte' or 'sentencepiece', got {ds.tokenizer!r}"
+    )
   path = str(ds.spm_model)
   if not path.endswith(".model"):
     raise ValueError(f"config.dataset.spm_model must be a path ending in .model, got {path!r}")
   if not os.path.exists(path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    texts = text_lib.tfds_texts(str(ds.name), "train", int(ds.spm_train_documents),
-                                str(ds.data_dir) or None)
-    return text_lib.train_sentencepiece(texts, path[:-len(".model")],
-                                        vocab_size=int(ds.spm_vocab_size))
+    texts = text_lib.tfds_texts(
+      str(ds.name), "train", int(ds.spm_train_documents), str(ds.data_dir) or None
+    )
+    return text_lib.train_sentencepiece(
+      texts, path[: -len(".model")], vocab_size=int(ds.spm_vocab_size)
+    )
   return text_lib.SentencePieceTokenizer(path)
 
 
@@ -313,9 +374,12 @@ def _load_data(config) -> text_lib.TextData:
   ds = config.dataset
   if ds.name == "pystdlib":
     return text_lib.load_text("pystdlib", tokenizer=_tokenizer(config))
-  return text_lib.load_text(str(ds.name), tokenizer=_tokenizer(config),
-                            data_dir=str(ds.data_dir) or None,
-                            max_documents=int(ds.max_documents) or None)
+  return text_lib.load_text(
+    str(ds.name),
+    tokenizer=_tokenizer(config),
+    data_dir=str(ds.data_dir) or None,
+    max_documents=int(ds.max_documents) or None,
+  )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -1,4 +1,5 @@
 """Tests of kdjax.data.text: the pystdlib corpus, tokenizers, packing, batches, tfds mock data."""
+
 import hashlib
 import os
 import sysconfig
@@ -14,9 +15,15 @@ BYTES = text.ByteTokenizer()
 
 
 def _fake_stdlib(tmp_path):
-  files = {"a.py": "x = 1\n", "pkg/b.py": "def f():\n  return 'é'\n", "pkg/notes.txt": "no",
-           "test/test_a.py": "skip", "pkg/tests/t.py": "skip", "site-packages/m.py": "skip",
-           "z/c.py": "pass\n"}
+  files = {
+    "a.py": "x = 1\n",
+    "pkg/b.py": "def f():\n  return 'é'\n",
+    "pkg/notes.txt": "no",
+    "test/test_a.py": "skip",
+    "pkg/tests/t.py": "skip",
+    "site-packages/m.py": "skip",
+    "z/c.py": "pass\n",
+  }
   files.update({f"many/m{i}.py": f"# {i}\n" for i in range(60)})
   for name, content in files.items():
     path = tmp_path / name
@@ -28,8 +35,11 @@ def _fake_stdlib(tmp_path):
 def test_pystdlib_file_list_split_and_stream_on_a_fake_root(tmp_path):
   files = _fake_stdlib(tmp_path)
   listed = text.pystdlib_files(str(tmp_path))
-  expected = sorted(n for n in files if n.endswith(".py") and not n.startswith(
-      ("test/", "pkg/tests/", "site-packages/")))
+  expected = sorted(
+    n
+    for n in files
+    if n.endswith(".py") and not n.startswith(("test/", "pkg/tests/", "site-packages/"))
+  )
   assert [name for name, _ in listed] == expected
   for name, split in listed:
     is_valid = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 100 < 5
@@ -37,8 +47,7 @@ def test_pystdlib_file_list_split_and_stream_on_a_fake_root(tmp_path):
   assert {split for _, split in listed} == {"train", "validation"}
   data = text.load_text("pystdlib", root=str(tmp_path))
   train_docs = [(tmp_path / n).read_bytes() for n, s in listed if s == "train"]
-  expected_stream = np.concatenate(
-      [[257, *np.frombuffer(d, np.uint8), 258] for d in train_docs])
+  expected_stream = np.concatenate([[257, *np.frombuffer(d, np.uint8), 258] for d in train_docs])
   np.testing.assert_array_equal(data.train, expected_stream)
   assert data.info["train_bytes"] == sum(len(d) for d in train_docs)
   assert data.info["validation_files"] == sum(s == "validation" for _, s in listed)
@@ -48,8 +57,9 @@ def test_pystdlib_file_list_split_and_stream_on_a_fake_root(tmp_path):
 def test_real_pystdlib_corpus_counts_match_the_files():
   data = text.load_text("pystdlib")
   root = sysconfig.get_paths()["stdlib"]
-  train_bytes = sum(os.path.getsize(os.path.join(root, n))
-                    for n, s in text.pystdlib_files() if s == "train")
+  train_bytes = sum(
+    os.path.getsize(os.path.join(root, n)) for n, s in text.pystdlib_files() if s == "train"
+  )
   assert data.info["train_bytes"] == train_bytes > 5_000_000
   # One BOS and one EOS per file.
   assert data.train.size == train_bytes + 2 * data.info["train_files"]
@@ -86,8 +96,9 @@ def test_token_batches_depend_on_seed_and_step_only_and_shard_over_data():
   np.testing.assert_array_equal(a.batch(7)["inputs"], b.batch(7)["inputs"])
   assert not np.array_equal(a.batch(7)["inputs"], a.batch(8)["inputs"])
   mesh = Mesh(np.array(jax.devices()), ("data",))
-  sharded = text.TokenBatches(packed, batch_size=16, seed=3,
-                              sharding=NamedSharding(mesh, P("data")))
+  sharded = text.TokenBatches(
+    packed, batch_size=16, seed=3, sharding=NamedSharding(mesh, P("data"))
+  )
   batch = sharded.batch(7)
   assert batch["inputs"].sharding.spec == P("data")
   assert len(batch["inputs"].addressable_shards) == len(jax.devices())
@@ -101,6 +112,7 @@ def test_token_batches_depend_on_seed_and_step_only_and_shard_over_data():
 @pytest.mark.parametrize("name", ["tiny_shakespeare", "lm1b"])
 def test_tfds_text_datasets_on_mock_data(name):
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=4):
     data = text.load_text(name, max_documents=3)
   assert data.info["train_documents"] == 3
@@ -121,6 +133,7 @@ def test_sentencepiece_tokenizer_trains_round_trips_and_counts_bytes(tmp_path):
   # The bytes of the pieces add up to the text (plus the word marker's leading space).
   assert tok.token_bytes()[ids].sum() == len(s.encode()) + 1
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=3):
     data = text.load_text("lm1b", tokenizer=tok)
   assert data.vocab_size == tok.vocab_size and data.train.max() < tok.vocab_size

@@ -1,5 +1,6 @@
 """Tests of the LM distillation job (kdjax.train.lm_job): config errors, a tiny end-to-end run,
 resume, a teacher loaded from its own workdir; the whole runlocal comparison is slow."""
+
 import json
 import os
 import subprocess
@@ -23,7 +24,9 @@ def _tiny(modes="ce,gkd"):
   return c
 
 
-@pytest.mark.parametrize("key, value, message", [
+@pytest.mark.parametrize(
+  "key, value, message",
+  [
     ("distill.lam", 1.5, "distill.lam must be in \\[0, 1\\]"),
     ("distill.beta", -0.1, "distill.beta must be in \\[0, 1\\]"),
     ("distill.loss_temperature", 0.0, "distill.loss_temperature must be > 0"),
@@ -35,7 +38,8 @@ def _tiny(modes="ce,gkd"):
     ("modes", "ce,dpo", "config.modes must be"),
     ("distill.top_p", 0.0, "distill.top_p must be in \\(0, 1\\]"),
     ("micro_batches", 0, "micro_batches must be >= 1"),
-])
+  ],
+)
 def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, message):
   c = _tiny()
   first, _, last = key.rpartition(".")
@@ -67,8 +71,13 @@ def test_tiny_gkd_run_writes_a_summary_per_model_and_resumes_without_retraining(
     _same(json.load(f), summary)
   assert summary["gkd"]["eval_bits_per_byte"] > 0
   assert summary["gkd"]["teacher_nll_of_samples"] > 0
-  for path in ("teacher/metrics.jsonl", "gkd/checkpoints", "gkd/loss.png", "bits_per_byte.png",
-               "config.json"):
+  for path in (
+    "teacher/metrics.jsonl",
+    "gkd/checkpoints",
+    "gkd/loss.png",
+    "bits_per_byte.png",
+    "config.json",
+  ):
     assert os.path.exists(os.path.join(workdir, path)), path
   # The same command again: every model is finished, nothing retrains, same summary.
   _same(lm_job.run(_tiny("gkd"), workdir), summary)
@@ -80,7 +89,8 @@ def test_gap_closed_and_a_teacher_reused_from_its_own_workdir(tmp_path):
   summary = lm_job.run(_tiny("ce,token_kd"), workdir)
   t, ce = summary["teacher"]["eval_bits_per_byte"], summary["ce"]["eval_bits_per_byte"]
   assert summary["token_kd"]["gap_closed"] == pytest.approx(
-      (ce - summary["token_kd"]["eval_bits_per_byte"]) / (ce - t))
+    (ce - summary["token_kd"]["eval_bits_per_byte"]) / (ce - t)
+  )
   assert summary["ce"]["gap_closed"] == 0.0
   # A new run with the finished teacher of the first one (loaded, not retrained).
   c = _tiny("seq_kd")
@@ -98,10 +108,17 @@ def test_gap_closed_and_a_teacher_reused_from_its_own_workdir(tmp_path):
 
 @pytest.mark.slow
 def test_runlocal_comparison_through_the_launcher(tmp_path):
-  subprocess.run([sys.executable, "-m", "launch.main",
-                  "--config=experiments/lm_kd_pystdlib.py:runlocal",
-                  f"--workdir={tmp_path}"], check=True, cwd=os.path.dirname(
-                      os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "launch.main",
+      "--config=experiments/lm_kd_pystdlib.py:runlocal",
+      f"--workdir={tmp_path}",
+    ],
+    check=True,
+    cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+  )
   with open(tmp_path / "summary.json") as f:
     summary = json.load(f)
   assert set(summary) == {"teacher", "ce", "token_kd", "seq_kd", "gkd"}
@@ -111,6 +128,7 @@ def test_runlocal_comparison_through_the_launcher(tmp_path):
 
 def _lm1b_runlocal(tmp_path):
   from experiments import lm_kd_lm1b
+
   c = lm_kd_lm1b.get_config("runlocal")
   c.dataset.spm_model = str(tmp_path / "spm" / "lm1b.model")
   return c
@@ -118,6 +136,7 @@ def _lm1b_runlocal(tmp_path):
 
 def test_lm1b_config_trains_its_sentencepiece_vocabulary_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
+
   c = _lm1b_runlocal(tmp_path)
   with tfds.testing.mock_data(num_examples=64):
     data = lm_job._load_data(c)
@@ -134,6 +153,7 @@ def test_lm1b_config_trains_its_sentencepiece_vocabulary_on_mock_data(tmp_path):
 @pytest.mark.slow
 def test_lm1b_runlocal_job_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
+
   c = _lm1b_runlocal(tmp_path)
   c.modes = "token_kd"
   c.dataset.seq_len, c.distill.prompt_len = 16, 4

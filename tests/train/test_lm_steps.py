@@ -1,5 +1,6 @@
 """Tests of kdjax.train.lm: objectives vs float64 NumPy, exact accumulation, chunked path,
 FSDP on 8 devices vs 1, generated batches, bits per byte."""
+
 import math
 
 import jax
@@ -10,23 +11,26 @@ import pytest
 from scipy.special import log_softmax
 
 from kdjax import models
-from kdjax.train import lm
-from kdjax.train import sharding
-from kdjax.train import state as state_lib
+from kdjax.train import lm, sharding, state as state_lib
 
 V, L, B = 13, 8, 8
-STUDENT = models.TransformerLM(vocab_size=V, max_len=L, embed_dim=16, num_layers=1, num_heads=2,
-                               mlp_dim=16)
-TEACHER = models.TransformerLM(vocab_size=V, max_len=L, embed_dim=16, num_layers=2, num_heads=2,
-                               mlp_dim=32)
+STUDENT = models.TransformerLM(
+  vocab_size=V, max_len=L, embed_dim=16, num_layers=1, num_heads=2, mlp_dim=16
+)
+TEACHER = models.TransformerLM(
+  vocab_size=V, max_len=L, embed_dim=16, num_layers=2, num_heads=2, mlp_dim=32
+)
 
 
 def _batch(seed=0):
   rs = np.random.RandomState(seed)
   mask = rs.rand(B, L) < 0.6
   mask[:4, :] = True  # first half holds many more tokens than the second half
-  return {"inputs": rs.randint(0, V, (B, L)).astype(np.int32),
-          "targets": rs.randint(0, V, (B, L)).astype(np.int32), "mask": mask}
+  return {
+    "inputs": rs.randint(0, V, (B, L)).astype(np.int32),
+    "targets": rs.randint(0, V, (B, L)).astype(np.int32),
+    "mask": mask,
+  }
 
 
 def _params(model, seed):
@@ -49,8 +53,9 @@ def test_chunked_kd_objective_equals_the_dense_one_with_gradients():
   batch = _batch(1)
   s_params, t_params = _params(STUDENT, 0), _params(TEACHER, 1)
   dense = lm.make_objective("kd", STUDENT, TEACHER, divergence="jsd", beta=0.3)
-  chunked = lm.make_objective("kd", STUDENT, TEACHER, divergence="jsd", beta=0.3, chunked=True,
-                              chunk_size=5)
+  chunked = lm.make_objective(
+    "kd", STUDENT, TEACHER, divergence="jsd", beta=0.3, chunked=True, chunk_size=5
+  )
   key = jax.random.PRNGKey(0)
   (d, dc), dg = jax.value_and_grad(dense, has_aux=True)(s_params, t_params, batch, key)
   (c, cc), cg = jax.value_and_grad(chunked, has_aux=True)(s_params, t_params, batch, key)
@@ -66,9 +71,12 @@ def _one_step(mesh, micro_batches, rules=lm.LM_RULES, batch=None, kind="kd"):
   state, shardings = state_lib.create_state(STUDENT, tx, batch["inputs"], 0, mesh, rules)
   t_params = _params(TEACHER, 1)
   objective = lm.make_objective(kind, STUDENT, TEACHER)
-  step = lm.jit_train_step(lm.make_train_step(objective, tx, seed=0,
-                                              micro_batches=micro_batches),
-                           mesh, shardings, sharding.tree_shardings(t_params, mesh, rules))
+  step = lm.jit_train_step(
+    lm.make_train_step(objective, tx, seed=0, micro_batches=micro_batches),
+    mesh,
+    shardings,
+    sharding.tree_shardings(t_params, mesh, rules),
+  )
   state, metrics = step(state, sharding.global_batch(batch, mesh), t_params)
   return jax.device_get(state.params), metrics
 
@@ -77,8 +85,9 @@ def test_gradient_accumulation_is_exact_with_unequal_token_counts():
   mesh = sharding.make_mesh(jax.devices()[:1])
   full, full_metrics = _one_step(mesh, 1)
   accumulated, metrics = _one_step(mesh, 2)
-  np.testing.assert_allclose(float(metrics["train_loss"]), float(full_metrics["train_loss"]),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    float(metrics["train_loss"]), float(full_metrics["train_loss"]), rtol=1e-5
+  )
   for a, b in zip(jax.tree.leaves(accumulated), jax.tree.leaves(full)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   # Averaging the two micro-batch means instead would differ: the halves' counts differ.
@@ -91,8 +100,9 @@ def test_a_step_on_8_fsdp_devices_equals_a_step_on_one():
   one, _ = _one_step(sharding.make_mesh(jax.devices()[:1]), 1, kind="ce")
   mesh = sharding.make_mesh()
   shardings = sharding.tree_shardings(_params(STUDENT, 0), mesh, lm.LM_RULES)
-  specs = {sharding.path_string(p): s.spec for p, s in
-           jax.tree_util.tree_leaves_with_path(shardings)}
+  specs = {
+    sharding.path_string(p): s.spec for p, s in jax.tree_util.tree_leaves_with_path(shardings)
+  }
   assert specs["block0/attention/query/kernel"] == jax.sharding.PartitionSpec("data")
   assert specs["block0/LayerNorm_0/scale"] == jax.sharding.PartitionSpec()
   eight, _ = _one_step(mesh, 1, kind="ce")
@@ -103,13 +113,29 @@ def test_a_step_on_8_fsdp_devices_equals_a_step_on_one():
 def test_generated_batch_masks_prompt_tokens_and_follows_the_model():
   batch = _batch()
   params = _params(TEACHER, 1)
-  out = lm.generated_batch(TEACHER, params, batch, jax.random.PRNGKey(0), prompt_len=3,
-                           temperature=1.0, eos_id=None, pad_id=0)
+  out = lm.generated_batch(
+    TEACHER,
+    params,
+    batch,
+    jax.random.PRNGKey(0),
+    prompt_len=3,
+    temperature=1.0,
+    eos_id=None,
+    pad_id=0,
+  )
   np.testing.assert_array_equal(out["inputs"][:, :3], batch["inputs"][:, :3])
   np.testing.assert_array_equal(out["inputs"][:, 1:], out["targets"][:, :-1])
   assert not np.asarray(out["mask"][:, :2]).any() and np.asarray(out["mask"][:, 2:]).all()
-  greedy = lm.generated_batch(TEACHER, params, batch, jax.random.PRNGKey(0), prompt_len=3,
-                              temperature=1e-6, eos_id=None, pad_id=0)
+  greedy = lm.generated_batch(
+    TEACHER,
+    params,
+    batch,
+    jax.random.PRNGKey(0),
+    prompt_len=3,
+    temperature=1e-6,
+    eos_id=None,
+    pad_id=0,
+  )
   logits = TEACHER.apply({"params": params}, greedy["inputs"])
   np.testing.assert_array_equal(np.asarray(logits.argmax(-1))[:, 2:], greedy["targets"][:, 2:])
 
