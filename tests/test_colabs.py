@@ -73,12 +73,21 @@ def check_lm_distillation(r):
   assert all(n >= 1 for n in r["sample_lengths"]), r
 
 
+def check_dataset_distillation(r):
+  assert r["closed_form_diff"] < 1e-6, r  # one point per class reproduces the ridge model
+  assert r["rfad_loss_last"] < r["rfad_loss_first"], r
+  assert r["frepo_loss_last"] < r["frepo_loss_first"], r
+  for name, accuracy in r["accuracy"].items():
+    assert accuracy > 2 * r["chance"], (name, r)
+
+
 CHECKS = {
     "kd_losses.ipynb": check_kd_losses,
     "self_distillation_theory.ipynb": check_self_distillation_theory,
     "kip_distillation.ipynb": check_kip_distillation,
     "theory_dynamics.ipynb": check_theory_dynamics,
     "lm_distillation.ipynb": check_lm_distillation,
+    "dataset_distillation.ipynb": check_dataset_distillation,
 }
 
 

@@ -19,7 +19,8 @@ The KRR is :func:`kdjax.distill.rfad.krr_predict` (dual or primal, whichever is 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax

@@ -27,8 +27,7 @@ import optax
 
 from kdjax import data
 from kdjax.distill import evaluation, kip, rfad
-from kdjax.jobs import figures, mesh as mesh_lib, schedules
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs import figures, mesh as mesh_lib, schedules, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
