@@ -2,10 +2,12 @@
 --workdir=DIR``.
 
 ``run(config, workdir)`` learns a support set with ``config.method`` ('rfad': Loo et al.,
-2022, :mod:`kdjax.distill.rfad`) from class-balanced random real images, on target
+2022, :mod:`kdjax.distill.rfad`; 'frepo': Zhou et al., 2022, :mod:`kdjax.distill.frepo`;
+settings in ``config.<method>``) from class-balanced random real images, on target
 batches sharded over all devices, and writes to ``workdir`` (on :mod:`kdjax.jobs`):
 ``metrics.jsonl`` + TensorBoard events (``train_loss``; ``test_accuracy``: KRR with the
-method's kernel, estimated with ``config.rfad.num_models_eval`` random networks),
+method's kernel: RFAD's with ``config.rfad.num_models_eval`` random networks, FRePo's with
+the features of pool model 0),
 orbax checkpoints (a re-run resumes and ends with the same support set: every target
 batch and every random network is a function of ``(seed, step)``), ``support.npz``,
 ``support.png``, ``learning_curve.png``, ``loss.png`` and ``summary.json`` with
@@ -25,38 +27,64 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kdjax import data
-from kdjax.distill import evaluation, kip, rfad
+from kdjax import data, models
+from kdjax.distill import evaluation, frepo, kip, rfad
 from kdjax.jobs import figures, mesh as mesh_lib, schedules, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
 __all__ = ["METHODS", "validate", "protocol", "run"]
 
-METHODS = ("rfad",)
+METHODS = ("rfad", "frepo")
 
 
 def validate(config: Any) -> None:
   """Checks every key the job reads, before any work; raises ValueError naming the key."""
   if config.method not in METHODS:
     raise ValueError(f"config.method must be one of {list(METHODS)}, got {config.method!r}")
-  r = config.rfad
+  name, r = config.method, config[config.method]
+  specific = (("num_models", "num_models_eval") if name == "rfad"
+              else ("pool_size", "max_updates"))
   for key, value in [("num_steps", config.num_steps), ("log_every", config.log_every),
                      ("eval_every", config.eval_every),
                      ("checkpoint_every", config.checkpoint_every),
-                     ("keep_checkpoints", config.keep_checkpoints),
-                     ("rfad.per_class", r.per_class), ("rfad.width", r.width),
-                     ("rfad.depth", r.depth), ("rfad.num_models", r.num_models),
-                     ("rfad.num_models_eval", r.num_models_eval),
-                     ("rfad.target_batch_size", r.target_batch_size)]:
+                     ("keep_checkpoints", config.keep_checkpoints)] + [
+                         (f"{name}.{k}", r[k]) for k in
+                         ("per_class", "width", "depth", "target_batch_size") + specific]:
     if int(value) < 1:
       raise ValueError(f"config.{key} must be >= 1, got {value}")
   if not r.reg > 0:
-    raise ValueError(f"config.rfad.reg must be > 0, got {r.reg}")
-  if r.loss not in rfad.LOSSES:
+    raise ValueError(f"config.{name}.reg must be > 0, got {r.reg}")
+  if name == "rfad" and r.loss not in rfad.LOSSES:
     raise ValueError(f"config.rfad.loss must be one of {list(rfad.LOSSES)}, got {r.loss!r}")
-  schedules.make_schedule(r, config.num_steps, name="rfad")
+  if name == "frepo" and not r.model_learning_rate > 0:
+    raise ValueError(f"config.frepo.model_learning_rate must be > 0, got "
+                     f"{r.model_learning_rate}")
+  schedules.make_schedule(r, config.num_steps, name=name)
   protocol(config)
+
+
+def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
+  """``(init, step, features)`` of ``config.method``; ``features(state, x) -> [n, F]`` is
+  the method's kernel feature map used for the KRR test accuracy."""
+  r = config[config.method]
+  optimizer = optax.adam(schedules.make_schedule(r, config.num_steps, name=config.method))
+  if config.method == "rfad":
+    network = rfad.convnet(r.width, r.depth)
+    init, step = rfad.make_rfad_step(network, optimizer, reg=r.reg, num_models=r.num_models,
+                                     seed=config.seed, loss=r.loss,
+                                     learn_labels=r.learn_labels, mesh=mesh)
+    eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)
+    return init, step, lambda state, x: rfad.random_features(
+        network, eval_key, x, num_models=r.num_models_eval)
+  model = models.ConvNet(num_classes=num_classes, width=r.width, depth=r.depth,
+                         normalization="none")
+  init, step, _ = frepo.make_frepo_step(
+      model, optimizer, model_optimizer=optax.adam(r.model_learning_rate), reg=r.reg,
+      pool_size=r.pool_size, max_updates=r.max_updates, seed=config.seed,
+      learn_labels=r.learn_labels)
+  return init, step, lambda state, x: frepo.features(
+      model, jax.tree.map(lambda a: a[0], state.pool), x)
 
 
 def protocol(config: Any) -> evaluation.Protocol:
@@ -91,7 +119,7 @@ def run(config: Any, workdir: str) -> dict:
 
 
 def _run(config: Any, workdir: str) -> dict:
-  d, r = config.dataset, config.rfad
+  d, r, name = config.dataset, config[config.method], config.method
   ds = data.load(d.name, data_dir=d.data_dir or None, max_train=d.max_train or None,
                  max_test=d.max_test or None)
   ds = data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
@@ -100,32 +128,26 @@ def _run(config: Any, workdir: str) -> dict:
                               num_classes=ds.num_classes, seed=config.seed,
                               label_offset=r.label_offset)
   except ValueError as err:
-    raise ValueError(f"config.rfad.per_class: {err}") from None
+    raise ValueError(f"config.{name}.per_class: {err}") from None
   targets = data.regression_targets(ds.y_train, ds.num_classes, offset=r.label_offset)
   if r.target_batch_size > len(ds.x_train):
-    raise ValueError(f"config.rfad.target_batch_size ({r.target_batch_size}) exceeds the "
+    raise ValueError(f"config.{name}.target_batch_size ({r.target_batch_size}) exceeds the "
                      f"{len(ds.x_train)} training examples")
   mesh = mesh_lib.make_mesh()
-  mesh_lib.check_batch_size(r.target_batch_size, mesh, name="config.rfad.target_batch_size")
-  network = rfad.convnet(r.width, r.depth)
-  init, step_fn = rfad.make_rfad_step(
-    network, optax.adam(schedules.make_schedule(r, config.num_steps, name="rfad")),
-    reg=r.reg, num_models=r.num_models, seed=config.seed, loss=r.loss,
-    learn_labels=r.learn_labels, mesh=mesh)
+  mesh_lib.check_batch_size(r.target_batch_size, mesh, name=f"config.{name}.target_batch_size")
+  init, step_fn, features = _method(config, mesh, ds.num_classes)
   batches = data.Batches(ds.x_train, targets, batch_size=r.target_batch_size,
                          seed=config.seed, sharding=mesh_lib.batch_sharding(mesh))
   x_test, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
-  eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)
 
   @jax.jit
-  def accuracy(x_support, y_support):
+  def accuracy(state):
     correct = 0
     for start in range(0, x_test.shape[0], 1000):
       chunk = x_test[start:start + 1000]
-      phi = rfad.random_features(network, eval_key, jnp.concatenate([x_support, chunk]),
-                                 num_models=r.num_models_eval)
-      prediction = rfad.krr_predict(phi[len(x_support):], phi[:len(x_support)], y_support,
-                                    reg=r.reg)
+      phi = features(state, jnp.concatenate([state.x, chunk]))
+      m = state.x.shape[0]
+      prediction = rfad.krr_predict(phi[m:], phi[:m], state.y, reg=r.reg)
       correct += jnp.sum(jnp.argmax(prediction, -1) == labels_test[start:start + 1000])
     return correct / x_test.shape[0]
 
@@ -141,7 +163,7 @@ def _run(config: Any, workdir: str) -> dict:
     start = start or 0
     log = MetricsWriter(workdir, resume_step=start, total_steps=config.num_steps,
                         name=config.method)
-    acc_init = float(accuracy(jnp.asarray(x0), jnp.asarray(y0)))
+    acc_init = float(accuracy(init(x0, y0)))
     if start == 0:
       log.write(0, test_accuracy=acc_init)
     t0 = time.time()
@@ -156,7 +178,7 @@ def _run(config: Any, workdir: str) -> dict:
                      support_images=support.x, support_labels=support.y)
         state["loss_sum"], state["loss_count"] = state["loss_sum"] * 0, state["loss_count"] * 0
       if done % config.eval_every == 0 or done == config.num_steps:
-        record["test_accuracy"] = float(accuracy(support.x, support.y))
+        record["test_accuracy"] = float(accuracy(support))
       if record:
         log.write(done, **record)
       if done % config.checkpoint_every == 0 or done == config.num_steps:
@@ -169,7 +191,7 @@ def _run(config: Any, workdir: str) -> dict:
   check_finite(config.method, int(support.step), support_images=support.x,
                support_labels=support.y)
   x_final, y_final = np.asarray(support.x), np.asarray(support.y)
-  summary = {"test_accuracy": float(accuracy(support.x, support.y)),
+  summary = {"test_accuracy": float(accuracy(support)),
              "test_accuracy_init": acc_init, "num_support": int(len(x_final)),
              "num_steps": int(config.num_steps), "distill_seconds": seconds}
   workdir_lib.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)

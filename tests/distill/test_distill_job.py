@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments import rfad_cifar10, rfad_digits, rfad_mnist5k
+from experiments import frepo_cifar10, frepo_mnist5k, rfad_cifar10, rfad_digits, rfad_mnist5k
 from kdjax.distill import job
 from kdjax.jobs import workdir as workdir_lib
 from launch import jobs
@@ -69,8 +69,18 @@ def test_bad_config(tmp_path, key, value, match):
     job.run(config, str(tmp_path))
 
 
+def test_frepo_runlocal(tmp_path):
+  summary = job.run(frepo_mnist5k.get_config("1,runlocal"), str(tmp_path))
+  with np.load(tmp_path / "support.npz") as f:
+    assert f["x"].shape == (10, 28, 28, 1)
+    assert not np.allclose(f["y"], np.eye(10) - 0.1)  # labels are learned
+  for key in ("test_accuracy", "transfer_test_accuracy", "transfer_test_accuracy_init"):
+    assert 0.0 <= summary[key] <= 1.0, key
+  assert [r["step"] for r in workdir_lib.read_metrics(str(tmp_path))] == [0, 2, 4]
+
+
 def test_configs_and_sweeps():
-  for module in (rfad_mnist5k, rfad_digits, rfad_cifar10):
+  for module in (rfad_mnist5k, rfad_digits, rfad_cifar10, frepo_mnist5k, frepo_cifar10):
     for arg in ("1", "50", "10,runlocal"):
       config = module.get_config(arg)
       job.validate(config)
@@ -78,3 +88,4 @@ def test_configs_and_sweeps():
     names = [p["name"] for p in module.sweep()]
     assert len(names) == len(set(names)) >= 3
   assert rfad_cifar10.get_config("10").dataset.preprocess == "zca"
+  assert frepo_cifar10.get_config("10").dataset.preprocess == "zca"
