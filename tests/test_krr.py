@@ -1,7 +1,7 @@
 """kdjax.krr against NumPy/SciPy float64 references."""
 import jax
-import jax.test_util
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 import scipy.linalg

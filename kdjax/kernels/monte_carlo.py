@@ -20,7 +20,7 @@ References: Neal, 1996, "Bayesian Learning for Neural Networks"; Novak et al., 2
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ def _counts(n_samples) -> tuple[int, ...]:
 
 
 def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
-                          n_samples: Union[int, Sequence[int]], batch_size: int = 0,
+                          n_samples: int | Sequence[int], batch_size: int = 0,
                           trace_axes: Sequence[int] = (-1,)) -> Callable:
   """Builds `kernel_fn(x1, x2=None, get=None)`, the Monte-Carlo estimate of the kernels.
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,9 +42,6 @@ from jax.scipy.linalg import cho_factor, cho_solve
 
 __all__ = ["Gaussian", "gradient_descent_mse_ensemble", "gradient_descent_mse",
            "gp_inference", "max_learning_rate"]
-
-Get = Union[None, str, Sequence[str]]
-
 
 class Gaussian(NamedTuple):
   """Mean `[m, c]` (with leading time axes) and covariance `[m, m]` of the outputs."""
@@ -84,14 +81,14 @@ def _check_times(t) -> jax.Array:
   return t
 
 
-def _names(get: Get, allowed: Sequence[str]) -> tuple[str, ...]:
+def _names(get: str | Sequence[str] | None, allowed: Sequence[str]) -> tuple[str, ...]:
   names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
   if not names or any(g not in allowed for g in names):
     raise ValueError(f"get must be one of {tuple(allowed)} or a tuple of them, got {get!r}")
   return names
 
 
-def _pack(get: Get, names: tuple[str, ...], values: dict):
+def _pack(get: str | Sequence[str] | None, names: tuple[str, ...], values: dict):
   if isinstance(get, str):
     return values[get]
   return collections.namedtuple("Gaussians", names)(*(values[g] for g in names))
@@ -279,7 +276,7 @@ def gp_inference(k_train_train, y_train: jax.typing.ArrayLike, *, diag_reg: floa
       factors[g] = cho_factor(_regularize(k, diag_reg, diag_reg_absolute_scale), lower=True)
     return factors[g]
 
-  def predict_fn(get: Get = None, k_test_train=None, k_test_test=None):
+  def predict_fn(get: str | Sequence[str] | None = None, k_test_train=None, k_test_test=None):
     names = _names(get, ("nngp", "ntk", "ntkgp"))
     out = {}
     for g in names:
@@ -371,7 +368,7 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.Array
                      "they must match")
   _check_scalar("learning_rate", learning_rate, 0.0, strict=True)
   _check_scalar("diag_reg", diag_reg, 0.0, strict=False)
-  n, size = y.shape[0], y.size
+  size = y.size
   k_dd = {}
 
   def train_kernels(names):
@@ -393,7 +390,8 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.Array
       eig[g] = jnp.linalg.eigh(_regularize(k_dd[g], diag_reg, diag_reg_absolute_scale))
     return eig[g]
 
-  def predict_fn(t=None, x_test=None, get: Get = None, compute_cov: bool = False):
+  def predict_fn(t=None, x_test=None, get: str | Sequence[str] | None = None,
+                 compute_cov: bool = False):
     names = _names(get, ("nngp", "ntk"))
     needed = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
     kernels = train_kernels(needed)

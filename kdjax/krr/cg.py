@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +90,7 @@ class CGInfo(NamedTuple):
   ridge: jax.Array
 
 
-def row_sharded(k: jax.typing.ArrayLike, mesh: Optional[Mesh] = None) -> jax.Array:
+def row_sharded(k: jax.typing.ArrayLike, mesh: Mesh | None = None) -> jax.Array:
   """Places `[n, n]` `K` with rows split over `'data'` (each process copies only its rows).
 
   `n` is padded to a multiple of the mesh size with identity rows and columns (the padded
@@ -221,7 +222,7 @@ def _run(operand, y2, ridge, *, spec, rank, tol, max_iter, seed, replicated):
 
 def solve_cg(k_train_train, y_train: jax.typing.ArrayLike, *, reg: float = 1e-6,
              tol: float = 1e-6, max_iter: int = 1000, rank: int = 128, seed: int = 0,
-             mesh: Optional[Mesh] = None, return_info: bool = False):
+             mesh: Mesh | None = None, return_info: bool = False):
   r"""KRR dual coefficients `alpha = (K + reg tr(K)/n I)^{-1} y` by Nyström-preconditioned CG.
 
   Args:

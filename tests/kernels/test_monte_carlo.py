@@ -1,4 +1,4 @@
-"""Finite networks (init_fn/apply_fn, empirical NTK, monte_carlo_kernel_fn) converge to kernel_fn."""
+"""Finite networks (init/apply, empirical NTK, monte_carlo_kernel_fn) converge to kernel_fn."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -31,8 +31,8 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
 import neural_tangents as nt  # noqa: E402
+import numpy as np  # noqa: E402
 from neural_tangents import stax  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
