@@ -17,8 +17,7 @@ def test_registry_maps_names_to_run_functions_and_unknown_job_lists_the_valid_on
   assert jobs.runner(ml_collections.ConfigDict({"job": "kip"})) is runner.run
   with pytest.raises(
     ValueError,
-    match=r"config.job must be one of \['kip', 'theory', 'train'"
-    r".*got 'nope'",
+    match=r"config.job must be one of \[.*'kip'.*'train'\], got 'nope'",
   ):
     jobs.runner(ml_collections.ConfigDict({"job": "nope"}))
   with pytest.raises(ValueError, match="got None"):
