@@ -4,8 +4,8 @@ Each notebook runs in a fresh ``python3`` Jupyter kernel with ``KDJAX_COLAB_SMOK
 (the notebooks shrink their sizes) and one device, as on a CPU Colab. A cell that raises
 fails the test. Every notebook ends by defining a ``results`` dict; an extra cell appended
 here prints it as JSON, and the notebook's check below asserts on it. The notebooks run
-concurrently (one kernel each, started together): most of their time is single-threaded
-imports and compilation, so on 2 cores this takes about the time of the longest one.
+concurrently, at most ``CONCURRENT`` kernels at a time: most of their time is
+single-threaded imports and compilation, so overlapping them fills the 2 cores.
 """
 import asyncio
 import json
@@ -19,6 +19,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLABS = sorted((ROOT / "colabs").glob("*.ipynb"))
 MARKER = "__KDJAX_RESULTS__"
+CONCURRENT = 3  # kernels at once: enough to keep 2 cores busy, with bounded memory
 READ_RESULTS = f"import json as _json\nprint({MARKER!r} + _json.dumps(results, default=float))"
 
 
@@ -137,7 +138,13 @@ def executed():
   """{notebook name: printed text, or the exception its execution raised}, all run at once."""
 
   async def run_all():
-    return await asyncio.gather(*(execute(path) for path in COLABS), return_exceptions=True)
+    gate = asyncio.Semaphore(CONCURRENT)
+
+    async def run_one(path):
+      async with gate:
+        return await execute(path)
+
+    return await asyncio.gather(*(run_one(path) for path in COLABS), return_exceptions=True)
 
   return dict(zip((path.name for path in COLABS), asyncio.run(run_all())))
 
