@@ -1,6 +1,7 @@
 """Tests of the jitted train/eval steps, sharding rules and objectives."""
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -8,6 +9,14 @@ from scipy.special import log_softmax, softmax
 
 from kdjax import models
 from kdjax.train import objectives, sharding, state as state_lib, steps
+
+
+def _optimizer(name, learning_rate, momentum=0.9):
+  """A complete optimizer block with a constant learning rate (make_optimizer reads every key)."""
+  return ml_collections.ConfigDict({
+      "name": name, "learning_rate": learning_rate, "schedule": "constant", "warmup_steps": 0,
+      "final_lr_fraction": 0.0, "momentum": momentum, "nesterov": False, "weight_decay": 0.0,
+      "grad_clip_norm": 0.0})
 
 
 def _data(n=16, shape=(8, 8, 1), classes=5, seed=0):
@@ -20,7 +29,7 @@ def _kd_setup(mesh, rules=(), student=None):
   student = student or models.CifarResNet(num_classes=5, depth=8, widths=(4, 8, 8, 16))
   teacher = models.MLP(num_classes=5, hidden=(32,))
   batch = _data()
-  tx = state_lib.make_optimizer({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9}, 10)
+  tx = state_lib.make_optimizer(_optimizer("sgd", 0.1), 10)
   state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh, rules)
   teacher_variables = teacher.init(jax.random.PRNGKey(1), batch["inputs"])
   teacher_shardings = sharding.tree_shardings(teacher_variables, mesh, rules)
@@ -86,7 +95,7 @@ def test_kd_step_loss_and_update_match_a_numpy_reference():
   teacher = models.MLP(num_classes=4, hidden=(6,))
   batch = _data(n=8, shape=(3,), classes=4)
   lr, temperature, ce_weight = 0.5, 3.0, 0.25
-  tx = state_lib.make_optimizer({"name": "sgd", "learning_rate": lr, "momentum": 0.0}, 10)
+  tx = state_lib.make_optimizer(_optimizer("sgd", lr, momentum=0.0), 10)
   state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
   teacher_variables = teacher.init(jax.random.PRNGKey(3), batch["inputs"])
   objective = objectives.distillation("kd_loss", {"temperature": temperature}, ce_weight=ce_weight)
@@ -163,7 +172,7 @@ def test_sequence_kd_step_averages_over_unmasked_tokens():
   tokens = rs.randint(0, 13, size=(8, 7)).astype(np.int32)
   mask = rs.rand(8, 6) < 0.7
   batch = {"inputs": tokens[:, :-1], "labels": tokens[:, 1:], "mask": mask}
-  tx = state_lib.make_optimizer({"name": "adam", "learning_rate": 1e-3}, 10)
+  tx = state_lib.make_optimizer(_optimizer("adam", 1e-3), 10)
   state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
   teacher_variables = teacher.init(jax.random.PRNGKey(1), batch["inputs"])
   objective = objectives.distillation("kd_loss", {"temperature": 2.0})
