@@ -32,7 +32,6 @@ from kdjax.losses._common import (
   interior_weight,
   kl_from_log_probs,
   log_mixture,
-  nonnegative,
   prepare_pair,
 )
 
@@ -51,23 +50,23 @@ __all__ = [
 # ----------------------------------------------------------------------------------------
 # T^2 KL(p || q) from centred logit differences (accurate at any temperature).
 
-# |x| below which g and h use their Taylor series; largest exponent before the direct path.
+# |x| below which the Taylor series of e^x - 1 - x and of log(1 + y) - y are used.
 _TAYLOR = 0.5
-_MAX_EXPONENT = 30.0
 
 
-def _weighted_g(log_p, x):
-  r"""``p g(x)`` with ``g(x) = (e^x - 1 - x) / x^2 = sum_n x^n / (n + 2)!``, ``p = e^log_p``,
-  without cancellation near ``x = 0`` nor overflow of ``e^x`` alone (exponent clipped)."""
+def _weighted_f(log_p, u, temperature):
+  r"""``T**2 p f(u / T)`` with ``f(x) = e^x - 1 - x``, ``p = e^log_p``: for ``|x| < 1/2``
+  as ``p u**2 sum_n x^n / (n + 2)!`` (no cancellation), else as
+  ``T**2 (e^(log p + x) - p (1 + x))`` (``inf`` if ``e^(log p + x)`` overflows)."""
+  x = u / temperature
   small = jnp.abs(x) < _TAYLOR
-  x_big = jnp.where(small, 1.0, x)
   x_small = jnp.where(small, x, 0)
   series = 0.0
   for n in range(9, -1, -1):  # Horner; the next term is below 1e-11 relative for |x| < 0.5
     series = series * x_small + 1.0 / math.factorial(n + 2)
   p = jnp.exp(log_p)
-  big = (jnp.exp(jnp.minimum(log_p + x_big, _MAX_EXPONENT)) - p * (1 + x_big)) / x_big**2
-  return jnp.where(small, p * series, big)
+  big = jnp.square(temperature) * (jnp.exp(log_p + x) - p * (1 + x))
+  return jnp.where(small, p * jnp.square(u) * series, big)
 
 
 def _h(y):
@@ -81,8 +80,28 @@ def _h(y):
   return jnp.where(small, series, (jnp.log1p(y_big) - y_big) / jnp.square(y_big))
 
 
+def _centred(s, t, temperature, lse_t, c):
+  """Per-class parts of ``_scaled_kl``: ``log p``, ``p``, the masks ``ok`` (teacher and
+  student support) and ``gap`` (teacher only), ``u`` on ``ok`` and ``terms``, the log of
+  the student's unnormalised mass ``log(p e^x)`` on ``ok``, ``(s - c) / T - lse(t / T)``
+  outside the teacher's support and ``+inf`` on ``gap`` (an infinite divergence)."""
+  log_p = t / temperature - lse_t
+  p = jnp.exp(log_p)
+  support = ~jnp.isneginf(log_p)  # NaN counts as support, so that it propagates
+  gap = support & jnp.isneginf(s)
+  ok = support & ~gap
+  u = jnp.where(ok, jnp.where(ok, s - t, 0) - c, 0)
+  a = (jnp.where(support, 0, s) - c) / temperature - lse_t
+  terms = jnp.where(ok, log_p + u / temperature, jnp.where(gap, jnp.inf, a))
+  return log_p, p, ok, gap, u, terms
+
+
+@jax.custom_vjp
 def _scaled_kl(s, t, temperature):
   r"""``T**2 * KL(softmax(t / T) || softmax(s / T))`` over the last axis, accurate for any T.
+
+  ``temperature`` has the shape of ``s`` without its last axis, plus a trailing 1 (one
+  value per row: its gradient is then per row, also under ``shard_map``).
 
   The textbook ``sum p (log p - log q)`` subtracts nearly equal numbers when ``p`` and
   ``q`` are close (at high temperature always: both tend to uniform), and ``T**2`` then
@@ -98,63 +117,103 @@ def _scaled_kl(s, t, temperature):
   .. math::
     \mathrm{KL}(p \| q) = \log(1 + y) - m,\qquad y = m + F + R,
 
-  with ``m = sum_S p x`` (0 up to rounding), ``F = sum_S p f(x)`` (no cancellation: every
-  term is >= 0) and ``R = sum_{k not in S} exp((s_k - c)/T - lse(t/T))``, the student's
-  mass where the teacher has none. For small ``y`` the ``T**2`` is folded in before
-  rounding:
+  with ``m = sum_S p x`` (0 up to rounding, and dropped: it enters ``log(1 + y) - m`` only
+  at second order, ``O(m y)``), ``F = sum_S p f(x)`` (no cancellation: every term is
+  >= 0) and ``R = sum_{k not in S} exp((s_k - c)/T - lse(t/T))``, the student's mass where
+  the teacher has none. For small ``y`` the ``T**2`` is folded in before rounding:
 
   .. math::
-    T^2\,\mathrm{KL} = T^2 F + T^2 R + (T y)^2\, h(y),\qquad
+    T^2\,\mathrm{KL} = T^2 (F + R) + (T y)^2\, h(y),\qquad
     T^2 F = \sum_S p_k\, u_k^2\, g(u_k / T),
 
   with ``g(x) = f(x) / x^2`` and ``h(y) = (log(1 + y) - y) / y^2`` evaluated by their
-  Taylor series near 0; otherwise ``T^2 (log(1 + y) - m)``, and only when an exponent
-  exceeds 30 (the divergence is then large, and T**2 e^x might overflow) the plain
-  ``T^2 (logsumexp(log p + x) - m)``. As ``T -> inf`` (``g -> 1/2``, ``p -> uniform``,
-  ``R = 0``) this gives ``T^2 KL -> (1 / 2C) sum_k (u_k - mean u)^2``, half the variance
-  over classes of the logit differences ``s - t``.
+  Taylor series near 0; otherwise ``T^2 log(1 + y)``, and only when ``T**2 (F + R)``
+  overflows (the divergence is then large) the plain ``T^2 logsumexp(log p + x)``. As
+  ``T -> inf`` (``g -> 1/2``, ``p -> uniform``, ``R = 0``) this gives
+  ``T^2 KL -> (1 / 2C) sum_k (u_k - mean u)^2``, half the variance over classes of the
+  logit differences ``s - t``.
 
   ``-inf`` teacher logits (classes outside ``S``) and ``-inf`` student logits outside
   ``S`` contribute nothing and get zero gradients; a ``-inf`` student logit inside ``S``
   gives ``inf``. NaN in either input gives NaN.
-  """
-  lse_t = jax.nn.logsumexp(t / temperature, axis=-1, keepdims=True)
-  log_p = t / temperature - lse_t
-  p = jnp.exp(log_p)
-  support = ~jnp.isneginf(log_p)  # NaN counts as support, so that it propagates
-  gap = support & jnp.isneginf(s)  # the teacher has mass where the student has none
-  ok = support & ~gap
-  d = jnp.where(ok, s - t, 0)
-  c = jnp.sum(jnp.where(ok, p * d, 0), axis=-1, keepdims=True)
-  u = jnp.where(ok, d - c, 0)
-  x = u / temperature
-  log_p_ok = jnp.where(ok, log_p, -jnp.inf)
-  # Student logits relative to the teacher's normaliser, on classes outside the support.
-  a = jnp.where(support, -jnp.inf, (jnp.where(support, 0, s) - c) / temperature - lse_t)
 
-  t2_f = jnp.sum(jnp.where(ok, jnp.square(u) * _weighted_g(log_p_ok, x), 0), axis=-1)
-  t_m = jnp.sum(jnp.where(ok, p * u, 0), axis=-1)
-  r = jnp.sum(jnp.exp(jnp.minimum(a, _MAX_EXPONENT)), axis=-1)
-  t_y = t_m + t2_f / temperature + temperature * r
-  y = t_y / temperature
+  Cost: four reductions over the classes (``lse(t/T)``'s max and sum, ``c``, ``F + R``);
+  the gradient (``_scaled_kl_bwd``) recomputes the per-class terms from ``s``, ``t`` and
+  per-row statistics instead of keeping ``[..., C]`` temporaries.
+  """
+  return _scaled_kl_fwd(s, t, temperature)[0]
+
+
+def _scaled_kl_fwd(s, t, temperature):
+  lse_t = jax.nn.logsumexp(t / temperature, axis=-1, keepdims=True)
+  log_p, p, ok, gap, _, _ = _centred(s, t, temperature, lse_t, 0)
+  c = jnp.sum(jnp.where(ok, p * jnp.where(ok, s - t, 0), 0), axis=-1, keepdims=True)
+  log_p, p, ok, gap, u, terms = _centred(s, t, temperature, lse_t, c)
+  # T^2 (F + R): +inf on a gap, or when a term overflows.
+  t2_fr = jnp.sum(
+    jnp.where(ok, _weighted_f(log_p, u, temperature), jnp.square(temperature) * jnp.exp(terms)),
+    axis=-1,
+    keepdims=True,
+  )
+  y = t2_fr / jnp.square(temperature)
+  t_y = t2_fr / temperature
   # (Clipped to where it is used, |y| < 0.5, so that the unused branch stays finite.)
   t_y_c = jnp.clip(t_y, -0.5 * temperature, 0.5 * temperature)
-  scaled = t2_f + jnp.square(temperature) * r + jnp.square(t_y_c) * _h(t_y_c / temperature)
-  plain = jnp.square(temperature) * (jnp.log1p(jnp.maximum(y, -0.5)) - t_m / temperature)
+  scaled = t2_fr + jnp.square(t_y_c) * _h(t_y_c / temperature)
+  log1p_y = jnp.log1p(jnp.maximum(y, -0.5))
+  # Only rows where T^2 (F + R) overflows (or a gap) need the plain logsumexp: skip that
+  # pass over the classes when there is none. (A NaN is not inf: it stays NaN.)
+  overflow = jnp.isposinf(t2_fr)
+  log_norm = jax.lax.cond(
+    jnp.any(overflow),
+    lambda: jnp.where(overflow, jax.nn.logsumexp(terms, axis=-1, keepdims=True), log1p_y),
+    lambda: log1p_y,
+  )
+  # log_norm = log(1 + y) = lse(s / T) - lse(t / T) - c / T, q's log normaliser over p's.
+  value = jnp.where(jnp.abs(y) < 0.5, scaled, jnp.square(temperature) * log_norm)
+  residuals = (s, t, temperature, lse_t, c, log_norm, value)
+  return jnp.maximum(value, 0)[..., 0], residuals
 
-  terms = jnp.where(ok, log_p + x, a)
-  direct = jnp.square(temperature) * (jax.nn.logsumexp(terms, axis=-1) - t_m / temperature)
 
-  overflow = jnp.max(terms, axis=-1) > _MAX_EXPONENT
-  # (A NaN makes y NaN and `overflow` False: the `plain` value is NaN.)
-  value = jnp.where(overflow, direct, jnp.where(jnp.abs(y) < 0.5, scaled, plain))
-  return nonnegative(jnp.where(jnp.any(gap, axis=-1), jnp.inf, value))
+def _scaled_kl_bwd(residuals, cotangent):
+  r"""Gradients of ``T**2 KL``: ``T (q - p)`` in ``s``, ``-p u`` in ``t``.
+
+  With ``z = x - log(1 + y)``, ``q = p e^z`` on the support, so ``q - p = p expm1(z)``
+  without cancellation however close ``q`` is to ``p``; for ``z >= 1/2`` (no
+  cancellation there) ``q - p = e^(log p + z) - p`` avoids overflowing ``expm1``.
+  Outside the support ``q = e^(terms - log(1 + y))``. In ``t``,
+  ``d KL / d(t_k / T) = p_k (log p_k - log q_k - KL) = p_k (m - x_k)`` with ``m = 0``.
+  In ``T``, Euler's identity for the degree-2 homogeneous ``L = T**2 KL(s / T, t / T)``:
+  ``dL/dT = (2 L - sum_k (s_k dL/ds_k + t_k dL/dt_k)) / T``. The value's clamp at 0 is
+  straight-through (not differentiated).
+  """
+  s, t, temperature, lse_t, c, log_norm, value = residuals
+  log_p, p, ok, gap, u, terms = _centred(s, t, temperature, lse_t, c)
+  z = u / temperature - log_norm
+  big = z >= 0.5
+  q_minus_p = jnp.where(
+    big, jnp.exp(log_p + jnp.where(big, z, 0)) - p, p * jnp.expm1(jnp.where(big, 0, z))
+  )
+  q_out = jnp.exp(jnp.where(gap, -jnp.inf, terms) - log_norm)
+  grad_s = temperature * jnp.where(ok, q_minus_p, jnp.where(gap, -p, q_out))
+  grad_t = jnp.where(ok, -p * u, 0)
+  weighted = jnp.where(grad_s == 0, 0, s * grad_s) + jnp.where(grad_t == 0, 0, t * grad_t)
+  ct = cotangent[..., None]
+  grad_temp = (2 * value - jnp.sum(weighted, axis=-1, keepdims=True)) / temperature
+  return ct * grad_s, ct * grad_t, jnp.where(ct == 0, 0, ct * grad_temp)
+
+
+_scaled_kl.defvjp(_scaled_kl_fwd, _scaled_kl_bwd)
 
 
 def _prepare_tempered_pair(student_logits, teacher_logits, temperature, where, axis):
-  """Checked class-last logits (untempered, masked rows zeroed), temperature and mask."""
+  """Checked class-last logits (untempered, masked rows zeroed), row temperatures, mask.
+
+  The temperature is broadcast to one value per row (shape ``[..., 1]``; see
+  ``_scaled_kl``)."""
   s, t, mask = prepare_pair(student_logits, teacher_logits, 1.0, where, axis)
-  return s, t, jnp.asarray(check_temperature(temperature), s.dtype), mask
+  temperature = jnp.asarray(check_temperature(temperature), s.dtype)
+  return s, t, temperature + jnp.zeros_like(s[..., :1]), mask
 
 
 # ----------------------------------------------------------------------------------------
@@ -195,7 +254,7 @@ def kl_divergence(
   s, t, temperature, mask = _prepare_tempered_pair(
     student_logits, teacher_logits, temperature, where, axis
   )
-  return apply_mask(_scaled_kl(s, t, temperature) / temperature / temperature, mask)
+  return apply_mask(_scaled_kl(s, t, temperature) / jnp.square(temperature[..., 0]), mask)
 
 
 def reverse_kl(
@@ -233,7 +292,7 @@ def reverse_kl(
   s, t, temperature, mask = _prepare_tempered_pair(
     student_logits, teacher_logits, temperature, where, axis
   )
-  return apply_mask(_scaled_kl(t, s, temperature) / temperature / temperature, mask)
+  return apply_mask(_scaled_kl(t, s, temperature) / jnp.square(temperature[..., 0]), mask)
 
 
 def kd_loss(
