@@ -144,9 +144,14 @@ def _scaled_kl(s, t, temperature):
   return _scaled_kl_fwd(s, t, temperature)[0]
 
 
+def _log_norm_direct(s, t, temperature, lse_t, c):
+  """``log(1 + y)`` as ``logsumexp(terms)`` (recomputed: no ``[..., C]`` operand kept)."""
+  return jax.nn.logsumexp(_centred(s, t, temperature, lse_t, c)[-1], axis=-1, keepdims=True)
+
+
 def _scaled_kl_fwd(s, t, temperature):
   lse_t = jax.nn.logsumexp(t / temperature, axis=-1, keepdims=True)
-  log_p, p, ok, gap, _, _ = _centred(s, t, temperature, lse_t, 0)
+  _, p, ok, _, _, _ = _centred(s, t, temperature, lse_t, 0)
   c = jnp.sum(jnp.where(ok, p * jnp.where(ok, s - t, 0), 0), axis=-1, keepdims=True)
   log_p, p, ok, gap, u, terms = _centred(s, t, temperature, lse_t, c)
   # T^2 (F + R): +inf on a gap, or when a term overflows.
@@ -166,7 +171,7 @@ def _scaled_kl_fwd(s, t, temperature):
   overflow = jnp.isposinf(t2_fr)
   log_norm = jax.lax.cond(
     jnp.any(overflow),
-    lambda: jnp.where(overflow, jax.nn.logsumexp(terms, axis=-1, keepdims=True), log1p_y),
+    lambda: jnp.where(overflow, _log_norm_direct(s, t, temperature, lse_t, c), log1p_y),
     lambda: log1p_y,
   )
   # log_norm = log(1 + y) = lse(s / T) - lse(t / T) - c / T, q's log normaliser over p's.
