@@ -28,6 +28,7 @@ Example::
   if __name__ == "__main__":
     app.run(main)
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ from typing import Any
 import jax
 
 
-def time_call(fn: Callable[..., Any], *args: Any, warmup: int = 1, repeats: int = 5,
-              **kwargs: Any) -> float:
+def time_call(
+  fn: Callable[..., Any], *args: Any, warmup: int = 1, repeats: int = 5, **kwargs: Any
+) -> float:
   """Median wall-clock seconds of one call ``fn(*args, **kwargs)``.
 
   The ``warmup`` calls come first and are not timed (they include compilation when ``fn``
@@ -81,5 +83,7 @@ def time_call(fn: Callable[..., Any], *args: Any, warmup: int = 1, repeats: int 
 def describe_devices() -> str:
   """One line naming the JAX version, backend, device count and kind, and CPU cores."""
   devices = jax.devices()
-  return (f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
-          f"{devices[0].device_kind}, {os.cpu_count()} CPU core(s)")
+  return (
+    f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
+    f"{devices[0].device_kind}, {os.cpu_count()} CPU core(s)"
+  )

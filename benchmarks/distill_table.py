@@ -12,6 +12,7 @@ seconds (seconds per step show how the cost grows with the support size). ``clos
 ridge model on pixels, whose KRR accuracy equals the full-data linear ridge; ``full``
 trains the same finite ConvNets on all training images (the ceiling).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,11 @@ from kdjax.distill import closed_form, evaluation, job
 
 _DATASETS = flags.DEFINE_list("datasets", ["mnist5k", "digits"], "Embedded datasets.")
 _PER_CLASS = flags.DEFINE_list("per_class", ["1", "10", "50"], "Images per class.")
-_METHODS = flags.DEFINE_list("methods", ["rfad", "closed_form", "full"],
-                             "Rows besides random real (which the rfad job reports).")
+_METHODS = flags.DEFINE_list(
+  "methods",
+  ["rfad", "closed_form", "full"],
+  "Rows besides random real (which the rfad job reports).",
+)
 _STEPS = flags.DEFINE_integer("num_steps", 0, "RFAD steps (0: the config's).")
 _OVERRIDES = flags.DEFINE_list("overrides", [], "key=value config overrides, e.g. rfad.width=32.")
 
@@ -51,8 +55,10 @@ def _row(dataset, per_class, method, krr, finite, seconds):
   finite_text = f"{100 * finite['mean']:.1f} +- {100 * finite['std']:.1f}" if finite else "-"
   krr_text = f"{100 * krr:.1f}" if krr is not None else "-"
   seconds_text = f"{seconds:.0f}" if seconds is not None else "-"
-  print(f"| {dataset} | {per_class} | {method} | {krr_text} | {finite_text} | {seconds_text} |",
-        flush=True)
+  print(
+    f"| {dataset} | {per_class} | {method} | {krr_text} | {finite_text} | {seconds_text} |",
+    flush=True,
+  )
 
 
 def main(argv):
@@ -62,39 +68,53 @@ def main(argv):
   print("|---|---|---|---|---|---|")
   for dataset in _DATASETS.value:
     base = _config(dataset, 1)
-    ds = data.preprocess_dataset(data.load(dataset), base.dataset.preprocess,
-                                 zca_strength=base.dataset.zca_strength)
+    ds = data.preprocess_dataset(
+      data.load(dataset), base.dataset.preprocess, zca_strength=base.dataset.zca_strength
+    )
     protocol = job.protocol(base)
     for per_class in map(int, _PER_CLASS.value):
       if "rfad" in _METHODS.value:
         config = _config(dataset, per_class)
         with tempfile.TemporaryDirectory() as workdir:
           s = job.run(config, workdir)
-        _row(dataset, per_class, "random real", s["test_accuracy_init"],
-             {"mean": s["transfer_test_accuracy_init"],
-              "std": s["transfer_test_accuracy_init_std"]}, None)
+        _row(
+          dataset,
+          per_class,
+          "random real",
+          s["test_accuracy_init"],
+          {"mean": s["transfer_test_accuracy_init"], "std": s["transfer_test_accuracy_init_std"]},
+          None,
+        )
         per_step = s["distill_seconds"] / config.num_steps
-        _row(dataset, per_class, f"RFAD ({config.num_steps} steps, {per_step:.2f} s/step "
-             "incl. compilation)", s["test_accuracy"],
-             {"mean": s["transfer_test_accuracy"], "std": s["transfer_test_accuracy_std"]},
-             s["distill_seconds"])
+        _row(
+          dataset,
+          per_class,
+          f"RFAD ({config.num_steps} steps, {per_step:.2f} s/step incl. compilation)",
+          s["test_accuracy"],
+          {"mean": s["transfer_test_accuracy"], "std": s["transfer_test_accuracy_std"]},
+          s["distill_seconds"],
+        )
       if "closed_form" in _METHODS.value and per_class == 1:
         t0 = time.time()
         x = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float64)
         support, labels = closed_form.distill(x, np.eye(ds.num_classes)[ds.y_train], reg=10.0)
         seconds = time.time() - t0
         x_test = ds.x_test.reshape(len(ds.x_test), -1)
-        krr = float(np.mean(np.argmax(x_test @ np.linalg.pinv(support) @ labels, 1)
-                            == ds.y_test))
+        krr = float(np.mean(np.argmax(x_test @ np.linalg.pinv(support) @ labels, 1) == ds.y_test))
         images = np.asarray(support, np.float32).reshape((-1,) + ds.x_train.shape[1:])
-        finite = evaluation.evaluate(images, np.asarray(labels, np.float32), ds.x_test,
-                                     ds.y_test, evaluation.Protocol(
-                                         **{**protocol.__dict__, "loss": "mse"}),
-                                     num_classes=ds.num_classes)
+        finite = evaluation.evaluate(
+          images,
+          np.asarray(labels, np.float32),
+          ds.x_test,
+          ds.y_test,
+          evaluation.Protocol(**{**protocol.__dict__, "loss": "mse"}),
+          num_classes=ds.num_classes,
+        )
         _row(dataset, 1, "closed-form linear ridge", krr, finite, seconds)
     if "full" in _METHODS.value:
-      finite = evaluation.evaluate(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol,
-                                   num_classes=ds.num_classes)
+      finite = evaluation.evaluate(
+        ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol, num_classes=ds.num_classes
+      )
       _row(dataset, "all", "full data", None, finite, None)
 
 

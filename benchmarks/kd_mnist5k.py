@@ -12,6 +12,7 @@ shift augmentation on the student's images too (is KD more than the augmentation
 Prints a Markdown table of test accuracies (1,000 held-out digits). Runs resume:
 re-running skips finished runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,10 @@ def main(argv):
     kd_config = kd_mnist5k.get_config(f"seed={seed}{extra}")
     kd_config.teacher_workdir = teacher_run
     kd = loop.run(kd_config, os.path.join(_ROOT.value, f"kd_seed{seed}"))
-    ce = loop.run(kd_mnist5k.get_config(f"student_only,seed={seed}{extra}"),
-                  os.path.join(_ROOT.value, f"ce_seed{seed}"))
+    ce = loop.run(
+      kd_mnist5k.get_config(f"student_only,seed={seed}{extra}"),
+      os.path.join(_ROOT.value, f"ce_seed{seed}"),
+    )
     # Is it only the teacher's augmentation? The label-only student with it too.
     ce_aug_config = kd_mnist5k.get_config(f"student_only,seed={seed}{extra}")
     ce_aug_config.augment = ce_aug_config.teacher.augment
@@ -50,17 +53,22 @@ def main(argv):
     kd_aug = loop.run(kd_aug_config, os.path.join(_ROOT.value, f"kd_aug_seed{seed}"))
     rows.append((seed, ce[ACCURACY], kd[ACCURACY], ce_aug[ACCURACY], kd_aug[ACCURACY]))
   c = kd_mnist5k.get_config("seed=0" + extra)
-  print(f"\nmnist5k, student MLP hidden={tuple(c.model.hidden)} ({c.num_steps} steps), "
-        f"teacher MLP hidden={tuple(c.teacher.model.hidden)} test accuracy "
-        f"{teacher[ACCURACY]:.4f}, "
-        f"kd_loss T={c.kd.loss_kwargs.temperature}, ce_weight={c.kd.ce_weight}\n")
+  print(
+    f"\nmnist5k, student MLP hidden={tuple(c.model.hidden)} ({c.num_steps} steps), "
+    f"teacher MLP hidden={tuple(c.teacher.model.hidden)} test accuracy "
+    f"{teacher[ACCURACY]:.4f}, "
+    f"kd_loss T={c.kd.loss_kwargs.temperature}, ce_weight={c.kd.ce_weight}\n"
+  )
   aug = c.teacher.augment
   print(f"| seed | labels | KD | labels + {aug} | KD + {aug} |\n|---|---|---|---|---|")
   for seed, *accuracies in rows:
     print(f"| {seed} | " + " | ".join(f"{a:.4f}" for a in accuracies) + " |")
   columns = np.array([r[1:] for r in rows])
-  print("| mean ± std | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in
-                                     zip(columns.mean(0), columns.std(0))) + " |")
+  print(
+    "| mean ± std | "
+    + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in zip(columns.mean(0), columns.std(0)))
+    + " |"
+  )
 
 
 if __name__ == "__main__":

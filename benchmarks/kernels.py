@@ -21,6 +21,7 @@ side; without it, the neural-tangents column stays empty.
   .venv/bin/python -m benchmarks.kernels --peer_python=PATH/TO/VENV/bin/python
   .venv/bin/python -m benchmarks.kernels --only=gap --gap_n=32
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,11 @@ _FLATTEN_N = flags.DEFINE_integer("flatten_n", 128, "Images per batch of the fla
 _GAP_N = flags.DEFINE_integer("gap_n", 32, "Images per batch of the gap kernel.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls (the median is printed).")
 _PEER_PYTHON = flags.DEFINE_string(
-    "peer_python", "", "Python of a venv with neural-tangents 0.6.5; empty: no peer column.")
-_PEER_MODE = flags.DEFINE_bool("peer_mode", False,
-                               "Internal: measure with neural_tangents.stax, print JSON.")
+  "peer_python", "", "Python of a venv with neural-tangents 0.6.5; empty: no peer column."
+)
+_PEER_MODE = flags.DEFINE_bool(
+  "peer_mode", False, "Internal: measure with neural_tangents.stax, print JSON."
+)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 W_STD, B_STD = 2**0.5, 0.1
@@ -52,11 +55,9 @@ W_STD, B_STD = 2**0.5, 0.1
 def conv_net(stax, head):
   layers = []
   for _ in range(3):
-    layers += [stax.Conv(64, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD),
-               stax.Relu()]
+    layers += [stax.Conv(64, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD), stax.Relu()]
   head_layer = stax.Flatten() if head == "flatten" else stax.GlobalAvgPool()
-  return stax.serial(*layers, head_layer, stax.Dense(10, W_std=W_STD,
-                                                     b_std=B_STD))
+  return stax.serial(*layers, head_layer, stax.Dense(10, W_std=W_STD, b_std=B_STD))
 
 
 def fc3_net(stax):
@@ -78,8 +79,12 @@ def measure(stax, which, sizes, repeats):
     matmul = jax.jit(lambda a, b: a @ b.T)
     t_kernel = common.time_call(kernel_fn, x1, x2, get="ntk", repeats=repeats)
     t_matmul = common.time_call(matmul, x1, x2, repeats=repeats)
-    results["fc3"] = {"n": n, "kernel_s": t_kernel, "matmul_s": t_matmul,
-                      "ratio": t_kernel / t_matmul}
+    results["fc3"] = {
+      "n": n,
+      "kernel_s": t_kernel,
+      "matmul_s": t_matmul,
+      "ratio": t_kernel / t_matmul,
+    }
   for head, side in (("flatten", 32), ("gap", 16)):
     if head not in which:
       continue
@@ -94,8 +99,14 @@ def measure(stax, which, sizes, repeats):
 
 def run_peer(python, which, sizes, repeats):
   """Runs `measure` with neural_tangents.stax in the interpreter `python`; None on failure."""
-  cmd = [python, "-m", "benchmarks.kernels", "--peer_mode", f"--repeats={repeats}",
-         "--only=" + ",".join(which)]
+  cmd = [
+    python,
+    "-m",
+    "benchmarks.kernels",
+    "--peer_mode",
+    f"--repeats={repeats}",
+    "--only=" + ",".join(which),
+  ]
   cmd += [f"--{key}={value}" for key, value in sizes.items()]
   out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
   if out.returncode != 0:
@@ -112,10 +123,12 @@ def main(argv):
 
   if _PEER_MODE.value:
     from neural_tangents import stax as nt_stax  # only in the peer's own venv
+
     print(json.dumps(measure(nt_stax, which, sizes, repeats)))
     return
 
   from kdjax.kernels import stax as kd_stax  # the peer's old jax cannot import kdjax
+
   print(f"{common.describe_devices()}; float32; median of {repeats}")
   ours = measure(kd_stax, which, sizes, repeats)
   peer = run_peer(_PEER_PYTHON.value, which, sizes, repeats) if _PEER_PYTHON.value else None
@@ -128,13 +141,28 @@ def main(argv):
   print("|---|---|---|")
   if "fc3" in ours:
     r = ours["fc3"]
-    print(row("fc3", r, lambda v: f"{v['ratio']:.2f}x one matmul "
-              f"({v['kernel_s']*1e3:.0f} ms vs {v['matmul_s']*1e3:.0f} ms, "
-              f"n={v['n']})"))
+    print(
+      row(
+        "fc3",
+        r,
+        lambda v: (
+          f"{v['ratio']:.2f}x one matmul "
+          f"({v['kernel_s'] * 1e3:.0f} ms vs {v['matmul_s'] * 1e3:.0f} ms, "
+          f"n={v['n']})"
+        ),
+      )
+    )
   for head in ("flatten", "gap"):
     if head in ours:
-      print(row(head, ours[head], lambda v: f"{v['entries_per_s']:,.0f} "
-                f"entries/s ({v['n']}x{v['n']} in {v['seconds']:.2f} s)"))
+      print(
+        row(
+          head,
+          ours[head],
+          lambda v: (
+            f"{v['entries_per_s']:,.0f} entries/s ({v['n']}x{v['n']} in {v['seconds']:.2f} s)"
+          ),
+        )
+      )
 
 
 if __name__ == "__main__":

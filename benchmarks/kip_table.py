@@ -9,6 +9,7 @@ real images: mean and std over ``--seeds`` draws; KIP: seed 0), and the wall tim
 each KIP run. All runs use ``experiments/kip_mnist5k.py`` (transfer check off), each in
 a temporary workdir. Reference: KRR on all 4,000 training digits (last row).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -33,9 +34,18 @@ def random_subset_accuracy(config, ds, x_train, x_test, per_class, seeds):
   accs = []
   for seed in range(seeds):
     index = data.class_balanced_indices(ds.y_train, per_class, seed=seed)
-    accs.append(float(kip.krr_accuracy(kernel, jnp.asarray(x_train[index]),
-                                       jnp.asarray(targets[index]), jnp.asarray(x_test),
-                                       jnp.asarray(ds.y_test), reg=config.kip.reg)))
+    accs.append(
+      float(
+        kip.krr_accuracy(
+          kernel,
+          jnp.asarray(x_train[index]),
+          jnp.asarray(targets[index]),
+          jnp.asarray(x_test),
+          jnp.asarray(ds.y_test),
+          reg=config.kip.reg,
+        )
+      )
+    )
   return np.mean(accs), np.std(accs)
 
 
@@ -52,8 +62,11 @@ def main(argv):
     if _STEPS.value:
       config.num_steps = _STEPS.value
     mean, std = random_subset_accuracy(config, ds, x_train, x_test, per_class, _SEEDS.value)
-    row = {"per_class": per_class, "random": f"{100 * mean:.1f} ± {100 * std:.1f}",
-           "steps": config.num_steps}
+    row = {
+      "per_class": per_class,
+      "random": f"{100 * mean:.1f} ± {100 * std:.1f}",
+      "steps": config.num_steps,
+    }
     for name, labels in (("kip", False), ("kip_labels", True)):
       config.kip.learn_labels = labels
       with tempfile.TemporaryDirectory() as workdir:
@@ -64,17 +77,30 @@ def main(argv):
     rows.append(row)
     print(row, flush=True)
   kernel = runner.build_kernel(base.kernel)
-  full = float(kip.krr_accuracy(
-      kernel, jnp.asarray(x_train), jnp.asarray(data.regression_targets(ds.y_train, 10)),
-      jnp.asarray(x_test), jnp.asarray(ds.y_test), reg=base.kip.reg))
-  print(f"\nmnist5k, FC2-ReLU NTK KRR test accuracy (%) on the 1,000 held-out digits; "
-        f"KIP target batch {base.kip.target_batch_size}\n")
-  print("| images/class | random real (mean ± std) | KIP steps | KIP images | wall s | "
-        "KIP images+labels | wall s |")
+  full = float(
+    kip.krr_accuracy(
+      kernel,
+      jnp.asarray(x_train),
+      jnp.asarray(data.regression_targets(ds.y_train, 10)),
+      jnp.asarray(x_test),
+      jnp.asarray(ds.y_test),
+      reg=base.kip.reg,
+    )
+  )
+  print(
+    f"\nmnist5k, FC2-ReLU NTK KRR test accuracy (%) on the 1,000 held-out digits; "
+    f"KIP target batch {base.kip.target_batch_size}\n"
+  )
+  print(
+    "| images/class | random real (mean ± std) | KIP steps | KIP images | wall s | "
+    "KIP images+labels | wall s |"
+  )
   print("|---|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['per_class']} | {r['random']} | {r['steps']} | {r['kip']} | {r['kip_s']} | "
-          f"{r['kip_labels']} | {r['kip_labels_s']} |")
+    print(
+      f"| {r['per_class']} | {r['random']} | {r['steps']} | {r['kip']} | {r['kip_s']} | "
+      f"{r['kip_labels']} | {r['kip_labels_s']} |"
+    )
   print(f"| all 4,000 | {100 * full:.1f} | | | | | |")
 
 

@@ -15,6 +15,7 @@ Three tables, each against a peer or a limit:
   .venv/bin/python -m benchmarks.logit_losses            # [B, V] = [256, 32000] for speed
   .venv/bin/python -m benchmarks.logit_losses --batch=64 --vocab=8000 --repeats=5
 """
+
 from __future__ import annotations
 
 import jax
@@ -31,23 +32,22 @@ _VOCAB = flags.DEFINE_integer("vocab", 32000, "Classes V of the speed table.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (the median is printed).")
 
 DIVERGENCES = {
-    "kd_loss(T=2)": lambda s, t: L.kd_loss(s, t, temperature=2.0),
-    "kl_divergence": L.kl_divergence,
-    "reverse_kl": L.reverse_kl,
-    "generalized_jsd(0.5)": L.generalized_jsd,
-    "total_variation": L.total_variation,
-    "skew_kl(0.1)": L.skew_kl,
-    "skew_reverse_kl(0.1)": L.skew_reverse_kl,
-    "dkd_loss": lambda s, t: L.dkd_loss(s, t, jnp.argmax(t, -1)),
-    "standardized_kd_loss": L.standardized_kd_loss,
-    "taid_loss(t=0.5)": lambda s, t: L.taid_loss(s, t, t=0.5),
+  "kd_loss(T=2)": lambda s, t: L.kd_loss(s, t, temperature=2.0),
+  "kl_divergence": L.kl_divergence,
+  "reverse_kl": L.reverse_kl,
+  "generalized_jsd(0.5)": L.generalized_jsd,
+  "total_variation": L.total_variation,
+  "skew_kl(0.1)": L.skew_kl,
+  "skew_reverse_kl(0.1)": L.skew_reverse_kl,
+  "dkd_loss": lambda s, t: L.dkd_loss(s, t, jnp.argmax(t, -1)),
+  "standardized_kd_loss": L.standardized_kd_loss,
+  "taid_loss(t=0.5)": lambda s, t: L.taid_loss(s, t, t=0.5),
 }
 
 
 def optax_kd(s, t, temperature=1.0):
   s, t = s.astype(jnp.float32) / temperature, t.astype(jnp.float32) / temperature
-  return temperature**2 * optax.losses.kl_divergence(jax.nn.log_softmax(s),
-                                                     jax.nn.softmax(t))
+  return temperature**2 * optax.losses.kl_divergence(jax.nn.log_softmax(s), jax.nn.softmax(t))
 
 
 def optax_kd_native_dtype(s, t):
@@ -66,8 +66,11 @@ def accuracy_table(rng):
     for dtype in [jnp.float32, jnp.bfloat16]:
       s_in, t_in = jnp.asarray(s, dtype), jnp.asarray(t, dtype)
       with jax.enable_x64(True):
-        exact = np.asarray(jax.jit(fn)(jnp.asarray(np.asarray(s_in, np.float64)),
-                                       jnp.asarray(np.asarray(t_in, np.float64))))
+        exact = np.asarray(
+          jax.jit(fn)(
+            jnp.asarray(np.asarray(s_in, np.float64)), jnp.asarray(np.asarray(t_in, np.float64))
+          )
+        )
       got = np.asarray(f(s_in, t_in), np.float64)
       error = np.abs(got - exact)
       errors.append(f"{error.max():.1e} / {np.max((error / exact)[exact >= 1e-3]):.1e}")
@@ -104,8 +107,10 @@ def speed_table(rng, batch, vocab, repeats):
     np.testing.assert_allclose(float(ours(s, t)[0]), float(peer(s, t)[0]), rtol=1e-4)
     t_ours = common.time_call(ours, s, t, repeats=repeats)
     t_peer = common.time_call(peer, s, t, repeats=repeats)
-    print(f"| {jnp.dtype(dtype).name} loss+grad | {1e3 * t_ours:.1f} ms | "
-          f"{1e3 * t_peer:.1f} ms | {t_ours / t_peer:.2f} |")
+    print(
+      f"| {jnp.dtype(dtype).name} loss+grad | {1e3 * t_ours:.1f} ms | "
+      f"{1e3 * t_peer:.1f} ms | {t_ours / t_peer:.2f} |"
+    )
 
 
 def main(argv):

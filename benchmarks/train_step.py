@@ -13,6 +13,7 @@ with the jitted, donated steps of kdjax.train:
 and prints ``kd / (student + teacher)``; 1.00 means the KD step costs exactly its parts
 (aim: <= 1.05). Times are medians over ``repeats`` of ``iters`` steps, after warm-up.
 """
+
 from __future__ import annotations
 
 import jax
@@ -37,12 +38,21 @@ def build_models():
   """(student, teacher, input shape, classes, optimizer block of the matching experiment)."""
   if _MODEL.value == "mlp":
     s, t = _STUDENT.value or 256, _TEACHER.value or 1200
-    return (models.MLP(num_classes=10, hidden=(s,)), models.MLP(num_classes=10, hidden=(t, t)),
-            (28, 28, 1), 10, kd_mnist5k.get_config().optimizer)
+    return (
+      models.MLP(num_classes=10, hidden=(s,)),
+      models.MLP(num_classes=10, hidden=(t, t)),
+      (28, 28, 1),
+      10,
+      kd_mnist5k.get_config().optimizer,
+    )
   s, t = _STUDENT.value or 32, _TEACHER.value or 32
-  return (models.CifarResNet(num_classes=100, depth=8, widths=(s, 2 * s, 4 * s, 8 * s)),
-          models.CifarResNet(num_classes=100, depth=32, widths=(t, 2 * t, 4 * t, 8 * t)),
-          (32, 32, 3), 100, kd_cifar100.get_config().optimizer)
+  return (
+    models.CifarResNet(num_classes=100, depth=8, widths=(s, 2 * s, 4 * s, 8 * s)),
+    models.CifarResNet(num_classes=100, depth=32, widths=(t, 2 * t, 4 * t, 8 * t)),
+    (32, 32, 3),
+    100,
+    kd_cifar100.get_config().optimizer,
+  )
 
 
 def timed(fn, iters, repeats):
@@ -74,9 +84,13 @@ def main(argv):
   mesh_lib.check_batch_size(_BATCH.value, mesh, "--batch_size")
   student, teacher, shape, classes, optimizer = build_models()
   rs = np.random.RandomState(0)
-  batch = mesh_lib.global_batch({"inputs": rs.rand(_BATCH.value, *shape).astype(np.float32),
-                                 "labels": rs.randint(0, classes, _BATCH.value).astype(np.int32)},
-                                mesh)
+  batch = mesh_lib.global_batch(
+    {
+      "inputs": rs.rand(_BATCH.value, *shape).astype(np.float32),
+      "labels": rs.randint(0, classes, _BATCH.value).astype(np.int32),
+    },
+    mesh,
+  )
   tx = state_lib.make_optimizer(optimizer, 1000)
   tstate, tshardings = state_lib.create_state(teacher, tx, batch["inputs"], 1, mesh)
   teacher_vars = tstate.variables()
@@ -88,20 +102,27 @@ def main(argv):
   kd_objective = objectives.distillation("kd_loss", {"temperature": 4.0}, ce_weight=0.1)
   state, shardings = fresh_student()
   kd_step = steps.jit_train_step(
-      steps.make_train_step(student, tx, kd_objective, seed=0, teacher=teacher), mesh, shardings,
-      teacher_shardings)
+    steps.make_train_step(student, tx, kd_objective, seed=0, teacher=teacher),
+    mesh,
+    shardings,
+    teacher_shardings,
+  )
   kd_time = timed(stepper(kd_step, state, batch, teacher_vars), _ITERS.value, _REPEATS.value)
 
   state, shardings = fresh_student()
   ce_step = steps.jit_train_step(
-      steps.make_train_step(student, tx, objectives.supervised(), seed=0), mesh, shardings)
+    steps.make_train_step(student, tx, objectives.supervised(), seed=0), mesh, shardings
+  )
   student_time = timed(stepper(ce_step, state, batch), _ITERS.value, _REPEATS.value)
 
-  teacher_fwd = jax.jit(lambda v, x: steps.teacher_logits(teacher, v, x),
-                        in_shardings=(teacher_shardings, mesh_lib.batch_sharding(mesh)),
-                        out_shardings=mesh_lib.batch_sharding(mesh))
-  teacher_time = timed(lambda: teacher_fwd(teacher_vars, batch["inputs"]), _ITERS.value,
-                       _REPEATS.value)
+  teacher_fwd = jax.jit(
+    lambda v, x: steps.teacher_logits(teacher, v, x),
+    in_shardings=(teacher_shardings, mesh_lib.batch_sharding(mesh)),
+    out_shardings=mesh_lib.batch_sharding(mesh),
+  )
+  teacher_time = timed(
+    lambda: teacher_fwd(teacher_vars, batch["inputs"]), _ITERS.value, _REPEATS.value
+  )
   parts = student_time + teacher_time
   print(f"{common.describe_devices()}  model: {_MODEL.value}  batch: {_BATCH.value}")
   print("| step | ms |\n|---|---|")

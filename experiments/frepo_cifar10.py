@@ -6,6 +6,7 @@ r"""FRePo on CIFAR-10 (tensorflow-datasets, regularised ZCA), for accelerators.
 width-128 ConvNet-3s, each reset after 100 online updates, labels learned, 5,000 steps on
 target batches of 1,024; finite networks as in ``rfad_cifar10.py``.
 """
+
 from experiments import common
 from experiments.frepo_mnist5k import frepo_base, frepo_runlocal
 from experiments.rfad_mnist5k import ARG_HELP
@@ -13,14 +14,12 @@ from experiments.rfad_mnist5k import ARG_HELP
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10,
-                       runlocal=False)
+  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
   c = frepo_base(a.per_class)
   c.dataset = common.dataset("cifar10", preprocess="zca")
   c.num_steps = 5000
   c.eval_every = c.checkpoint_every = 500
-  c.frepo.update({"width": 128, "pool_size": 10, "target_batch_size": 1024,
-                  "learning_rate": 0.001})
+  c.frepo.update({"width": 128, "pool_size": 10, "target_batch_size": 1024, "learning_rate": 0.001})
   c.evaluation.update({"width": 128, "steps": 1000, "max_shift": 4})
   return frepo_runlocal(c) if a.runlocal else c
 

@@ -8,6 +8,7 @@ normalisation) trained online on the support set (Adam 1e-3, MSE to the labels),
 after 100 updates; KRR on their readout features; labels learned; Adam (lr 0.01, cosine) on
 the support set with target batches of 400 digits. Same finite-network protocol as RFAD.
 """
+
 import ml_collections
 
 from experiments import common
@@ -18,31 +19,47 @@ def frepo_base(per_class: int = 10) -> ml_collections.ConfigDict:
   """The mnist5k FRePo config (``rfad_base`` with ``method='frepo'`` and a ``frepo`` block)."""
   c = rfad_base(per_class)
   c.method = "frepo"
-  c.frepo = ml_collections.ConfigDict({
-    "per_class": per_class, "width": 64, "depth": 3, "pool_size": 4, "max_updates": 100,
-    "model_learning_rate": 1e-3, "reg": 1e-4, "learn_labels": True, "label_offset": 0.1,
-    "target_batch_size": 400, "learning_rate": 0.01, "schedule": "cosine",
-    "warmup_steps": 0, "final_lr_fraction": 0.1})
+  c.frepo = ml_collections.ConfigDict(
+    {
+      "per_class": per_class,
+      "width": 64,
+      "depth": 3,
+      "pool_size": 4,
+      "max_updates": 100,
+      "model_learning_rate": 1e-3,
+      "reg": 1e-4,
+      "learn_labels": True,
+      "label_offset": 0.1,
+      "target_batch_size": 400,
+      "learning_rate": 0.01,
+      "schedule": "cosine",
+      "warmup_steps": 0,
+      "final_lr_fraction": 0.1,
+    }
+  )
   return c
 
 
 def frepo_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``runlocal`` plus a tiny pool."""
   runlocal(c)
-  c.frepo.update({"width": 8, "depth": 2, "pool_size": 2, "max_updates": 2,
-                  "target_batch_size": 64})
+  c.frepo.update(
+    {"width": 8, "depth": 2, "pool_size": 2, "max_updates": 2, "target_batch_size": 64}
+  )
   return c
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10,
-                       runlocal=False)
+  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
   c = frepo_base(a.per_class)
   return frepo_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return [{"name": f"ipc{n}_seed{s}", "frepo.per_class": n, "seed": s}
-          for n in (1, 10, 50) for s in (0, 1, 2)]
+  return [
+    {"name": f"ipc{n}_seed{s}", "frepo.per_class": n, "seed": s}
+    for n in (1, 10, 50)
+    for s in (0, 1, 2)
+  ]

@@ -6,14 +6,14 @@ r"""RFAD on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
 (8x8 -> 2x2) of width 32 and target batches of 256 digits; the finite networks are
 2-block ConvNets with shifts of at most one pixel.
 """
+
 from experiments import common
 from experiments.rfad_mnist5k import ARG_HELP, rfad_base, runlocal
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10,
-                       runlocal=False)
+  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
   c = rfad_base(a.per_class)
   c.dataset.name = "digits"
   c.num_steps = 200
@@ -24,5 +24,8 @@ def get_config(arg=None):
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return [{"name": f"ipc{n}_seed{s}", "rfad.per_class": n, "seed": s}
-          for n in (1, 10, 50) for s in (0, 1, 2)]
+  return [
+    {"name": f"ipc{n}_seed{s}", "rfad.per_class": n, "seed": s}
+    for n in (1, 10, 50)
+    for s in (0, 1, 2)
+  ]

@@ -8,6 +8,7 @@ ConvNet body (3 x [Conv 3x3 width 64, ReLU, AvgPool 2x2], no normalisation) esti
 by 2 random networks per step; Platt-scaled cross-entropy; Adam (lr 0.01, cosine decay)
 on target batches of 400 digits. ``rfad_base`` is shared by the other rfad_* configs.
 """
+
 import ml_collections
 
 from experiments import common
@@ -27,16 +28,39 @@ def rfad_base(per_class: int = 10) -> ml_collections.ConfigDict:
   c.eval_every = 50
   c.checkpoint_every = 50
   c.keep_checkpoints = 2
-  c.rfad = ml_collections.ConfigDict({
-    "per_class": per_class, "width": 64, "depth": 3, "num_models": 2,
-    "num_models_eval": 8, "reg": 1e-4, "loss": "platt", "learn_labels": False,
-    "label_offset": 0.1, "target_batch_size": 400, "learning_rate": 0.01,
-    "schedule": "cosine", "warmup_steps": 0, "final_lr_fraction": 0.1})
+  c.rfad = ml_collections.ConfigDict(
+    {
+      "per_class": per_class,
+      "width": 64,
+      "depth": 3,
+      "num_models": 2,
+      "num_models_eval": 8,
+      "reg": 1e-4,
+      "loss": "platt",
+      "learn_labels": False,
+      "label_offset": 0.1,
+      "target_batch_size": 400,
+      "learning_rate": 0.01,
+      "schedule": "cosine",
+      "warmup_steps": 0,
+      "final_lr_fraction": 0.1,
+    }
+  )
   # The finite-network protocol (kdjax.distill.evaluation.Protocol).
-  c.evaluation = ml_collections.ConfigDict({
-    "network": "convnet", "width": 32, "depth": 3, "steps": 300, "batch_size": 256,
-    "learning_rate": 3e-3, "weight_decay": 0.0, "loss": "xent", "max_shift": 2,
-    "seeds": 3})
+  c.evaluation = ml_collections.ConfigDict(
+    {
+      "network": "convnet",
+      "width": 32,
+      "depth": 3,
+      "steps": 300,
+      "batch_size": 256,
+      "learning_rate": 3e-3,
+      "weight_decay": 0.0,
+      "loss": "xent",
+      "max_shift": 2,
+      "seeds": 3,
+    }
+  )
   return c
 
 
@@ -44,8 +68,9 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config in place to a seconds-long smoke run (tests reuse it)."""
   c.num_steps = 4
   c.dataset.max_train, c.dataset.max_test = 400, 200
-  c.rfad.update({"width": 8, "depth": 2, "num_models": 1, "num_models_eval": 1,
-                 "target_batch_size": 64})
+  c.rfad.update(
+    {"width": 8, "depth": 2, "num_models": 1, "num_models_eval": 1, "target_batch_size": 64}
+  )
   c.log_every = c.eval_every = c.checkpoint_every = 2
   c.keep_checkpoints = 3
   c.evaluation.update({"width": 8, "depth": 2, "steps": 3, "seeds": 2})
@@ -54,13 +79,15 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10,
-                       runlocal=False)
+  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
   c = rfad_base(a.per_class)
   return runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return [{"name": f"ipc{n}_seed{s}", "rfad.per_class": n, "seed": s}
-          for n in (1, 10, 50) for s in (0, 1, 2)]
+  return [
+    {"name": f"ipc{n}_seed{s}", "rfad.per_class": n, "seed": s}
+    for n in (1, 10, 50)
+    for s in (0, 1, 2)
+  ]

@@ -14,6 +14,7 @@ Subpackages (imports only point downward in this list):
 
 Only `kdjax.losses` is imported eagerly, so `import kdjax` stays light.
 """
+
 from kdjax import losses
 
 __version__ = "0.1.0"

@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kdjax.distill import job as distill_job
-from kdjax.distill import runner as kip_runner
+from kdjax.distill import job as distill_job, runner as kip_runner
 from kdjax.theory import experiments as theory_experiments
-from kdjax.train import lm_job
-from kdjax.train import loop as train_loop
+from kdjax.train import lm_job, loop as train_loop
 
 Job = Callable[[Any, str], dict]
 

@@ -8,6 +8,7 @@ use is refused. For multi-host runs pass ``--distributed`` (TPU VMs and GPU
 clusters discover their peers) or ``--coordinator_address/--num_processes/--process_id``
 (CPU hosts, gloo collectives).
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -16,7 +17,8 @@ from launch import jobs
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if present).")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() with auto-detection (TPU/GPU).")
+  "distributed", False, "Call jax.distributed.initialize() with auto-detection (TPU/GPU)."
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index.")
@@ -26,12 +28,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def initialize_distributed() -> None:
   """Starts jax.distributed when the flags ask for more than one process."""
   import jax
+
   if _COORDINATOR.value:
     # Only used by the CPU backend (gloo collectives between CPU processes).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
 

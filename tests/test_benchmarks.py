@@ -1,4 +1,5 @@
 """benchmarks/: the shared timing helper, and every script runs with tiny sizes (slow)."""
+
 from __future__ import annotations
 
 import os
@@ -47,21 +48,49 @@ def test_describe_devices_names_backend_and_devices():
 # Each script with sizes small enough for seconds of work, and a line of its final table:
 # they must keep running after refactors of the modules and configs they import.
 SMOKE = {
-    "chunked_kd": (["--n=64", "--hidden=16", "--vocab=256", "--chunk_sizes=32", "--time_n=32",
-                    "--time_hidden=16", "--time_vocab=128", "--time_chunk_size=32",
-                    "--repeats=1"], "chunked_fused"),
-    "logit_losses": (["--batch=8", "--vocab=32", "--repeats=1"], "| float32 loss+grad |"),
-    "kernels": (["--fc_n=16", "--flatten_n=2", "--gap_n=2", "--repeats=1"], "| gap |"),
-    "train_step": (["--batch_size=16", "--student_width=8", "--teacher_width=8", "--iters=1",
-                    "--repeats=1"], "KD / parts"),
-    "kip_table": (["--per_class=1", "--steps=2", "--seeds=1"], "| all 4,000 |"),
-    "kd_mnist5k": (["--seeds=1", "--arg=runlocal"], "| mean ± std |"),
-    "lm_kd": (["--notable", "--batch=2", "--seq_len=16", "--vocab=64", "--chunk_size=8",
-               "--new_tokens=4", "--prompt_len=2", "--repeats=1"], "speed-up"),
-    "krr_scale": (["--sizes=64", "--dim=4", "--rank=8", "--batch_size=32", "--repeats=1"],
-                  "cg_blocks"),
-    "distill_table": (["--datasets=digits", "--per_class=1", "--methods=rfad,closed_form",
-                       "--num_steps=2"], "| digits | 1 |"),
+  "chunked_kd": (
+    [
+      "--n=64",
+      "--hidden=16",
+      "--vocab=256",
+      "--chunk_sizes=32",
+      "--time_n=32",
+      "--time_hidden=16",
+      "--time_vocab=128",
+      "--time_chunk_size=32",
+      "--repeats=1",
+    ],
+    "chunked_fused",
+  ),
+  "logit_losses": (["--batch=8", "--vocab=32", "--repeats=1"], "| float32 loss+grad |"),
+  "kernels": (["--fc_n=16", "--flatten_n=2", "--gap_n=2", "--repeats=1"], "| gap |"),
+  "train_step": (
+    ["--batch_size=16", "--student_width=8", "--teacher_width=8", "--iters=1", "--repeats=1"],
+    "KD / parts",
+  ),
+  "kip_table": (["--per_class=1", "--steps=2", "--seeds=1"], "| all 4,000 |"),
+  "kd_mnist5k": (["--seeds=1", "--arg=runlocal"], "| mean ± std |"),
+  "lm_kd": (
+    [
+      "--notable",
+      "--batch=2",
+      "--seq_len=16",
+      "--vocab=64",
+      "--chunk_size=8",
+      "--new_tokens=4",
+      "--prompt_len=2",
+      "--repeats=1",
+    ],
+    "speed-up",
+  ),
+  "krr_scale": (
+    ["--sizes=64", "--dim=4", "--rank=8", "--batch_size=32", "--repeats=1"],
+    "cg_blocks",
+  ),
+  "distill_table": (
+    ["--datasets=digits", "--per_class=1", "--methods=rfad,closed_form", "--num_steps=2"],
+    "| digits | 1 |",
+  ),
 }
 
 
@@ -76,7 +105,13 @@ def test_benchmark_runs_with_tiny_sizes(name, tmp_path):
   args, expected = SMOKE[name]
   args = args + ([f"--root={tmp_path}"] if name == "kd_mnist5k" else [])
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+  result = subprocess.run(
+    [sys.executable, "-m", f"benchmarks.{name}", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert expected in result.stdout, result.stdout

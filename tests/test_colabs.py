@@ -7,6 +7,7 @@ here prints it as JSON, and the notebook's check below asserts on it. The notebo
 concurrently, at most ``CONCURRENT`` kernels at a time: most of their time is
 single-threaded imports and compilation, so overlapping them fills the 2 cores.
 """
+
 import asyncio
 import json
 import os
@@ -32,8 +33,13 @@ def check_kd_losses(r):
 
 def check_self_distillation_theory(r):
   # Closed forms of kdjax.theory against the notebook's NumPy iterated solves (float64).
-  for key in ("max_abs_diff_closed_vs_iterated", "max_abs_diff_shrinkage",
-              "max_abs_diff_constrained", "max_abs_diff_limit", "max_abs_diff_gp"):
+  for key in (
+    "max_abs_diff_closed_vs_iterated",
+    "max_abs_diff_shrinkage",
+    "max_abs_diff_constrained",
+    "max_abs_diff_limit",
+    "max_abs_diff_gp",
+  ):
     assert r[key] < 1e-9, (key, r[key])
   assert r["collapse_round_closed"] is not None
   assert r["collapse_round_closed"] == r["collapse_round_iterated"]
@@ -57,7 +63,7 @@ def check_kip_distillation(r):
 
 def check_theory_dynamics(r):
   assert r["max_abs_diff_limit"] < 1e-10, r
-  assert 1.8 < r["gd_errors"][0] / r["gd_errors"][1] < 2.2, r      # GD error is O(eta)
+  assert 1.8 < r["gd_errors"][0] / r["gd_errors"][1] < 2.2, r  # GD error is O(eta)
   assert r["mae_first_feature"] == [0] * len(r["mae_first_feature"]), r
   assert r["jepa_first_feature"][0] == 0, r
   assert r["jepa_gd_vs_ode"] < 1e-2, r
@@ -83,12 +89,12 @@ def check_dataset_distillation(r):
 
 
 CHECKS = {
-    "kd_losses.ipynb": check_kd_losses,
-    "self_distillation_theory.ipynb": check_self_distillation_theory,
-    "kip_distillation.ipynb": check_kip_distillation,
-    "theory_dynamics.ipynb": check_theory_dynamics,
-    "lm_distillation.ipynb": check_lm_distillation,
-    "dataset_distillation.ipynb": check_dataset_distillation,
+  "kd_losses.ipynb": check_kd_losses,
+  "self_distillation_theory.ipynb": check_self_distillation_theory,
+  "kip_distillation.ipynb": check_kip_distillation,
+  "theory_dynamics.ipynb": check_theory_dynamics,
+  "lm_distillation.ipynb": check_lm_distillation,
+  "dataset_distillation.ipynb": check_dataset_distillation,
 }
 
 
@@ -96,8 +102,11 @@ def kernel_env():
   """The test process's environment in smoke mode, one CPU device, kdjax importable."""
   env = dict(os.environ)
   env["KDJAX_COLAB_SMOKE"] = "1"
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags = [
+    f
+    for f in env.get("XLA_FLAGS", "").split()
+    if not f.startswith("--xla_force_host_platform_device_count")
+  ]
   env["XLA_FLAGS"] = " ".join(flags)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
   return env
@@ -126,11 +135,11 @@ async def execute(path):
   """Runs the notebook at ``path`` in its own kernel; returns the text its last cell printed."""
   nb = nbformat.read(path, as_version=4)
   nb.cells.append(nbformat.v4.new_code_cell(READ_RESULTS))
-  client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                   resources={"metadata": {"path": str(ROOT)}})
+  client = nbclient.NotebookClient(
+    nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+  )
   await client.async_execute(env=kernel_env())  # raises CellExecutionError if a cell raises
-  return "".join(out.get("text", "") for out in nb.cells[-1].outputs
-                 if out.output_type == "stream")
+  return "".join(out.get("text", "") for out in nb.cells[-1].outputs if out.output_type == "stream")
 
 
 @pytest.fixture(scope="module")

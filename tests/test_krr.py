@@ -1,4 +1,5 @@
 """kdjax.krr against NumPy/SciPy float64 references."""
+
 import jax
 import jax.numpy as jnp
 import jax.test_util
@@ -83,11 +84,14 @@ def test_bad_shapes_raise():
 ISSUE_K = np.array([[2.0, 1.9], [-5.0, 2.0]])
 
 
-@pytest.mark.parametrize("call", [
+@pytest.mark.parametrize(
+  "call",
+  [
     lambda k: krr.predict(np.ones((1, 2)), k, np.ones(2)),
     lambda k: krr.solve(k, np.ones(2)),
     lambda k: krr.posterior(np.ones((1, 2)), k, np.ones(2), np.ones(1)),
-])
+  ],
+)
 def test_non_symmetric_kernel_raises(call):
   with pytest.raises(ValueError, match="k_train_train is not symmetric"):
     call(ISSUE_K)
@@ -127,8 +131,9 @@ def test_not_positive_definite_message_suggests_a_reg_that_works():
 def test_under_jit_a_failed_cholesky_gives_nan_never_a_number():
   k = jnp.array([[1.0, 2.0], [2.0, 1.0]])
   pred = jax.jit(lambda k: krr.predict(jnp.ones((3, 2)), k, jnp.ones(2), reg=0.0))(k)
-  mean, var = jax.jit(lambda k: krr.posterior(jnp.ones((3, 2)), k, jnp.ones(2), jnp.ones(3),
-                                              reg=0.0))(k)
+  mean, var = jax.jit(
+    lambda k: krr.posterior(jnp.ones((3, 2)), k, jnp.ones(2), jnp.ones(3), reg=0.0)
+  )(k)
   assert bool(jnp.all(jnp.isnan(pred)))
   assert bool(jnp.all(jnp.isnan(mean))) and bool(jnp.all(jnp.isnan(var)))
 

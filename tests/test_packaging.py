@@ -1,4 +1,5 @@
 """Packaging contract: `import kdjax.losses` is light, and the README's optax example works."""
+
 import pathlib
 import re
 import subprocess
@@ -11,12 +12,21 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Not dependencies of `kdjax` itself (pyproject: only jax and numpy); extras may use them.
-HEAVY_MODULES = ("flax", "optax", "orbax", "tensorflow", "tensorflow_datasets", "chex",
-                 "ml_collections", "matplotlib")
+HEAVY_MODULES = (
+  "flax",
+  "optax",
+  "orbax",
+  "tensorflow",
+  "tensorflow_datasets",
+  "chex",
+  "ml_collections",
+  "matplotlib",
+)
 
 
-@pytest.mark.parametrize("statement", ["import kdjax", "import kdjax.losses",
-                                       "from kdjax.losses import kd_loss"])
+@pytest.mark.parametrize(
+  "statement", ["import kdjax", "import kdjax.losses", "from kdjax.losses import kd_loss"]
+)
 def test_import_does_not_pull_heavy_dependencies(statement):
   code = textwrap.dedent(f"""
       import sys
@@ -24,9 +34,14 @@ def test_import_does_not_pull_heavy_dependencies(statement):
       loaded = sorted({{name.split('.')[0] for name in sys.modules}} & set({HEAVY_MODULES!r}))
       print(','.join(loaded))
       """)
-  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={"PYTHONPATH": str(REPO),
-                                                       "JAX_PLATFORMS": "cpu"})
+  result = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"},
+  )
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "", f"{statement} imported {result.stdout.strip()}"
 
@@ -61,13 +76,15 @@ def test_readme_optax_example_trains():
   teacher_params = {"w": jnp.asarray(rng.standard_normal((dim, classes)), jnp.float32)}
   y = jnp.argmax(x @ teacher_params["w"], axis=-1)
   namespace = {
-      "student_apply": lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"],
-      "teacher_apply": lambda p, x: x @ p["w"],
-      "optimizer": optax.adam(1e-2),
+    "student_apply": lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"],
+    "teacher_apply": lambda p, x: x @ p["w"],
+    "optimizer": optax.adam(1e-2),
   }
   exec(README_EXAMPLE, namespace)  # the example's code, verbatim
-  params = {"w1": jnp.asarray(0.3 * rng.standard_normal((dim, 16)), jnp.float32),
-            "w2": jnp.zeros((16, classes), jnp.float32)}
+  params = {
+    "w1": jnp.asarray(0.3 * rng.standard_normal((dim, 16)), jnp.float32),
+    "w2": jnp.zeros((16, classes), jnp.float32),
+  }
   opt_state = namespace["optimizer"].init(params)
   losses = []
   for _ in range(150):

@@ -5,13 +5,34 @@ API: `load(name) -> Dataset` (embedded `mnist5k` and `digits`, or a tfds name),
 `standardize_images`, `fit_zca` / `ZcaWhitening`, `regression_targets`,
 `class_balanced_indices`, and `Batches` for deterministic data-parallel batches.
 """
+
 from kdjax.data import text
 from kdjax.data.batches import Batches, batch_indices
 from kdjax.data.datasets import DATASETS, EMBEDDED, TFDS, Dataset, load
-from kdjax.data.preprocess import (PREPROCESSING, ZcaWhitening, class_balanced_indices, fit_zca,
-                                   preprocess_dataset, regression_targets, standardize_images)
+from kdjax.data.preprocess import (
+  PREPROCESSING,
+  ZcaWhitening,
+  class_balanced_indices,
+  fit_zca,
+  preprocess_dataset,
+  regression_targets,
+  standardize_images,
+)
 
-__all__ = ["text", "Batches", "batch_indices", "DATASETS", "EMBEDDED", "TFDS", "Dataset", "load",
-           "PREPROCESSING", "ZcaWhitening", "class_balanced_indices", "fit_zca",
-           "preprocess_dataset", "regression_targets",
-           "standardize_images"]
+__all__ = [
+  "text",
+  "Batches",
+  "batch_indices",
+  "DATASETS",
+  "EMBEDDED",
+  "TFDS",
+  "Dataset",
+  "load",
+  "PREPROCESSING",
+  "ZcaWhitening",
+  "class_balanced_indices",
+  "fit_zca",
+  "preprocess_dataset",
+  "regression_targets",
+  "standardize_images",
+]

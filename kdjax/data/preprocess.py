@@ -1,6 +1,7 @@
 """Preprocessing for kernel methods and dataset distillation: image standardisation,
 ZCA whitening, regression targets and balanced per-class subsets.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PREPROCESSING", "preprocess_dataset", "standardize_images", "ZcaWhitening",
-           "fit_zca", "regression_targets", "class_balanced_indices"]
+__all__ = [
+  "PREPROCESSING",
+  "preprocess_dataset",
+  "standardize_images",
+  "ZcaWhitening",
+  "fit_zca",
+  "regression_targets",
+  "class_balanced_indices",
+]
 
 PREPROCESSING = ("none", "standardize", "zca")
 
@@ -62,8 +70,10 @@ class ZcaWhitening:
     x = standardize_images(x)
     flat = x.reshape(len(x), -1).astype(np.float64)
     if flat.shape[1] != self.mean.shape[0]:
-      raise ValueError(f"x must have {self.mean.shape[0]} features per image, got "
-                       f"{flat.shape[1]} (shape {x.shape})")
+      raise ValueError(
+        f"x must have {self.mean.shape[0]} features per image, got "
+        f"{flat.shape[1]} (shape {x.shape})"
+      )
     return ((flat - self.mean) @ self.matrix).reshape(x.shape).astype(np.float32)
 
 
@@ -122,8 +132,7 @@ def preprocess_dataset(ds: Any, kind: str, *, zca_strength: float) -> Any:
   return dataclasses.replace(ds, x_train=transform(ds.x_train), x_test=transform(ds.x_test))
 
 
-def regression_targets(labels: np.ndarray, num_classes: int, *,
-                       offset: float = 0.1) -> np.ndarray:
+def regression_targets(labels: np.ndarray, num_classes: int, *, offset: float = 0.1) -> np.ndarray:
   r"""One-hot regression targets shifted by ``-offset`` (the KIP/NTK-KRR convention).
 
   .. math:: y_{ic} = [\mathrm{label}_i = c] - \mathrm{offset}
@@ -141,16 +150,19 @@ def regression_targets(labels: np.ndarray, num_classes: int, *,
   """
   labels = np.asarray(labels)
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"labels must be a 1-D integer array, got shape {labels.shape} "
-                     f"dtype {labels.dtype}")
+    raise ValueError(
+      f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
+    )
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                     f"[{labels.min()}, {labels.max()}]")
+    raise ValueError(
+      f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]"
+    )
   return (np.eye(num_classes, dtype=np.float32)[labels] - offset).astype(np.float32)
 
 
-def class_balanced_indices(labels: np.ndarray, per_class: int, *, seed: int,
-                           num_classes: int | None = None) -> np.ndarray:
+def class_balanced_indices(
+  labels: np.ndarray, per_class: int, *, seed: int, num_classes: int | None = None
+) -> np.ndarray:
   """Indices of ``per_class`` random examples of every class, grouped by class.
 
   Args:
@@ -169,8 +181,11 @@ def class_balanced_indices(labels: np.ndarray, per_class: int, *, seed: int,
   num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
   counts = np.bincount(labels, minlength=num_classes)
   if per_class < 1 or per_class > counts.min():
-    raise ValueError(f"per_class must be in [1, {counts.min()}] (the smallest class has "
-                     f"{counts.min()} examples), got {per_class}")
+    raise ValueError(
+      f"per_class must be in [1, {counts.min()}] (the smallest class has "
+      f"{counts.min()} examples), got {per_class}"
+    )
   rng = np.random.default_rng(seed)
-  return np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-                         for c in range(num_classes)])
+  return np.concatenate(
+    [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(num_classes)]
+  )

@@ -26,6 +26,7 @@ For a surjective random-feature map (:class:`RandomFeatures`: ``D <= d`` leaky-R
 features of a random projection) every support feature vector has a preimage image,
 found by inverting the activation and solving the projection by least squares.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -36,8 +37,9 @@ import jax.numpy as jnp
 __all__ = ["ridge_weights", "distill", "RandomFeatures", "random_features"]
 
 
-def ridge_weights(features: jax.typing.ArrayLike, targets: jax.typing.ArrayLike, *,
-                  reg: float) -> jax.Array:
+def ridge_weights(
+  features: jax.typing.ArrayLike, targets: jax.typing.ArrayLike, *, reg: float
+) -> jax.Array:
   r"""Ridge regression weights :math:`W = (\Phi^\top\Phi + \lambda I)^{-1}\Phi^\top Y`.
 
   Solved in the smaller of the primal (``d x d``) and dual (``n x n``,
@@ -53,8 +55,7 @@ def ridge_weights(features: jax.typing.ArrayLike, targets: jax.typing.ArrayLike,
   """
   phi, y = jnp.asarray(features), jnp.asarray(targets)
   if phi.ndim != 2 or y.ndim != 2 or phi.shape[0] != y.shape[0]:
-    raise ValueError(f"features must be [n, d] and targets [n, c], got {phi.shape} and "
-                     f"{y.shape}")
+    raise ValueError(f"features must be [n, d] and targets [n, c], got {phi.shape} and {y.shape}")
   if reg < 0:
     raise ValueError(f"reg must be >= 0, got {reg}")
   n, d = phi.shape
@@ -63,9 +64,14 @@ def ridge_weights(features: jax.typing.ArrayLike, targets: jax.typing.ArrayLike,
   return phi.T @ jnp.linalg.solve(phi @ phi.T + reg * jnp.eye(n, dtype=phi.dtype), y)
 
 
-def distill(features: jax.typing.ArrayLike, targets: jax.typing.ArrayLike, *, reg: float,
-            support_reg: float = 0.0, labels: jax.typing.ArrayLike | None = None
-            ) -> tuple[jax.Array, jax.Array]:
+def distill(
+  features: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  *,
+  reg: float,
+  support_reg: float = 0.0,
+  labels: jax.typing.ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
   r"""One support feature vector per class whose ridge model equals the full-data one.
 
   Chen, Huang & Weng (2024), "Provable and Efficient Dataset Distillation for Kernel
@@ -99,8 +105,10 @@ def distill(features: jax.typing.ArrayLike, targets: jax.typing.ArrayLike, *, re
     raise ValueError(f"labels must be [{c}, {c}] (one row per class), got {y0.shape}")
   gram = w.T @ w
   if not isinstance(gram, jax.core.Tracer) and jnp.linalg.matrix_rank(gram) < c:
-    raise ValueError(f"the full-data ridge weights have rank below the {c} classes; one "
-                     "point per class cannot reproduce them")
+    raise ValueError(
+      f"the full-data ridge weights have rank below the {c} classes; one "
+      "point per class cannot reproduce them"
+    )
   support = y0 @ jnp.linalg.solve(gram, w.T)
   support_labels = y0 + support_reg * jnp.linalg.solve(y0.T, gram)
   return support, support_labels
@@ -117,6 +125,7 @@ class RandomFeatures(NamedTuple):
     matrix: [p, D] projection (inputs are flattened to p values).
     slope: leaky-ReLU slope in (0, 1].
   """
+
   matrix: jax.Array
   slope: float
 
@@ -145,8 +154,9 @@ class RandomFeatures(NamedTuple):
     return x.reshape((x.shape[0],) + tuple(shape))
 
 
-def random_features(key: jax.Array, input_dim: int, num_features: int, *,
-                    slope: float = 0.2, dtype=jnp.float32) -> RandomFeatures:
+def random_features(
+  key: jax.Array, input_dim: int, num_features: int, *, slope: float = 0.2, dtype=jnp.float32
+) -> RandomFeatures:
   """Samples a :class:`RandomFeatures` map with ``num_features <= input_dim``.
 
   Raises:
@@ -154,8 +164,9 @@ def random_features(key: jax.Array, input_dim: int, num_features: int, *,
       or ``slope`` outside (0, 1].
   """
   if not 1 <= num_features <= input_dim:
-    raise ValueError(f"num_features must be in [1, input_dim={input_dim}] for a "
-                     f"surjective map, got {num_features}")
+    raise ValueError(
+      f"num_features must be in [1, input_dim={input_dim}] for a surjective map, got {num_features}"
+    )
   if not 0 < slope <= 1:
     raise ValueError(f"slope must be in (0, 1], got {slope}")
   return RandomFeatures(jax.random.normal(key, (input_dim, num_features), dtype), slope)

@@ -20,6 +20,7 @@ to integer labels (one-hot) or soft label rows (distributions for ``xent``; any 
 targets, e.g. learned KRR labels, for ``mse``). Each training step is one jitted function
 (see :func:`_compiled` for why not one ``fori_loop`` or a ``vmap`` over seeds).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,6 +61,7 @@ class Protocol:
     seeds: number of independently initialised networks (seeds 0..seeds-1 offset by
       the ``seed`` argument of :func:`evaluate`).
   """
+
   network: str = "convnet"
   width: int = 64
   depth: int = 3
@@ -82,20 +84,22 @@ class Protocol:
     if self.max_shift < 0:
       raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
     if not self.learning_rate > 0 or self.weight_decay < 0:
-      raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got "
-                       f"{self.learning_rate}, {self.weight_decay}")
+      raise ValueError(
+        f"learning_rate must be > 0 and weight_decay >= 0, got "
+        f"{self.learning_rate}, {self.weight_decay}"
+      )
 
 
 def make_network(protocol: Protocol, num_classes: int) -> nn.Module:
   """The flax network of ``protocol`` with ``num_classes`` outputs."""
   if protocol.network == "convnet":
-    return models.ConvNet(num_classes=num_classes, width=protocol.width,
-                          depth=protocol.depth)
+    return models.ConvNet(num_classes=num_classes, width=protocol.width, depth=protocol.depth)
   if protocol.network == "mlp":
     return models.MLP(num_classes=num_classes, hidden=(protocol.width,) * protocol.depth)
   w = protocol.width
-  return models.CifarResNet(num_classes=num_classes, depth=8,
-                            widths=(max(w // 4, 1), max(w // 4, 1), max(w // 2, 1), w))
+  return models.CifarResNet(
+    num_classes=num_classes, depth=8, widths=(max(w // 4, 1), max(w // 4, 1), max(w // 2, 1), w)
+  )
 
 
 def random_shift(key: jax.Array, x: jax.typing.ArrayLike, max_shift: int) -> jax.Array:
@@ -131,16 +135,17 @@ def _targets(y: Any, num_classes: int, loss: str) -> np.ndarray:
     if y.ndim != 1:
       raise ValueError(f"integer labels must be 1-D, got shape {y.shape}")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-      raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                       f"[{y.min()}, {y.max()}]")
+      raise ValueError(f"labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
     return np.eye(num_classes, dtype=np.float32)[y]
   if y.ndim != 2 or y.shape[1] != num_classes:
     raise ValueError(f"soft labels must be [m, {num_classes}], got shape {y.shape}")
   if not np.all(np.isfinite(y)):
     raise ValueError("labels hold NaN or inf")
   if loss == "xent" and (y.min() < 0 or not np.allclose(y.sum(1), 1.0, atol=1e-4)):
-    raise ValueError("loss 'xent' needs integer labels or rows that are distributions "
-                     "(non-negative, summing to 1); use loss='mse' for real-valued labels")
+    raise ValueError(
+      "loss 'xent' needs integer labels or rows that are distributions "
+      "(non-negative, summing to 1); use loss='mse' for real-valued labels"
+    )
   return y.astype(np.float32)
 
 
@@ -161,14 +166,18 @@ def _compiled(protocol: Protocol, num_classes: int) -> tuple[Callable, Callable,
   """
   model = make_network(protocol, num_classes)
   schedule = optax.cosine_decay_schedule(protocol.learning_rate, protocol.steps)
-  optimizer = (optax.adamw(schedule, weight_decay=protocol.weight_decay)
-               if protocol.weight_decay else optax.adam(schedule))
+  optimizer = (
+    optax.adamw(schedule, weight_decay=protocol.weight_decay)
+    if protocol.weight_decay
+    else optax.adam(schedule)
+  )
 
   def apply(variables, images, train):
     if set(variables) == {"params"} or not train:
       return model.apply(variables, images, train=train), variables
-    logits, updates = model.apply(variables, images, train=True,
-                                  mutable=[k for k in variables if k != "params"])
+    logits, updates = model.apply(
+      variables, images, train=True, mutable=[k for k in variables if k != "params"]
+    )
     return logits, {**variables, **updates}
 
   def init(key, x):
@@ -199,9 +208,17 @@ def _compiled(protocol: Protocol, num_classes: int) -> tuple[Callable, Callable,
   return jax.jit(init), jax.jit(step, donate_argnums=0), jax.jit(correct)
 
 
-def evaluate(x_train: jax.typing.ArrayLike, y_train: Any, x_test: jax.typing.ArrayLike,
-             labels_test: jax.typing.ArrayLike, protocol: Protocol = Protocol(), *,
-             num_classes: int, seed: int = 0, test_chunk: int = 1000) -> dict:
+def evaluate(
+  x_train: jax.typing.ArrayLike,
+  y_train: Any,
+  x_test: jax.typing.ArrayLike,
+  labels_test: jax.typing.ArrayLike,
+  protocol: Protocol = Protocol(),
+  *,
+  num_classes: int,
+  seed: int = 0,
+  test_chunk: int = 1000,
+) -> dict:
   r"""Trains ``protocol.seeds`` finite networks on ``(x_train, y_train)``; test accuracy.
 
   The protocol of the module docstring: each network starts from its own random
@@ -231,15 +248,18 @@ def evaluate(x_train: jax.typing.ArrayLike, y_train: Any, x_test: jax.typing.Arr
   x_train, x_test = np.asarray(x_train, np.float32), np.asarray(x_test, np.float32)
   labels_test = np.asarray(labels_test)
   if x_train.ndim != 4 or x_test.ndim != 4 or x_train.shape[1:] != x_test.shape[1:]:
-    raise ValueError(f"x_train and x_test must be [m, H, W, C] images of one shape, got "
-                     f"{x_train.shape} and {x_test.shape}")
+    raise ValueError(
+      f"x_train and x_test must be [m, H, W, C] images of one shape, got "
+      f"{x_train.shape} and {x_test.shape}"
+    )
   if len(x_train) == 0 or len(np.asarray(y_train)) != len(x_train):
-    raise ValueError(f"y_train must have one row per image of x_train ({len(x_train)}), "
-                     f"got {np.shape(y_train)}")
+    raise ValueError(
+      f"y_train must have one row per image of x_train ({len(x_train)}), got {np.shape(y_train)}"
+    )
   if labels_test.shape != (len(x_test),):
     raise ValueError(f"labels_test must be [{len(x_test)}], got {labels_test.shape}")
   targets = _targets(y_train, num_classes, protocol.loss)
-  _targets(labels_test, num_classes, "xent")   # range check of the test labels
+  _targets(labels_test, num_classes, "xent")  # range check of the test labels
   init, step, correct = _compiled(protocol, num_classes)
   x, y = jnp.asarray(x_train), jnp.asarray(targets)
   accuracies = []
@@ -249,12 +269,23 @@ def evaluate(x_train: jax.typing.ArrayLike, y_train: Any, x_test: jax.typing.Arr
     for i in range(protocol.steps):
       carry, loss = step(carry, x, y, key, i)
     if not np.isfinite(float(loss)):
-      raise FloatingPointError(f"training loss became {float(loss)} (seed {seed + s}); "
-                               "lower protocol.learning_rate")
-    hits = sum(int(correct(carry[0], jnp.asarray(x_test[i:i + test_chunk]),
-                           jnp.asarray(labels_test[i:i + test_chunk])))
-               for i in range(0, len(x_test), test_chunk))
+      raise FloatingPointError(
+        f"training loss became {float(loss)} (seed {seed + s}); lower protocol.learning_rate"
+      )
+    hits = sum(
+      int(
+        correct(
+          carry[0],
+          jnp.asarray(x_test[i : i + test_chunk]),
+          jnp.asarray(labels_test[i : i + test_chunk]),
+        )
+      )
+      for i in range(0, len(x_test), test_chunk)
+    )
     accuracies.append(hits / len(x_test))
   accuracies = np.asarray(accuracies, np.float64)
-  return {"mean": float(accuracies.mean()), "std": float(accuracies.std()),
-          "accuracies": [float(a) for a in accuracies]}
+  return {
+    "mean": float(accuracies.mean()),
+    "std": float(accuracies.std()),
+    "accuracies": [float(a) for a in accuracies],
+  }

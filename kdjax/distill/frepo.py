@@ -17,6 +17,7 @@ the MSE of its logits to the support labels, and is re-initialised after
 ``max_updates`` such steps, so the pool always spans models of different ages.
 The KRR is :func:`kdjax.distill.rfad.krr_predict` (dual or primal, whichever is smaller).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -56,6 +57,7 @@ class FrepoState(NamedTuple):
   """Support ``x``/``y``, their optax state, the model pool (parameters and Adam states
   stacked on a leading ``[P]`` axis), each model's ``age`` [P] (updates since its last
   reset) and ``step``."""
+
   x: jax.Array
   y: jax.Array
   opt_state: Any
@@ -65,11 +67,21 @@ class FrepoState(NamedTuple):
   step: jax.Array
 
 
-def make_frepo_step(model: nn.Module, optimizer: optax.GradientTransformation, *,
-                    model_optimizer: optax.GradientTransformation, reg: float,
-                    pool_size: int, max_updates: int, seed: int, learn_labels: bool = True
-                    ) -> tuple[Callable[..., FrepoState], Callable[..., tuple[FrepoState, dict]],
-                               Callable[[jax.Array, jax.Array], Any]]:
+def make_frepo_step(
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  *,
+  model_optimizer: optax.GradientTransformation,
+  reg: float,
+  pool_size: int,
+  max_updates: int,
+  seed: int,
+  learn_labels: bool = True,
+) -> tuple[
+  Callable[..., FrepoState],
+  Callable[..., tuple[FrepoState, dict]],
+  Callable[[jax.Array, jax.Array], Any],
+]:
   """Builds ``init(x, y)``, the jitted ``step(state, x_t, y_t)`` and ``init_model(key, x)``.
 
   Model ``i`` is (re-)initialised by ``init_model(fold_in(key(seed), t), x)`` where ``t``
@@ -91,8 +103,7 @@ def make_frepo_step(model: nn.Module, optimizer: optax.GradientTransformation, *
     'model_loss'})`` and donates ``state``.
   """
   if pool_size < 1 or max_updates < 1:
-    raise ValueError(f"pool_size and max_updates must be >= 1, got {pool_size}, "
-                     f"{max_updates}")
+    raise ValueError(f"pool_size and max_updates must be >= 1, got {pool_size}, {max_updates}")
   names = ("x", "y") if learn_labels else ("x",)
   base = jax.random.key(seed)
 
@@ -103,10 +114,12 @@ def make_frepo_step(model: nn.Module, optimizer: optax.GradientTransformation, *
   def init(x_support, y_support) -> FrepoState:
     x, y = jnp.array(x_support, jnp.float32), jnp.array(y_support, jnp.float32)
     pool, pool_opt = jax.vmap(lambda i: init_model(jax.random.fold_in(base, i), x))(
-        jnp.arange(pool_size))
+      jnp.arange(pool_size)
+    )
     opt_state = optimizer.init({k: v for k, v in (("x", x), ("y", y)) if k in names})
-    return FrepoState(x, y, opt_state, pool, pool_opt, jnp.zeros(pool_size, jnp.int32),
-                      jnp.zeros((), jnp.int32))
+    return FrepoState(
+      x, y, opt_state, pool, pool_opt, jnp.zeros(pool_size, jnp.int32), jnp.zeros((), jnp.int32)
+    )
 
   def step(state: FrepoState, x_target, y_target):
     i = state.step % pool_size
@@ -140,10 +153,13 @@ def make_frepo_step(model: nn.Module, optimizer: optax.GradientTransformation, *
     params, m_opt = jax.tree.map(pick, fresh, params), jax.tree.map(pick, fresh_opt, m_opt)
     put = lambda stacked, one: stacked.at[i].set(one)
     new = state._replace(
-        **support, opt_state=opt_state,
-        pool=jax.tree.map(put, state.pool, params),
-        pool_opt_state=jax.tree.map(put, state.pool_opt_state, m_opt),
-        age=state.age.at[i].set(jnp.where(reset, 0, age)), step=state.step + 1)
+      **support,
+      opt_state=opt_state,
+      pool=jax.tree.map(put, state.pool, params),
+      pool_opt_state=jax.tree.map(put, state.pool_opt_state, m_opt),
+      age=state.age.at[i].set(jnp.where(reset, 0, age)),
+      step=state.step + 1,
+    )
     return new, {"loss": loss, "grad_norm": optax.global_norm(grads), "model_loss": m_loss}
 
   return init, jax.jit(step, donate_argnums=0), init_model

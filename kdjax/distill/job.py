@@ -15,6 +15,7 @@ batch and every random network is a function of ``(seed, step)``), ``support.npz
 the support set alone by :func:`kdjax.distill.evaluation.evaluate`, mean over seeds),
 beside the same numbers for the random real initial support (``*_init``).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,16 @@ def validate(config: Any) -> None:
   if config.method not in METHODS:
     raise ValueError(f"config.method must be one of {list(METHODS)}, got {config.method!r}")
   name, r = config.method, config[config.method]
-  specific = (("num_models", "num_models_eval") if name == "rfad"
-              else ("pool_size", "max_updates"))
-  for key, value in [("num_steps", config.num_steps), ("log_every", config.log_every),
-                     ("eval_every", config.eval_every),
-                     ("checkpoint_every", config.checkpoint_every),
-                     ("keep_checkpoints", config.keep_checkpoints)] + [
-                         (f"{name}.{k}", r[k]) for k in
-                         ("per_class", "width", "depth", "target_batch_size") + specific]:
+  specific = ("num_models", "num_models_eval") if name == "rfad" else ("pool_size", "max_updates")
+  for key, value in [
+    ("num_steps", config.num_steps),
+    ("log_every", config.log_every),
+    ("eval_every", config.eval_every),
+    ("checkpoint_every", config.checkpoint_every),
+    ("keep_checkpoints", config.keep_checkpoints),
+  ] + [
+    (f"{name}.{k}", r[k]) for k in ("per_class", "width", "depth", "target_batch_size") + specific
+  ]:
     if int(value) < 1:
       raise ValueError(f"config.{key} must be >= 1, got {value}")
   if not r.reg > 0:
@@ -58,8 +61,7 @@ def validate(config: Any) -> None:
   if name == "rfad" and r.loss not in rfad.LOSSES:
     raise ValueError(f"config.rfad.loss must be one of {list(rfad.LOSSES)}, got {r.loss!r}")
   if name == "frepo" and not r.model_learning_rate > 0:
-    raise ValueError(f"config.frepo.model_learning_rate must be > 0, got "
-                     f"{r.model_learning_rate}")
+    raise ValueError(f"config.frepo.model_learning_rate must be > 0, got {r.model_learning_rate}")
   schedules.make_schedule(r, config.num_steps, name=name)
   protocol(config)
 
@@ -71,30 +73,58 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
   optimizer = optax.adam(schedules.make_schedule(r, config.num_steps, name=config.method))
   if config.method == "rfad":
     network = rfad.convnet(r.width, r.depth)
-    init, step = rfad.make_rfad_step(network, optimizer, reg=r.reg, num_models=r.num_models,
-                                     seed=config.seed, loss=r.loss,
-                                     learn_labels=r.learn_labels, mesh=mesh)
+    init, step = rfad.make_rfad_step(
+      network,
+      optimizer,
+      reg=r.reg,
+      num_models=r.num_models,
+      seed=config.seed,
+      loss=r.loss,
+      learn_labels=r.learn_labels,
+      mesh=mesh,
+    )
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)
-    return init, step, lambda state, x: rfad.random_features(
-        network, eval_key, x, num_models=r.num_models_eval)
-  model = models.ConvNet(num_classes=num_classes, width=r.width, depth=r.depth,
-                         normalization="none")
+    return (
+      init,
+      step,
+      lambda state, x: rfad.random_features(network, eval_key, x, num_models=r.num_models_eval),
+    )
+  model = models.ConvNet(
+    num_classes=num_classes, width=r.width, depth=r.depth, normalization="none"
+  )
   init, step, _ = frepo.make_frepo_step(
-      model, optimizer, model_optimizer=optax.adam(r.model_learning_rate), reg=r.reg,
-      pool_size=r.pool_size, max_updates=r.max_updates, seed=config.seed,
-      learn_labels=r.learn_labels)
-  return init, step, lambda state, x: frepo.features(
-      model, jax.tree.map(lambda a: a[0], state.pool), x)
+    model,
+    optimizer,
+    model_optimizer=optax.adam(r.model_learning_rate),
+    reg=r.reg,
+    pool_size=r.pool_size,
+    max_updates=r.max_updates,
+    seed=config.seed,
+    learn_labels=r.learn_labels,
+  )
+  return (
+    init,
+    step,
+    lambda state, x: frepo.features(model, jax.tree.map(lambda a: a[0], state.pool), x),
+  )
 
 
 def protocol(config: Any) -> evaluation.Protocol:
   """The finite-network protocol of ``config.evaluation`` (ValueError names bad keys)."""
   e = config.evaluation
   try:
-    return evaluation.Protocol(network=e.network, width=e.width, depth=e.depth,
-                               steps=e.steps, batch_size=e.batch_size,
-                               learning_rate=e.learning_rate, weight_decay=e.weight_decay,
-                               loss=e.loss, max_shift=e.max_shift, seeds=e.seeds)
+    return evaluation.Protocol(
+      network=e.network,
+      width=e.width,
+      depth=e.depth,
+      steps=e.steps,
+      batch_size=e.batch_size,
+      learning_rate=e.learning_rate,
+      weight_decay=e.weight_decay,
+      loss=e.loss,
+      max_shift=e.max_shift,
+      seeds=e.seeds,
+    )
   except ValueError as err:
     raise ValueError(f"config.evaluation: {err}") from None
 
@@ -120,40 +150,56 @@ def run(config: Any, workdir: str) -> dict:
 
 def _run(config: Any, workdir: str) -> dict:
   d, r, name = config.dataset, config[config.method], config.method
-  ds = data.load(d.name, data_dir=d.data_dir or None, max_train=d.max_train or None,
-                 max_test=d.max_test or None)
+  ds = data.load(
+    d.name, data_dir=d.data_dir or None, max_train=d.max_train or None, max_test=d.max_test or None
+  )
   ds = data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
   try:
-    x0, y0 = kip.init_support(ds.x_train, ds.y_train, per_class=r.per_class,
-                              num_classes=ds.num_classes, seed=config.seed,
-                              label_offset=r.label_offset)
+    x0, y0 = kip.init_support(
+      ds.x_train,
+      ds.y_train,
+      per_class=r.per_class,
+      num_classes=ds.num_classes,
+      seed=config.seed,
+      label_offset=r.label_offset,
+    )
   except ValueError as err:
     raise ValueError(f"config.{name}.per_class: {err}") from None
   targets = data.regression_targets(ds.y_train, ds.num_classes, offset=r.label_offset)
   if r.target_batch_size > len(ds.x_train):
-    raise ValueError(f"config.{name}.target_batch_size ({r.target_batch_size}) exceeds the "
-                     f"{len(ds.x_train)} training examples")
+    raise ValueError(
+      f"config.{name}.target_batch_size ({r.target_batch_size}) exceeds the "
+      f"{len(ds.x_train)} training examples"
+    )
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size(r.target_batch_size, mesh, name=f"config.{name}.target_batch_size")
   init, step_fn, features = _method(config, mesh, ds.num_classes)
-  batches = data.Batches(ds.x_train, targets, batch_size=r.target_batch_size,
-                         seed=config.seed, sharding=mesh_lib.batch_sharding(mesh))
+  batches = data.Batches(
+    ds.x_train,
+    targets,
+    batch_size=r.target_batch_size,
+    seed=config.seed,
+    sharding=mesh_lib.batch_sharding(mesh),
+  )
   x_test, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
 
   @jax.jit
   def accuracy(state):
     correct = 0
     for start in range(0, x_test.shape[0], 1000):
-      chunk = x_test[start:start + 1000]
+      chunk = x_test[start : start + 1000]
       phi = features(state, jnp.concatenate([state.x, chunk]))
       m = state.x.shape[0]
       prediction = rfad.krr_predict(phi[m:], phi[:m], state.y, reg=r.reg)
-      correct += jnp.sum(jnp.argmax(prediction, -1) == labels_test[start:start + 1000])
+      correct += jnp.sum(jnp.argmax(prediction, -1) == labels_test[start : start + 1000])
     return correct / x_test.shape[0]
 
   replicated = mesh_lib.replicated(mesh)
-  state = {"support": init(x0, y0), "loss_sum": jax.device_put(jnp.float32(0), replicated),
-           "loss_count": jax.device_put(jnp.int32(0), replicated)}
+  state = {
+    "support": init(x0, y0),
+    "loss_sum": jax.device_put(jnp.float32(0), replicated),
+    "loss_count": jax.device_put(jnp.int32(0), replicated),
+  }
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
   try:
     start, restored = checkpointer.restore_latest(state)
@@ -161,21 +207,30 @@ def _run(config: Any, workdir: str) -> dict:
       state = restored
       print(f"[{config.method}] resumed from the checkpoint at step {start}", flush=True)
     start = start or 0
-    log = MetricsWriter(workdir, resume_step=start, total_steps=config.num_steps,
-                        name=config.method)
+    log = MetricsWriter(
+      workdir, resume_step=start, total_steps=config.num_steps, name=config.method
+    )
     acc_init = float(accuracy(init(x0, y0)))
     if start == 0:
       log.write(0, test_accuracy=acc_init)
     t0 = time.time()
     for step, batch in batches.iterate(start, config.num_steps - start):
       support, metrics = step_fn(state["support"], batch["image"], batch["label"])
-      state = {"support": support, "loss_sum": state["loss_sum"] + metrics["loss"],
-               "loss_count": state["loss_count"] + 1}
+      state = {
+        "support": support,
+        "loss_sum": state["loss_sum"] + metrics["loss"],
+        "loss_count": state["loss_count"] + 1,
+      }
       done, record = step + 1, {}
       if done % config.log_every == 0 or done == config.num_steps:
         record["train_loss"] = float(state["loss_sum"]) / int(state["loss_count"])
-        check_finite(config.method, done, train_loss=record["train_loss"],
-                     support_images=support.x, support_labels=support.y)
+        check_finite(
+          config.method,
+          done,
+          train_loss=record["train_loss"],
+          support_images=support.x,
+          support_labels=support.y,
+        )
         state["loss_sum"], state["loss_count"] = state["loss_sum"] * 0, state["loss_count"] * 0
       if done % config.eval_every == 0 or done == config.num_steps:
         record["test_accuracy"] = float(accuracy(support))
@@ -188,31 +243,43 @@ def _run(config: Any, workdir: str) -> dict:
   finally:
     checkpointer.close()
   support = state["support"]
-  check_finite(config.method, int(support.step), support_images=support.x,
-               support_labels=support.y)
+  check_finite(config.method, int(support.step), support_images=support.x, support_labels=support.y)
   x_final, y_final = np.asarray(support.x), np.asarray(support.y)
-  summary = {"test_accuracy": float(accuracy(support)),
-             "test_accuracy_init": acc_init, "num_support": int(len(x_final)),
-             "num_steps": int(config.num_steps), "distill_seconds": seconds}
+  summary = {
+    "test_accuracy": float(accuracy(support)),
+    "test_accuracy_init": acc_init,
+    "num_support": int(len(x_final)),
+    "num_steps": int(config.num_steps),
+    "distill_seconds": seconds,
+  }
   workdir_lib.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)
   figures.image_grid(x_final, r.per_class, os.path.join(workdir, "support.png"))
-  figures.plot_curves(log.records, ["test_accuracy"],
-                      os.path.join(workdir, "learning_curve.png"),
-                      title=f"{config.method} {ds.name}, {r.per_class}/class: KRR test accuracy")
-  figures.plot_curves(log.records, ["train_loss"], os.path.join(workdir, "loss.png"),
-                      title=f"{config.method} train loss", logy=True)
+  figures.plot_curves(
+    log.records,
+    ["test_accuracy"],
+    os.path.join(workdir, "learning_curve.png"),
+    title=f"{config.method} {ds.name}, {r.per_class}/class: KRR test accuracy",
+  )
+  figures.plot_curves(
+    log.records,
+    ["train_loss"],
+    os.path.join(workdir, "loss.png"),
+    title=f"{config.method} train loss",
+    logy=True,
+  )
   finite = protocol(config)
   # Learned labels are real-valued KRR targets: the networks then fit them with MSE.
   labels_final = y_final if r.learn_labels else np.argmax(y_final, 1)
   if r.learn_labels and finite.loss == "xent":
     finite = evaluation.Protocol(**{**finite.__dict__, "loss": "mse"})
-  for name, (x, y) in (("", (x_final, labels_final)),
-                       ("_init", (x0, np.argmax(y0, 1)))):
-    result = evaluation.evaluate(x, y, ds.x_test, ds.y_test, finite,
-                                 num_classes=ds.num_classes, seed=config.seed)
+  for name, (x, y) in (("", (x_final, labels_final)), ("_init", (x0, np.argmax(y0, 1)))):
+    result = evaluation.evaluate(
+      x, y, ds.x_test, ds.y_test, finite, num_classes=ds.num_classes, seed=config.seed
+    )
     summary[f"transfer_test_accuracy{name}"] = result["mean"]
     summary[f"transfer_test_accuracy{name}_std"] = result["std"]
-  workdir_lib.atomic_write(os.path.join(workdir, "summary.json"),
-                           json.dumps(summary, indent=2, sort_keys=True) + "\n")
+  workdir_lib.atomic_write(
+    os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2, sort_keys=True) + "\n"
+  )
   print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
   return summary

@@ -17,9 +17,11 @@ The kernel is any ``kernel(x1, x2) -> [n1, n2]`` function, e.g.
 ``functools.partial(kernel_fn, get='ntk')`` for a ``kdjax.kernels.stax`` network; the
 KRR itself is ``kdjax.krr.predict``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +32,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from kdjax import krr
 from kdjax.data import class_balanced_indices, regression_targets
 
-__all__ = ["KipState", "init_support", "kip_loss", "make_kip_step", "label_solve",
-           "krr_accuracy", "check_finite"]
+__all__ = [
+  "KipState",
+  "init_support",
+  "kip_loss",
+  "make_kip_step",
+  "label_solve",
+  "krr_accuracy",
+  "check_finite",
+]
 
 Kernel = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -46,15 +55,22 @@ class KipState(NamedTuple):
       ``make_kip_step``'s ``learn_images``/``learn_labels``.
     step: int32 scalar, number of KIP steps taken.
   """
+
   x: jax.Array
   y: jax.Array
   opt_state: Any
   step: jax.Array
 
 
-def init_support(x_train: np.ndarray, y_train: np.ndarray, *, per_class: int,
-                 num_classes: int, seed: int, label_offset: float = 0.1
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def init_support(
+  x_train: np.ndarray,
+  y_train: np.ndarray,
+  *,
+  per_class: int,
+  num_classes: int,
+  seed: int,
+  label_offset: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
   """Draws ``per_class`` real images of every class as the initial support set.
 
   As in Nguyen, Chen & Lee (2021), "Dataset Meta-Learning from Kernel Ridge-Regression",
@@ -76,12 +92,21 @@ def init_support(x_train: np.ndarray, y_train: np.ndarray, *, per_class: int,
     ValueError: ``per_class`` exceeds the number of images of some class.
   """
   index = class_balanced_indices(y_train, per_class, seed=seed, num_classes=num_classes)
-  return (np.asarray(x_train[index], np.float32),
-          regression_targets(np.asarray(y_train)[index], num_classes, offset=label_offset))
+  return (
+    np.asarray(x_train[index], np.float32),
+    regression_targets(np.asarray(y_train)[index], num_classes, offset=label_offset),
+  )
 
 
-def kip_loss(kernel: Kernel, x_support: jax.Array, y_support: jax.Array,
-             x_target: jax.Array, y_target: jax.Array, *, reg: float) -> jax.Array:
+def kip_loss(
+  kernel: Kernel,
+  x_support: jax.Array,
+  y_support: jax.Array,
+  x_target: jax.Array,
+  y_target: jax.Array,
+  *,
+  reg: float,
+) -> jax.Array:
   r"""The KIP loss: mean squared error of support-set KRR on a target batch.
 
   .. math::
@@ -101,8 +126,9 @@ def kip_loss(kernel: Kernel, x_support: jax.Array, y_support: jax.Array,
   Returns:
     Scalar loss (mean over the b targets and c classes, times 1/2).
   """
-  prediction = krr.predict(kernel(x_target, x_support), kernel(x_support, x_support),
-                           y_support, reg=reg)
+  prediction = krr.predict(
+    kernel(x_target, x_support), kernel(x_support, x_support), y_support, reg=reg
+  )
   return 0.5 * jnp.mean(jnp.square(prediction - y_target))
 
 
@@ -115,10 +141,16 @@ def _trainable(state_or_support: Any, learn_images: bool, learn_labels: bool) ->
   return params
 
 
-def make_kip_step(kernel: Kernel, optimizer: optax.GradientTransformation, *, reg: float,
-                  learn_images: bool = True, learn_labels: bool = False,
-                  mesh: Mesh | None = None, data_axis: str = "data"
-                  ) -> tuple[Callable[..., KipState], Callable[..., tuple[KipState, dict]]]:
+def make_kip_step(
+  kernel: Kernel,
+  optimizer: optax.GradientTransformation,
+  *,
+  reg: float,
+  learn_images: bool = True,
+  learn_labels: bool = False,
+  mesh: Mesh | None = None,
+  data_axis: str = "data",
+) -> tuple[Callable[..., KipState], Callable[..., tuple[KipState, dict]]]:
   """Builds ``init(x, y) -> KipState`` and the jitted ``step(state, x_t, y_t)``.
 
   One step takes the gradient of :func:`kip_loss` on a target batch with respect to the
@@ -152,33 +184,45 @@ def make_kip_step(kernel: Kernel, optimizer: optax.GradientTransformation, *, re
   def init(x_support, y_support) -> KipState:
     # Copies, so that donating the state never deletes the caller's arrays.
     x, y = jnp.array(x_support, jnp.float32), jnp.array(y_support, jnp.float32)
-    return KipState(x, y, optimizer.init(_trainable((x, y), learn_images, learn_labels)),
-                    jnp.zeros((), jnp.int32))
+    return KipState(
+      x, y, optimizer.init(_trainable((x, y), learn_images, learn_labels)), jnp.zeros((), jnp.int32)
+    )
 
   def step(state: KipState, x_target, y_target):
     params = _trainable(state, learn_images, learn_labels)
 
     def loss_fn(params):
-      return kip_loss(kernel, params.get("x", state.x), params.get("y", state.y),
-                      x_target, y_target, reg=reg)
+      return kip_loss(
+        kernel, params.get("x", state.x), params.get("y", state.y), x_target, y_target, reg=reg
+      )
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
     params = optax.apply_updates(params, updates)
-    new = KipState(params.get("x", state.x), params.get("y", state.y), opt_state,
-                   state.step + 1)
+    new = KipState(params.get("x", state.x), params.get("y", state.y), opt_state, state.step + 1)
     return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
   if mesh is None:
     return init, jax.jit(step, donate_argnums=0)
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-  sharded_step = jax.jit(step, in_shardings=(replicated, batch, batch),
-                         out_shardings=(replicated, replicated), donate_argnums=0)
+  sharded_step = jax.jit(
+    step,
+    in_shardings=(replicated, batch, batch),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
   return jax.jit(init, out_shardings=replicated), sharded_step
 
 
-def label_solve(kernel: Kernel, x_support: jax.Array, x_target: jax.Array,
-                y_target: jax.Array, *, reg: float, rcond: float | None = None) -> jax.Array:
+def label_solve(
+  kernel: Kernel,
+  x_support: jax.Array,
+  x_target: jax.Array,
+  y_target: jax.Array,
+  *,
+  reg: float,
+  rcond: float | None = None,
+) -> jax.Array:
   r"""Label Solve: the support labels that minimise the KIP loss for fixed images.
 
   With :math:`A = K_{ts}(K_{ss} + \lambda\,\tfrac{\mathrm{tr}K_{ss}}{m} I)^{-1}`
@@ -202,13 +246,24 @@ def label_solve(kernel: Kernel, x_support: jax.Array, x_target: jax.Array,
     [m, c] labels.
   """
   m = x_support.shape[0]
-  a = krr.predict(kernel(x_target, x_support), kernel(x_support, x_support),
-                  jnp.eye(m, dtype=jnp.result_type(x_support)), reg=reg)
+  a = krr.predict(
+    kernel(x_target, x_support),
+    kernel(x_support, x_support),
+    jnp.eye(m, dtype=jnp.result_type(x_support)),
+    reg=reg,
+  )
   return jnp.linalg.lstsq(a, y_target, rcond=rcond)[0]
 
 
-def krr_accuracy(kernel: Kernel, x_support: jax.Array, y_support: jax.Array,
-                 x_test: jax.Array, labels_test: jax.Array, *, reg: float) -> jax.Array:
+def krr_accuracy(
+  kernel: Kernel,
+  x_support: jax.Array,
+  y_support: jax.Array,
+  x_test: jax.Array,
+  labels_test: jax.Array,
+  *,
+  reg: float,
+) -> jax.Array:
   r"""Test accuracy of KRR trained on the support set alone.
 
   .. math:: \mathrm{acc} = \frac1n \sum_i [\arg\max_c (K_{*s}(K_{ss} + \lambda
@@ -223,8 +278,9 @@ def krr_accuracy(kernel: Kernel, x_support: jax.Array, y_support: jax.Array,
   Returns:
     Scalar accuracy in [0, 1].
   """
-  prediction = krr.predict(kernel(x_test, x_support), kernel(x_support, x_support),
-                           y_support, reg=reg)
+  prediction = krr.predict(
+    kernel(x_test, x_support), kernel(x_support, x_support), y_support, reg=reg
+  )
   return jnp.mean(jnp.argmax(prediction, axis=-1) == labels_test)
 
 
@@ -233,5 +289,6 @@ def check_finite(state: KipState) -> None:
   for name, value in (("images", state.x), ("labels", state.y)):
     if not bool(jnp.all(jnp.isfinite(value))):
       raise FloatingPointError(
-          f"KIP support {name} became non-finite (NaN/inf) by step {int(state.step)}; "
-          "lower the learning_rate or raise reg")
+        f"KIP support {name} became non-finite (NaN/inf) by step {int(state.step)}; "
+        "lower the learning_rate or raise reg"
+      )

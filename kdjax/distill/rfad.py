@@ -24,6 +24,7 @@ for a fixed feature count. The loss is the MSE of KIP, or the Platt-scaled
 cross-entropy of RFAD, :math:`-\log \mathrm{softmax}(e^{s} \hat Y_t)_{y}` with a learned
 log-scale ``s``.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kdjax.kernels import stax
 
-__all__ = ["LOSSES", "RfadState", "convnet", "random_features", "krr_predict", "rfad_loss",
-           "make_rfad_step"]
+__all__ = [
+  "LOSSES",
+  "RfadState",
+  "convnet",
+  "random_features",
+  "krr_predict",
+  "rfad_loss",
+  "make_rfad_step",
+]
 
 LOSSES = ("mse", "platt")
 
@@ -52,14 +60,19 @@ def convnet(width: int, depth: int, *, W_std: float = math.sqrt(2.0), b_std: flo
   """
   layers = []
   for _ in range(depth):
-    layers += [stax.Conv(width, (3, 3), padding="SAME", W_std=W_std, b_std=b_std,
-                         parameterization="standard"), stax.Relu(),
-               stax.AvgPool((2, 2), strides=(2, 2))]
+    layers += [
+      stax.Conv(
+        width, (3, 3), padding="SAME", W_std=W_std, b_std=b_std, parameterization="standard"
+      ),
+      stax.Relu(),
+      stax.AvgPool((2, 2), strides=(2, 2)),
+    ]
   return stax.serial(*layers, stax.Flatten())
 
 
-def random_features(network: tuple, key: jax.Array, x: jax.typing.ArrayLike, *,
-                    num_models: int) -> jax.Array:
+def random_features(
+  network: tuple, key: jax.Array, x: jax.typing.ArrayLike, *, num_models: int
+) -> jax.Array:
   r"""``[n, C M]`` features :math:`\Phi(x)` of ``num_models`` random networks.
 
   :math:`\Phi = [f_{\theta_1}(x), \dots, f_{\theta_C}(x)] / \sqrt{C M}` with
@@ -83,9 +96,14 @@ def random_features(network: tuple, key: jax.Array, x: jax.typing.ArrayLike, *,
   return phi / jnp.sqrt(jnp.asarray(phi.shape[1], phi.dtype))
 
 
-def krr_predict(phi_target: jax.typing.ArrayLike, phi_support: jax.typing.ArrayLike,
-                y_support: jax.typing.ArrayLike, *, reg: float, form: str = "auto"
-                ) -> jax.Array:
+def krr_predict(
+  phi_target: jax.typing.ArrayLike,
+  phi_support: jax.typing.ArrayLike,
+  y_support: jax.typing.ArrayLike,
+  *,
+  reg: float,
+  form: str = "auto",
+) -> jax.Array:
   r"""KRR with the linear kernel of the features, in the dual or the primal form.
 
   ``'dual'``: :math:`\Phi_t\Phi_s^\top(\Phi_s\Phi_s^\top + \lambda I_m)^{-1}Y_s`;
@@ -113,8 +131,9 @@ def krr_predict(phi_target: jax.typing.ArrayLike, phi_support: jax.typing.ArrayL
   return phi_t @ jax.scipy.linalg.solve(gram, phi_s.T @ y, assume_a="pos")
 
 
-def rfad_loss(prediction: jax.Array, y_target: jax.Array, *, loss: str,
-              log_scale: jax.typing.ArrayLike = 0.0) -> jax.Array:
+def rfad_loss(
+  prediction: jax.Array, y_target: jax.Array, *, loss: str, log_scale: jax.typing.ArrayLike = 0.0
+) -> jax.Array:
   r"""``'mse'``: :math:`\tfrac12\,\mathrm{mean}(\hat Y - Y)^2`; ``'platt'``: the mean
   cross-entropy of :math:`\mathrm{softmax}(e^{s}\hat Y)` to the class
   :math:`\arg\max_c Y_c` (Platt scaling with learned log-scale ``s``; Loo et al., 2022).
@@ -131,6 +150,7 @@ def rfad_loss(prediction: jax.Array, y_target: jax.Array, *, loss: str,
 class RfadState(NamedTuple):
   """Support images ``x`` [m, H, W, C], labels ``y`` [m, c], Platt ``log_scale`` (scalar),
   optax state of the trainable leaves, and ``step`` (int32)."""
+
   x: jax.Array
   y: jax.Array
   log_scale: jax.Array
@@ -138,10 +158,18 @@ class RfadState(NamedTuple):
   step: jax.Array
 
 
-def make_rfad_step(network: tuple, optimizer: optax.GradientTransformation, *, reg: float,
-                   num_models: int, seed: int, loss: str = "mse", learn_labels: bool = False,
-                   mesh: Mesh | None = None, data_axis: str = "data"
-                   ) -> tuple[Callable[..., RfadState], Callable[..., tuple[RfadState, dict]]]:
+def make_rfad_step(
+  network: tuple,
+  optimizer: optax.GradientTransformation,
+  *,
+  reg: float,
+  num_models: int,
+  seed: int,
+  loss: str = "mse",
+  learn_labels: bool = False,
+  mesh: Mesh | None = None,
+  data_axis: str = "data",
+) -> tuple[Callable[..., RfadState], Callable[..., tuple[RfadState, dict]]]:
   """Builds ``init(x, y) -> RfadState`` and the jitted ``step(state, x_t, y_t)``.
 
   Each step draws ``num_models`` fresh networks with key ``fold_in(key(seed), step)``
@@ -161,8 +189,7 @@ def make_rfad_step(network: tuple, optimizer: optax.GradientTransformation, *, r
     raise ValueError(f"num_models must be >= 1, got {num_models}")
   if mesh is not None and data_axis not in mesh.axis_names:
     raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
-  names = ("x",) + (("y",) if learn_labels else ()) + (("log_scale",) if loss == "platt"
-                                                        else ())
+  names = ("x",) + (("y",) if learn_labels else ()) + (("log_scale",) if loss == "platt" else ())
 
   def init(x_support, y_support) -> RfadState:
     x, y = jnp.array(x_support, jnp.float32), jnp.array(y_support, jnp.float32)
@@ -175,8 +202,9 @@ def make_rfad_step(network: tuple, optimizer: optax.GradientTransformation, *, r
 
     def loss_fn(params):
       current = state._replace(**params)
-      phi = random_features(network, key, jnp.concatenate([current.x, x_target]),
-                            num_models=num_models)
+      phi = random_features(
+        network, key, jnp.concatenate([current.x, x_target]), num_models=num_models
+      )
       m = current.x.shape[0]
       prediction = krr_predict(phi[m:], phi[:m], current.y, reg=reg)
       return rfad_loss(prediction, y_target, loss=loss, log_scale=current.log_scale)
@@ -190,6 +218,12 @@ def make_rfad_step(network: tuple, optimizer: optax.GradientTransformation, *, r
   if mesh is None:
     return init, jax.jit(step, donate_argnums=0)
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-  return (jax.jit(init, out_shardings=replicated),
-          jax.jit(step, in_shardings=(replicated, batch, batch),
-                  out_shardings=(replicated, replicated), donate_argnums=0))
+  return (
+    jax.jit(init, out_shardings=replicated),
+    jax.jit(
+      step,
+      in_shardings=(replicated, batch, batch),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+    ),
+  )

@@ -1,5 +1,6 @@
 """Infinite-width NNGP/NTK kernels (neural-tangents compatible `stax`),
 the empirical NTK of finite networks, and tiled / sharded Gram matrices."""
+
 from kdjax.kernels import stax
 from kdjax.kernels.empirical import empirical_ntk_fn
 from kdjax.kernels.gram import sharded_kernel_fn, tiled_kernel_fn

@@ -18,6 +18,7 @@ a sequence of sample counts are nested, as in neural-tangents.
 References: Neal, 1996, "Bayesian Learning for Neural Networks"; Novak et al., 2020,
 "Neural Tangents: Fast and Easy Infinite Neural Networks in Python".
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -36,14 +37,18 @@ __all__ = ["monte_carlo_kernel_fn"]
 def _counts(n_samples) -> tuple[int, ...]:
   counts = (n_samples,) if isinstance(n_samples, (int, float)) else tuple(n_samples)
   if not counts or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in counts):
-    raise ValueError(f"n_samples must be a positive int or a sequence of them, got "
-                     f"{n_samples!r}")
+    raise ValueError(f"n_samples must be a positive int or a sequence of them, got {n_samples!r}")
   return tuple(sorted(set(counts)))
 
 
-def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
-                          n_samples: int | Sequence[int], batch_size: int = 0,
-                          trace_axes: Sequence[int] = (-1,)) -> Callable:
+def monte_carlo_kernel_fn(
+  init_fn: Callable,
+  apply_fn: Callable,
+  key: jax.Array,
+  n_samples: int | Sequence[int],
+  batch_size: int = 0,
+  trace_axes: Sequence[int] = (-1,),
+) -> Callable:
   """Builds `kernel_fn(x1, x2=None, get=None)`, the Monte-Carlo estimate of the kernels.
 
   Args:
@@ -68,8 +73,10 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
   if not isinstance(batch_size, int) or batch_size < 0:
     raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
   if batch_size and len(counts) > 1:
-    raise ValueError("batch_size > 0 needs an int n_samples, got a sequence "
-                     f"{tuple(counts)}; call once per count instead")
+    raise ValueError(
+      "batch_size > 0 needs an int n_samples, got a sequence "
+      f"{tuple(counts)}; call once per count instead"
+    )
   ntk_fn = empirical_ntk_fn(apply_fn)
 
   def one_sample(sample_key, x1, x2, names):
@@ -88,6 +95,7 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
 
   def estimates(x1, x2, names):
     """Estimates at every count in `counts`, one nested key chain."""
+
     def body(carry, _):
       chain, sums = carry
       chain, sample_key = jax.random.split(chain)

@@ -29,6 +29,7 @@ References: Jacot, Gabriel, Hongler, 2018, "Neural Tangent Kernel"; Lee et al., 
 He, Lakshminarayanan, Teh, 2020, "Bayesian Deep Ensembles via the Neural Tangent Kernel"
 (`ntkgp`); Novak et al., 2020, "Neural Tangents".
 """
+
 from __future__ import annotations
 
 import collections
@@ -40,11 +41,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 
-__all__ = ["Gaussian", "gradient_descent_mse_ensemble", "gradient_descent_mse",
-           "gp_inference", "max_learning_rate"]
+__all__ = [
+  "Gaussian",
+  "gradient_descent_mse_ensemble",
+  "gradient_descent_mse",
+  "gp_inference",
+  "max_learning_rate",
+]
+
 
 class Gaussian(NamedTuple):
   """Mean `[m, c]` (with leading time axes) and covariance `[m, m]` of the outputs."""
+
   mean: jax.Array
   covariance: jax.Array
 
@@ -55,8 +63,10 @@ def _concrete(x) -> bool:
 
 def _check_trace_axes(trace_axes) -> None:
   if tuple(trace_axes) not in ((-1,), (1,)):
-    raise ValueError(f"trace_axes={trace_axes!r} is not supported: only (-1,), the output "
-                     "axis of [n, c] targets (neural-tangents' default)")
+    raise ValueError(
+      f"trace_axes={trace_axes!r} is not supported: only (-1,), the output "
+      "axis of [n, c] targets (neural-tangents' default)"
+    )
 
 
 def _check_targets(y_train) -> jax.Array:
@@ -126,8 +136,12 @@ def _grown(evals: jax.Array, t: jax.Array, normalization: int) -> jax.Array:
   return -jnp.expm1(-jnp.maximum(evals, 0) * t[:, None] / normalization) / jnp.abs(evals)
 
 
-def max_learning_rate(ntk_train_train: jax.typing.ArrayLike, y_train_size: int | None = None,
-                      momentum: float = 0.0, eps: float = 1e-12) -> float:
+def max_learning_rate(
+  ntk_train_train: jax.typing.ArrayLike,
+  y_train_size: int | None = None,
+  momentum: float = 0.0,
+  eps: float = 1e-12,
+) -> float:
   r"""Largest stable learning rate of full-batch GD (+ momentum) on the MSE loss.
 
   .. math:: \eta_{max} = \frac{2 (1 + \mu) N}{\lambda_{max}(\Theta) + \epsilon}
@@ -152,10 +166,15 @@ def max_learning_rate(ntk_train_train: jax.typing.ArrayLike, y_train_size: int |
   return 2 * (1 + momentum) * factor / (lam_max + eps)
 
 
-def gradient_descent_mse(k_train_train: jax.typing.ArrayLike, y_train: jax.typing.ArrayLike, *,
-                         learning_rate: float = 1.0, diag_reg: float = 0.0,
-                         diag_reg_absolute_scale: bool = False,
-                         trace_axes: Sequence[int] = (-1,)) -> Callable:
+def gradient_descent_mse(
+  k_train_train: jax.typing.ArrayLike,
+  y_train: jax.typing.ArrayLike,
+  *,
+  learning_rate: float = 1.0,
+  diag_reg: float = 0.0,
+  diag_reg_absolute_scale: bool = False,
+  trace_axes: Sequence[int] = (-1,),
+) -> Callable:
   r"""Outputs of one (linearised) network trained by gradient flow on MSE, from its kernels.
 
   .. math::
@@ -183,7 +202,8 @@ def gradient_descent_mse(k_train_train: jax.typing.ArrayLike, y_train: jax.typin
   y = _check_targets(y_train)
   n, size = y.shape[0], y.size
   k = _check_kernel("k_train_train", jnp.asarray(k_train_train), n, n).astype(
-      jnp.result_type(float))
+    jnp.result_type(float)
+  )
   y = y.astype(k.dtype)
   _check_scalar("learning_rate", learning_rate, 0.0, strict=True)
   _check_scalar("diag_reg", diag_reg, 0.0, strict=False)
@@ -209,15 +229,19 @@ def gradient_descent_mse(k_train_train: jax.typing.ArrayLike, y_train: jax.typin
     residual = jnp.broadcast_to(f0 - y, y.shape)
     if t is None:
       train = jnp.broadcast_to(y, y.shape)
-      test = None if k_td is None else fx_test_0 - k_td @ cho_solve(
-          cho_factor(k_reg, lower=True), residual)
+      test = (
+        None
+        if k_td is None
+        else fx_test_0 - k_td @ cho_solve(cho_factor(k_reg, lower=True), residual)
+      )
     else:
       times = _check_times(t)
       evals, evecs = eigh()
       flat = times.reshape(-1)
       coords = evecs.T @ residual
-      train = y + jnp.einsum("ji,ti,ic->tjc", evecs, _decay(evals, flat * learning_rate, size),
-                             coords)
+      train = y + jnp.einsum(
+        "ji,ti,ic->tjc", evecs, _decay(evals, flat * learning_rate, size), coords
+      )
       train = train.reshape(times.shape + y.shape)
       test = None
       if k_td is not None:
@@ -233,9 +257,14 @@ def gradient_descent_mse(k_train_train: jax.typing.ArrayLike, y_train: jax.typin
   return predict_fn
 
 
-def gp_inference(k_train_train, y_train: jax.typing.ArrayLike, *, diag_reg: float = 0.0,
-                 diag_reg_absolute_scale: bool = False,
-                 trace_axes: Sequence[int] = (-1,)) -> Callable:
+def gp_inference(
+  k_train_train,
+  y_train: jax.typing.ArrayLike,
+  *,
+  diag_reg: float = 0.0,
+  diag_reg_absolute_scale: bool = False,
+  trace_axes: Sequence[int] = (-1,),
+) -> Callable:
   r"""Posterior of the NNGP, of the NTK ensemble after infinite training, or of the NTK-GP.
 
   With `A = K_{dd} + r I` (the train-train kernel of the mode, regularised):
@@ -303,8 +332,10 @@ def gp_inference(k_train_train, y_train: jax.typing.ArrayLike, *, diag_reg: floa
         cov = k_tt - k_td @ inv_prior_dt
       else:
         if not all(hasattr(k, "nngp") for k in (k_train_train, k_test_train)):
-          raise ValueError("the NTK covariance needs both kernels, nngp and ntk: pass "
-                           "k_train_train and k_test_train with .nngp and .ntk")
+          raise ValueError(
+            "the NTK covariance needs both kernels, nngp and ntk: pass "
+            "k_train_train and k_test_train with .nngp and .ntk"
+          )
         k_dd = _check_kernel("k_train_train.nngp", _attr(k_train_train, "nngp"), n, n)
         inv_td = cho_solve(chol, k_td.T)  # A^{-1} Theta_dt
         cross = k_td @ inv_prior_dt
@@ -315,11 +346,17 @@ def gp_inference(k_train_train, y_train: jax.typing.ArrayLike, *, diag_reg: floa
   return predict_fn
 
 
-def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.ArrayLike,
-                                  y_train: jax.typing.ArrayLike, *, learning_rate: float = 1.0,
-                                  diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
-                                  trace_axes: Sequence[int] = (-1,),
-                                  check_learning_rate: bool = False) -> Callable:
+def gradient_descent_mse_ensemble(
+  kernel_fn: Callable,
+  x_train: jax.typing.ArrayLike,
+  y_train: jax.typing.ArrayLike,
+  *,
+  learning_rate: float = 1.0,
+  diag_reg: float = 0.0,
+  diag_reg_absolute_scale: bool = False,
+  trace_axes: Sequence[int] = (-1,),
+  check_learning_rate: bool = False,
+) -> Callable:
   r"""Mean and covariance of the infinite ensemble of infinite networks trained on MSE.
 
   For training time `t` (`tau = eta t / N`), `A` the regularised train-train kernel of the
@@ -364,8 +401,9 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.Array
   y = _check_targets(y_train)
   x_train = jnp.asarray(x_train)
   if x_train.ndim < 1 or x_train.shape[0] != y.shape[0]:
-    raise ValueError(f"x_train has {x_train.shape[:1]} examples and y_train {y.shape[:1]}: "
-                     "they must match")
+    raise ValueError(
+      f"x_train has {x_train.shape[:1]} examples and y_train {y.shape[:1]}: they must match"
+    )
   _check_scalar("learning_rate", learning_rate, 0.0, strict=True)
   _check_scalar("diag_reg", diag_reg, 0.0, strict=False)
   size = y.size
@@ -381,8 +419,10 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.Array
   if check_learning_rate:
     limit = max_learning_rate(train_kernels(("ntk",))["ntk"], size)
     if learning_rate > limit:
-      raise ValueError(f"learning_rate={learning_rate} is above the stable maximum "
-                       f"{limit:.4g} = 2 N / lambda_max(NTK) for N = {size} outputs")
+      raise ValueError(
+        f"learning_rate={learning_rate} is above the stable maximum "
+        f"{limit:.4g} = 2 N / lambda_max(NTK) for N = {size} outputs"
+      )
   eig = {}
 
   def eigenspace(g):
@@ -390,8 +430,9 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.Array
       eig[g] = jnp.linalg.eigh(_regularize(k_dd[g], diag_reg, diag_reg_absolute_scale))
     return eig[g]
 
-  def predict_fn(t=None, x_test=None, get: str | Sequence[str] | None = None,
-                 compute_cov: bool = False):
+  def predict_fn(
+    t=None, x_test=None, get: str | Sequence[str] | None = None, compute_cov: bool = False
+  ):
     names = _names(get, ("nngp", "ntk"))
     needed = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
     kernels = train_kernels(needed)
@@ -403,11 +444,16 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.Array
       if compute_cov:
         k_tt = _attr(kernel_fn(x_test, None, "nngp"), "nngp").astype(dtype)
     if t is None:
-      gp = gp_inference(collections.namedtuple("K", needed)(*(kernels[g] for g in needed)), y,
-                        diag_reg=diag_reg, diag_reg_absolute_scale=diag_reg_absolute_scale)
+      gp = gp_inference(
+        collections.namedtuple("K", needed)(*(kernels[g] for g in needed)),
+        y,
+        diag_reg=diag_reg,
+        diag_reg_absolute_scale=diag_reg_absolute_scale,
+      )
       tt = None if not compute_cov else (True if x_test is None else k_tt)
-      td = None if x_test is None else collections.namedtuple("K", needed)(
-          *(k_td[g] for g in needed))
+      td = (
+        None if x_test is None else collections.namedtuple("K", needed)(*(k_td[g] for g in needed))
+      )
       result = gp(names, td, tt)
       return _pack(get, names, {g: getattr(result, g) for g in names})
     times = _check_times(t)
@@ -440,8 +486,11 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: jax.typing.Array
         # M_t Theta_dt, [T, n, m], then the three terms of Sigma^ntk.
         grown = jnp.einsum("ji,ti,ki,lk->tjl", evecs, _grown(evals, tau, size), evecs, k_td[g])
         cross = jnp.einsum("jm,tjl->tml", k_td["nngp"].T, grown)
-        cov = (k_tt + jnp.einsum("tjm,jk,tkl->tml", grown, k_nngp, grown)
-               - (cross + jnp.swapaxes(cross, 1, 2)))
+        cov = (
+          k_tt
+          + jnp.einsum("tjm,jk,tkl->tml", grown, k_nngp, grown)
+          - (cross + jnp.swapaxes(cross, 1, 2))
+        )
       out[g] = Gaussian(mean, cov.reshape(times.shape + cov.shape[1:]))
     return _pack(get, names, out)
 

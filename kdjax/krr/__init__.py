@@ -7,8 +7,18 @@ module for the checks on bad kernels and what happens under `jax.jit`). `solve_c
 Gram matrix held as row blocks sharded over the mesh, or recomputed block by block from a
 `kernel_fn` (`BlockGram`), for n where an n x n Cholesky does not fit (`cg`).
 """
+
 from kdjax.krr.cg import BlockGram, CGInfo, predict_cg, row_sharded, solve_cg
 from kdjax.krr.cholesky import posterior, predict, regularized, solve
 
-__all__ = ["regularized", "solve", "predict", "posterior", "solve_cg", "predict_cg",
-           "BlockGram", "CGInfo", "row_sharded"]
+__all__ = [
+  "regularized",
+  "solve",
+  "predict",
+  "posterior",
+  "solve_cg",
+  "predict_cg",
+  "BlockGram",
+  "CGInfo",
+  "row_sharded",
+]

@@ -26,6 +26,7 @@ Failure is loud: on concrete inputs a non-positive curvature `p^T (K + lambda I)
 `reg`, and not reaching `tol` within `max_iter` raises too; under `jax.jit` the solution is
 NaN in those cases.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,6 +56,7 @@ class BlockGram:
     batch_size: rows per block (memory `O(batch_size * n)`).
     get: `'nngp'` or `'ntk'`.
   """
+
   kernel_fn: Callable
   x: jax.Array
   batch_size: int = 256
@@ -84,6 +86,7 @@ class BlockGram:
 
 class CGInfo(NamedTuple):
   """Iterations run, final relative residuals `[c]`, smallest curvature seen, ridge."""
+
   iterations: jax.Array
   residual: jax.Array
   min_curvature: jax.Array
@@ -199,8 +202,9 @@ def _block_diagonal(x, spec):
   return BlockGram(kernel_fn, x, batch_size, get).diagonal()
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "rank", "tol", "max_iter", "seed",
-                                             "replicated"))
+@functools.partial(
+  jax.jit, static_argnames=("spec", "rank", "tol", "max_iter", "seed", "replicated")
+)
 def _run(operand, y2, ridge, *, spec, rank, tol, max_iter, seed, replicated):
   """Nyström preconditioner + PCG; NaN where CG failed; `alpha` replicated for a dense K."""
   matmat_k = _gram_matmat(operand, spec)
@@ -220,9 +224,18 @@ def _run(operand, y2, ridge, *, spec, rank, tol, max_iter, seed, replicated):
   return x, CGInfo(i, residual, curv_min, ridge)
 
 
-def solve_cg(k_train_train, y_train: jax.typing.ArrayLike, *, reg: float = 1e-6,
-             tol: float = 1e-6, max_iter: int = 1000, rank: int = 128, seed: int = 0,
-             mesh: Mesh | None = None, return_info: bool = False):
+def solve_cg(
+  k_train_train,
+  y_train: jax.typing.ArrayLike,
+  *,
+  reg: float = 1e-6,
+  tol: float = 1e-6,
+  max_iter: int = 1000,
+  rank: int = 128,
+  seed: int = 0,
+  mesh: Mesh | None = None,
+  return_info: bool = False,
+):
   r"""KRR dual coefficients `alpha = (K + reg tr(K)/n I)^{-1} y` by Nyström-preconditioned CG.
 
   Args:
@@ -274,25 +287,42 @@ def solve_cg(k_train_train, y_train: jax.typing.ArrayLike, *, reg: float = 1e-6,
   if n_pad > n:
     y2 = jnp.concatenate([y2, jnp.zeros((n_pad - n, y2.shape[1]), dtype)])
   ridge = jnp.asarray(reg, dtype) * trace / n
-  x, info = _run(operand, y2, ridge, spec=spec, rank=min(rank, n), tol=tol,
-                 max_iter=max_iter, seed=seed, replicated=replicated)
+  x, info = _run(
+    operand,
+    y2,
+    ridge,
+    spec=spec,
+    rank=min(rank, n),
+    tol=tol,
+    max_iter=max_iter,
+    seed=seed,
+    replicated=replicated,
+  )
   alpha = x[:n].reshape(y.shape)
   if checks.is_concrete(x) and not bool(jnp.all(jnp.isfinite(alpha))):
     curv, res = float(info.min_curvature), np.asarray(info.residual)
     if not curv > 0 or not np.all(np.isfinite(res)):
       raise ValueError(
-          f"k_train_train + reg * tr(K) / n * I is not positive definite with reg = {reg} "
-          f"(CG met curvature p^T A p = {curv:.3g} <= 0 or NaN after "
-          f"{int(info.iterations)} iterations); try a larger reg, e.g. {10 * float(reg):.3g}, "
-          "and check the kernel for NaN")
+        f"k_train_train + reg * tr(K) / n * I is not positive definite with reg = {reg} "
+        f"(CG met curvature p^T A p = {curv:.3g} <= 0 or NaN after "
+        f"{int(info.iterations)} iterations); try a larger reg, e.g. {10 * float(reg):.3g}, "
+        "and check the kernel for NaN"
+      )
     raise ValueError(
-        f"CG did not reach tol={tol} in max_iter={max_iter} iterations (relative residual "
-        f"{float(np.max(res)):.3g}); raise max_iter or rank, or use a larger reg")
+      f"CG did not reach tol={tol} in max_iter={max_iter} iterations (relative residual "
+      f"{float(np.max(res)):.3g}); raise max_iter or rank, or use a larger reg"
+    )
   return (alpha, info) if return_info else alpha
 
 
-def predict_cg(k_test_train: jax.typing.ArrayLike, k_train_train, y_train: jax.typing.ArrayLike,
-               *, reg: float = 1e-6, **cg_kwargs) -> jax.Array:
+def predict_cg(
+  k_test_train: jax.typing.ArrayLike,
+  k_train_train,
+  y_train: jax.typing.ArrayLike,
+  *,
+  reg: float = 1e-6,
+  **cg_kwargs,
+) -> jax.Array:
   r"""`K_{*t} alpha` with `alpha` from `solve_cg` (same arguments); `[m]` or `[m, c]`."""
   alpha = solve_cg(k_train_train, y_train, reg=reg, **cg_kwargs)
   k_st = jnp.asarray(k_test_train)

@@ -3,14 +3,22 @@
 Checks that need values run only on concrete arrays (eagerly); under `jax.jit` the
 inputs are tracers and only the shape checks run (see `kdjax.krr` for what happens then).
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["is_concrete", "symmetry_tolerance", "check_square", "check_symmetric",
-           "check_targets", "check_reg", "not_positive_definite"]
+__all__ = [
+  "is_concrete",
+  "symmetry_tolerance",
+  "check_square",
+  "check_symmetric",
+  "check_targets",
+  "check_reg",
+  "not_positive_definite",
+]
 
 
 def is_concrete(*arrays) -> bool:
@@ -43,7 +51,7 @@ def check_symmetric(name: str, k: jax.Array) -> None:
   scale = asym = 0.0
   bad = 0
   for lo in range(0, a.shape[0], 1024):  # row blocks: O(1024 n) temporary memory
-    rows, cols = a[lo:lo + 1024], a[:, lo:lo + 1024].T
+    rows, cols = a[lo : lo + 1024], a[:, lo : lo + 1024].T
     bad += int(np.sum(~np.isfinite(rows)))
     scale = max(scale, float(np.max(np.abs(rows), initial=0.0)))
     asym = max(asym, float(np.max(np.abs(rows - cols), initial=0.0)))
@@ -52,8 +60,9 @@ def check_symmetric(name: str, k: jax.Array) -> None:
   rtol = symmetry_tolerance(a.dtype)
   if asym > rtol * scale:
     raise ValueError(
-        f"{name} is not symmetric: max|K - K^T| = {asym:.3g} > {rtol:.2g} * max|K| "
-        f"(= {rtol * scale:.3g}); a kernel matrix must be symmetric")
+      f"{name} is not symmetric: max|K - K^T| = {asym:.3g} > {rtol:.2g} * max|K| "
+      f"(= {rtol * scale:.3g}); a kernel matrix must be symmetric"
+    )
 
 
 def check_targets(y: jax.typing.ArrayLike, n: int, dtype) -> jax.Array:
@@ -85,6 +94,7 @@ def not_positive_definite(k: jax.Array, reg) -> ValueError:
   if trace > 0:
     hint = f"; try reg >= {max(2 * abs(lam_min) * n / trace, floor):.3g}"
   return ValueError(
-      f"k_train_train + reg * tr(K) / n * I is not positive definite with reg = {reg} "
-      f"(smallest eigenvalue of K: {lam_min:.3g}, ridge added: "
-      f"{float(reg) * trace / n:.3g}){hint}, or use float64")
+    f"k_train_train + reg * tr(K) / n * I is not positive definite with reg = {reg} "
+    f"(smallest eigenvalue of K: {lam_min:.3g}, ridge added: "
+    f"{float(reg) * trace / n:.3g}){hint}, or use float64"
+  )

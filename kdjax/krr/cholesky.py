@@ -17,6 +17,7 @@ Under `jax.jit` (traced inputs) nothing can raise; then the symmetric part
 output (never a plausible number), and a negative variance beyond `tol` becomes NaN.
 Everything is grad-compatible.
 """
+
 from __future__ import annotations
 
 import jax
@@ -61,8 +62,9 @@ def _check_test_train(k_test_train: jax.typing.ArrayLike, n: int, dtype) -> jax.
   return k_st.astype(dtype)
 
 
-def solve(k_train_train: jax.typing.ArrayLike, y_train: jax.typing.ArrayLike, *,
-          reg: float = 1e-6) -> jax.Array:
+def solve(
+  k_train_train: jax.typing.ArrayLike, y_train: jax.typing.ArrayLike, *, reg: float = 1e-6
+) -> jax.Array:
   r"""KRR dual coefficients `alpha = (K + reg tr(K)/n I)^{-1} y`.
 
   Args:
@@ -82,8 +84,13 @@ def solve(k_train_train: jax.typing.ArrayLike, y_train: jax.typing.ArrayLike, *,
   return cho_solve((chol, True), y)
 
 
-def predict(k_test_train: jax.typing.ArrayLike, k_train_train: jax.typing.ArrayLike,
-            y_train: jax.typing.ArrayLike, *, reg: float = 1e-6) -> jax.Array:
+def predict(
+  k_test_train: jax.typing.ArrayLike,
+  k_train_train: jax.typing.ArrayLike,
+  y_train: jax.typing.ArrayLike,
+  *,
+  reg: float = 1e-6,
+) -> jax.Array:
   r"""Kernel ridge regression predictions (the GP / infinite-net posterior mean).
 
   .. math::
@@ -110,9 +117,14 @@ def predict(k_test_train: jax.typing.ArrayLike, k_train_train: jax.typing.ArrayL
   return k_st @ solve(k_train_train, y_train, reg=reg)
 
 
-def posterior(k_test_train: jax.typing.ArrayLike, k_train_train: jax.typing.ArrayLike,
-              y_train: jax.typing.ArrayLike, k_test_test: jax.typing.ArrayLike, *,
-              reg: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+def posterior(
+  k_test_train: jax.typing.ArrayLike,
+  k_train_train: jax.typing.ArrayLike,
+  y_train: jax.typing.ArrayLike,
+  k_test_test: jax.typing.ArrayLike,
+  *,
+  reg: float = 1e-6,
+) -> tuple[jax.Array, jax.Array]:
   r"""Gaussian-process posterior mean and (co)variance at the test inputs.
 
   .. math::
@@ -160,10 +172,11 @@ def posterior(k_test_train: jax.typing.ArrayLike, k_train_train: jax.typing.Arra
   if checks.is_concrete(variance) and bool(jnp.any(bad)):
     i = int(jnp.argmax(bad))
     raise ValueError(
-        f"posterior variance {float(variance[i]):.3g} < 0 at test point {i}: k_test_test "
-        f"({float(prior[i]):.3g}) is smaller than what the training points explain "
-        f"({float(explained[i]):.3g}); k_test_test must be the kernel of the test inputs "
-        "with themselves, from the same kernel as k_test_train and k_train_train")
+      f"posterior variance {float(variance[i]):.3g} < 0 at test point {i}: k_test_test "
+      f"({float(prior[i]):.3g}) is smaller than what the training points explain "
+      f"({float(explained[i]):.3g}); k_test_test must be the kernel of the test inputs "
+      "with themselves, from the same kernel as k_test_train and k_train_train"
+    )
   variance = jnp.where(bad, jnp.nan, jnp.maximum(variance, 0))
   if k_ss.ndim == 1:
     return mean, variance

@@ -4,25 +4,27 @@ Every model is called as ``model.apply(variables, inputs, train=bool)`` and retu
 with the classes (or vocabulary) on the last axis. ``create(name, **kwargs)`` builds a
 model from a config entry such as ``ConfigDict(name='resnet', depth=8, ...)``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 
+from kdjax.models import sampling
 from kdjax.models.convnet import ConvNet
 from kdjax.models.mlp import MLP
 from kdjax.models.resnet import BasicBlock, CifarResNet, resnet8x4, resnet32x4
-from kdjax.models import sampling
 from kdjax.models.transformer import DecoderBlock, TransformerLM, init_cache
 
 MODELS = {
-    "mlp": MLP,
-    "convnet": ConvNet,
-    "resnet": CifarResNet,
-    "resnet8x4": lambda **kw: CifarResNet(**{"depth": 8, "widths": (32, 64, 128, 256), **kw}),
-    "resnet32x4": lambda **kw: CifarResNet(**{"depth": 32, "widths": (32, 64, 128, 256), **kw}),
-    "transformer_lm": TransformerLM,
+  "mlp": MLP,
+  "convnet": ConvNet,
+  "resnet": CifarResNet,
+  "resnet8x4": lambda **kw: CifarResNet(**{"depth": 8, "widths": (32, 64, 128, 256), **kw}),
+  "resnet32x4": lambda **kw: CifarResNet(**{"depth": 32, "widths": (32, 64, 128, 256), **kw}),
+  "transformer_lm": TransformerLM,
 }
 
 
@@ -49,6 +51,18 @@ def from_config(config: Mapping[str, Any]) -> nn.Module:
   return create(config["name"], **kwargs)
 
 
-__all__ = ["MLP", "ConvNet", "CifarResNet", "BasicBlock", "resnet8x4", "resnet32x4",
-           "TransformerLM", "DecoderBlock", "init_cache", "sampling", "MODELS", "create",
-           "from_config"]
+__all__ = [
+  "MLP",
+  "ConvNet",
+  "CifarResNet",
+  "BasicBlock",
+  "resnet8x4",
+  "resnet32x4",
+  "TransformerLM",
+  "DecoderBlock",
+  "init_cache",
+  "sampling",
+  "MODELS",
+  "create",
+  "from_config",
+]

@@ -1,4 +1,5 @@
 """The ConvNet of the dataset-distillation literature."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -22,6 +23,7 @@ class ConvNet(nn.Module):
     depth: number of conv blocks.
     normalization: 'instance' (default) or 'none'.
   """
+
   num_classes: int = 10
   width: int = 128
   depth: int = 3
@@ -29,7 +31,7 @@ class ConvNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    """Maps images ``[batch, height, width, channels]`` (NHWC) to logits ``[batch, num_classes]``."""
+    """Maps NHWC images ``[batch, height, width, channels]`` to ``[batch, num_classes]`` logits."""
     if x.ndim == 3:
       x = x[..., None]
     if self.normalization not in ("instance", "none"):

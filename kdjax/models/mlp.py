@@ -1,7 +1,8 @@
 """A multilayer perceptron classifier."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ class MLP(nn.Module):
     hidden: widths of the hidden layers.
     dropout_rate: dropout on hidden activations during training (needs a 'dropout' rng).
   """
+
   num_classes: int = 10
   hidden: Sequence[int] = (256,)
   dropout_rate: float = 0.0

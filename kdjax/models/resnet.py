@@ -1,7 +1,8 @@
 """CIFAR-style ResNets (resnet8x4, resnet32x4 of the KD benchmarks)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 
 class BasicBlock(nn.Module):
   """Two 3x3 convs with batch norm and a residual connection (1x1 conv when the shape changes)."""
+
   channels: int
   stride: int = 1
 
@@ -43,6 +45,7 @@ class CifarResNet(nn.Module):
     depth: 6 n + 2 (8, 14, 20, 32, 56, 110).
     widths: channels of the stem and of the three stages.
   """
+
   num_classes: int = 10
   depth: int = 8
   widths: Sequence[int] = (32, 64, 128, 256)
@@ -61,8 +64,9 @@ class CifarResNet(nn.Module):
     h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h))
     for stage, (channels, stride) in enumerate(zip(self.widths[1:], (1, 2, 2))):
       for block in range(blocks):
-        h = BasicBlock(channels, stride if block == 0 else 1,
-                       name=f"stage{stage + 1}_block{block + 1}")(h, train=train)
+        h = BasicBlock(
+          channels, stride if block == 0 else 1, name=f"stage{stage + 1}_block{block + 1}"
+        )(h, train=train)
     h = jnp.mean(h, axis=(1, 2))
     return nn.Dense(self.num_classes)(h)
 

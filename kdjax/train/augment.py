@@ -7,14 +7,16 @@ per example (He et al. (2016), "Deep residual learning for image recognition", S
 and student see the same augmented images (Beyer et al. (2022), "Knowledge
 distillation: a good teacher is patient and consistent").
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
 
-def random_crop_flip(rng: jax.Array, images: jax.Array, *, pad: int = 4,
-                     flip: bool = True) -> jax.Array:
+def random_crop_flip(
+  rng: jax.Array, images: jax.Array, *, pad: int = 4, flip: bool = True
+) -> jax.Array:
   """Randomly crops (after zero padding) and, if ``flip``, flips ``images [batch, H, W, C]``."""
   if images.ndim != 4:
     raise ValueError(f"images must be [batch, height, width, channels], got shape {images.shape}")
@@ -25,17 +27,16 @@ def random_crop_flip(rng: jax.Array, images: jax.Array, *, pad: int = 4,
   padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
   def one(image, offset, flip):
-    crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0),
-                                 (height, width, image.shape[-1]))
+    crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
     return jnp.where(flip, crop[:, ::-1], crop)
 
   return jax.vmap(one)(padded, offsets, flips)
 
 
 AUGMENTATIONS = {
-    "none": None,
-    "crop_flip": random_crop_flip,                                           # CIFAR
-    "shift": lambda rng, x: random_crop_flip(rng, x, pad=2, flip=False),     # digits: +-2 px
+  "none": None,
+  "crop_flip": random_crop_flip,  # CIFAR
+  "shift": lambda rng, x: random_crop_flip(rng, x, pad=2, flip=False),  # digits: +-2 px
 }
 
 

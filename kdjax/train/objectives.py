@@ -1,13 +1,16 @@
-r"""Per-example training objectives built from configs: supervised, KD, born-again, self-distillation.
+r"""Per-example training objectives from configs: supervised, KD, born-again, self-distillation.
 
 An objective is ``objective(student_logits, teacher_logits, labels, rng) -> [batch, ...]``
 (one loss per example, or per token for sequences); ``teacher_logits`` is None for
-supervised training and ``rng`` is the step's key (used by DKPP). Divergences come from ``kdjax.losses`` by name.
+supervised training and ``rng`` is the step's key (used by DKPP). Divergences come from
+``kdjax.losses`` by name.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,13 +47,19 @@ def divergence(name: str) -> Callable:
   """The function ``kdjax.losses.<name>`` (must take student and teacher logits)."""
   fn = getattr(losses, name, None) if name in losses.__all__ else None
   if fn is None:
-    raise ValueError(f"kd.loss must name a function of kdjax.losses, one of "
-                     f"{sorted(losses.__all__)}; got {name!r}")
+    raise ValueError(
+      f"kd.loss must name a function of kdjax.losses, one of {sorted(losses.__all__)}; got {name!r}"
+    )
   return fn
 
 
-def distillation(loss: str = "kd_loss", loss_kwargs: Mapping[str, Any] | None = None, *,
-                 kd_weight: float = 1.0, ce_weight: float = 0.0) -> Objective:
+def distillation(
+  loss: str = "kd_loss",
+  loss_kwargs: Mapping[str, Any] | None = None,
+  *,
+  kd_weight: float = 1.0,
+  ce_weight: float = 0.0,
+) -> Objective:
   r"""Knowledge distillation from a frozen teacher plus an optional label term.
 
   .. math::
@@ -65,8 +74,10 @@ def distillation(loss: str = "kd_loss", loss_kwargs: Mapping[str, Any] | None = 
   parameters = inspect.signature(fn).parameters
   unknown = sorted(set(kwargs) - set(parameters))
   if unknown:
-    raise ValueError(f"kd.loss_kwargs {unknown} are not arguments of kdjax.losses.{loss} "
-                     f"(it takes {sorted(p for p in parameters if p not in ('student_logits', 'teacher_logits'))})")
+    raise ValueError(
+      f"kd.loss_kwargs {unknown} are not arguments of kdjax.losses.{loss} "
+      f"(it takes {sorted(p for p in parameters if p not in ('student_logits', 'teacher_logits'))})"
+    )
   takes_labels = "labels" in parameters
 
   def objective(student_logits, teacher_logits, labels, rng):
@@ -82,7 +93,9 @@ def distillation(loss: str = "kd_loss", loss_kwargs: Mapping[str, Any] | None = 
   return objective
 
 
-def born_again(weighting: str = "none", temperature: float = 1.0, ce_weight: float = 0.0) -> Objective:
+def born_again(
+  weighting: str = "none", temperature: float = 1.0, ce_weight: float = 0.0
+) -> Objective:
   r"""The loss of a born-again generation (its teacher: the previous generation).
 
   * ``'none'``: :math:`H(\mathrm{softmax}(z^t/T), \mathrm{softmax}(z^s/T))`, the BAN loss;
@@ -129,8 +142,9 @@ def self_distillation(alpha: float = 0.5, temperature: float = 1.0) -> Objective
 
   def objective(student_logits, teacher_logits, labels, rng):
     del rng
-    targets = losses.ground_truth_weighted_targets(teacher_logits, labels, alpha=alpha,
-                                                   temperature=temperature)
+    targets = losses.ground_truth_weighted_targets(
+      teacher_logits, labels, alpha=alpha, temperature=temperature
+    )
     return losses.soft_cross_entropy(student_logits, targets)
 
   return objective

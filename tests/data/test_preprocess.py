@@ -1,4 +1,5 @@
 """Tests of kdjax.data.preprocess against direct float64 NumPy/SciPy formulas."""
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -11,7 +12,7 @@ def test_standardize_images_zero_mean_unit_mean_square():
   z = data.standardize_images(x)
   flat = z.reshape(5, -1).astype(np.float64)
   np.testing.assert_allclose(flat.mean(1), 0.0, atol=1e-6)
-  np.testing.assert_allclose((flat ** 2).mean(1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose((flat**2).mean(1), 1.0, rtol=1e-5)
   # Per-image: invariant to a per-image affine change of brightness/contrast.
   np.testing.assert_allclose(data.standardize_images(3.0 * x + 0.5), z, atol=1e-5)
   assert np.all(data.standardize_images(np.ones((1, 2, 2, 1))) == 0)

@@ -1,4 +1,5 @@
 """Closed-form KRR distillation (Chen, Huang & Weng, 2024) against float64 NumPy ridge."""
+
 import jax
 import numpy as np
 import pytest
@@ -30,8 +31,11 @@ def test_linear_kernel_mnist5k_one_point_per_class(mnist5k, support_reg):
     support, labels = np.asarray(support), np.asarray(labels)
   assert support.shape == (10, 784) and labels.shape == (10, 10)
   full = x_test @ _ridge_numpy(x, y, reg)
-  distilled = x_test @ _ridge_numpy(support, labels, support_reg) if support_reg else (
-      x_test @ np.linalg.pinv(support) @ labels)
+  distilled = (
+    x_test @ _ridge_numpy(support, labels, support_reg)
+    if support_reg
+    else (x_test @ np.linalg.pinv(support) @ labels)
+  )
   np.testing.assert_allclose(distilled, full, atol=1e-6, rtol=0)
   if support_reg == 0:
     np.testing.assert_allclose(labels, np.eye(10), atol=1e-12)

@@ -1,4 +1,5 @@
 """The distillation job (kdjax.distill.job) on its runlocal configs."""
+
 import json
 import os
 import shutil
@@ -16,15 +17,26 @@ def test_runlocal_writes_the_workdir_and_resumes(tmp_path):
   config = rfad_mnist5k.get_config("2,runlocal")
   assert jobs.runner(config) is job.run
   summary = job.run(config, str(tmp_path))
-  for name in ("support.npz", "support.png", "learning_curve.png", "loss.png",
-               "summary.json", "metrics.jsonl", "config.json"):
+  for name in (
+    "support.npz",
+    "support.png",
+    "learning_curve.png",
+    "loss.png",
+    "summary.json",
+    "metrics.jsonl",
+    "config.json",
+  ):
     assert os.path.exists(tmp_path / name), name
   with np.load(tmp_path / "support.npz") as f:
     x, y = f["x"], f["y"]
   assert x.shape == (20, 28, 28, 1) and y.shape == (20, 10)
   assert json.loads((tmp_path / "summary.json").read_text()) == pytest.approx(summary)
-  for key in ("test_accuracy", "test_accuracy_init", "transfer_test_accuracy",
-              "transfer_test_accuracy_init"):
+  for key in (
+    "test_accuracy",
+    "test_accuracy_init",
+    "transfer_test_accuracy",
+    "transfer_test_accuracy_init",
+  ):
     assert 0.0 <= summary[key] <= 1.0, key
   records = workdir_lib.read_metrics(str(tmp_path))
   assert [r["step"] for r in records] == [0, 2, 4]
@@ -52,15 +64,21 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(tmp_path):
     np.testing.assert_allclose(f["x"], uninterrupted, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("key,value,match", [
+@pytest.mark.parametrize(
+  "key,value,match",
+  [
     ("method", "dc", "config.method must be one of"),
     ("evaluation.network", "vgg", "config.evaluation: network must be one of"),
     ("rfad.per_class", 500, "config.rfad.per_class"),
-    ("rfad.target_batch_size", 60, "config.rfad.target_batch_size=60 must be a positive "
-                                   "multiple of the number of devices"),
+    (
+      "rfad.target_batch_size",
+      60,
+      "config.rfad.target_batch_size=60 must be a positive multiple of the number of devices",
+    ),
     ("rfad.loss", "l1", "config.rfad.loss must be one of"),
     ("rfad.reg", 0.0, "config.rfad.reg must be > 0"),
-])
+  ],
+)
 def test_bad_config(tmp_path, key, value, match):
   config = rfad_mnist5k.get_config("1,runlocal")
   section, _, name = key.rpartition(".")

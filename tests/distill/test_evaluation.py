@@ -1,4 +1,5 @@
 """The finite-network evaluation protocol (kdjax.distill.evaluation)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +25,12 @@ def test_random_shift_is_a_zero_padded_translation():
   shifted = np.asarray(ev.random_shift(jax.random.key(0), x, 2))
   seen = set()
   for image, out in zip(x, shifted):
-    matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-               if np.array_equal(out, _shift_reference(image, dy, dx))]
+    matches = [
+      (dy, dx)
+      for dy in range(-2, 3)
+      for dx in range(-2, 3)
+      if np.array_equal(out, _shift_reference(image, dy, dx))
+    ]
     assert matches, "output is not a translation of its input"
     seen.add(matches[0])
   assert len(seen) > 5  # offsets are drawn per image
@@ -51,22 +56,36 @@ def digits():
   return x_train[index], ds.y_train[index], x_test, ds.y_test
 
 
-@pytest.mark.parametrize("network,width,shift", [
-    ("convnet", 16, 1), ("mlp", 64, 0),
-    pytest.param("resnet", 16, 1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+  "network,width,shift",
+  [("convnet", 16, 1), ("mlp", 64, 0), pytest.param("resnet", 16, 1, marks=pytest.mark.slow)],
+)
 def test_trained_networks_beat_untrained_ones_on_digits(digits, network, width, shift):
   x, y, x_test, y_test = digits
-  protocol = ev.Protocol(network=network, width=width, depth=2, steps=50, batch_size=64,
-                         learning_rate=1e-2, seeds=2, max_shift=shift)
+  protocol = ev.Protocol(
+    network=network,
+    width=width,
+    depth=2,
+    steps=50,
+    batch_size=64,
+    learning_rate=1e-2,
+    seeds=2,
+    max_shift=shift,
+  )
   result = ev.evaluate(x, y, x_test, y_test, protocol, num_classes=10)
   assert len(result["accuracies"]) == 2
   assert result["mean"] == pytest.approx(np.mean(result["accuracies"]))
   assert result["std"] == pytest.approx(np.std(result["accuracies"]))
   assert result["mean"] > 0.7, result
   # One tiny step leaves the network near chance: the accuracy comes from training.
-  untrained = ev.evaluate(x, y, x_test, y_test, ev.Protocol(
-      network=network, width=width, depth=2, steps=1, learning_rate=1e-6, seeds=1),
-      num_classes=10)
+  untrained = ev.evaluate(
+    x,
+    y,
+    x_test,
+    y_test,
+    ev.Protocol(network=network, width=width, depth=2, steps=1, learning_rate=1e-6, seeds=1),
+    num_classes=10,
+  )
   assert untrained["mean"] < result["mean"] - 0.3
 
 
@@ -84,8 +103,9 @@ def test_seeds_are_reproducible_and_distinct(digits):
 def test_soft_labels_with_mse(digits):
   x, y, x_test, y_test = digits
   soft = data.regression_targets(y, 10)  # 0.9 / -0.1 targets, as KRR methods learn
-  protocol = ev.Protocol(network="mlp", width=64, depth=1, steps=50, loss="mse", seeds=1,
-                         learning_rate=1e-2, max_shift=0)
+  protocol = ev.Protocol(
+    network="mlp", width=64, depth=1, steps=50, loss="mse", seeds=1, learning_rate=1e-2, max_shift=0
+  )
   assert ev.evaluate(x, soft, x_test, y_test, protocol, num_classes=10)["mean"] > 0.7
   with pytest.raises(ValueError, match="distributions"):
     ev.evaluate(x, soft, x_test, y_test, ev.Protocol(loss="xent"), num_classes=10)

@@ -1,4 +1,5 @@
 """FRePo (kdjax.distill.frepo): readout features, online pool with resets, meta-gradient."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,15 +25,22 @@ def test_features_are_the_readout_input():
   phi = frepo.features(model, variables, x)
   dense = variables["params"]["Dense_0"]
   assert phi.shape == (5, 4 * 2 * 2)
-  np.testing.assert_allclose(phi @ dense["kernel"] + dense["bias"], model.apply(variables, x),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    phi @ dense["kernel"] + dense["bias"], model.apply(variables, x), rtol=1e-5, atol=1e-5
+  )
 
 
 def _make(pool_size=2, max_updates=2):
   model = models.ConvNet(num_classes=10, width=8, depth=2, normalization="none")
-  return model, frepo.make_frepo_step(model, optax.adam(0.01), model_optimizer=optax.adam(1e-3),
-                                      reg=1e-4, pool_size=pool_size, max_updates=max_updates,
-                                      seed=0)
+  return model, frepo.make_frepo_step(
+    model,
+    optax.adam(0.01),
+    model_optimizer=optax.adam(1e-3),
+    reg=1e-4,
+    pool_size=pool_size,
+    max_updates=max_updates,
+    seed=0,
+  )
 
 
 def test_meta_gradient_matches_a_reference_krr_loss(digits):
@@ -77,8 +85,9 @@ def test_pool_models_train_online_and_reset(digits):
   fresh, _ = init_model(jax.random.fold_in(jax.random.key(0), 4), state.x)
   got = jax.tree.map(lambda a: a[0], state.pool)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, fresh)
-  assert not np.allclose(np.asarray(got["params"]["Dense_0"]["kernel"]),
-                         pool0["params"]["Dense_0"]["kernel"][0])
+  assert not np.allclose(
+    np.asarray(got["params"]["Dense_0"]["kernel"]), pool0["params"]["Dense_0"]["kernel"][0]
+  )
 
 
 def test_loss_decreases(digits):
@@ -97,8 +106,15 @@ def test_loss_decreases(digits):
 
 def test_bad_input():
   with pytest.raises(ValueError, match="pool_size and max_updates"):
-    frepo.make_frepo_step(models.ConvNet(), optax.adam(0.1), model_optimizer=optax.adam(0.1),
-                          reg=1e-3, pool_size=0, max_updates=1, seed=0)
+    frepo.make_frepo_step(
+      models.ConvNet(),
+      optax.adam(0.1),
+      model_optimizer=optax.adam(0.1),
+      reg=1e-3,
+      pool_size=0,
+      max_updates=1,
+      seed=0,
+    )
   with pytest.raises(ValueError, match="no nn.Dense readout"):
     frepo.features(_NoDense(), {}, jnp.ones((1, 2)))
 

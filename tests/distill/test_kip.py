@@ -1,4 +1,5 @@
 """Tests of kdjax.distill.kip against float64 NumPy KRR, and of its sharded step."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,12 +48,12 @@ def test_kip_loss_matches_float64_numpy():
   np.testing.assert_allclose(got, expected, rtol=2e-4)
 
 
-@pytest.mark.parametrize("learn_images,learn_labels", [(True, True), (True, False),
-                                                       (False, True)])
+@pytest.mark.parametrize("learn_images,learn_labels", [(True, True), (True, False), (False, True)])
 def test_step_decreases_loss_and_updates_only_learned_parts(learn_images, learn_labels):
   xs, ys, xt, yt = f32(*problem(1))
-  init, step = kip.make_kip_step(poly_kernel, optax.adam(1e-2), reg=1e-3,
-                                 learn_images=learn_images, learn_labels=learn_labels)
+  init, step = kip.make_kip_step(
+    poly_kernel, optax.adam(1e-2), reg=1e-3, learn_images=learn_images, learn_labels=learn_labels
+  )
   state = init(xs, ys)
   losses = []
   for _ in range(20):
@@ -70,8 +71,9 @@ def test_sharded_step_equals_unsharded_step():
   xs, ys, xt, yt = f32(*problem(2, b=64))
   results = []
   for m in (None, mesh):
-    init, step = kip.make_kip_step(poly_kernel, optax.adam(1e-2), reg=1e-3,
-                                   learn_labels=True, mesh=m)
+    init, step = kip.make_kip_step(
+      poly_kernel, optax.adam(1e-2), reg=1e-3, learn_labels=True, mesh=m
+    )
     state = init(xs, ys)
     for _ in range(3):
       state, metrics = step(state, xt, yt)
@@ -90,8 +92,11 @@ def test_label_solve_is_the_least_squares_solution():
   np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3)
   # Optimality: the gradient of the KIP loss with respect to the labels vanishes there.
   with jax.enable_x64(True):
-    grad = jax.grad(lambda y: kip.kip_loss(poly_kernel, jnp.asarray(xs), y, jnp.asarray(xt),
-                                           jnp.asarray(yt), reg=1e-2))(jnp.asarray(expected))
+    grad = jax.grad(
+      lambda y: kip.kip_loss(
+        poly_kernel, jnp.asarray(xs), y, jnp.asarray(xt), jnp.asarray(yt), reg=1e-2
+      )
+    )(jnp.asarray(expected))
   assert np.abs(np.asarray(grad)).max() < 1e-10
 
 
@@ -118,8 +123,9 @@ def test_bad_step_arguments_and_nan_support():
   with pytest.raises(ValueError, match="at least one of learn_images"):
     kip.make_kip_step(poly_kernel, optax.adam(1e-2), reg=1e-3, learn_images=False)
   with pytest.raises(ValueError, match="data_axis"):
-    kip.make_kip_step(poly_kernel, optax.adam(1e-2), reg=1e-3,
-                      mesh=Mesh(np.array(jax.devices()), ("batch",)))
+    kip.make_kip_step(
+      poly_kernel, optax.adam(1e-2), reg=1e-3, mesh=Mesh(np.array(jax.devices()), ("batch",))
+    )
   xs, ys, _, _ = f32(*problem())
   state = kip.KipState(xs.at[0, 0, 0, 0].set(jnp.nan), ys, (), jnp.array(7))
   with pytest.raises(FloatingPointError, match="images became non-finite.*step 7"):

@@ -1,4 +1,5 @@
 """RFAD (kdjax.distill.rfad): random-feature ConvNet NNGP, KRR forms, loss, sharded step."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +18,7 @@ def test_random_features_converge_to_the_analytic_convnet_nngp():
   for width, num_models in ((8, 1), (64, 4), (256, 16)):
     network = rfad.convnet(width=width, depth=2)
     exact = np.asarray(network[2](x, x, get="nngp"))
-    phi = np.asarray(rfad.random_features(network, jax.random.key(1), x,
-                                          num_models=num_models))
+    phi = np.asarray(rfad.random_features(network, jax.random.key(1), x, num_models=num_models))
     assert phi.shape == (4, num_models * width)  # 6x6 -> 3x3 -> 1x1 pixels
     errors.append(np.linalg.norm(phi @ phi.T - exact) / np.linalg.norm(exact))
   assert errors[2] < 0.05, errors
@@ -40,14 +40,15 @@ def test_dual_and_primal_krr_agree():
 
 def test_platt_loss_matches_numpy():
   rng = np.random.default_rng(2)
-  pred, y = rng.normal(size=(6, 4)).astype(np.float32), np.eye(4)[rng.integers(0, 4, 6)] - .1
+  pred, y = rng.normal(size=(6, 4)).astype(np.float32), np.eye(4)[rng.integers(0, 4, 6)] - 0.1
   logits = np.exp(0.7) * pred
   logp = logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
   expected = -np.mean(logp[np.arange(6), np.argmax(y, 1)])
   got = float(rfad.rfad_loss(jnp.asarray(pred), jnp.asarray(y), loss="platt", log_scale=0.7))
   np.testing.assert_allclose(got, expected, rtol=1e-5)
   assert float(rfad.rfad_loss(jnp.asarray(pred), jnp.asarray(y), loss="mse")) == (
-      pytest.approx(0.5 * np.mean((pred - y) ** 2), rel=1e-5))
+    pytest.approx(0.5 * np.mean((pred - y) ** 2), rel=1e-5)
+  )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,15 @@ def digits():
 def test_steps_lower_the_loss_with_finite_gradients(digits, loss, learn_labels):
   x, y, labels = digits
   index = data.class_balanced_indices(labels, 1, seed=0)
-  init, step = rfad.make_rfad_step(rfad.convnet(16, 2), optax.adam(0.01), reg=1e-4,
-                                   num_models=2, seed=0, loss=loss, learn_labels=learn_labels)
+  init, step = rfad.make_rfad_step(
+    rfad.convnet(16, 2),
+    optax.adam(0.01),
+    reg=1e-4,
+    num_models=2,
+    seed=0,
+    loss=loss,
+    learn_labels=learn_labels,
+  )
   state = init(x[index], y[index])
   x_t, y_t = jnp.asarray(x[:256]), jnp.asarray(y[:256])
   losses = []
@@ -85,8 +93,9 @@ def test_sharded_step_equals_unsharded(digits):
   mesh = Mesh(np.array(jax.devices()), ("data",))
   results = []
   for m in (None, mesh):
-    init, step = rfad.make_rfad_step(rfad.convnet(8, 2), optax.adam(0.01), reg=1e-4,
-                                     num_models=2, seed=3, mesh=m)
+    init, step = rfad.make_rfad_step(
+      rfad.convnet(8, 2), optax.adam(0.01), reg=1e-4, num_models=2, seed=3, mesh=m
+    )
     state, metrics = step(init(x[index], y[index]), jnp.asarray(x[:64]), jnp.asarray(y[:64]))
     results.append((np.asarray(state.x), float(metrics["loss"])))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)

@@ -3,6 +3,7 @@
 `reference/predict.npz` comes from `reference/generate_predict.py` (neural-tangents 0.6.5,
 jax 0.4.23, float64); see that script for its keys.
 """
+
 import json
 import os
 
@@ -22,8 +23,11 @@ RTOL = 1e-6
 def network():
   spec = json.loads(str(REF["spec"]))
   assert [name for name, _ in spec] == ["Dense", "Relu", "Dense", "Relu", "Dense"]
-  dense = [stax.Dense(kw["width"], W_std=kw["W_std"], b_std=kw["b_std"])
-           for name, kw in spec if name == "Dense"]
+  dense = [
+    stax.Dense(kw["width"], W_std=kw["W_std"], b_std=kw["b_std"])
+    for name, kw in spec
+    if name == "Dense"
+  ]
   return stax.serial(dense[0], stax.Relu(), dense[1], stax.Relu(), dense[2])[2]
 
 
@@ -39,8 +43,13 @@ def test_ensemble_matches_neural_tangents(case):
   diag_reg, absolute = CASES[case]
   with jax.enable_x64(True):
     fn = predict.gradient_descent_mse_ensemble(
-        network(), REF["x_train"], REF["y_train"], learning_rate=float(REF["learning_rate"]),
-        diag_reg=diag_reg, diag_reg_absolute_scale=absolute)
+      network(),
+      REF["x_train"],
+      REF["y_train"],
+      learning_rate=float(REF["learning_rate"]),
+      diag_reg=diag_reg,
+      diag_reg_absolute_scale=absolute,
+    )
     for where, x in (("test", REF["x_test"]), ("train", None)):
       for when, t in (("t", REF["ts"]), ("inf", None)):
         got = fn(t, x, ("nngp", "ntk"), compute_cov=True)
@@ -69,21 +78,28 @@ def test_times_zero_and_infinity_are_the_prior_and_the_posterior():
 @pytest.mark.parametrize("case", CASES)
 def test_gradient_descent_mse_and_gp_inference_match_neural_tangents(case):
   diag_reg, absolute = CASES[case]
-  kernels = {w: type("K", (), {"nngp": REF[f"nngp_{w}"], "ntk": REF[f"ntk_{w}"]})
-             for w in ("dd", "td", "tt")}
+  kernels = {
+    w: type("K", (), {"nngp": REF[f"nngp_{w}"], "ntk": REF[f"ntk_{w}"]}) for w in ("dd", "td", "tt")
+  }
   with jax.enable_x64(True):
-    gd = predict.gradient_descent_mse(REF["ntk_dd"], REF["y_train"],
-                                      learning_rate=float(REF["learning_rate"]),
-                                      diag_reg=diag_reg, diag_reg_absolute_scale=absolute)
+    gd = predict.gradient_descent_mse(
+      REF["ntk_dd"],
+      REF["y_train"],
+      learning_rate=float(REF["learning_rate"]),
+      diag_reg=diag_reg,
+      diag_reg_absolute_scale=absolute,
+    )
     for when, t in (("t", REF["ts"]), ("inf", None)):
       train, test = gd(t, REF["fx_train_0"], REF["fx_test_0"], REF["ntk_td"])
       close(train, REF[f"{case}/gd_mse/{when}/train"], when)
       close(test, REF[f"{case}/gd_mse/{when}/test"], when)
       # fx_train_0=None: test outputs only, with f_0(X) = 0 (as neural-tangents).
-      close(gd(t, None, REF["fx_test_0"], REF["ntk_td"]),
-            gd(t, 0.0, REF["fx_test_0"], REF["ntk_td"])[1])
-    gp = predict.gp_inference(kernels["dd"], REF["y_train"], diag_reg=diag_reg,
-                              diag_reg_absolute_scale=absolute)
+      close(
+        gd(t, None, REF["fx_test_0"], REF["ntk_td"]), gd(t, 0.0, REF["fx_test_0"], REF["ntk_td"])[1]
+      )
+    gp = predict.gp_inference(
+      kernels["dd"], REF["y_train"], diag_reg=diag_reg, diag_reg_absolute_scale=absolute
+    )
     got = gp(("nngp", "ntk", "ntkgp"), kernels["td"], kernels["tt"])
   for g in ("nngp", "ntk", "ntkgp"):
     close(getattr(got, g).mean, REF[f"{case}/gp/{g}/mean"], g)
@@ -93,9 +109,11 @@ def test_gradient_descent_mse_and_gp_inference_match_neural_tangents(case):
 def test_max_learning_rate_matches_neural_tangents():
   size = REF["y_train"].size
   assert predict.max_learning_rate(REF["ntk_dd"], size) == pytest.approx(
-      float(REF["max_lr"]), rel=1e-7)
+    float(REF["max_lr"]), rel=1e-7
+  )
   assert predict.max_learning_rate(REF["ntk_dd"], size, momentum=0.9) == pytest.approx(
-      float(REF["max_lr_momentum"]), rel=1e-7)
+    float(REF["max_lr_momentum"]), rel=1e-7
+  )
 
 
 def joint_generator(g, diag_reg):
@@ -119,11 +137,13 @@ def test_mean_matches_explicit_ode_integration(g, diag_reg):
     return (-(eta / size) * gen @ (f - target)).reshape(-1)
 
   ts = REF["ts"][1:4]
-  sol = scipy.integrate.solve_ivp(rhs, (0.0, ts[-1]), np.zeros(target.size), method="DOP853",
-                                  t_eval=ts, rtol=1e-12, atol=1e-14)
+  sol = scipy.integrate.solve_ivp(
+    rhs, (0.0, ts[-1]), np.zeros(target.size), method="DOP853", t_eval=ts, rtol=1e-12, atol=1e-14
+  )
   with jax.enable_x64(True):
-    fn = predict.gradient_descent_mse_ensemble(network(), REF["x_train"], REF["y_train"],
-                                               learning_rate=eta, diag_reg=diag_reg)
+    fn = predict.gradient_descent_mse_ensemble(
+      network(), REF["x_train"], REF["y_train"], learning_rate=eta, diag_reg=diag_reg
+    )
     got = fn(ts, REF["x_test"], g)
   want = sol.y.T.reshape((len(ts),) + target.shape)[:, n:]
   np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * np.max(np.abs(want)))
@@ -135,8 +155,9 @@ def test_ntk_covariance_matches_the_propagated_prior():
   gen = joint_generator("ntk", 0.0)
   prior = np.block([[REF["nngp_dd"], REF["nngp_td"].T], [REF["nngp_td"], REF["nngp_tt"]]])
   with jax.enable_x64(True):
-    fn = predict.gradient_descent_mse_ensemble(network(), REF["x_train"], REF["y_train"],
-                                               learning_rate=eta)
+    fn = predict.gradient_descent_mse_ensemble(
+      network(), REF["x_train"], REF["y_train"], learning_rate=eta
+    )
     test = fn(REF["ts"], REF["x_test"], "ntk", compute_cov=True).covariance
     train = fn(REF["ts"], None, "ntk", compute_cov=True).covariance
   for i, t in enumerate(REF["ts"]):
@@ -157,11 +178,13 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="x_train has .* y_train"):
     predict.gradient_descent_mse_ensemble(kernel_fn, x[:-1], y)
   limit = predict.max_learning_rate(kernel_fn(x, None, "ntk"), y.size)
-  predict.gradient_descent_mse_ensemble(kernel_fn, x, y, learning_rate=0.9 * limit,
-                                        check_learning_rate=True)
+  predict.gradient_descent_mse_ensemble(
+    kernel_fn, x, y, learning_rate=0.9 * limit, check_learning_rate=True
+  )
   with pytest.raises(ValueError, match="learning_rate=.* above the stable maximum"):
-    predict.gradient_descent_mse_ensemble(kernel_fn, x, y, learning_rate=1.1 * limit,
-                                          check_learning_rate=True)
+    predict.gradient_descent_mse_ensemble(
+      kernel_fn, x, y, learning_rate=1.1 * limit, check_learning_rate=True
+    )
   with pytest.raises(ValueError, match="learning_rate must be > 0"):
     predict.gradient_descent_mse_ensemble(kernel_fn, x, y, learning_rate=0.0)
   with pytest.raises(ValueError, match="get must be"):

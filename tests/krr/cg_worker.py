@@ -2,6 +2,7 @@
 
 Usage: python tests/krr/cg_worker.py PORT PROCESS_ID OUT.npz
 """
+
 import os
 import sys
 
@@ -14,8 +15,9 @@ jax.config.update("jax_enable_x64", True)
 
 
 def main(port, process_id, out):
-  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                             process_id=process_id)
+  jax.distributed.initialize(
+    coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id
+  )
   import numpy as np  # noqa: PLC0415
 
   from kdjax import krr  # noqa: PLC0415
@@ -29,9 +31,17 @@ def main(port, process_id, out):
   gram = krr.row_sharded(k)  # what solve_cg places: this process's rows only
   local_rows = sum(s.data.shape[0] for s in gram.addressable_shards)
   alpha, info = krr.solve_cg(k, y, reg=1e-3, tol=1e-10, rank=64, return_info=True)
-  np.savez(out, alpha=np.asarray(alpha), k=k, y=y, local_rows=local_rows,
-           global_rows=gram.shape[0], processes=jax.process_count(),
-           devices=len(jax.devices()), iterations=int(info.iterations))
+  np.savez(
+    out,
+    alpha=np.asarray(alpha),
+    k=k,
+    y=y,
+    local_rows=local_rows,
+    global_rows=gram.shape[0],
+    processes=jax.process_count(),
+    devices=len(jax.devices()),
+    iterations=int(info.iterations),
+  )
 
 
 if __name__ == "__main__":

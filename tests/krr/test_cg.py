@@ -1,4 +1,5 @@
 """kdjax.krr.cg (Nyström-preconditioned CG over a row-sharded Gram) against the Cholesky solve."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +39,9 @@ def test_preconditioner_cuts_iterations():
   with jax.enable_x64(True):
     k = np.asarray(KERNEL_FN(x, None, "ntk"))
     one = make_mesh(jax.devices()[:1])
-    _, plain = krr.solve_cg(k, y, reg=1e-4, tol=1e-8, rank=0, max_iter=5000, mesh=one,
-                            return_info=True)
+    _, plain = krr.solve_cg(
+      k, y, reg=1e-4, tol=1e-8, rank=0, max_iter=5000, mesh=one, return_info=True
+    )
     _, nys = krr.solve_cg(k, y, reg=1e-4, tol=1e-8, rank=100, mesh=one, return_info=True)
   assert int(nys.iterations) < int(plain.iterations) / 2, (nys, plain)
 
@@ -69,8 +71,7 @@ def test_n_not_a_multiple_of_8_devices_and_single_device_mesh():
 def test_not_positive_definite_raises_and_is_nan_under_jit():
   k = np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # eigenvalue -1
   with pytest.raises(ValueError, match="not positive definite .* try a larger reg"):
-    krr.solve_cg(k, np.array([1.0, -1.0, 0.5]), reg=1e-3, rank=0,
-                 mesh=make_mesh(jax.devices()[:1]))
+    krr.solve_cg(k, np.array([1.0, -1.0, 0.5]), reg=1e-3, rank=0, mesh=make_mesh(jax.devices()[:1]))
   with pytest.raises(ValueError, match="not symmetric"):
     krr.solve_cg(np.array([[2.0, 1.9], [-5.0, 2.0]]), np.ones(2))
   with pytest.raises(ValueError, match="NaN or infinite"):
@@ -83,5 +84,4 @@ def test_no_convergence_within_max_iter_raises():
   x, y = problem(200, c=1)
   k = np.asarray(KERNEL_FN(x, None, "ntk"))
   with pytest.raises(ValueError, match="did not reach tol"):
-    krr.solve_cg(k, y, reg=1e-6, tol=1e-12, rank=0, max_iter=3,
-                 mesh=make_mesh(jax.devices()[:1]))
+    krr.solve_cg(k, y, reg=1e-6, tol=1e-12, rank=0, max_iter=3, mesh=make_mesh(jax.devices()[:1]))

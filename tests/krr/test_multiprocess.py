@@ -1,4 +1,5 @@
 """Two processes on 127.0.0.1 (jax.distributed + gloo) solve KRR by CG with K's rows split."""
+
 import os
 import socket
 import subprocess
@@ -23,9 +24,16 @@ def test_two_processes_hold_half_the_rows_each_and_match_cholesky(tmp_path):
   port = _free_port()
   env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
   outs = [str(tmp_path / f"p{i}.npz") for i in range(2)]
-  procs = [subprocess.Popen([sys.executable, WORKER, str(port), str(i), outs[i]], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, WORKER, str(port), str(i), outs[i]],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   logs = []
   for p in procs:
     try:
@@ -43,5 +51,6 @@ def test_two_processes_hold_half_the_rows_each_and_match_cholesky(tmp_path):
   np.testing.assert_array_equal(results[0]["alpha"], results[1]["alpha"])
   with jax.enable_x64(True):
     want = krr.solve(results[0]["k"], results[0]["y"], reg=1e-3)
-  np.testing.assert_allclose(results[0]["alpha"], want, rtol=1e-7,
-                             atol=1e-9 * float(np.max(np.abs(want))))
+  np.testing.assert_allclose(
+    results[0]["alpha"], want, rtol=1e-7, atol=1e-9 * float(np.max(np.abs(want)))
+  )

@@ -1,4 +1,5 @@
 """Tests of kdjax.models: forward passes against NumPy, published sizes, causality, errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,9 +36,11 @@ def test_convnet_size_matches_the_layer_formula():
   expected = 0
   c_in = channels
   for _ in range(depth):
-    expected += 9 * c_in * width + width + 2 * width  # conv kernel + bias + instance-norm scale/bias
+    expected += (
+      9 * c_in * width + width + 2 * width
+    )  # conv kernel + bias + instance-norm scale/bias
     c_in = width
-  expected += (32 // 2 ** depth) ** 2 * width * classes + classes
+  expected += (32 // 2**depth) ** 2 * width * classes + classes
   model = models.ConvNet(num_classes=classes, width=width, depth=depth)
   assert _param_count(model, jnp.zeros((1, 32, 32, channels))) == expected
 
@@ -52,8 +55,9 @@ def test_convnet_instance_norm_makes_examples_independent_of_the_batch():
   # Rescaling one example changes no other example's logits (no statistics across the batch).
   x2 = x.copy()
   x2[0] *= 10.0
-  np.testing.assert_allclose(model.apply(variables, x2, train=True)[1:], full[1:], rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    model.apply(variables, x2, train=True)[1:], full[1:], rtol=1e-5, atol=1e-5
+  )
 
 
 def test_resnet_batch_norm_uses_batch_stats_in_training_and_running_stats_in_eval():
@@ -64,11 +68,16 @@ def test_resnet_batch_norm_uses_batch_stats_in_training_and_running_stats_in_eva
   assert logits.shape == (4, 5)
   stem_mean = updates["batch_stats"]["BatchNorm_0"]["mean"]
   conv = jax.lax.conv_general_dilated(
-      x, variables["params"]["Conv_0"]["kernel"], (1, 1), [(1, 1), (1, 1)],
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x,
+    variables["params"]["Conv_0"]["kernel"],
+    (1, 1),
+    [(1, 1), (1, 1)],
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   # momentum 0.9 from a zero initial mean: new = 0.1 * batch mean.
-  np.testing.assert_allclose(stem_mean, 0.1 * np.asarray(conv).mean(axis=(0, 1, 2)), rtol=1e-4,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    stem_mean, 0.1 * np.asarray(conv).mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5
+  )
   eval_logits = model.apply(variables, x, train=False)
   assert not np.allclose(eval_logits, logits)
 
@@ -79,8 +88,9 @@ def test_resnet_rejects_bad_depth():
 
 
 def test_transformer_is_causal():
-  model = models.TransformerLM(vocab_size=11, max_len=8, embed_dim=16, num_layers=2, num_heads=2,
-                               mlp_dim=32)
+  model = models.TransformerLM(
+    vocab_size=11, max_len=8, embed_dim=16, num_layers=2, num_heads=2, mlp_dim=32
+  )
   tokens = np.random.RandomState(0).randint(0, 11, size=(2, 8))
   variables = model.init(jax.random.PRNGKey(0), tokens)
   logits = model.apply(variables, tokens)

@@ -1,4 +1,5 @@
 """Objectives and augmentation against float64 NumPy references written from the papers."""
+
 import itertools
 
 import jax
@@ -11,8 +12,11 @@ from kdjax.train import augment, objectives
 
 def _logits(seed=0, n=6, k=3):
   rs = np.random.RandomState(seed)
-  return (rs.randn(n, k) * 2).astype(np.float32), (rs.randn(n, k) * 2).astype(np.float32), \
-      rs.randint(0, k, n).astype(np.int32)
+  return (
+    (rs.randn(n, k) * 2).astype(np.float32),
+    (rs.randn(n, k) * 2).astype(np.float32),
+    rs.randint(0, k, n).astype(np.int32),
+  )
 
 
 def _ce(s, targets, temperature=1.0):
@@ -21,7 +25,9 @@ def _ce(s, targets, temperature=1.0):
 
 def test_born_again_plain_is_cross_entropy_to_the_teacher_distribution():
   s, t, y = _logits()
-  got = objectives.born_again("none", temperature=2.0, ce_weight=0.5)(s, t, y, jax.random.PRNGKey(0))
+  got = objectives.born_again("none", temperature=2.0, ce_weight=0.5)(
+    s, t, y, jax.random.PRNGKey(0)
+  )
   p = softmax(t.astype(np.float64) / 2.0, -1)
   expected = _ce(s, p, 2.0) + 0.5 * _ce(s, np.eye(3)[y])
   np.testing.assert_allclose(got, expected, rtol=1e-5)
@@ -48,7 +54,7 @@ def test_born_again_dkpp_permutes_the_non_argmax_teacher_probabilities():
       target = np.zeros(3)
       target[top] = p[i, top]
       target[list(perm)] = p[i, others]
-      candidates.append(_ce(s[i:i + 1], target[None])[0])
+      candidates.append(_ce(s[i : i + 1], target[None])[0])
     for v in values:  # every draw is the CE to one of the permuted targets
       assert min(abs(v[i] - c) for c in candidates) < 1e-5
   assert any(not np.allclose(values[0], v) for v in values[1:])  # the permutation is random
@@ -76,7 +82,9 @@ def test_crop_flip_returns_a_shifted_possibly_flipped_copy_of_each_image():
   out = np.asarray(augment.random_crop_flip(jax.random.PRNGKey(3), images, pad=2))
   padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
   for i in range(5):
-    crops = [(padded[i, a:a + 6, b:b + 6], f) for a in range(5) for b in range(5) for f in (0, 1)]
+    crops = [
+      (padded[i, a : a + 6, b : b + 6], f) for a in range(5) for b in range(5) for f in (0, 1)
+    ]
     matches = [f for crop, f in crops if np.array_equal(out[i], crop[:, ::-1] if f else crop)]
     assert matches, f"image {i} is no crop of its padded original"
   assert out.shape == images.shape
@@ -89,5 +97,6 @@ def test_shift_never_flips_and_moves_by_at_most_two_pixels():
   out = np.asarray(augment.get("shift")(jax.random.PRNGKey(0), images))
   padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
   for i in range(4):
-    assert any(np.array_equal(out[i], padded[i, a:a + 5, b:b + 5])
-               for a in range(5) for b in range(5))
+    assert any(
+      np.array_equal(out[i], padded[i, a : a + 5, b : b + 5]) for a in range(5) for b in range(5)
+    )

@@ -1,4 +1,5 @@
 """Tests of the jitted train/eval steps, sharding rules and objectives."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -13,16 +14,27 @@ from kdjax.train import objectives, sharding, state as state_lib, steps
 
 def _optimizer(name, learning_rate, momentum=0.9):
   """A complete optimizer block with a constant learning rate (make_optimizer reads every key)."""
-  return ml_collections.ConfigDict({
-      "name": name, "learning_rate": learning_rate, "schedule": "constant", "warmup_steps": 0,
-      "final_lr_fraction": 0.0, "momentum": momentum, "nesterov": False, "weight_decay": 0.0,
-      "grad_clip_norm": 0.0})
+  return ml_collections.ConfigDict(
+    {
+      "name": name,
+      "learning_rate": learning_rate,
+      "schedule": "constant",
+      "warmup_steps": 0,
+      "final_lr_fraction": 0.0,
+      "momentum": momentum,
+      "nesterov": False,
+      "weight_decay": 0.0,
+      "grad_clip_norm": 0.0,
+    }
+  )
 
 
 def _data(n=16, shape=(8, 8, 1), classes=5, seed=0):
   rs = np.random.RandomState(seed)
-  return {"inputs": rs.randn(n, *shape).astype(np.float32),
-          "labels": rs.randint(0, classes, size=n).astype(np.int32)}
+  return {
+    "inputs": rs.randn(n, *shape).astype(np.float32),
+    "labels": rs.randint(0, classes, size=n).astype(np.int32),
+  }
 
 
 def _kd_setup(mesh, rules=(), student=None):
@@ -35,8 +47,12 @@ def _kd_setup(mesh, rules=(), student=None):
   teacher_shardings = sharding.tree_shardings(teacher_variables, mesh, rules)
   teacher_variables = jax.device_put(teacher_variables, teacher_shardings)
   objective = objectives.distillation("kd_loss", {"temperature": 2.0}, ce_weight=0.5)
-  step = steps.jit_train_step(steps.make_train_step(student, tx, objective, seed=0, teacher=teacher),
-                              mesh, shardings, teacher_shardings)
+  step = steps.jit_train_step(
+    steps.make_train_step(student, tx, objective, seed=0, teacher=teacher),
+    mesh,
+    shardings,
+    teacher_shardings,
+  )
   return step, state, batch, teacher_variables
 
 
@@ -66,16 +82,20 @@ def test_replicated_and_fsdp_steps_on_8_devices_equal_the_single_device_step():
   for rules in ((), ((".*kernel", "fsdp"),)):
     multi, multi_losses = _run_two_steps(sharding.make_mesh(), rules=rules, student=mlp)
     np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), multi,
-                 single)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), multi, single)
 
 
 def test_fsdp_rules_shard_the_largest_divisible_axis():
   mesh = sharding.make_mesh()
-  tree = {"params": {"Dense_0": {"kernel": jnp.zeros((12, 16)), "bias": jnp.zeros(16)},
-                     "odd": {"kernel": jnp.zeros((3, 5))}}}
-  specs = jax.tree.map(lambda s: s.spec,
-                       sharding.tree_shardings(tree, mesh, ((".*kernel", "fsdp"),)))
+  tree = {
+    "params": {
+      "Dense_0": {"kernel": jnp.zeros((12, 16)), "bias": jnp.zeros(16)},
+      "odd": {"kernel": jnp.zeros((3, 5))},
+    }
+  }
+  specs = jax.tree.map(
+    lambda s: s.spec, sharding.tree_shardings(tree, mesh, ((".*kernel", "fsdp"),))
+  )
   assert specs["params"]["Dense_0"]["kernel"] == jax.sharding.PartitionSpec(None, "data")
   assert specs["params"]["Dense_0"]["bias"] == jax.sharding.PartitionSpec()
   assert specs["params"]["odd"]["kernel"] == jax.sharding.PartitionSpec()
@@ -84,8 +104,9 @@ def test_fsdp_rules_shard_the_largest_divisible_axis():
 
 
 def test_batch_size_not_divisible_by_device_count_is_a_clear_error():
-  with pytest.raises(ValueError, match="batch_size=12 must be a positive multiple of the number "
-                                       "of devices \\(8"):
+  with pytest.raises(
+    ValueError, match="batch_size=12 must be a positive multiple of the number of devices \\(8"
+  ):
     sharding.check_batch_size(12, sharding.make_mesh())
 
 
@@ -99,8 +120,12 @@ def test_kd_step_loss_and_update_match_a_numpy_reference():
   state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
   teacher_variables = teacher.init(jax.random.PRNGKey(3), batch["inputs"])
   objective = objectives.distillation("kd_loss", {"temperature": temperature}, ce_weight=ce_weight)
-  step = steps.jit_train_step(steps.make_train_step(student, tx, objective, seed=0, teacher=teacher),
-                              mesh, shardings, sharding.tree_shardings(teacher_variables, mesh))
+  step = steps.jit_train_step(
+    steps.make_train_step(student, tx, objective, seed=0, teacher=teacher),
+    mesh,
+    shardings,
+    sharding.tree_shardings(teacher_variables, mesh),
+  )
   w0 = np.asarray(state.params["Dense_0"]["kernel"], np.float64)
   b0 = np.asarray(state.params["Dense_0"]["bias"], np.float64)
   new_state, metrics = step(state, sharding.global_batch(batch, mesh), teacher_variables)
@@ -115,7 +140,7 @@ def test_kd_step_loss_and_update_match_a_numpy_reference():
     p = softmax(t / temperature, axis=-1)
     kl = np.sum(p * (np.log(p) - log_softmax(s / temperature, axis=-1)), axis=-1)
     ce = -log_softmax(s, axis=-1)[np.arange(len(y)), y]
-    return np.mean(temperature ** 2 * kl + ce_weight * ce)
+    return np.mean(temperature**2 * kl + ce_weight * ce)
 
   np.testing.assert_allclose(float(metrics["train_loss"]), loss(w0, b0), rtol=1e-5)
   # One SGD step: w1 = w0 - lr * dL/dw, checked with central finite differences in float64.
@@ -126,17 +151,26 @@ def test_kd_step_loss_and_update_match_a_numpy_reference():
       d = np.zeros_like(w0)
       d[i, j] = eps
       grad[i, j] = (loss(w0 + d, b0) - loss(w0 - d, b0)) / (2 * eps)
-  np.testing.assert_allclose(new_state.params["Dense_0"]["kernel"], w0 - lr * grad, rtol=1e-4,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    new_state.params["Dense_0"]["kernel"], w0 - lr * grad, rtol=1e-4, atol=1e-6
+  )
 
 
 def test_teacher_with_a_different_output_shape_is_rejected():
   x = jnp.zeros((2, 8))
   student, teacher = models.MLP(num_classes=10), models.MLP(num_classes=100)
-  with pytest.raises(ValueError, match=r"teacher logits have shape \(2, 100\) but the student's "
-                                       r"have shape \(2, 10\)"):
-    steps.check_teacher(student, student.init(jax.random.PRNGKey(0), x), teacher,
-                        teacher.init(jax.random.PRNGKey(0), x), x)
+  with pytest.raises(
+    ValueError,
+    match=r"teacher logits have shape \(2, 100\) but the student's "
+    r"have shape \(2, 10\)",
+  ):
+    steps.check_teacher(
+      student,
+      student.init(jax.random.PRNGKey(0), x),
+      teacher,
+      teacher.init(jax.random.PRNGKey(0), x),
+      x,
+    )
 
 
 def test_unknown_kd_loss_and_kwargs_are_clear_errors():
@@ -151,9 +185,10 @@ def test_evaluate_pads_the_last_batch_and_matches_numpy_accuracy():
   model = models.MLP(num_classes=3, hidden=())
   data = _data(n=21, shape=(4,), classes=3)
   variables = model.init(jax.random.PRNGKey(0), data["inputs"])
-  eval_step = steps.jit_eval_step(steps.make_eval_step(model), mesh,
-                                  sharding.tree_shardings(variables, mesh))
-  batches = [{k: v[i:i + 8] for k, v in data.items()} for i in range(0, 21, 8)]
+  eval_step = steps.jit_eval_step(
+    steps.make_eval_step(model), mesh, sharding.tree_shardings(variables, mesh)
+  )
+  batches = [{k: v[i : i + 8] for k, v in data.items()} for i in range(0, 21, 8)]
   result = steps.evaluate(eval_step, variables, batches, mesh, batch_size=8)
   p = variables["params"]["Dense_0"]
   logits = data["inputs"].astype(np.float64) @ np.asarray(p["kernel"], np.float64) + p["bias"]
@@ -164,10 +199,12 @@ def test_evaluate_pads_the_last_batch_and_matches_numpy_accuracy():
 
 def test_sequence_kd_step_averages_over_unmasked_tokens():
   mesh = sharding.make_mesh()
-  student = models.TransformerLM(vocab_size=13, max_len=6, embed_dim=8, num_layers=1, num_heads=2,
-                                 mlp_dim=16)
-  teacher = models.TransformerLM(vocab_size=13, max_len=6, embed_dim=16, num_layers=2,
-                                 num_heads=2, mlp_dim=32)
+  student = models.TransformerLM(
+    vocab_size=13, max_len=6, embed_dim=8, num_layers=1, num_heads=2, mlp_dim=16
+  )
+  teacher = models.TransformerLM(
+    vocab_size=13, max_len=6, embed_dim=16, num_layers=2, num_heads=2, mlp_dim=32
+  )
   rs = np.random.RandomState(0)
   tokens = rs.randint(0, 13, size=(8, 7)).astype(np.int32)
   mask = rs.rand(8, 6) < 0.7
@@ -176,8 +213,12 @@ def test_sequence_kd_step_averages_over_unmasked_tokens():
   state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
   teacher_variables = teacher.init(jax.random.PRNGKey(1), batch["inputs"])
   objective = objectives.distillation("kd_loss", {"temperature": 2.0})
-  step = steps.jit_train_step(steps.make_train_step(student, tx, objective, seed=0, teacher=teacher),
-                              mesh, shardings, sharding.tree_shardings(teacher_variables, mesh))
+  step = steps.jit_train_step(
+    steps.make_train_step(student, tx, objective, seed=0, teacher=teacher),
+    mesh,
+    shardings,
+    sharding.tree_shardings(teacher_variables, mesh),
+  )
   s = np.asarray(student.apply(state.variables(), batch["inputs"]), np.float64)
   t = np.asarray(teacher.apply(teacher_variables, batch["inputs"]), np.float64)
   _, metrics = step(state, sharding.global_batch(batch, mesh), teacher_variables)
@@ -209,7 +250,8 @@ def test_nan_in_a_masked_example_reaches_neither_loss_nor_gradient():
       state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
       if run == "jit":
         new_state, metrics = steps.jit_train_step(step, mesh, shardings)(
-            state, sharding.global_batch(data, mesh))
+          state, sharding.global_batch(data, mesh)
+        )
       else:
         new_state, metrics = step(state, {k: jnp.asarray(v) for k, v in data.items()})
       results.append((float(metrics["train_loss"]), jax.device_get(new_state.params)))
@@ -217,5 +259,8 @@ def test_nan_in_a_masked_example_reaches_neither_loss_nor_gradient():
     assert np.isfinite(loss_poisoned), run
     assert loss_poisoned == pytest.approx(loss_clean, rel=1e-6), run
     # The update (hence the gradient) ignores the masked examples entirely.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                 params_poisoned, params_clean)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      params_poisoned,
+      params_clean,
+    )
