@@ -48,6 +48,7 @@ def test_digits_conv_kernel_run(tmp_path):
   assert np.load(tmp_path / "support.npz")["x"].shape == (10, 8, 8, 1)
 
 
+@pytest.mark.slow
 def test_tfds_mnist_config_runs_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 

@@ -87,6 +87,7 @@ def test_bad_config(tmp_path, key, value, match):
     job.run(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_frepo_runlocal(tmp_path):
   summary = job.run(frepo_mnist5k.get_config("1,runlocal"), str(tmp_path))
   with np.load(tmp_path / "support.npz") as f:

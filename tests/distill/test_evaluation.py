@@ -58,7 +58,11 @@ def digits():
 
 @pytest.mark.parametrize(
   "network,width,shift",
-  [("convnet", 16, 1), ("mlp", 64, 0), pytest.param("resnet", 16, 1, marks=pytest.mark.slow)],
+  [
+    pytest.param("convnet", 16, 1, marks=pytest.mark.slow),
+    ("mlp", 64, 0),
+    pytest.param("resnet", 16, 1, marks=pytest.mark.slow),
+  ],
 )
 def test_trained_networks_beat_untrained_ones_on_digits(digits, network, width, shift):
   x, y, x_test, y_test = digits

@@ -90,6 +90,7 @@ def test_pool_models_train_online_and_reset(digits):
   )
 
 
+@pytest.mark.slow
 def test_loss_decreases(digits):
   x, y, labels = digits
   index = data.class_balanced_indices(labels, 1, seed=1)

@@ -85,6 +85,7 @@ def uninterrupted(tmp_path_factory):
   return workdir, runner.run(tiny(), str(workdir))
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, uninterrupted):
   c = tiny()
   full_dir, full = uninterrupted
@@ -102,6 +103,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, uninterrupted
   assert (full_dir / "metrics.jsonl").read_text() == (resumed_dir / "metrics.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_label_solve_finishing_step_lowers_the_training_loss(tmp_path):
   summary = runner.run(tiny(**{"kip.label_solve": True}), str(tmp_path))
   assert 0.0 <= summary["label_solve_test_accuracy"] <= 1.0

@@ -49,6 +49,7 @@ def test_kd_objective_is_the_masked_token_kl_in_float64():
   np.testing.assert_allclose(float(total), kl[batch["mask"]].sum(), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_chunked_kd_objective_equals_the_dense_one_with_gradients():
   batch = _batch(1)
   s_params, t_params = _params(STUDENT, 0), _params(TEACHER, 1)

@@ -70,6 +70,7 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatc
   assert os.path.exists(tmp_path / "b" / "config.json")
 
 
+@pytest.mark.slow
 def test_kd_run_trains_its_teacher_then_reuses_it_from_teacher_workdir(tmp_path):
   config = _config("experiments/kd_mnist5k.py", num_steps=10, eval_every=10)
   first = loop.run(config, str(tmp_path / "kd"))
@@ -90,6 +91,7 @@ def test_kd_run_trains_its_teacher_then_reuses_it_from_teacher_workdir(tmp_path)
   )
 
 
+@pytest.mark.slow
 def test_generations_train_each_from_the_previous(tmp_path):
   config = _config("experiments/born_again_mnist5k.py", num_steps=10, generations=2)
   summary = loop.run(config, str(tmp_path / "ban"))

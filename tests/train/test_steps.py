@@ -197,6 +197,7 @@ def test_evaluate_pads_the_last_batch_and_matches_numpy_accuracy():
   assert result["eval_loss"] == pytest.approx(ce, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_sequence_kd_step_averages_over_unmasked_tokens():
   mesh = sharding.make_mesh()
   student = models.TransformerLM(

@@ -18,8 +18,8 @@ def _get_config(name, arg):
 @pytest.mark.parametrize(
   "name, classes",
   [
-    ("kd_cifar100", 100),
-    pytest.param("kd_cifar10", 10, marks=pytest.mark.slow),
+    ("kd_cifar10", 10),
+    pytest.param("kd_cifar100", 100, marks=pytest.mark.slow),
   ],
 )
 def test_cifar_kd_config_runs_on_mock_data(tmp_path, name, classes):
