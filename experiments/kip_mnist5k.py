@@ -3,8 +3,8 @@ r"""KIP on the embedded mnist5k digits with the FC2-ReLU NTK (README main job).
 ``python -m launch.main --config=experiments/kip_mnist5k.py:10 --workdir=runs/kip10``
 
 ``arg`` = images per class (1, 10 or 50; default 10), ``,runlocal`` for a seconds-long
-smoke run. The kernel is the baseline of
-DESIGN.md: 2 x [Dense(W_std=sqrt(2), b_std=0.1), Relu], Dense, NTK
+smoke run. The kernel is the README's KRR baseline
+(mnist5k, 95.2%): 2 x [Dense(W_std=sqrt(2), b_std=0.1), Relu], Dense, NTK
 parameterisation, ``reg = 1e-6 tr(K)/m``, per-image standardised pixels, one-hot minus
 0.1 labels. KIP learns the images (and, at 1/class, the labels) with Adam (lr 0.03,
 cosine decay, 3,000 steps; 1,200 at 50/class, whose steps cost more; Nguyen, Chen &

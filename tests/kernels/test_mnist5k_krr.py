@@ -6,8 +6,8 @@ from kdjax import data, krr
 from kdjax.kernels import stax
 
 
-def test_fc2_relu_ntk_krr_reproduces_design_baseline():
-  # DESIGN.md: all 4,000 training digits, W_std=sqrt(2), b_std=0.1,
+def test_fc2_relu_ntk_krr_reproduces_the_baseline():
+  # The baseline: all 4,000 training digits, W_std=sqrt(2), b_std=0.1,
   # reg=1e-6 tr(K)/n, standardised pixels, one-hot minus 0.1 -> 95.2% test.
   ds = data.load("mnist5k")
   x_train = data.standardize_images(ds.x_train).reshape(len(ds.x_train), -1)

@@ -3,10 +3,10 @@
 Run it with Python from a venv holding jax==0.4.23 and neural-tangents==0.6.5
 (neural-tangents does not import on current JAX), from the repository root:
 
-  python3.11 -m venv nt-venv
-  nt-venv/bin/pip install jax==0.4.23 jaxlib==0.4.23 neural-tangents==0.6.5 \
+  python3.11 -m venv ntref-venv
+  ntref-venv/bin/pip install jax==0.4.23 jaxlib==0.4.23 neural-tangents==0.6.5 \
       'numpy<2' 'scipy<1.13'
-  nt-venv/bin/python tests/kernels/reference/generate.py
+  ntref-venv/bin/python tests/kernels/reference/generate.py
 
 Every case is a JSON `spec`, a list of `[layer, kwargs]` in neural-tangents'
 names, that `tests/kernels/test_stax_reference.py` builds with

@@ -3,7 +3,7 @@
 Run it with Python from a venv holding jax==0.4.23 and neural-tangents==0.6.5 (the same
 venv as `generate.py` in this directory), from the repository root:
 
-  nt-venv/bin/python tests/kernels/reference/generate_predict.py
+  ntref-venv/bin/python tests/kernels/reference/generate_predict.py
 
 One network (`SPEC`, neural-tangents' names, rebuilt with `kdjax.kernels.stax` by
 `tests/kernels/test_predict.py`), inputs from `np.random.default_rng(0)`, float64:
