@@ -143,7 +143,7 @@ async def execute(path):
 
 
 # Notebooks whose smoke run takes over a minute on 2 cores run with the slow tests only.
-SLOW = {"dataset_distillation.ipynb"}
+SLOW = {"dataset_distillation.ipynb", "lm_distillation.ipynb"}
 FAST_COLABS = [path for path in COLABS if path.name not in SLOW]
 
 

@@ -43,6 +43,7 @@ def _make(pool_size=2, max_updates=2):
   )
 
 
+@pytest.mark.slow
 def test_meta_gradient_matches_a_reference_krr_loss(digits):
   x, y, labels = digits
   index = data.class_balanced_indices(labels, 1, seed=0)

@@ -121,7 +121,8 @@ def relative_errors(estimates, want):
 
 
 @pytest.mark.parametrize(
-  "get,outputs,counts", [("nngp", 32, (2, 8, 32, 128)), ("ntk", 2, (1, 4, 16, 64))]
+  "get,outputs,counts",
+  [pytest.param("nngp", 32, (2, 8, 32, 128), marks=pytest.mark.slow), ("ntk", 2, (1, 4, 16, 64))],
 )
 def test_monte_carlo_error_falls_with_samples_like_one_over_sqrt(get, outputs, counts):
   init_fn, apply_fn, kernel_fn = fc_net(128 if get == "nngp" else 64, outputs)
@@ -144,7 +145,7 @@ def test_monte_carlo_error_falls_with_samples_like_one_over_sqrt(get, outputs, c
 @pytest.mark.parametrize(
   "get,sizes",
   [
-    ("nngp", ((8, 8), (64, 32), (512, 64))),
+    pytest.param("nngp", ((8, 8), (64, 32), (512, 64)), marks=pytest.mark.slow),
     ("ntk", ((8, 2), (64, 8), (256, 16))),
     pytest.param("ntk", ((8, 8), (64, 32), (512, 128)), marks=pytest.mark.slow),
   ],

@@ -100,7 +100,10 @@ NETWORKS = {
 # conv_gap (~12 s CPU, the costliest case) is slow; conv_flatten stays in the default run.
 @pytest.mark.parametrize(
   "name",
-  [pytest.param(n, marks=pytest.mark.slow) if n == "conv_gap" else n for n in sorted(NETWORKS)],
+  [
+    pytest.param(n, marks=pytest.mark.slow) if n in ("conv_gap", "conv_flatten") else n
+    for n in sorted(NETWORKS)
+  ],
 )
 def test_gradients_wrt_inputs_match_finite_differences(name):
   (_, _, kernel_fn), shape = NETWORKS[name]

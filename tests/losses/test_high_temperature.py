@@ -41,7 +41,7 @@ def reference(s, t, temperature):
 ATOL = 1e-30
 
 
-@pytest.mark.parametrize("num_classes", [2, 10, 100])
+@pytest.mark.parametrize("num_classes", [2, 10, pytest.param(100, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("std", [1.0, 10.0])
 def test_kd_loss_float32_is_accurate_for_temperatures_1e_2_to_1e4(num_classes, std):
   rng = np.random.default_rng(num_classes)
@@ -56,7 +56,7 @@ def test_kd_loss_float32_is_accurate_for_temperatures_1e_2_to_1e4(num_classes, s
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=ATOL, err_msg=f"{name} T={temperature}")
 
 
-@pytest.mark.parametrize("temperature", [1.0, 1e2, 1e4])
+@pytest.mark.parametrize("temperature", [pytest.param(1.0, marks=pytest.mark.slow), 1e2, 1e4])
 def test_kd_loss_gradient_is_accurate_at_high_temperature(temperature):
   rng = np.random.default_rng(1)
   s, t = (rng.normal(size=(2, 2, 10)) * 5).astype(np.float32)

@@ -134,6 +134,7 @@ def _lm1b_runlocal(tmp_path):
   return c
 
 
+@pytest.mark.slow
 def test_lm1b_config_trains_its_sentencepiece_vocabulary_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 

@@ -18,7 +18,7 @@ def _get_config(name, arg):
 @pytest.mark.parametrize(
   "name, classes",
   [
-    ("kd_cifar10", 10),
+    pytest.param("kd_cifar10", 10, marks=pytest.mark.slow),
     pytest.param("kd_cifar100", 100, marks=pytest.mark.slow),
   ],
 )
