@@ -34,7 +34,7 @@ so chunking ``V`` would mean rewriting each divergence in a streaming log-sum-ex
 instead of reusing it. The live ``[chunk_size, V]`` float32 buffers are bounded by
 ``chunk_size`` instead. The default ``chunk_size=None`` picks it from the vocabulary size
 (:func:`default_chunk_size`): the largest power of two, at most ``N``, whose float32
-``[chunk, V]`` logits take at most 128 MiB -- 256 tokens at V = 128256 (the loss's working
+``[chunk, V]`` logits take at most 64 MiB -- 128 tokens at V = 128256 (the loss's working
 memory is then <= 1/8 of the naive loss's at N = 8192, H = 4096), every token of a small
 batch at a small vocabulary (one chunk: no loop overhead). What stays is the float32
 ``[H, V]`` kernel-gradient accumulator (2x the bfloat16 kernel), needed to keep the
@@ -56,7 +56,7 @@ from kdjax.losses.sequence import get_divergence
 __all__ = ["chunked_kd_loss", "chunked_kd_sum_and_count", "default_chunk_size"]
 
 # Memory of one float32 [chunk, V] logits buffer that the default chunk size aims at.
-_CHUNK_BYTES = 128 * 2**20
+_CHUNK_BYTES = 64 * 2**20
 
 # Largest vocabulary block of the in-place kernel-gradient update: [H, 8192] float32
 # partial products (128 MiB at H = 4096) instead of a second [H, V] buffer.
@@ -76,11 +76,11 @@ def _kernel_grad_block(vocab: int) -> int:
 
 def default_chunk_size(num_tokens: int, vocab: int) -> int:
   """The default tokens per chunk: the largest power of two <= ``num_tokens`` (at least 1)
-  whose float32 ``[chunk, vocab]`` logits fit in 128 MiB.
+  whose float32 ``[chunk, vocab]`` logits fit in 64 MiB.
 
   As memory-efficient cross-entropy kernels do, the chunk shrinks as the vocabulary grows,
-  so that the live logits stay a fixed, small working set: 256 at V = 128256 (Llama 3),
-  512 at V = 50257 (GPT-2), 2048 at V = 16384.
+  so that the live logits stay a fixed, small working set: 128 at V = 128256 (Llama 3),
+  256 at V = 50257 (GPT-2), 1024 at V = 16384.
   """
   limit = max(1, min(num_tokens, _CHUNK_BYTES // (4 * max(vocab, 1))))
   return 1 << (limit.bit_length() - 1)

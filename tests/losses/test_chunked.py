@@ -291,9 +291,9 @@ def test_data_parallel_under_shard_map_matches_single_device():
 
 
 def test_default_chunk_size_follows_the_vocabulary():
-  # The largest power of two <= N whose float32 [chunk, V] logits fit in 128 MiB.
-  assert chunked.default_chunk_size(8192, 128256) == 256
-  assert chunked.default_chunk_size(8192, 50257) == 512
+  # The largest power of two <= N whose float32 [chunk, V] logits fit in 64 MiB.
+  assert chunked.default_chunk_size(8192, 128256) == 128
+  assert chunked.default_chunk_size(8192, 50257) == 256
   assert chunked.default_chunk_size(1024, 16384) == 1024
   assert chunked.default_chunk_size(100, 16384) == 64
   assert chunked.default_chunk_size(0, 10) == 1
