@@ -29,8 +29,8 @@ import numpy as np
 import optax
 
 from kdjax import data, models
-from kdjax.distill import evaluation, frepo, kip, rfad
-from kdjax.jobs import figures, mesh as mesh_lib, schedules, workdir as workdir_lib
+from kdjax.distill import evaluation, frepo, kip, outputs, rfad
+from kdjax.jobs import mesh as mesh_lib, schedules, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
@@ -252,20 +252,13 @@ def _run(config: Any, workdir: str) -> dict:
     "num_steps": int(config.num_steps),
     "distill_seconds": seconds,
   }
-  workdir_lib.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)
-  figures.image_grid(x_final, r.per_class, os.path.join(workdir, "support.png"))
-  figures.plot_curves(
-    log.records,
-    ["test_accuracy"],
-    os.path.join(workdir, "learning_curve.png"),
-    title=f"{config.method} {ds.name}, {r.per_class}/class: KRR test accuracy",
-  )
-  figures.plot_curves(
-    log.records,
-    ["train_loss"],
-    os.path.join(workdir, "loss.png"),
-    title=f"{config.method} train loss",
-    logy=True,
+  outputs.save_support_set(
+    workdir,
+    x_final,
+    y_final,
+    per_class=r.per_class,
+    records=log.records,
+    title=f"{config.method} {ds.name}, {r.per_class}/class",
   )
   finite = protocol(config)
   # Learned labels are real-valued KRR targets: the networks then fit them with MSE.

@@ -36,8 +36,8 @@ import numpy as np
 import optax
 
 from kdjax import data
-from kdjax.distill import kip
-from kdjax.jobs import evaluate, figures, mesh as mesh_lib, schedules, workdir as workdir_lib
+from kdjax.distill import kip, outputs
+from kdjax.jobs import evaluate, mesh as mesh_lib, schedules, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.kernels import stax
@@ -325,20 +325,13 @@ def _run(config: Any, workdir: str) -> dict:
     summary["label_solve_test_accuracy"] = float(accuracy(state.x, jnp.asarray(y_final)))
     print(f"label solve: test_accuracy={summary['label_solve_test_accuracy']:.4f}", flush=True)
   summary["test_accuracy"] = float(accuracy(jnp.asarray(x_final), jnp.asarray(y_final)))
-  workdir_lib.save_npz(os.path.join(workdir, "support.npz"), x=x_final, y=y_final)
-  figures.image_grid(x_final, k.per_class, os.path.join(workdir, "support.png"))
-  figures.plot_curves(
-    log.records,
-    ["test_accuracy"],
-    os.path.join(workdir, "learning_curve.png"),
-    title=f"KIP {ds.name}, {k.per_class}/class: KRR test accuracy",
-  )
-  figures.plot_curves(
-    log.records,
-    ["train_loss"],
-    os.path.join(workdir, "loss.png"),
-    title="KIP train loss",
-    logy=True,
+  outputs.save_support_set(
+    workdir,
+    x_final,
+    y_final,
+    per_class=k.per_class,
+    records=log.records,
+    title=f"KIP {ds.name}, {k.per_class}/class",
   )
   if config.transfer.enabled:
     summary["transfer_test_accuracy"] = train_transfer(
