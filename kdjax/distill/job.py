@@ -18,9 +18,6 @@ beside the same numbers for the random real initial support (``*_init``).
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from typing import Any
 
 import jax
@@ -28,11 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kdjax import data, models
-from kdjax.distill import evaluation, frepo, kip, outputs, rfad
-from kdjax.jobs import mesh as mesh_lib, schedules, workdir as workdir_lib
-from kdjax.jobs.checkpoint import Checkpointer
-from kdjax.jobs.metrics import MetricsWriter, check_finite
+from kdjax import models
+from kdjax.distill import evaluation, frepo, loop, outputs, rfad
+from kdjax.jobs import schedules, workdir as workdir_lib
 
 __all__ = ["METHODS", "validate", "protocol", "run"]
 
@@ -140,47 +135,19 @@ def run(config: Any, workdir: str) -> dict:
 
   Raises:
     ValueError: a bad config (before any work): unknown method or network, ``per_class``
-      larger than a class, a target batch the devices do not divide, ...
+      larger than a class, a target batch the devices do not divide, dataset labels out
+      of range, ...
     FloatingPointError: the loss or the support set became non-finite (names the step).
   """
   validate(config)
+  problem = loop.support_problem(config, config.method)
   with workdir_lib.open_workdir(workdir, config) as wd:
-    return _run(config, wd.path)
+    return _run(config, wd.path, problem)
 
 
-def _run(config: Any, workdir: str) -> dict:
-  d, r, name = config.dataset, config[config.method], config.method
-  ds = data.load(
-    d.name, data_dir=d.data_dir or None, max_train=d.max_train or None, max_test=d.max_test or None
-  )
-  ds = data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
-  try:
-    x0, y0 = kip.init_support(
-      ds.x_train,
-      ds.y_train,
-      per_class=r.per_class,
-      num_classes=ds.num_classes,
-      seed=config.seed,
-      label_offset=r.label_offset,
-    )
-  except ValueError as err:
-    raise ValueError(f"config.{name}.per_class: {err}") from None
-  targets = data.regression_targets(ds.y_train, ds.num_classes, offset=r.label_offset)
-  if r.target_batch_size > len(ds.x_train):
-    raise ValueError(
-      f"config.{name}.target_batch_size ({r.target_batch_size}) exceeds the "
-      f"{len(ds.x_train)} training examples"
-    )
-  mesh = mesh_lib.make_mesh()
-  mesh_lib.check_batch_size(r.target_batch_size, mesh, name=f"config.{name}.target_batch_size")
-  init, step_fn, features = _method(config, mesh, ds.num_classes)
-  batches = data.Batches(
-    ds.x_train,
-    targets,
-    batch_size=r.target_batch_size,
-    seed=config.seed,
-    sharding=mesh_lib.batch_sharding(mesh),
-  )
+def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
+  r, ds = config[config.method], problem.ds
+  init, step_fn, features = _method(config, problem.mesh, ds.num_classes)
   x_test, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
 
   @jax.jit
@@ -194,70 +161,31 @@ def _run(config: Any, workdir: str) -> dict:
       correct += jnp.sum(jnp.argmax(prediction, -1) == labels_test[start : start + 1000])
     return correct / x_test.shape[0]
 
-  replicated = mesh_lib.replicated(mesh)
-  state = {
-    "support": init(x0, y0),
-    "loss_sum": jax.device_put(jnp.float32(0), replicated),
-    "loss_count": jax.device_put(jnp.int32(0), replicated),
-  }
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-  try:
-    start, restored = checkpointer.restore_latest(state)
-    if start is not None:
-      state = restored
-      print(f"[{config.method}] resumed from the checkpoint at step {start}", flush=True)
-    start = start or 0
-    log = MetricsWriter(
-      workdir, resume_step=start, total_steps=config.num_steps, name=config.method
-    )
-    acc_init = float(accuracy(init(x0, y0)))
-    if start == 0:
-      log.write(0, test_accuracy=acc_init)
-    t0 = time.time()
-    for step, batch in batches.iterate(start, config.num_steps - start):
-      support, metrics = step_fn(state["support"], batch["image"], batch["label"])
-      state = {
-        "support": support,
-        "loss_sum": state["loss_sum"] + metrics["loss"],
-        "loss_count": state["loss_count"] + 1,
-      }
-      done, record = step + 1, {}
-      if done % config.log_every == 0 or done == config.num_steps:
-        record["train_loss"] = float(state["loss_sum"]) / int(state["loss_count"])
-        check_finite(
-          config.method,
-          done,
-          train_loss=record["train_loss"],
-          support_images=support.x,
-          support_labels=support.y,
-        )
-        state["loss_sum"], state["loss_count"] = state["loss_sum"] * 0, state["loss_count"] * 0
-      if done % config.eval_every == 0 or done == config.num_steps:
-        record["test_accuracy"] = float(accuracy(support))
-      if record:
-        log.write(done, **record)
-      if done % config.checkpoint_every == 0 or done == config.num_steps:
-        checkpointer.save(done, state)
-    seconds = time.time() - t0
-    log.close()
-  finally:
-    checkpointer.close()
-  support = state["support"]
-  check_finite(config.method, int(support.step), support_images=support.x, support_labels=support.y)
+  result = loop.train(
+    config,
+    workdir,
+    name=config.method,
+    state_key="support",
+    state=init(problem.x0, problem.y0),
+    step_fn=step_fn,
+    accuracy=accuracy,
+    problem=problem,
+  )
+  support = result.state
   x_final, y_final = np.asarray(support.x), np.asarray(support.y)
   summary = {
     "test_accuracy": float(accuracy(support)),
-    "test_accuracy_init": acc_init,
+    "test_accuracy_init": result.test_accuracy_init,
     "num_support": int(len(x_final)),
     "num_steps": int(config.num_steps),
-    "distill_seconds": seconds,
+    "distill_seconds": result.seconds,
   }
   outputs.save_support_set(
     workdir,
     x_final,
     y_final,
     per_class=r.per_class,
-    records=log.records,
+    records=result.records,
     title=f"{config.method} {ds.name}, {r.per_class}/class",
   )
   finite = protocol(config)
@@ -265,14 +193,14 @@ def _run(config: Any, workdir: str) -> dict:
   labels_final = y_final if r.learn_labels else np.argmax(y_final, 1)
   if r.learn_labels and finite.loss == "xent":
     finite = evaluation.Protocol(**{**finite.__dict__, "loss": "mse"})
-  for name, (x, y) in (("", (x_final, labels_final)), ("_init", (x0, np.argmax(y0, 1)))):
-    result = evaluation.evaluate(
+  for name, (x, y) in (
+    ("", (x_final, labels_final)),
+    ("_init", (problem.x0, np.argmax(problem.y0, 1))),
+  ):
+    scores = evaluation.evaluate(
       x, y, ds.x_test, ds.y_test, finite, num_classes=ds.num_classes, seed=config.seed
     )
-    summary[f"transfer_test_accuracy{name}"] = result["mean"]
-    summary[f"transfer_test_accuracy{name}_std"] = result["std"]
-  workdir_lib.atomic_write(
-    os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2, sort_keys=True) + "\n"
-  )
-  print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
+    summary[f"transfer_test_accuracy{name}"] = scores["mean"]
+    summary[f"transfer_test_accuracy{name}_std"] = scores["std"]
+  loop.write_summary(workdir, summary)
   return summary

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,16 +34,14 @@ import numpy as np
 import optax
 
 from kdjax import data
-from kdjax.distill import kip, outputs
-from kdjax.jobs import evaluate, mesh as mesh_lib, schedules, workdir as workdir_lib
-from kdjax.jobs.checkpoint import Checkpointer
-from kdjax.jobs.metrics import MetricsWriter, check_finite
+from kdjax.distill import kip, loop, outputs
+from kdjax.distill.loop import load_data
+from kdjax.jobs import evaluate, schedules, workdir as workdir_lib
 from kdjax.kernels import stax
 
 __all__ = ["KERNELS", "build_kernel", "load_data", "run", "train_transfer", "validate"]
 
 KERNELS = ("fc", "conv")
-CHECKPOINT_DIR = "checkpoints"
 
 
 def build_kernel(config: Any) -> Callable:
@@ -82,15 +78,6 @@ def build_kernel(config: Any) -> Callable:
     layers.append(stax.Flatten())
   _, _, kernel_fn = stax.serial(*layers, stax.Dense(1, **common))
   return functools.partial(kernel_fn, get=config.kind)
-
-
-def load_data(config: Any) -> data.Dataset:
-  """Loads ``config.dataset`` and preprocesses it (``kdjax.data.preprocess_dataset``)."""
-  d = config.dataset
-  ds = data.load(
-    d.name, data_dir=d.data_dir or None, max_train=d.max_train or None, max_test=d.max_test or None
-  )
-  return data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
 
 
 def train_transfer(
@@ -177,7 +164,7 @@ def validate(config: Any) -> None:
 
 
 def _refuse_npz_checkpoints(workdir: str) -> None:
-  old = glob.glob(os.path.join(workdir, CHECKPOINT_DIR, "ckpt_*.npz"))
+  old = glob.glob(os.path.join(workdir, loop.CHECKPOINT_DIR, "ckpt_*.npz"))
   if old:
     raise ValueError(
       f"workdir {workdir!r} holds KIP checkpoints in the old npz format "
@@ -209,35 +196,14 @@ def run(config: Any, workdir: str) -> dict:
   """
   validate(config)
   _refuse_npz_checkpoints(workdir)
+  problem = loop.support_problem(config, "kip")
   with workdir_lib.open_workdir(workdir, config) as wd:
-    return _run(config, wd.path)
+    return _run(config, wd.path, problem)
 
 
-def _run(config: Any, workdir: str) -> dict:
+def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
   kernel = build_kernel(config.kernel)
-  ds = load_data(config)
-  x_train, x_test = ds.x_train, ds.x_test
-  k = config.kip
-  x0, y0 = kip.init_support(
-    x_train,
-    ds.y_train,
-    per_class=k.per_class,
-    num_classes=ds.num_classes,
-    seed=config.seed,
-    label_offset=k.label_offset,
-  )
-  targets = data.regression_targets(ds.y_train, ds.num_classes, offset=k.label_offset)
-  if k.target_batch_size > len(x_train):
-    raise ValueError(
-      f"config.kip.target_batch_size ({k.target_batch_size}) exceeds the "
-      f"{len(x_train)} training examples"
-    )
-  mesh = mesh_lib.make_mesh()
-  if k.target_batch_size % mesh.size:
-    raise ValueError(
-      f"config.kip.target_batch_size ({k.target_batch_size}) must be "
-      f"divisible by the {mesh.size} devices"
-    )
+  ds, k = problem.ds, config.kip
   optimizer = optax.adam(schedules.make_schedule(k, config.num_steps, name="kip"))
   init, step_fn = kip.make_kip_step(
     kernel,
@@ -245,75 +211,35 @@ def _run(config: Any, workdir: str) -> dict:
     reg=k.reg,
     learn_images=k.learn_images,
     learn_labels=k.learn_labels,
-    mesh=mesh,
+    mesh=problem.mesh,
   )
-  batches = data.Batches(
-    x_train,
-    targets,
-    batch_size=k.target_batch_size,
-    seed=config.seed,
-    sharding=mesh_lib.batch_sharding(mesh),
-  )
-  x_test_j, labels_test = jnp.asarray(x_test), jnp.asarray(ds.y_test)
+  x_test_j, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
   accuracy = jax.jit(lambda x, y: kip.krr_accuracy(kernel, x, y, x_test_j, labels_test, reg=k.reg))
-
-  # The checkpointed state: the support set and the loss sum of the record being built.
-  replicated = mesh_lib.replicated(mesh)
-  loss_sum0 = lambda: jax.device_put(jnp.float32(0), replicated)
-  loss_count0 = lambda: jax.device_put(jnp.int32(0), replicated)
-  state = {"kip": init(x0, y0), "loss_sum": loss_sum0(), "loss_count": loss_count0()}
-  checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
-  try:
-    start, restored = checkpointer.restore_latest(state)
-    if start is not None:
-      state = restored
-      print(f"[kip] resumed from the checkpoint at step {start}", flush=True)
-    start = start or 0
-    log = MetricsWriter(workdir, resume_step=start, total_steps=config.num_steps, name="kip")
-    acc_init = float(accuracy(jnp.asarray(x0), jnp.asarray(y0)))
-    if start == 0:
-      log.write(0, test_accuracy=acc_init)
-    t0 = time.time()
-    for step, batch in batches.iterate(start, config.num_steps - start):
-      kip_state, metrics = step_fn(state["kip"], batch["image"], batch["label"])
-      state = {
-        "kip": kip_state,
-        "loss_sum": state["loss_sum"] + metrics["loss"],
-        "loss_count": state["loss_count"] + 1,
-      }
-      done = step + 1
-      record = {}
-      if done % config.log_every == 0 or done == config.num_steps:
-        train_loss = float(state["loss_sum"]) / int(state["loss_count"])
-        check_finite(
-          "kip", done, train_loss=train_loss, support_images=kip_state.x, support_labels=kip_state.y
-        )
-        record["train_loss"] = train_loss
-        state["loss_sum"], state["loss_count"] = loss_sum0(), loss_count0()
-      if done % config.eval_every == 0 or done == config.num_steps:
-        record["test_accuracy"] = float(accuracy(kip_state.x, kip_state.y))
-      if record:
-        log.write(done, **record)
-      if done % config.checkpoint_every == 0 or done == config.num_steps:
-        checkpointer.save(done, state)
-    kip_seconds = time.time() - t0
-    log.close()
-  finally:
-    checkpointer.close()
-  state = state["kip"]
-  check_finite("kip", int(state.step), support_images=state.x, support_labels=state.y)
-
+  result = loop.train(
+    config,
+    workdir,
+    name="kip",
+    state_key="kip",
+    state=init(problem.x0, problem.y0),
+    step_fn=step_fn,
+    accuracy=lambda state: accuracy(state.x, state.y),
+    problem=problem,
+  )
+  state = result.state
   x_final, y_final = np.asarray(state.x), np.asarray(state.y)
   kip_acc = float(accuracy(state.x, state.y))
   summary = {
-    "test_accuracy_init": acc_init,
+    "test_accuracy_init": result.test_accuracy_init,
     "kip_test_accuracy": kip_acc,
     "num_support": int(len(x_final)),
     "num_steps": int(config.num_steps),
-    "kip_seconds": kip_seconds,
+    "kip_seconds": result.seconds,
   }
   if k.label_solve:
-    x_train_j, targets_j = jnp.asarray(x_train), jnp.asarray(targets)
+    x_train_j = jnp.asarray(ds.x_train)
+    targets_j = jnp.asarray(
+      data.regression_targets(ds.y_train, ds.num_classes, offset=k.label_offset)
+    )
     y_final = np.asarray(
       jax.jit(lambda xs: kip.label_solve(kernel, xs, x_train_j, targets_j, reg=k.reg))(state.x)
     )
@@ -330,15 +256,15 @@ def _run(config: Any, workdir: str) -> dict:
     x_final,
     y_final,
     per_class=k.per_class,
-    records=log.records,
+    records=result.records,
     title=f"KIP {ds.name}, {k.per_class}/class",
   )
   if config.transfer.enabled:
     summary["transfer_test_accuracy"] = train_transfer(
-      config, x_final, y_final, x_test, ds.y_test, seed=config.seed
+      config, x_final, y_final, ds.x_test, ds.y_test, seed=config.seed
     )
     summary["transfer_test_accuracy_init"] = train_transfer(
-      config, x0, y0, x_test, ds.y_test, seed=config.seed
+      config, problem.x0, problem.y0, ds.x_test, ds.y_test, seed=config.seed
     )
     print(
       f"transfer ({config.kernel.name} network, width {config.transfer.width}): "
@@ -346,8 +272,5 @@ def _run(config: Any, workdir: str) -> dict:
       f"{summary['transfer_test_accuracy_init']:.4f} on the random real support",
       flush=True,
     )
-  workdir_lib.atomic_write(
-    os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2, sort_keys=True) + "\n"
-  )
-  print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
+  loop.write_summary(workdir, summary)
   return summary
