@@ -15,9 +15,10 @@ over all devices), and writes to ``workdir`` (with the parts of :mod:`kdjax.jobs
   ``config.kip.label_solve``), ``support.png`` (image grid), ``learning_curve.png``
   (test accuracy), ``loss.png`` (train loss), ``summary.json``.
 
-Finally it trains a finite-width flax network with the kernel's architecture (kdjax.models
-MLP or ConvNet) on the support set alone and reports its test accuracy beside KRR's
-(``transfer_test_accuracy`` in the summary).
+Finally it trains a finite-width network with the kernel's architecture (MLP or ConvNet)
+on the support set alone, by the protocol every distillation method is judged by
+(:func:`kdjax.distill.evaluation.evaluate`, settings in :func:`transfer_protocol`), and
+reports its test accuracy beside KRR's (``transfer_test_accuracy`` in the summary).
 """
 
 from __future__ import annotations
@@ -34,14 +35,23 @@ import numpy as np
 import optax
 
 from kdjax import data
-from kdjax.distill import kip, loop, outputs
+from kdjax.distill import evaluation, kip, loop, outputs
 from kdjax.distill.loop import load_data
-from kdjax.jobs import evaluate, schedules, workdir as workdir_lib
+from kdjax.jobs import schedules, workdir as workdir_lib
 from kdjax.kernels import stax
 
-__all__ = ["KERNELS", "build_kernel", "load_data", "run", "train_transfer", "validate"]
+__all__ = [
+  "KERNELS",
+  "build_kernel",
+  "load_data",
+  "run",
+  "train_transfer",
+  "transfer_protocol",
+  "validate",
+]
 
 KERNELS = ("fc", "conv")
+TRANSFER_NETWORKS = {"fc": "mlp", "conv": "convnet"}
 
 
 def build_kernel(config: Any) -> Callable:
@@ -80,6 +90,33 @@ def build_kernel(config: Any) -> Callable:
   return functools.partial(kernel_fn, get=config.kind)
 
 
+def transfer_protocol(config: Any, num_support: int) -> evaluation.Protocol:
+  """The finite-network protocol of KIP's transfer check (ValueError names bad keys).
+
+  The network has the kernel's architecture (``fc``: an MLP with ``kernel.depth`` hidden
+  layers of ``transfer.width``; ``conv``: the ConvNet with ``kernel.depth`` blocks of
+  ``transfer.width`` channels), trained full batch (``num_support`` images) for
+  ``transfer.num_steps`` Adam steps at ``transfer.learning_rate`` (cosine-decayed), on
+  the mean squared error to the support labels (KIP's labels are real-valued regression
+  targets), without augmentation, one seed.
+  """
+  t = config.transfer
+  try:
+    return evaluation.Protocol(
+      network=TRANSFER_NETWORKS[config.kernel.name],
+      width=t.width,
+      depth=config.kernel.depth,
+      steps=t.num_steps,
+      batch_size=max(num_support, 1),
+      learning_rate=t.learning_rate,
+      loss="mse",
+      max_shift=0,
+      seeds=1,
+    )
+  except ValueError as err:
+    raise ValueError(f"config.transfer: {err}") from None
+
+
 def train_transfer(
   config: Any,
   x_support: np.ndarray,
@@ -91,50 +128,19 @@ def train_transfer(
 ) -> float:
   r"""Trains a finite-width network on the support set alone; returns its test accuracy.
 
-  The network has the kernel's architecture (``fc``: ``kdjax.models.MLP`` with ``depth``
-  hidden layers of ``transfer.width``; ``conv``: ``kdjax.models.ConvNet`` without
-  normalisation), flax's standard initialisation, and is trained full-batch with Adam
-  on the mean squared error to the (possibly learned) support labels,
+  The shared protocol :func:`kdjax.distill.evaluation.evaluate` with
+  :func:`transfer_protocol`: the finite-width counterpart of the kernel regression,
 
-  .. math:: \min_\theta \tfrac{1}{m}\textstyle\sum_i \lVert f_\theta(x_i) - y_i \rVert^2,
+  .. math:: \min_\theta \tfrac{1}{2m}\textstyle\sum_i \lVert f_\theta(x_i) - y_i \rVert^2
 
-  the finite-width counterpart of the kernel regression (Nguyen, Chen & Lee, 2021,
-  "Dataset Meta-Learning from Kernel Ridge-Regression", transfer to finite networks).
+  (Nguyen, Chen & Lee, 2021, "Dataset Meta-Learning from Kernel Ridge-Regression",
+  transfer to finite networks).
   """
-  from kdjax import models
-
-  num_classes = y_support.shape[1]
-  if config.kernel.name == "fc":
-    model = models.MLP(
-      num_classes=num_classes, hidden=(config.transfer.width,) * config.kernel.depth
-    )
-  else:
-    model = models.ConvNet(
-      num_classes=num_classes,
-      width=config.transfer.width,
-      depth=config.kernel.depth,
-      normalization="none",
-    )
-  x_support, y_support = jnp.asarray(x_support), jnp.asarray(y_support)
-  params = model.init(jax.random.key(seed), x_support[:1])
-  optimizer = optax.adam(config.transfer.learning_rate)
-
-  @jax.jit
-  def train(params):
-    def body(_, carry):
-      params, opt_state = carry
-      grads = jax.grad(
-        lambda p: jnp.mean(jnp.sum(jnp.square(model.apply(p, x_support) - y_support), axis=-1))
-      )(params)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state
-
-    return jax.lax.fori_loop(0, config.transfer.num_steps, body, (params, optimizer.init(params)))[
-      0
-    ]
-
-  params = train(params)
-  return evaluate.accuracy(functools.partial(model.apply, params), x_test, labels_test)
+  protocol = transfer_protocol(config, len(x_support))
+  num_classes = np.shape(y_support)[1]
+  return evaluation.evaluate(
+    x_support, y_support, x_test, labels_test, protocol, num_classes=num_classes, seed=seed
+  )["mean"]
 
 
 def validate(config: Any) -> None:
@@ -161,6 +167,8 @@ def validate(config: Any) -> None:
     )
   schedules.make_schedule(config.kip, config.num_steps, name="kip")
   build_kernel(config.kernel)
+  if config.transfer.enabled:
+    transfer_protocol(config, 1)
 
 
 def _refuse_npz_checkpoints(workdir: str) -> None:

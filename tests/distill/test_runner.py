@@ -153,6 +153,13 @@ def test_bad_config_is_a_clear_error(tmp_path, overrides, match):
     runner.run(tiny(**overrides), str(tmp_path))
 
 
+def test_bad_transfer_settings_are_refused_before_any_work(tmp_path):
+  bad = tiny(**{"transfer.enabled": True, "transfer.learning_rate": 0.0})
+  with pytest.raises(ValueError, match="config.transfer: learning_rate must be > 0"):
+    runner.run(bad, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # no workdir, no KIP step
+
+
 def test_diverging_support_is_a_clear_error(tmp_path):
   with pytest.raises(FloatingPointError, match="non-finite"):
     runner.run(
