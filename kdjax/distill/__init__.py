@@ -14,7 +14,6 @@ resume) both jobs run; ``kdjax.distill.outputs`` writes the support-set files th
 
 from kdjax.distill.kip import (
   KipState,
-  check_finite,
   init_support,
   kip_loss,
   krr_accuracy,
@@ -24,7 +23,6 @@ from kdjax.distill.kip import (
 
 __all__ = [
   "KipState",
-  "check_finite",
   "init_support",
   "kip_loss",
   "krr_accuracy",

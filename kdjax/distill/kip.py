@@ -39,7 +39,6 @@ __all__ = [
   "make_kip_step",
   "label_solve",
   "krr_accuracy",
-  "check_finite",
 ]
 
 Kernel = Callable[[jax.Array, jax.Array], jax.Array]
@@ -282,13 +281,3 @@ def krr_accuracy(
     kernel(x_test, x_support), kernel(x_support, x_support), y_support, reg=reg
   )
   return jnp.mean(jnp.argmax(prediction, axis=-1) == labels_test)
-
-
-def check_finite(state: KipState) -> None:
-  """Raises FloatingPointError naming the step if the support set holds NaN or inf."""
-  for name, value in (("images", state.x), ("labels", state.y)):
-    if not bool(jnp.all(jnp.isfinite(value))):
-      raise FloatingPointError(
-        f"KIP support {name} became non-finite (NaN/inf) by step {int(state.step)}; "
-        "lower the learning_rate or raise reg"
-      )
