@@ -30,7 +30,9 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
   ``make_schedule(config, num_steps)``: constant / cosine, linear warmup, cosine floor
   ``final_lr_fraction``; rejects a learning rate that is not finite and > 0.
 ``kdjax.jobs.evaluate``
-  ``accuracy(logits_fn, x, labels, *, batch_size)``: batched classification accuracy.
+  ``evaluate(eval_step, variables, batches, mesh, batch_size, prefix)``: mean loss and
+  accuracy of a jitted eval step (``kdjax.train.steps.make_eval_step``) over fixed-size
+  batches sharded over the mesh (the last one padded and masked); ``pad_batch``.
 Preprocessing: ``kdjax.data.preprocess_dataset(ds, kind, *, zca_strength)``.
 
 A job's skeleton::

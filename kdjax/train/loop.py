@@ -40,7 +40,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from kdjax import data as data_lib, models
-from kdjax.jobs import figures, mesh as mesh_lib, workdir as workdir_lib
+from kdjax.jobs import evaluate as evaluate_lib, figures, mesh as mesh_lib, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.train import (
@@ -214,7 +214,7 @@ class Phase:
     x, y = self.ds.x_test, self.ds.y_test
     b = self.eval_batch_size
     batches = ({"inputs": x[i : i + b], "labels": y[i : i + b]} for i in range(0, len(y), b))
-    return steps_lib.evaluate(
+    return evaluate_lib.evaluate(
       self.eval_step, self.state.variables(), batches, self.mesh, b, prefix="test"
     )
 

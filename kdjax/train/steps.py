@@ -14,18 +14,18 @@ The dropout key of step ``s`` is ``fold_in(PRNGKey(seed), s)``: a step depends o
 the state, the batch and the seed.
 
 ``jit_train_step`` compiles it with explicit in/out NamedShardings and donates the old
-state's buffers; ``evaluate`` runs the eval step over a dataset of fixed-size batches.
+state's buffers; ``make_eval_step`` / ``jit_eval_step`` give the eval step that
+``kdjax.jobs.evaluate.evaluate`` runs over a dataset of fixed-size batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -159,42 +159,6 @@ def jit_eval_step(eval_step: Callable, mesh: Mesh, variables_shardings: Any) -> 
     in_shardings=(variables_shardings, sharding_lib.batch_sharding(mesh)),
     out_shardings=sharding_lib.replicated(mesh),
   )
-
-
-def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict:
-  """Pads a final, smaller eval batch to ``size`` rows; padded rows get ``mask=False``."""
-  n = len(batch["labels"])
-  if n > size:
-    raise ValueError(f"eval batch has {n} examples, more than the eval batch size {size}")
-  padded = {
-    k: np.concatenate([np.asarray(v), np.zeros((size - n,) + np.shape(v)[1:], np.asarray(v).dtype)])
-    for k, v in batch.items()
-    if k != "mask"
-  }
-  mask = np.asarray(batch.get("mask", np.ones(np.shape(batch["labels"]), bool)), bool)
-  padded["mask"] = np.concatenate([mask, np.zeros((size - n,) + mask.shape[1:], bool)])
-  return padded
-
-
-def evaluate(
-  eval_step: Callable,
-  variables: Any,
-  batches: Iterable[Mapping[str, np.ndarray]],
-  mesh: Mesh,
-  batch_size: int,
-  prefix: str = "eval",
-) -> dict:
-  """Mean loss and accuracy of ``variables`` over ``batches`` (each padded to ``batch_size``)."""
-  totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-  for batch in batches:
-    sums = eval_step(variables, sharding_lib.global_batch(pad_batch(batch, batch_size), mesh))
-    for key in totals:
-      totals[key] += float(sums[key])
-  count = max(totals["count"], 1.0)
-  return {
-    f"{prefix}_loss": totals["loss_sum"] / count,
-    f"{prefix}_accuracy": totals["correct"] / count,
-  }
 
 
 def check_teacher(

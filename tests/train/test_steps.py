@@ -9,6 +9,7 @@ import pytest
 from scipy.special import log_softmax, softmax
 
 from kdjax import models
+from kdjax.jobs import evaluate
 from kdjax.train import objectives, sharding, state as state_lib, steps
 
 
@@ -189,7 +190,7 @@ def test_evaluate_pads_the_last_batch_and_matches_numpy_accuracy():
     steps.make_eval_step(model), mesh, sharding.tree_shardings(variables, mesh)
   )
   batches = [{k: v[i : i + 8] for k, v in data.items()} for i in range(0, 21, 8)]
-  result = steps.evaluate(eval_step, variables, batches, mesh, batch_size=8)
+  result = evaluate.evaluate(eval_step, variables, batches, mesh, batch_size=8)
   p = variables["params"]["Dense_0"]
   logits = data["inputs"].astype(np.float64) @ np.asarray(p["kernel"], np.float64) + p["bias"]
   assert result["eval_accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == data["labels"]))
