@@ -1,5 +1,6 @@
 """The distillation job (kdjax.distill.job) on its runlocal configs."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import frepo_cifar10, frepo_mnist5k, rfad_cifar10, rfad_digits, rfad_mnist5k
+from kdjax import data
 from kdjax.distill import job
 from kdjax.jobs import workdir as workdir_lib
 from launch import jobs
@@ -85,6 +87,31 @@ def test_bad_config(tmp_path, key, value, match):
   (config[section] if section else config)[name] = value
   with pytest.raises(ValueError, match=match):
     job.run(config, str(tmp_path))
+
+
+def with_label_10(monkeypatch):
+  """Makes ``kdjax.data.load`` return the digits with class 9 relabelled 10 (out of range)."""
+  real = data.load
+
+  def load(name, **kwargs):
+    ds = real(name, **kwargs)
+    return dataclasses.replace(ds, y_train=np.where(ds.y_train == 9, 10, ds.y_train))
+
+  monkeypatch.setattr(data, "load", load)
+
+
+@pytest.mark.parametrize("bad", ["per_class", "labels"])
+def test_data_errors_name_the_key_before_the_workdir_is_made(tmp_path, monkeypatch, bad):
+  config = rfad_digits.get_config("1,runlocal")
+  if bad == "per_class":
+    config.rfad.per_class = 1000
+    match = r"config.rfad.per_class: per_class must be in \[1, "
+  else:
+    with_label_10(monkeypatch)
+    match = r"config.dataset.name='digits': train labels must lie in \[0, 10\), got range \[0, 10\]"
+  with pytest.raises(ValueError, match=match):
+    job.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """End-to-end tests of the KIP job: launcher, workdir files, resume equality, bad input."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import kip_mnist5k
+from kdjax import data
 from kdjax.distill import runner
 from kdjax.jobs import workdir as workdir_lib
 from kdjax.kernels import stax
@@ -158,6 +160,18 @@ def test_bad_transfer_settings_are_refused_before_any_work(tmp_path):
   with pytest.raises(ValueError, match="config.transfer: learning_rate must be > 0"):
     runner.run(bad, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # no workdir, no KIP step
+
+
+def test_labels_out_of_range_are_refused_before_any_work(tmp_path, monkeypatch):
+  real = data.load
+  monkeypatch.setattr(
+    data,
+    "load",
+    lambda name, **kw: dataclasses.replace(real(name, **kw), y_test=real(name, **kw).y_test - 1),
+  )
+  with pytest.raises(ValueError, match=r"config.dataset.name='digits': test labels must lie in"):
+    runner.run(tiny(), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 def test_diverging_support_is_a_clear_error(tmp_path):
