@@ -1,8 +1,9 @@
 """Newer kdjax.kernels.stax layers against neural-tangents 0.6.5 values (float64).
 
 Nonlinearities, normalisation, pooling and padding, fan-in, repeat, transposed
-convolutions and the standard parameterization's `s`, each in a small network
-on vectors and/or NHWC images.
+convolutions, the standard parameterization's `s` and `batch_axis` /
+`channel_axis`, each in a small network on vectors and/or images (NHWC, or
+transposed for the layout cases).
 
 The values and the network of each case come from `reference/layers.npz`,
 written by `reference/generate.py` (see `reference/README.md`).
@@ -95,11 +96,16 @@ DEFAULT_IMAGE_CASES = (
   "conv_transpose",
   "sum_pool",
   "avg_pool_normalize_edges",
+  "nchw_concat_flatten_batch_last",
 )
 
 
+# Inputs with spatial axes (NHWC images and the batch_axis / channel_axis transposes).
+IMAGE_INPUTS = ("img", "nchw", "cnhw", "hnwc")
+
+
 def _param(name):
-  slow = CASES[name]["input"] == "img" and name not in DEFAULT_IMAGE_CASES
+  slow = CASES[name]["input"] in IMAGE_INPUTS and name not in DEFAULT_IMAGE_CASES
   return pytest.param(name, marks=pytest.mark.slow if slow else ())
 
 

@@ -10,7 +10,8 @@ Every layer is a triple `(init_fn, apply_fn, kernel_fn)`:
   `<df(x1)/dtheta, df(x2)/dtheta>`; a single array when `get` is a string.
 
 Names, arguments and semantics are those of neural-tangents 0.6.5, whose
-values the tests reproduce to float64 precision. Images are NHWC. Covariances
+values the tests reproduce to float64 precision. Images are NHWC unless a layer's
+`batch_axis` / `channel_axis` say otherwise (see `layout`). Covariances
 between pixels are only propagated where they are needed: when no layer mixes
 pixels before a `Flatten` head, only same-pixel covariances (`[n1, n2, H, W]`)
 are kept; a pooling layer downstream makes the kernel keep the full
@@ -22,7 +23,7 @@ Modules: `kernel` (the covariance state), `kernel_fn` (the jitted
 `pooling`, `normalization` (`LayerNorm`, `Dropout`), `elementwise` and
 `polynomial` (closed-form nonlinearities), `nonlinearity` (`Elementwise`,
 `ElementwiseNumerical`), `windows` (window sums shared by convolutions and
-pooling).
+pooling), `layout` (`batch_axis` / `channel_axis`).
 
 References:
   Neal, 1996, "Bayesian Learning for Neural Networks".

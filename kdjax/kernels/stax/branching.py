@@ -34,6 +34,11 @@ def _branches(name: str, ks) -> list[State]:
   shapes = {k.nngp.shape for k in ks}
   if len(shapes) != 1 or len({k.full for k in ks}) != 1:
     raise ValueError(f"{name}: branch kernels differ in shape {shapes}")
+  if len({k.axes for k in ks}) != 1:
+    raise ValueError(
+      f"{name}: the branches put their (batch, channel) axes at different places "
+      f"{[k.axes for k in ks]}"
+    )
   return ks
 
 
@@ -98,7 +103,7 @@ def FanInProd():
 
 
 def FanInConcat(axis: int = -1):
-  r"""Concatenates a list of branches along the channel axis.
+  r"""Concatenates a list of branches (along the channel axis, for the kernel).
 
   Each unit of the result is a unit of one branch, so the per-unit kernel is
   the channel-weighted mean of the branch kernels (`C_i` channels each; the
@@ -108,24 +113,23 @@ def FanInConcat(axis: int = -1):
     K' = \frac{\sum_i C_i K_i}{\sum_i C_i}.
 
   Args:
-    axis: the channel axis, -1 (or `ndim - 1`). Concatenation along other axes
-      is not supported.
+    axis: the axis to concatenate along. The finite network takes any axis;
+      the kernel only the channel axis (-1 by default, see `layout`).
 
   Returns:
     `(init_fn, apply_fn, kernel_fn)`.
   """
-  if not isinstance(axis, int):
+  if isinstance(axis, bool) or not isinstance(axis, int):
     raise ValueError(f"axis must be an int, got {axis!r}")
-
-  def check_axis(ndim):
-    if axis not in (-1, ndim - 1):
-      raise ValueError(
-        f"FanInConcat supports the channel axis only (-1 or {ndim - 1}), got axis={axis}"
-      )
 
   def transform(ks):
     ks = _branches("FanInConcat", ks)
-    check_axis(len(ks[0].spatial) + 2)
+    ndim = len(ks[0].spatial) + 2
+    if not -ndim <= axis < ndim or axis % ndim != ks[0].axes[1]:
+      raise ValueError(
+        f"FanInConcat's kernel supports the channel axis only ({ks[0].axes[1]} of {ndim}-D "
+        f"inputs), got axis={axis}"
+      )
     widths = [k.channels for k in ks]
     weights = [1] * len(ks) if len(set(widths)) == 1 else widths
 
@@ -145,14 +149,18 @@ def FanInConcat(axis: int = -1):
     )
 
   def init_fn(key, input_shapes):
-    check_axis(len(input_shapes[0]))
-    rest = {tuple(s[:-1]) for s in input_shapes}
+    ndim = len(input_shapes[0])
+    if not -ndim <= axis < ndim:
+      raise ValueError(f"FanInConcat: axis={axis} is out of range for {ndim}-D inputs")
+    a = axis % ndim
+    rest = {tuple(s[:a]) + tuple(s[a + 1 :]) for s in input_shapes}
     if len(rest) != 1:
-      raise ValueError(f"FanInConcat: input shapes differ beyond the channels: {input_shapes}")
-    return tuple(input_shapes[0][:-1]) + (sum(s[-1] for s in input_shapes),), ()
+      raise ValueError(f"FanInConcat: input shapes differ beyond axis {axis}: {input_shapes}")
+    shape = list(input_shapes[0])
+    shape[a] = sum(s[a] for s in input_shapes)
+    return tuple(shape), ()
 
   def apply_fn(params, xs, **kwargs):
-    check_axis(xs[0].ndim)
-    return jnp.concatenate(xs, axis=-1)
+    return jnp.concatenate(xs, axis=axis)
 
   return layer(init_fn, apply_fn, transform)

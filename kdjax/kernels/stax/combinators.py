@@ -6,7 +6,7 @@ import jax
 from jax import lax
 
 from kdjax.kernels.stax.kernel import to_diagonal
-from kdjax.kernels.stax.kernel_fn import layer
+from kdjax.kernels.stax.kernel_fn import fused_requirements, layer
 
 
 def _to_diagonal(k):
@@ -57,7 +57,14 @@ def serial(*layers):
   def input_needs_full(full):
     return needs(full)[0]
 
-  return layer(init_fn, apply_fn, transform, input_needs_full, kernel_fns[0].flattens_input)
+  return layer(
+    init_fn,
+    apply_fn,
+    transform,
+    input_needs_full,
+    kernel_fns[0].flattens_input,
+    fused_requirements(kernel_fns),
+  )
 
 
 def parallel(*layers):
@@ -102,7 +109,9 @@ def parallel(*layers):
   def input_needs_full(full):
     return any(kf.input_needs_full(full) for kf in kernel_fns)
 
-  return layer(init_fn, apply_fn, transform, input_needs_full)
+  return layer(
+    init_fn, apply_fn, transform, input_needs_full, requirements=fused_requirements(kernel_fns)
+  )
 
 
 def repeat(layer_: tuple, n: int):
@@ -146,5 +155,10 @@ def repeat(layer_: tuple, n: int):
     return lax.scan(step, inputs, params, n)[0]
 
   return layer(
-    init_fn, apply_fn, unrolled.transform, unrolled.input_needs_full, unrolled.flattens_input
+    init_fn,
+    apply_fn,
+    unrolled.transform,
+    unrolled.input_needs_full,
+    unrolled.flattens_input,
+    unrolled.requirements,
   )

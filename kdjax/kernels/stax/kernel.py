@@ -39,6 +39,8 @@ class State:
     full: layout of the spatial axes (see above).
     channels: width of the finite layer (used by the standard
       parameterization).
+    axes: `(batch_axis, channel_axis)` of the finite layer's outputs, both in
+      `[0, len(spatial) + 2)` (see `layout`).
     is_input: no layer with weights has been applied yet (`Dropout` rejects
       the raw inputs, as neural-tangents does).
   """
@@ -51,6 +53,7 @@ class State:
   spatial: tuple
   full: bool
   channels: int
+  axes: tuple[int, int]
   is_input: bool = False
 
   def replace(self, **changes) -> State:
@@ -178,8 +181,14 @@ def products(a: jax.Array, b: jax.Array | None, full: bool) -> tuple:
   return pair, self_products(a), self_products(b)
 
 
-def input_state(x1: jax.Array, x2: jax.Array | None, full: bool, with_ntk: bool) -> State:
-  """Covariances of the inputs themselves: `x1 . x2 / C` per pixel pair."""
+def input_state(
+  x1: jax.Array, x2: jax.Array | None, full: bool, with_ntk: bool, axes: tuple[int, int]
+) -> State:
+  """Covariances of the inputs themselves: `x1 . x2 / C` per pixel pair.
+
+  `x1`, `x2` are `[n, *S, C]`; `axes` says where their batch and channel axes
+  were in the caller's layout.
+  """
   if not jnp.issubdtype(x1.dtype, jnp.floating):
     x1 = x1.astype(jnp.float32)
   if x2 is not None:
@@ -198,5 +207,6 @@ def input_state(x1: jax.Array, x2: jax.Array | None, full: bool, with_ntk: bool)
     spatial=spatial,
     full=full,
     channels=x1.shape[-1],
+    axes=axes,
     is_input=True,
   )

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from kdjax.kernels.stax import layout
 from kdjax.kernels.stax.kernel import input_state
 
 GET_ALL = ("nngp", "ntk")
@@ -59,6 +60,9 @@ class KernelFn:
     flattens_input: the first layer is `Flatten`, so the inputs are flattened
       before their covariance is taken (the same kernel, without ever forming
       the `[n1, n2, *S]` per-pixel covariances).
+    requirements: `{'batch_axis': int, 'channel_axis': int | None}`, the axes
+      that the first layer naming them expects of the inputs (a missing key
+      takes the default batch 0, channels -1; see `layout`).
   """
 
   def __init__(
@@ -66,10 +70,20 @@ class KernelFn:
     transform: Callable[[Any], Any],
     input_needs_full: Callable[[bool], bool] = lambda full: full,
     flattens_input: bool = False,
+    requirements: dict | None = None,
   ):
     self.transform = transform
     self.input_needs_full = input_needs_full
     self.flattens_input = flattens_input
+    self.requirements = dict(requirements or {})
+
+  def input_axes(self, ndim: int) -> tuple[int, int]:
+    """Normalised `(batch_axis, channel_axis)` of `ndim`-D inputs to this network."""
+    batch_axis = self.requirements.get("batch_axis", 0)
+    channel_axis = self.requirements.get("channel_axis", -1)
+    if channel_axis is None:  # a leading Flatten: only the batch axis matters
+      channel_axis = -1 if batch_axis % ndim != ndim - 1 else 0
+    return layout.normalized(batch_axis, channel_axis, ndim, "kernel_fn")
 
   def __call__(
     self,
@@ -80,8 +94,11 @@ class KernelFn:
     """Infinite-width kernels between two batches of inputs.
 
     Args:
-      x1: `[n1, d]` vectors or `[n1, *S, C]` images (NHWC), `n1 >= 1`.
-      x2: `[n2, ...]` with the same trailing shape, or None for `x1` itself.
+      x1: `[n1, d]` vectors or `[n1, *S, C]` images (NHWC), `n1 >= 1`; the
+        batch and channel axes elsewhere if the network's first layer naming
+        `batch_axis` / `channel_axis` says so.
+      x2: like `x1` with the same shape apart from the batch axis, or None for
+        `x1` itself.
       get: `'nngp'`, `'ntk'` or a tuple of them (default both).
 
     Returns:
@@ -98,14 +115,19 @@ class KernelFn:
       raise ValueError(
         f"x1 must be [batch, features] or [batch, *spatial, channels], got shape {x1.shape}"
       )
-    if x2 is not None and jnp.shape(x2)[1:] != x1.shape[1:]:
+    axes = self.input_axes(x1.ndim)
+    b = axes[0]
+    if x2 is not None and (
+      jnp.ndim(x2) != x1.ndim or _drop(jnp.shape(x2), b) != _drop(x1.shape, b)
+    ):
       raise ValueError(
-        f"x2 must have the trailing shape of x1 {x1.shape[1:]}, got {jnp.shape(x2)[1:]}"
+        f"x2 must have the shape of x1 {x1.shape} apart from the batch axis {b}, got "
+        f"{jnp.shape(x2)}"
       )
     for name, x in (("x1", x1), ("x2", x2)):
-      if x is not None and jnp.shape(x)[0] == 0:
+      if x is not None and jnp.shape(x)[b] == 0:
         raise ValueError(f"{name} has no examples (shape {jnp.shape(x)}); kernels need n >= 1")
-    nngp, ntk = self._compiled(x1, x2, "ntk" in names)
+    nngp, ntk = self._compiled(x1, x2, "ntk" in names, axes)
     values = {"nngp": nngp, "ntk": ntk}
     return pack(get, names, [values[n] for n in names])
 
@@ -113,11 +135,15 @@ class KernelFn:
   def _compiled(self):
     """The whole computation under one `jax.jit` (inlined in outer jits)."""
 
-    def compute(x1, x2, with_ntk):
+    def compute(x1, x2, with_ntk, axes):
+      x1 = layout.to_canonical(x1, axes)
+      x2 = None if x2 is None else layout.to_canonical(x2, axes)
       if self.flattens_input:
         x1 = x1.reshape(x1.shape[0], -1)
         x2 = None if x2 is None else x2.reshape(x2.shape[0], -1)
-      state = input_state(x1, x2, full=self.input_needs_full(True), with_ntk=with_ntk)
+        axes = (0, 1)
+      full = self.input_needs_full(True)
+      state = input_state(x1, x2, full=full, with_ntk=with_ntk, axes=axes)
       out = self.transform(state)
       if isinstance(out, list):
         raise ValueError(
@@ -128,7 +154,7 @@ class KernelFn:
         ntk = jnp.zeros_like(out.nngp) if out.ntk is None else out.ntk
       return out.nngp, ntk
 
-    return jax.jit(compute, static_argnums=2)
+    return jax.jit(compute, static_argnums=(2, 3))
 
 
 def layer(
@@ -137,9 +163,23 @@ def layer(
   transform: Callable,
   input_needs_full: Callable[[bool], bool] = lambda full: full,
   flattens_input: bool = False,
+  requirements: dict | None = None,
 ) -> tuple[Callable, Callable, KernelFn]:
   """The `(init_fn, apply_fn, kernel_fn)` triple of a layer."""
-  return init_fn, apply_fn, KernelFn(transform, input_needs_full, flattens_input)
+  return init_fn, apply_fn, KernelFn(transform, input_needs_full, flattens_input, requirements)
+
+
+def _drop(shape: Sequence[int], axis: int) -> tuple[int, ...]:
+  return tuple(shape[:axis]) + tuple(shape[axis + 1 :])
+
+
+def fused_requirements(kernel_fns: Sequence[KernelFn]) -> dict:
+  """Per axis name, the value of the first of `kernel_fns` that names it (neural-tangents')."""
+  out = {}
+  for kf in kernel_fns:
+    for key, value in kf.requirements.items():
+      out.setdefault(key, value)
+  return out
 
 
 def check_std(name: str, value: float | None, allow_none: bool) -> None:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kdjax.kernels.stax import layout
 from kdjax.kernels.stax.kernel import State, single, with_covs
 from kdjax.kernels.stax.kernel_fn import check_parameterization, check_std, layer
 from kdjax.kernels.stax.windows import (
@@ -56,38 +58,134 @@ def _check_s(s, parameterization: str) -> tuple[int, int]:
   return s
 
 
-def _affine(
-  k: State,
-  mean: Callable[[jax.Array, int], jax.Array],
-  W_std: float,
-  b_std: float | None,
-  parameterization: str,
-  fan_in: float,
-  **changes,
-) -> State:
-  """Kernels after `W_std * mean(.) + b_std` (see the module docstring)."""
-  bias = 0.0 if b_std is None else b_std**2
-  nngp_mean = mean(k.nngp, 2)
-  nngp = W_std**2 * nngp_mean + bias
-  ntk = None
-  if k.with_ntk:
-    ntk_mean = 0.0 if k.ntk is None else mean(k.ntk, 2)
-    if parameterization == "ntk":
-      ntk = nngp + W_std**2 * ntk_mean
-    else:
-      ntk = fan_in * nngp_mean + W_std**2 * ntk_mean + (0.0 if b_std is None else 1.0)
-  cov_fn = lambda c: W_std**2 * mean(c, 1) + bias
-  return with_covs(k, nngp, ntk, cov_fn, is_input=False, **changes)
+class _Weights(NamedTuple):
+  """The checked arguments of a layer `W_std * x W / sqrt(fan_in) + b_std * b` (or standard)."""
+
+  W_std: float
+  b_std: float | None
+  parameterization: str
+  s: tuple[int, int]
+  width: int
+
+  @classmethod
+  def checked(cls, width_name, width, W_std, b_std, parameterization, s) -> _Weights:
+    if not isinstance(width, int) or width < 1:
+      raise ValueError(f"{width_name} must be a positive int, got {width!r}")
+    check_std("W_std", W_std, False)
+    check_std("b_std", b_std, True)
+    parameterization = check_parameterization(parameterization)
+    s = _check_s(s, parameterization)
+    return cls(W_std, b_std, parameterization, s, width * s[1])
+
+  def init(self, key, shape: tuple, fan_in: int) -> tuple:
+    """`(W, b)`: `W` of `shape + (width,)`, standard normal (ntk) or scaled (standard)."""
+    kw, kb = jax.random.split(key)
+    W = jax.random.normal(kw, tuple(shape) + (self.width,))
+    b = None if self.b_std is None else jax.random.normal(kb, (self.width,))
+    if self.parameterization == "standard":
+      W = W * self.W_std / math.sqrt(fan_in / self.s[0])
+      b = None if b is None else b * self.b_std
+    return W, b
+
+  def output(self, product: jax.Array, b: jax.Array | None, fan_in: int) -> jax.Array:
+    """The layer's output from the raw product `x W` (last axis: units)."""
+    if self.parameterization == "ntk":
+      out = product * (self.W_std / math.sqrt(fan_in))
+      return out if b is None else out + self.b_std * b
+    out = product / math.sqrt(self.s[0])
+    return out if b is None else out + b
+
+  def kernels(
+    self, k: State, mean: Callable[[jax.Array, int], jax.Array], fan_in: float, **changes
+  ):
+    """Kernels after this layer (the module docstring's rule) from the window `mean`.
+
+    Args:
+      k: the input state.
+      mean: `mean(mat, batch_ndim)`, `M` of the module docstring (identity for `Dense`).
+      fan_in: `in_channels * filter_size / s[0]` (the standard parameterization's NTK).
+      **changes: other `State` fields of the output (e.g. `spatial`).
+    """
+    bias = 0.0 if self.b_std is None else self.b_std**2
+    nngp_mean = mean(k.nngp, 2)
+    nngp = self.W_std**2 * nngp_mean + bias
+    ntk = None
+    if k.with_ntk:
+      ntk_mean = 0.0 if k.ntk is None else mean(k.ntk, 2)
+      if self.parameterization == "ntk":
+        ntk = nngp + self.W_std**2 * ntk_mean
+      else:
+        ntk = fan_in * nngp_mean + self.W_std**2 * ntk_mean + float(self.b_std is not None)
+    cov_fn = lambda c: self.W_std**2 * mean(c, 1) + bias
+    return with_covs(k, nngp, ntk, cov_fn, is_input=False, channels=self.width, **changes)
+
+
+class _ConvArgs(NamedTuple):
+  """The checked arguments shared by `Conv` and `ConvTranspose`."""
+
+  filter_shape: tuple
+  strides: tuple
+  padding: str
+  weights: _Weights
+  dimension_numbers: tuple
+  filter_size: int
+
+  @classmethod
+  def checked(cls, out_chan, filter_shape, strides, padding, *weights) -> _ConvArgs:
+    filter_shape = check_window("filter_shape", filter_shape)
+    ndim = len(filter_shape)
+    strides = check_window("strides", strides or (1,) * ndim, ndim)
+    weights = _Weights.checked("out_chan", out_chan, *weights)
+    spec = spatial_spec(ndim)
+    dimension_numbers = ("N" + spec + "C", spec + "IO", "N" + spec + "C")
+    return cls(
+      filter_shape,
+      strides,
+      check_padding(padding),
+      weights,
+      dimension_numbers,
+      math.prod(filter_shape),
+    )
+
+  def check_spatial(self, name: str, spatial: tuple) -> None:
+    if len(spatial) != len(self.filter_shape):
+      raise ValueError(
+        f"{name} with filter_shape {self.filter_shape} needs inputs with "
+        f"{len(self.filter_shape)} spatial dimensions [batch, *spatial, channels], got "
+        f"spatial shape {spatial}"
+      )
+
+  def init(self, key, input_shape: tuple, out_spatial: tuple) -> tuple:
+    """`(output_shape, (W, b))` for NHWC `input_shape`."""
+    fan_in = input_shape[-1] * self.filter_size
+    params = self.weights.init(key, self.filter_shape + (input_shape[-1],), fan_in)
+    return (input_shape[0],) + tuple(out_spatial) + (self.weights.width,), params
+
+  def kernels(self, name: str, k, mean, out_spatial: tuple) -> State:
+    """The affine rule after the window `mean`, for NHWC inputs only."""
+    if k.axes != (0, len(k.spatial) + 1):
+      raise ValueError(
+        f"{name} takes NHWC inputs (batch axis 0, channels last; dimension_numbers are not "
+        f"supported), but the network puts the batch and channel axes at {k.axes}"
+      )
+    fan_in = k.channels * self.filter_size / self.weights.s[0]
+    return self.weights.kernels(k, mean, fan_in, spatial=tuple(out_spatial))
+
+
+# Conv and ConvTranspose take NHWC inputs (neural-tangents' default dimension_numbers).
+_NHWC_REQUIREMENTS = {"batch_axis": 0, "channel_axis": -1}
 
 
 def Dense(
   out_dim: int,
   W_std: float = 1.0,
   b_std: float | None = None,
+  batch_axis: int = 0,
+  channel_axis: int = -1,
   parameterization: str = "ntk",
   s: tuple[int, int] = (1, 1),
 ):
-  r"""Fully connected layer acting on the last (channel) axis.
+  r"""Fully connected layer acting on the channel axis (by default the last).
 
   NTK parameterization: `f = W_std / sqrt(fan_in) * x W + b_std * b` with
   standard normal `W`, `b`; standard: `f = x W / sqrt(s[0]) + b` with
@@ -98,6 +196,8 @@ def Dense(
     out_dim: width of the finite layer (the kernel does not depend on it).
     W_std: weight standard deviation.
     b_std: bias standard deviation; None for no bias.
+    batch_axis: the batch axis of the inputs (see `layout`).
+    channel_axis: the axis that `W` contracts, e.g. 1 for NCHW images.
     parameterization: 'ntk' or 'standard'.
     s: standard parameterization only: widths scalings `(in, out)`; the weight
       is `[s[0] * in_dim, s[1] * out_dim]`.
@@ -105,39 +205,26 @@ def Dense(
   Returns:
     `(init_fn, apply_fn, kernel_fn)`.
   """
-  if not isinstance(out_dim, int) or out_dim < 1:
-    raise ValueError(f"out_dim must be a positive int, got {out_dim!r}")
-  check_std("W_std", W_std, False)
-  check_std("b_std", b_std, True)
-  parameterization = check_parameterization(parameterization)
-  s = _check_s(s, parameterization)
-  width = out_dim * s[1]
+  weights = _Weights.checked("out_dim", out_dim, W_std, b_std, parameterization, s)
+  layout.check_arg("batch_axis", batch_axis)
+  layout.check_arg("channel_axis", channel_axis)
 
   def init_fn(key, input_shape):
-    kw, kb = jax.random.split(key)
-    fan_in = input_shape[-1]
-    W = jax.random.normal(kw, (fan_in, width))
-    b = None if b_std is None else jax.random.normal(kb, (width,))
-    if parameterization == "standard":
-      W = W * W_std / math.sqrt(fan_in / s[0])
-      b = None if b is None else b * b_std
-    return tuple(input_shape[:-1]) + (width,), (W, b)
+    params = weights.init(key, (input_shape[-1],), input_shape[-1])
+    return tuple(input_shape[:-1]) + (weights.width,), params
 
   def apply_fn(params, x, **kwargs):
     W, b = params
-    if parameterization == "ntk":
-      out = W_std / math.sqrt(x.shape[-1]) * (x @ W)
-      return out if b is None else out + b_std * b
-    out = (x @ W) / math.sqrt(s[0])
-    return out if b is None else out + b
+    return weights.output(x @ W, b, x.shape[-1])
 
   def transform(k):
     k = single("Dense", k)
-    return _affine(
-      k, lambda m, _: m, W_std, b_std, parameterization, k.channels / s[0], channels=width
-    )
+    layout.require("Dense", k, batch_axis, channel_axis)
+    return weights.kernels(k, lambda m, _: m, k.channels / weights.s[0])
 
-  return layer(init_fn, apply_fn, transform)
+  init_fn, apply_fn = layout.in_layout("Dense", init_fn, apply_fn, batch_axis, channel_axis)
+  requirements = {"batch_axis": batch_axis, "channel_axis": channel_axis}
+  return layer(init_fn, apply_fn, transform, requirements=requirements)
 
 
 def Conv(
@@ -175,39 +262,18 @@ def Conv(
   Returns:
     `(init_fn, apply_fn, kernel_fn)`.
   """
-  if not isinstance(out_chan, int) or out_chan < 1:
-    raise ValueError(f"out_chan must be a positive int, got {out_chan!r}")
-  filter_shape = check_window("filter_shape", filter_shape)
+  args = _ConvArgs.checked(
+    out_chan, filter_shape, strides, padding, W_std, b_std, parameterization, s
+  )
+  filter_shape, strides, padding = args.filter_shape, args.strides, args.padding
   ndim = len(filter_shape)
-  strides = check_window("strides", strides or (1,) * ndim, ndim)
-  padding = check_padding(padding)
-  check_std("W_std", W_std, False)
-  check_std("b_std", b_std, True)
-  parameterization = check_parameterization(parameterization)
-  s = _check_s(s, parameterization)
-  spec = spatial_spec(ndim)
-  dimension_numbers = ("N" + spec + "C", spec + "IO", "N" + spec + "C")
-  filter_size = math.prod(filter_shape)
-  width = out_chan * s[1]
 
   def geometry(spatial):
-    if len(spatial) != ndim:
-      raise ValueError(
-        f"Conv with filter_shape {filter_shape} needs inputs with {ndim} spatial "
-        f"dimensions [batch, *spatial, channels], got spatial shape {spatial}"
-      )
+    args.check_spatial("Conv", spatial)
     return [out_and_pads(n, f, st, padding) for n, f, st in zip(spatial, filter_shape, strides)]
 
   def init_fn(key, input_shape):
-    out_spatial = tuple(g[0] for g in geometry(tuple(input_shape[1:-1])))
-    kw, kb = jax.random.split(key)
-    fan_in = input_shape[-1] * filter_size
-    W = jax.random.normal(kw, filter_shape + (input_shape[-1], width))
-    b = None if b_std is None else jax.random.normal(kb, (width,))
-    if parameterization == "standard":
-      W = W * W_std / math.sqrt(fan_in / s[0])
-      b = None if b is None else b * b_std
-    return (input_shape[0],) + out_spatial + (width,), (W, b)
+    return args.init(key, input_shape, [g[0] for g in geometry(tuple(input_shape[1:-1]))])
 
   def apply_fn(params, x, **kwargs):
     W, b = params
@@ -219,13 +285,9 @@ def Conv(
       W.astype(x.dtype),
       strides,
       "VALID" if padding == "CIRCULAR" else padding,
-      dimension_numbers=dimension_numbers,
+      dimension_numbers=args.dimension_numbers,
     )
-    if parameterization == "ntk":
-      out = out * (W_std / math.sqrt(x.shape[-1] * filter_size))
-      return out if b is None else out + b_std * b
-    out = out / math.sqrt(s[0])
-    return out if b is None else out + b
+    return args.weights.output(out, b, x.shape[-1] * args.filter_size)
 
   def transform(k):
     k = single("Conv", k)
@@ -234,24 +296,20 @@ def Conv(
     def mean_over_filter(mat, batch_ndim):
       if not k.full:
         summed = window_matmul(mat, batch_ndim, k.spatial, filter_shape, strides, geo, padding)
-        return summed / filter_size
+        return summed / args.filter_size
       for i, (f, st, (out, pads)) in enumerate(zip(filter_shape, strides, geo)):
         axes = (batch_ndim + i, batch_ndim + ndim + i)
         mat = shifted_sum(mat, axes, f, st, pads, out, padding)
-      return mat / filter_size
+      return mat / args.filter_size
 
     def mean(mat, batch_ndim):
       if k.full and batch_ndim == 2:
         return materialized(lambda m: mean_over_filter(m, 2), mat)
       return mean_over_filter(mat, batch_ndim)
 
-    fan_in = k.channels * filter_size / s[0]
-    out_spatial = tuple(g[0] for g in geo)
-    return _affine(
-      k, mean, W_std, b_std, parameterization, fan_in, spatial=out_spatial, channels=width
-    )
+    return args.kernels("Conv", k, mean, [g[0] for g in geo])
 
-  return layer(init_fn, apply_fn, transform)
+  return layer(init_fn, apply_fn, transform, requirements=_NHWC_REQUIREMENTS)
 
 
 _NCH = ("NCH", "HIO", "NCH")
@@ -319,53 +377,30 @@ def ConvTranspose(
   Returns:
     `(init_fn, apply_fn, kernel_fn)`.
   """
-  if not isinstance(out_chan, int) or out_chan < 1:
-    raise ValueError(f"out_chan must be a positive int, got {out_chan!r}")
-  filter_shape = check_window("filter_shape", filter_shape)
-  ndim = len(filter_shape)
-  strides = check_window("strides", strides or (1,) * ndim, ndim)
-  if check_padding(padding) == "CIRCULAR":
+  args = _ConvArgs.checked(
+    out_chan, filter_shape, strides, padding, W_std, b_std, parameterization, s
+  )
+  if args.padding == "CIRCULAR":
     raise ValueError("ConvTranspose supports padding 'SAME' or 'VALID', got 'CIRCULAR'")
-  check_std("W_std", W_std, False)
-  check_std("b_std", b_std, True)
-  parameterization = check_parameterization(parameterization)
-  s = _check_s(s, parameterization)
-  spec = spatial_spec(ndim)
-  dimension_numbers = ("N" + spec + "C", spec + "IO", "N" + spec + "C")
-  filter_size = math.prod(filter_shape)
-  width = out_chan * s[1]
+  filter_shape, strides, padding = args.filter_shape, args.strides, args.padding
+  ndim = len(filter_shape)
 
   def out_spatial(spatial):
-    if len(spatial) != ndim:
-      raise ValueError(
-        f"ConvTranspose with filter_shape {filter_shape} needs inputs with {ndim} spatial "
-        f"dimensions [batch, *spatial, channels], got spatial shape {spatial}"
-      )
+    args.check_spatial("ConvTranspose", spatial)
     return tuple(
       _transpose_out(n, f, st, padding) for n, f, st in zip(spatial, filter_shape, strides)
     )
 
   def init_fn(key, input_shape):
-    out = out_spatial(tuple(input_shape[1:-1]))
-    kw, kb = jax.random.split(key)
-    W = jax.random.normal(kw, filter_shape + (input_shape[-1], width))
-    b = None if b_std is None else jax.random.normal(kb, (width,))
-    if parameterization == "standard":
-      W = W * W_std / math.sqrt(input_shape[-1] * filter_size / s[0])
-      b = None if b is None else b * b_std
-    return (input_shape[0],) + out + (width,), (W, b)
+    return args.init(key, input_shape, out_spatial(tuple(input_shape[1:-1])))
 
   def apply_fn(params, x, **kwargs):
     W, b = params
     out_spatial(x.shape[1:-1])
     out = lax.conv_transpose(
-      x, W.astype(x.dtype), strides, padding, dimension_numbers=dimension_numbers
+      x, W.astype(x.dtype), strides, padding, dimension_numbers=args.dimension_numbers
     )
-    if parameterization == "ntk":
-      out = out * (W_std / math.sqrt(x.shape[-1] * filter_size))
-      return out if b is None else out + b_std * b
-    out = out / math.sqrt(s[0])
-    return out if b is None else out + b
+    return args.weights.output(out, b, x.shape[-1] * args.filter_size)
 
   def transform(k):
     k = single("ConvTranspose", k)
@@ -375,11 +410,8 @@ def ConvTranspose(
       for i, (f, st) in enumerate(zip(filter_shape, strides)):
         axes = (batch_ndim + i, batch_ndim + ndim + i) if k.full else (batch_ndim + i,)
         mat = _transpose_sum(mat, axes, f, st, padding)
-      return mat / filter_size
+      return mat / args.filter_size
 
-    fan_in = k.channels * filter_size / s[0]
-    return _affine(
-      k, mean, W_std, b_std, parameterization, fan_in, spatial=new_spatial, channels=width
-    )
+    return args.kernels("ConvTranspose", k, mean, new_spatial)
 
-  return layer(init_fn, apply_fn, transform)
+  return layer(init_fn, apply_fn, transform, requirements=_NHWC_REQUIREMENTS)

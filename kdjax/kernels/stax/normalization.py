@@ -16,11 +16,17 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from kdjax.kernels.stax import layout
 from kdjax.kernels.stax.kernel import outer, single, variances, with_covs
 from kdjax.kernels.stax.kernel_fn import layer
 
 
-def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12):
+def LayerNorm(
+  axis: int | Sequence[int] = -1,
+  eps: float = 1e-12,
+  batch_axis: int = 0,
+  channel_axis: int = -1,
+):
   r"""Normalises each example to zero mean and unit variance over `axis`.
 
   Over infinitely many channels the mean of a (zero-mean Gaussian)
@@ -35,9 +41,11 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12):
   layer should follow `Dense` or `Conv`).
 
   Args:
-    axis: axes of `[batch, *spatial, channels]` to normalise over; they must
-      include the channel axis (-1) and not the batch axis (0).
+    axis: axes of the inputs to normalise over; they must include the channel
+      axis and not the batch axis.
     eps: added to the variance.
+    batch_axis: the batch axis of the inputs (see `layout`).
+    channel_axis: the channel axis of the inputs.
 
   Returns:
     `(init_fn, apply_fn, kernel_fn)`.
@@ -47,20 +55,24 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12):
     raise ValueError(f"axis must be an int or a tuple of ints, got {axis!r}")
   if not isinstance(eps, (int, float)) or eps < 0:
     raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+  layout.check_arg("batch_axis", batch_axis)
+  layout.check_arg("channel_axis", channel_axis)
 
   def canonical(ndim):
-    """Normalised spatial axes (0-based among the spatial axes)."""
+    """Normalised spatial axes (0-based among the spatial axes, in order)."""
+    b, c = layout.normalized(batch_axis, channel_axis, ndim, "LayerNorm")
     resolved = sorted({a % ndim for a in axes if -ndim <= a < ndim})
     if len(resolved) != len(axes):
       raise ValueError(f"LayerNorm: axis {axis!r} out of range for {ndim}-D inputs")
-    if ndim - 1 not in resolved:
+    if c not in resolved:
       raise ValueError(
-        f"LayerNorm: axis must include the channel axis (-1 or {ndim - 1}) for an "
+        f"LayerNorm: axis must include the channel axis ({c}) for an "
         f"infinite-width kernel, got axis={axis!r}"
       )
-    if 0 in resolved:
+    if b in resolved:
       raise ValueError(f"LayerNorm over the batch axis is not supported, got axis={axis!r}")
-    return tuple(a - 1 for a in resolved if a != ndim - 1)
+    spatial = layout.permutation((b, c), ndim)[1:-1]
+    return tuple(spatial.index(a) for a in resolved if a != c)
 
   def apply_fn(params, x, **kwargs):
     norm_axes = tuple(a % x.ndim for a in axes)
@@ -71,6 +83,7 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12):
 
   def transform(k):
     k = single("LayerNorm", k)
+    layout.require("LayerNorm", k, batch_axis, channel_axis)
     spatial_axes = canonical(len(k.spatial) + 2)
 
     def variance(cov):
@@ -90,7 +103,8 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12):
 
     return with_covs(k, k.nngp / norm, ntk, cov_fn)
 
-  return layer(lambda key, shape: (shape, ()), apply_fn, transform)
+  requirements = {"batch_axis": batch_axis, "channel_axis": channel_axis}
+  return layer(lambda key, shape: (shape, ()), apply_fn, transform, requirements=requirements)
 
 
 def Dropout(rate: float, mode: str = "train"):

@@ -13,13 +13,31 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from jax import lax
 
+from kdjax.kernels.stax import layout
 from kdjax.kernels.stax.kernel import map_linear, single, to_diagonal
 from kdjax.kernels.stax.kernel_fn import layer
 from kdjax.kernels.stax.windows import check_padding, check_window, out_and_pads, pad, shifted_sum
 
 
-def _Pool(name: str, window_shape, strides, padding: str, average: bool, normalize_edges: bool):
-  """Shared by `AvgPool` and `SumPool`."""
+def _axes_args(batch_axis, channel_axis) -> dict:
+  """The layer's `requirements` (see `layout`), after checking both are ints."""
+  layout.check_arg("batch_axis", batch_axis)
+  layout.check_arg("channel_axis", channel_axis)
+  return {"batch_axis": batch_axis, "channel_axis": channel_axis}
+
+
+def _Pool(
+  name: str,
+  window_shape,
+  strides,
+  padding: str,
+  average: bool,
+  normalize_edges: bool,
+  batch_axis: int,
+  channel_axis: int,
+):
+  """Shared by `AvgPool` and `SumPool` (windows over the spatial axes, in order)."""
+  requirements = _axes_args(batch_axis, channel_axis)
   window_shape = check_window("window_shape", window_shape)
   ndim = len(window_shape)
   strides = check_window("strides", strides or (1,) * ndim, ndim)
@@ -68,6 +86,7 @@ def _Pool(name: str, window_shape, strides, padding: str, average: bool, normali
 
   def transform(k):
     k = single(name, k)
+    layout.require(name, k, batch_axis, channel_axis)
     if not k.full:
       raise ValueError(f"{name} needs pixel-pair covariances")
     geo = geometry(k.spatial)
@@ -85,7 +104,8 @@ def _Pool(name: str, window_shape, strides, padding: str, average: bool, normali
 
     return map_linear(k, pool, spatial=tuple(g[0] for g in geo))
 
-  return layer(init_fn, apply_fn, transform, lambda full: True)
+  init_fn, apply_fn = layout.in_layout(name, init_fn, apply_fn, batch_axis, channel_axis)
+  return layer(init_fn, apply_fn, transform, lambda full: True, requirements=requirements)
 
 
 def AvgPool(
@@ -93,8 +113,10 @@ def AvgPool(
   strides: Sequence[int] | None = None,
   padding: str = "VALID",
   normalize_edges: bool = False,
+  batch_axis: int = 0,
+  channel_axis: int = -1,
 ):
-  r"""Average pooling over NHWC images.
+  r"""Average pooling over images (NHWC by default).
 
   Each output averages its window; the kernel averages over both windows:
 
@@ -109,32 +131,50 @@ def AvgPool(
     strides: spatial strides; None for ones (as in neural-tangents).
     padding: 'SAME', 'VALID' or 'CIRCULAR' (periodic).
     normalize_edges: divide by the in-image window size at SAME edges.
+    batch_axis: the batch axis of the inputs (see `layout`).
+    channel_axis: the channel axis of the inputs; the window runs over the
+      other axes in order.
 
   Returns:
     `(init_fn, apply_fn, kernel_fn)`.
   """
-  return _Pool("AvgPool", window_shape, strides, padding, True, normalize_edges)
+  return _Pool(
+    "AvgPool", window_shape, strides, padding, True, normalize_edges, batch_axis, channel_axis
+  )
 
 
 def SumPool(
-  window_shape: Sequence[int], strides: Sequence[int] | None = None, padding: str = "VALID"
+  window_shape: Sequence[int],
+  strides: Sequence[int] | None = None,
+  padding: str = "VALID",
+  batch_axis: int = 0,
+  channel_axis: int = -1,
 ):
-  r"""Sum pooling over NHWC images: `K'(p, q) = sum_{a in w(p), b in w(q)} K(a, b)`.
+  r"""Sum pooling over images: `K'(p, q) = sum_{a in w(p), b in w(q)} K(a, b)`.
 
   Args:
     window_shape: spatial window, e.g. `(2, 2)`.
     strides: spatial strides; None for ones.
     padding: 'SAME', 'VALID' or 'CIRCULAR' (periodic).
+    batch_axis: the batch axis of the inputs (see `layout`).
+    channel_axis: the channel axis of the inputs.
 
   Returns:
     `(init_fn, apply_fn, kernel_fn)`.
   """
-  return _Pool("SumPool", window_shape, strides, padding, False, False)
+  return _Pool("SumPool", window_shape, strides, padding, False, False, batch_axis, channel_axis)
 
 
-def _GlobalPool(name: str, average: bool):
+def _GlobalPool(name: str, average: bool, batch_axis: int, channel_axis: int):
+  requirements = _axes_args(batch_axis, channel_axis)
+
+  def out_axes(axes, ndim):
+    """neural-tangents keeps the order of the batch and channel axes: `[n, C]` or `[C, n]`."""
+    return (0, 1) if axes[0] < axes[1] else (1, 0)
+
   def transform(k):
     k = single(name, k)
+    layout.require(name, k, batch_axis, channel_axis)
     if not k.spatial:
       raise ValueError(f"{name} needs spatial inputs [batch, *spatial, channels]")
     s = len(k.spatial)
@@ -143,7 +183,7 @@ def _GlobalPool(name: str, average: bool):
     def pool(mat, batch_ndim):
       return reduce(mat, axis=tuple(range(batch_ndim, batch_ndim + 2 * s)))
 
-    return map_linear(k, pool, spatial=(), full=False)
+    return map_linear(k, pool, spatial=(), full=False, axes=out_axes(k.axes, 2))
 
   def init_fn(key, input_shape):
     return (input_shape[0], input_shape[-1]), ()
@@ -152,24 +192,30 @@ def _GlobalPool(name: str, average: bool):
     axes = tuple(range(1, x.ndim - 1))
     return jnp.mean(x, axis=axes) if average else jnp.sum(x, axis=axes)
 
-  return layer(init_fn, apply_fn, transform, lambda full: True)
+  init_fn, apply_fn = layout.in_layout(name, init_fn, apply_fn, batch_axis, channel_axis, out_axes)
+  return layer(init_fn, apply_fn, transform, lambda full: True, requirements=requirements)
 
 
-def GlobalAvgPool():
-  r"""Mean over all pixels of NHWC images: `[n, *S, C] -> [n, C]`.
+def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):
+  r"""Mean over all spatial axes: `[n, *S, C] -> [n, C]` (NHWC by default).
 
   .. math::
     K' = \frac{1}{P^2} \sum_{p, q} K(p, q).
+
+  Args:
+    batch_axis: the batch axis of the inputs (see `layout`).
+    channel_axis: the channel axis of the inputs; the output is `[n, C]` if the
+      batch axis comes first, else `[C, n]` (as neural-tangents).
   """
-  return _GlobalPool("GlobalAvgPool", True)
+  return _GlobalPool("GlobalAvgPool", True, batch_axis, channel_axis)
 
 
-def GlobalSumPool():
-  r"""Sum over all pixels of NHWC images: `K' = sum_{p, q} K(p, q)`."""
-  return _GlobalPool("GlobalSumPool", False)
+def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
+  r"""Sum over all spatial axes: `K' = sum_{p, q} K(p, q)` (arguments as `GlobalAvgPool`)."""
+  return _GlobalPool("GlobalSumPool", False, batch_axis, channel_axis)
 
 
-def Flatten():
+def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
   r"""Flattens all non-batch axes: `[n, *S, C] -> [n, P * C]`.
 
   Every unit of the flat layer is one (pixel, channel), so the per-unit kernel
@@ -177,27 +223,49 @@ def Flatten():
 
   .. math::
     K' = \frac{1}{P} \sum_p K(p, p).
+
+  Args:
+    batch_axis: the batch axis of the inputs (the channel axis may be anywhere).
+    batch_axis_out: 0 for `[n, P * C]` outputs, 1 (or -1) for `[P * C, n]`.
   """
+  layout.check_arg("batch_axis", batch_axis)
+  if layout.check_arg("batch_axis_out", batch_axis_out) not in (0, 1, -1, -2):
+    raise ValueError(f"batch_axis_out must be 0 or 1, got {batch_axis_out}")
+  out_axes = (0, 1) if batch_axis_out in (0, -2) else (1, 0)
+
+  def out_shape(shape):
+    if not -len(shape) <= batch_axis < len(shape):
+      raise ValueError(f"Flatten: batch_axis={batch_axis} is out of range for shape {shape}")
+    n = shape[batch_axis]
+    rest = math.prod(shape) // n
+    return (n, rest) if out_axes == (0, 1) else (rest, n)
 
   def transform(k):
     k = single("Flatten", k)
+    if k.is_input and not k.spatial:  # kernel_fn flattened the inputs (batch_axis first)
+      return k.replace(axes=out_axes)
+    layout.require("Flatten", k, batch_axis, None)
     if not k.spatial:
-      return k
+      return k.replace(axes=out_axes)
     k = to_diagonal(k)
     s = len(k.spatial)
 
     def mean(mat, batch_ndim):
       return jnp.mean(mat, axis=tuple(range(batch_ndim, batch_ndim + s)))
 
-    return map_linear(k, mean, spatial=(), channels=k.channels * math.prod(k.spatial))
+    return map_linear(
+      k, mean, spatial=(), channels=k.channels * math.prod(k.spatial), axes=out_axes
+    )
 
-  def init_fn(key, input_shape):
-    return (input_shape[0], math.prod(input_shape[1:])), ()
+  def apply_fn(params, x, **kwargs):
+    shape = out_shape(x.shape)
+    return jnp.moveaxis(x, batch_axis, -out_axes[0]).reshape(shape)
 
   return layer(
-    init_fn,
-    lambda params, x, **kw: x.reshape(x.shape[0], -1),
+    lambda key, input_shape: (out_shape(tuple(input_shape)), ()),
+    apply_fn,
     transform,
     lambda full: False,
     flattens_input=True,
+    requirements={"batch_axis": batch_axis, "channel_axis": None},
   )

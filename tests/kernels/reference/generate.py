@@ -16,8 +16,10 @@ names, that `tests/kernels/test_stax_reference.py` builds with
   `ntk` (x1 vs x2), `nngp_11`, `ntk_11` (x1 vs itself). Their inputs are
   consecutive draws of one `np.random.default_rng(0)` stream.
 * `layers.npz` (one small network per newer layer): the shared inputs
-  `fc.x1`, `fc.x2` (vectors) and `img.x1`, `img.x2` (NHWC images), `specs` (a
-  JSON object `{case: {"input": "fc" | "img", "spec": [...]}}`) and, per case,
+  `fc.x1`, `fc.x2` (vectors) and `img.x1`, `img.x2` (NHWC images), their
+  transposes for the `batch_axis` / `channel_axis` cases (`LAYOUTS`: `nchw`,
+  `cnhw`, `hnwc`, `cn`), `specs` (a JSON object
+  `{case: {"input": "fc" | "img" | ..., "spec": [...]}}`) and, per case,
   `<case>.nngp`, `<case>.ntk`, `<case>.nngp_11`, `<case>.ntk_11`.
 
 Layer arguments that are functions (`Elementwise`, `ElementwiseNumerical`) are
@@ -296,6 +298,88 @@ STANDARD = {
 }
 
 
+# batch_axis / channel_axis: the shared inputs transposed, `{input: (source, permutation)}`:
+# NCHW images, channels-first-batch-second images, batch-second images, [features, batch].
+LAYOUTS = {
+  "nchw": ("img", (0, 3, 1, 2)),
+  "cnhw": ("img", (3, 0, 1, 2)),
+  "hnwc": ("img", (1, 0, 2, 3)),
+  "cn": ("fc", (1, 0)),
+}
+NCHW = {"channel_axis": 1}
+CNHW = {"batch_axis": 1, "channel_axis": 0}
+LAYOUT_CASES = {
+  "nchw_avg_pool_gap": {
+    "input": "nchw",
+    "spec": [
+      _dense(8, 1.5, 0.3, **NCHW),
+      RELU,
+      ["AvgPool", {"window_shape": [2, 2], "strides": [1, 1], "padding": "SAME", **NCHW}],
+      _dense(8, **NCHW),
+      ["Erf", {}],
+      ["GlobalAvgPool", NCHW],
+      OUT,
+    ],
+  },
+  "nchw_layernorm_sum_pool_flatten": {
+    "input": "nchw",
+    "spec": [
+      _dense(8, 1.5, 0.3, **NCHW),
+      ["LayerNorm", {"axis": [1, 3], "eps": 0.1, **NCHW}],
+      ["Gelu", {}],
+      ["SumPool", {"window_shape": [2, 1], "strides": [2, 1], "padding": "VALID", **NCHW}],
+      _dense(8, **NCHW),
+      ["LayerNorm", {"axis": 1, **NCHW}],
+      RELU,
+      ["Flatten", {}],
+      OUT,
+    ],
+  },
+  "nchw_concat_flatten_batch_last": {
+    "input": "nchw",
+    "spec": [
+      _dense(8, 1.5, 0.3, **NCHW),
+      ["FanOut", {"num": 2}],
+      ["parallel", {"layers": [RELU, ["serial", {"layers": [_dense(4, **NCHW), ["Erf", {}]]}]]}],
+      ["FanInConcat", {"axis": 1}],
+      ["Flatten", {"batch_axis": 0, "batch_axis_out": 1}],
+      _dense(8, batch_axis=1, channel_axis=0),
+      RELU,
+      _dense(1, 1.2, 0.2, batch_axis=1, channel_axis=0),
+    ],
+  },
+  "cnhw_pool_gap": {
+    "input": "cnhw",
+    "spec": [
+      _dense(8, 1.5, 0.3, **CNHW),
+      RELU,
+      ["AvgPool", {"window_shape": [2, 2], "strides": [2, 1], **CNHW}],
+      ["GlobalSumPool", CNHW],
+      _dense(1, 1.2, 0.2, **CNHW),
+    ],
+  },
+  "hnwc_gap": {
+    "input": "hnwc",
+    "spec": [
+      _dense(8, 1.5, 0.3, batch_axis=1),
+      RELU,
+      ["GlobalAvgPool", {"batch_axis": 1}],
+      OUT,
+    ],
+  },
+  "cn_dense": {
+    "input": "cn",
+    "spec": [
+      _dense(16, 1.5, 0.3, **CNHW),
+      RELU,
+      _dense(16, **CNHW),
+      ["Erf", {}],
+      _dense(1, 1.2, 0.2, **CNHW),
+    ],
+  },
+}
+
+
 def cases() -> dict:
   """All newer-layer cases, `{name: {"input": ..., "spec": [...]}}`."""
   out = {name: _fc_case(*layers) for name, layers in ELEMENTWISE.items()}
@@ -307,6 +391,7 @@ def cases() -> dict:
     {name: {"input": "img", "spec": [CONV_IN, *layers, OUT]} for name, layers in OTHER_IMG.items()}
   )
   out.update(STANDARD)
+  out.update(LAYOUT_CASES)
   return out
 
 
@@ -370,6 +455,9 @@ def main():
     "img.x1": rng.normal(size=(3, 5, 4, 2)),
     "img.x2": rng.normal(size=(2, 5, 4, 2)),
   }
+  for name, (source, permutation) in LAYOUTS.items():
+    for x in ("x1", "x2"):
+      inputs[f"{name}.{x}"] = np.transpose(inputs[f"{source}.{x}"], permutation)
   all_cases = cases()
   values = {}
   with warnings.catch_warnings():
