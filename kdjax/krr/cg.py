@@ -17,9 +17,10 @@ so that CG needs few iterations when `K`'s spectrum decays (as NNGP/NTK spectra 
     rows and each iteration is one sharded mat-vec plus an all-reduce of `c` dot products.
     Over several processes (`jax.distributed`), each process only places its own rows.
     Memory: `n^2 / D` per device, against `n^2` plus the factor for Cholesky;
-  * `BlockGram(kernel_fn, x, batch_size)`: `K` recomputed `batch_size` rows at a time in
-    every product, for `n` where even `n^2` does not fit (memory `O(batch_size * n)`,
-    time `O(iterations * n^2)` kernel entries).
+  * `BlockGram(kernel_fn, x, batch_size, get, mesh)`: `K` recomputed `batch_size` rows at
+    a time in every product, for `n` where even `n^2` does not fit (memory
+    `O(batch_size * n)`, time `O(iterations * n^2)` kernel entries); with a `mesh`, the
+    row blocks are split over its `'data'` axis (one process: `x` is replicated).
 
 Failure is loud: on concrete inputs a non-positive curvature `p^T (K + lambda I) p <= 0`
 (a system that is not positive definite) or a NaN raises a ValueError suggesting a larger
@@ -50,38 +51,66 @@ __all__ = ["BlockGram", "CGInfo", "solve_cg", "predict_cg", "row_sharded"]
 class BlockGram:
   """`K = kernel_fn(x, x, get)`, recomputed `batch_size` rows at a time, never stored.
 
+  With a `mesh`, the row blocks are split over its `'data'` axis (`jax.shard_map`):
+  each device computes `K[rows] @ v` for `n / D` rows (memory `O(batch_size n)` per
+  device, `x` and `v` replicated) and the products are gathered.
+
   Attributes:
     kernel_fn: `kernel_fn(x1, x2, get)`, e.g. from `kdjax.kernels.stax`.
     x: `[n, ...]` training inputs.
     batch_size: rows per block (memory `O(batch_size * n)`).
     get: `'nngp'` or `'ntk'`.
+    mesh: None (one device), or a mesh with a `'data'` axis to split the row blocks over
+      (e.g. `kdjax.jobs.mesh.make_mesh()`).
   """
 
   kernel_fn: Callable
   x: jax.Array
   batch_size: int = 256
   get: str = "ntk"
+  mesh: Mesh | None = None
+
+  def __post_init__(self):
+    size = self.batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+      raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+    if self.get not in ("nngp", "ntk"):
+      raise ValueError(f"get must be 'nngp' or 'ntk', got {self.get!r}")
+    if self.mesh is not None and DATA_AXIS not in self.mesh.axis_names:
+      raise ValueError(f"mesh needs a {DATA_AXIS!r} axis, got axes {self.mesh.axis_names}")
 
   @property
   def n(self) -> int:
     return int(self.x.shape[0])
 
-  def _blocks(self, fn):
-    """`fn(rows)` for row blocks of `x` (the last one padded), concatenated over rows."""
+  def _blocks(self, fn, v):
+    """`fn(rows, x, v)` for row blocks of `x` (the last ones padded), concatenated over rows."""
     b = self.batch_size
     x = jnp.asarray(self.x)
-    extra = -x.shape[0] % b
+    devices = 1 if self.mesh is None else self.mesh.shape[DATA_AXIS]
+    extra = -x.shape[0] % (b * devices)
     xp = jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]) if extra else x
-    out = lax.map(fn, xp.reshape((-1, b) + x.shape[1:]))
+    blocks = xp.reshape((-1, b) + x.shape[1:])
+    local = lambda rows, x, v: lax.map(lambda r: fn(r, x, v), rows)
+    if self.mesh is not None:
+      local = jax.shard_map(
+        local,
+        mesh=self.mesh,
+        in_specs=(P(DATA_AXIS), P(), P()),
+        out_specs=P(DATA_AXIS),
+        check_vma=False,
+      )
+    out = local(blocks, x, v)
     return out.reshape((-1,) + out.shape[2:])[: x.shape[0]]
 
   def matmat(self, v: jax.Array) -> jax.Array:
     """`K @ v` for `v` `[n, c]`."""
-    return self._blocks(lambda rows: self.kernel_fn(rows, self.x, self.get) @ v)
+    return self._blocks(lambda rows, x, v: self.kernel_fn(rows, x, self.get) @ v, v)
 
   def diagonal(self) -> jax.Array:
     """`diag(K)`, `[n]`."""
-    return self._blocks(lambda rows: jnp.diagonal(self.kernel_fn(rows, None, self.get)))
+    diag = lambda rows, x, v: jnp.diagonal(self.kernel_fn(rows, None, self.get))
+    return self._blocks(diag, jnp.zeros(()))
 
 
 class CGInfo(NamedTuple):
@@ -192,14 +221,12 @@ def _gram_matmat(operand, spec):
   """`v -> K v` for a dense row-sharded `K` (`spec=None`) or a `BlockGram` of inputs `operand`."""
   if spec is None:
     return operand.__matmul__
-  kernel_fn, batch_size, get = spec
-  return BlockGram(kernel_fn, operand, batch_size, get).matmat
+  return BlockGram(spec[0], operand, *spec[1:]).matmat
 
 
 @functools.partial(jax.jit, static_argnames="spec")
 def _block_diagonal(x, spec):
-  kernel_fn, batch_size, get = spec
-  return BlockGram(kernel_fn, x, batch_size, get).diagonal()
+  return BlockGram(spec[0], x, *spec[1:]).diagonal()
 
 
 @functools.partial(
@@ -247,7 +274,7 @@ def solve_cg(
     max_iter: iteration cap; not converging by then is a ValueError (concrete inputs).
     rank: Nyström preconditioner rank (`min(rank, n)`; 0 for plain CG).
     seed: seed of the Nyström sketch.
-    mesh: mesh for a dense `K` (default `make_mesh()`); unused for `BlockGram`.
+    mesh: mesh for a dense `K` (default `make_mesh()`); a `BlockGram` carries its own.
     return_info: also return a `CGInfo`.
 
   Returns:
@@ -266,7 +293,8 @@ def solve_cg(
   if blocks:
     n = k_train_train.n
     operand = jnp.asarray(k_train_train.x)
-    spec = (k_train_train.kernel_fn, k_train_train.batch_size, k_train_train.get)
+    gram = k_train_train
+    spec = (gram.kernel_fn, gram.batch_size, gram.get, gram.mesh)
     trace = jnp.sum(_block_diagonal(operand, spec))
     dtype = jnp.result_type(trace, float)
     n_pad, replicated = n, None

@@ -57,6 +57,27 @@ def test_block_gram_recomputed_from_kernel_fn_equals_cholesky():
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * float(jnp.max(jnp.abs(want))))
 
 
+def test_block_gram_rows_split_over_8_devices_equals_cholesky():
+  """BlockGram(mesh=...) computes its row blocks in a shard_map over the 8 fake devices."""
+  x, y = problem(203, c=2)
+  mesh = make_mesh()
+  assert mesh.size == 8
+  with jax.enable_x64(True):
+    k = KERNEL_FN(x, None, "ntk")
+    want = krr.solve(k, y, reg=1e-3)
+    gram = krr.BlockGram(KERNEL_FN, jnp.asarray(x), batch_size=16, get="ntk", mesh=mesh)
+    v = jnp.asarray(np.random.default_rng(3).normal(size=(203, 2)))
+    assert "shard_map" in str(jax.make_jaxpr(gram.matmat)(v))
+    np.testing.assert_allclose(gram.matmat(v), k @ v, rtol=1e-10)
+    np.testing.assert_allclose(gram.diagonal(), jnp.diagonal(k), rtol=1e-12)
+    got = krr.solve_cg(gram, y, reg=1e-3, tol=1e-10, rank=40)
+  np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * float(jnp.max(jnp.abs(want))))
+  with pytest.raises(ValueError, match="mesh needs a 'data' axis"):
+    krr.BlockGram(KERNEL_FN, x, mesh=jax.make_mesh((8,), ("rows",)))
+  with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    krr.BlockGram(KERNEL_FN, x, batch_size=0)
+
+
 def test_n_not_a_multiple_of_8_devices_and_single_device_mesh():
   x, y = problem(203, c=1)
   with jax.enable_x64(True):
