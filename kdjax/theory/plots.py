@@ -109,20 +109,16 @@ def _mobahi(config, r: Result):
   for ax, factor in zip(axes, factors):
     rows = sweep[sweep[:, 0] == factor]
     ax.fill_between(
-      rows[:, 1],
-      rows[:, 3],
-      np.minimum(rows[:, 4], 1e6),
-      color="C0",
-      alpha=0.15,
-      label="[lower, upper] bound (upper clipped at 1e6)",
+      rows[:, 1], rows[:, 3], rows[:, 4], color="C0", alpha=0.15, label="[lower, upper] bound"
     )
-    ax.plot(rows[:, 1], rows[:, 3], "C0--", lw=1)
+    ax.plot(rows[:, 1], rows[:, 3], "C0--", lw=1, label=r"lower $\lceil r_0 \rceil$")
+    ax.plot(rows[:, 1], rows[:, 4], "C0:", lw=1.5, label="upper (iterated)")
     ax.plot(rows[:, 1], rows[:, 2], "ko-", ms=4, label="numerical collapse round")
     ax.set(
       xscale="log",
       yscale="log",
       xlabel=r"budget eps / mean $y^2$",
-      title=f"lengthscale {factor:g}·median, $\\kappa$={rows[0, 5]:.1e}",
+      title=f"lengthscale {factor:g}·median, $\\kappa$={np.nanmax(rows[:, 5]):.1e}",
     )
   axes[0].set(ylabel="collapse round")
   axes[0].legend(fontsize=8)

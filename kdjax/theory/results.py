@@ -98,14 +98,15 @@ def _collapse_sweep(config, problem):
     K = (K + K.T) / 2
     for fraction in b.eps_fractions:
       eps = fraction * float(np.mean(y**2))
-      bounds = collapse.collapse_round_bounds(K, y, eps=eps)
       try:
-        found = krr.krr_self_distillation_constrained(
-          K, y, eps=eps, steps=int(min(bounds.upper, bounds.lower + b.max_extra_rounds))
-        )
-        found = found.collapse_round or np.nan
+        bounds = collapse.collapse_round_bounds(K, y, eps=eps)
       except ValueError:  # eps below the null-space residual of y: no fit meets the budget
-        found = np.nan
+        rows.append((factor, fraction, np.nan, np.nan, np.nan, np.nan))
+        continue
+      found = krr.krr_self_distillation_constrained(
+        K, y, eps=eps, steps=int(min(bounds.upper, bounds.lower + b.max_extra_rounds))
+      )
+      found = found.collapse_round or np.nan
       rows.append((factor, fraction, found, bounds.lower, bounds.upper, bounds.condition))
   return np.array(rows, dtype=np.float64)
 
