@@ -106,6 +106,8 @@ def _mobahi(config, r: Result):
   sweep = a["collapse_sweep"]  # rows: factor, fraction, found, lower, upper, kappa
   factors = list(dict.fromkeys(sweep[:, 0]))
   plt, fig, axes = _axes(len(factors), width=4.2, height=3.8)
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top  # after pyplot()
+
   for ax, factor in zip(axes, factors):
     rows = sweep[sweep[:, 0] == factor]
     ax.fill_between(
@@ -119,7 +121,11 @@ def _mobahi(config, r: Result):
       yscale="log",
       xlabel=r"budget eps / mean $y^2$",
       title=f"lengthscale {factor:g}·median, $\\kappa$={np.nanmax(rows[:, 5]):.1e}",
+      xlim=(sweep[:, 1].min() / 1.2, sweep[:, 1].max() * 1.2),
     )
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
   axes[0].set(ylabel="collapse round")
   axes[0].legend(fontsize=8)
   out["mobahi_bounds.png"] = _done(fig)
