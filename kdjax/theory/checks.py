@@ -93,6 +93,10 @@ def check_alpha(alpha, name: str = "alpha") -> float:
 
 def check_steps(steps, name: str = "steps", minimum: int = 1) -> int:
   """Returns ``steps`` as an int after checking it is an integer ``>= minimum``."""
-  if isinstance(steps, bool) or int(steps) != steps or steps < minimum:
+  try:
+    ok = not isinstance(steps, bool) and int(steps) == steps and steps >= minimum
+  except (TypeError, ValueError, OverflowError):  # None, NaN, inf, a string
+    ok = False
+  if not ok:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {steps!r}")
   return int(steps)

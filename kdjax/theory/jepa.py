@@ -15,7 +15,10 @@ linear encoder ``\bar W = W_L \cdots W_1`` (``d x d`` layers) and a linear predi
 regression coefficient of ``y`` on ``x``), and every layer starts at ``a_0 I`` (small and
 balanced, ``V(0) = a_0 I`` too), gradient flow keeps every matrix diagonal in that basis
 and all ``L + 1`` factors of feature i equal to one scalar ``a`` (``a_l^2 - v^2`` is
-conserved and starts at 0). Derived here from the losses above, per feature:
+conserved and starts at 0). **These ODEs and critical times are kdjax's own derivation from
+the losses above** (the paper's equations could not be read offline, so they have not been
+compared line by line); they are checked against gradient descent on the actual networks.
+Per feature:
 
 .. math::
 
@@ -24,7 +27,7 @@ conserved and starts at 0). Derived here from the losses above, per feature:
 
 with encoder weight ``\bar w = a^L``: JEPA ends at ``a = rho`` (``\bar w = rho^L``), MAE at
 ``a = rho^{1/(L+1)}`` (``\bar w = rho^{L/(L+1)}``). In terms of ``\bar w`` the JEPA flow is
-``d\bar w/dt = L \lambda \bar w^{3-1/L} (\rho - \bar w^{1/L})``, the form of the paper.
+``d\bar w/dt = L \lambda \bar w^{3-1/L} (\rho - \bar w^{1/L})``.
 
 **Critical times.** The time to go from ``a_0`` to ``a_1`` is
 ``t = (1/lambda) int du / (u^m (rho - u))`` (JEPA, ``m = 2L``), in closed form by partial
@@ -58,6 +61,8 @@ import numpy as np
 import scipy.integrate
 import scipy.optimize
 
+from kdjax.theory.checks import check_steps
+
 __all__ = [
   "OBJECTIVES",
   "fixed_point",
@@ -78,12 +83,6 @@ def _objective(objective):
   if objective not in OBJECTIVES:
     raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
   return objective
-
-
-def _depth(depth):
-  if isinstance(depth, bool) or int(depth) != depth or depth < 1:
-    raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-  return int(depth)
 
 
 def _features(lambdas, rhos):
@@ -119,7 +118,7 @@ def _init(init_scale, rhos, objective, depth):
 
 def fixed_point(rhos, *, depth, objective) -> np.ndarray:
   """The per-layer value ``a`` feature i converges to: ``rho`` (JEPA), ``rho^(1/(L+1))`` (MAE)."""
-  rhos, depth = np.asarray(rhos, dtype=np.float64), _depth(depth)
+  rhos, depth = np.asarray(rhos, dtype=np.float64), check_steps(depth, "depth")
   return rhos if _objective(objective) == "jepa" else rhos ** (1.0 / (depth + 1))
 
 
@@ -145,7 +144,7 @@ def feature_flow(lambdas, rhos, times, *, depth, objective, init_scale) -> np.nd
     ``[T, k]`` encoder weights per feature.
   """
   lambdas, rhos = _features(lambdas, rhos)
-  depth, objective = _depth(depth), _objective(objective)
+  depth, objective = check_steps(depth, "depth"), _objective(objective)
   a0 = _init(init_scale, rhos, objective, depth)
   times = np.asarray(times, dtype=np.float64).reshape(-1)
   if not times.size or np.any(times < 0) or np.any(np.diff(times) < 0):
@@ -178,7 +177,7 @@ def time_to_reach(a1, lam, rho, *, depth, objective, init_scale) -> float:
   for ``L = 1``, adaptive quadrature (``quad``, relative tolerance 1e-12) for ``L >= 2``.
   """
   (lam,), (rho,) = _features(lam, rho)
-  depth, objective = _depth(depth), _objective(objective)
+  depth, objective = check_steps(depth, "depth"), _objective(objective)
   a0 = _init(init_scale, np.array([rho]), objective, depth)
   top = float(fixed_point(rho, depth=depth, objective=objective))
   if not a0 <= a1 < top:
@@ -215,7 +214,7 @@ def critical_time(lambdas, rhos, *, depth, objective, init_scale, fraction=0.5) 
     ``[k]`` critical times.
   """
   lambdas, rhos = _features(lambdas, rhos)
-  depth, objective = _depth(depth), _objective(objective)
+  depth, objective = check_steps(depth, "depth"), _objective(objective)
   if not 0 < fraction < 1:
     raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
   targets = fraction ** (1.0 / depth) * fixed_point(rhos, depth=depth, objective=objective)
@@ -234,7 +233,7 @@ def critical_time(lambdas, rhos, *, depth, objective, init_scale, fraction=0.5) 
 
 
 def critical_time_expansion(lambdas, rhos, *, depth, objective, init_scale) -> np.ndarray:
-  r"""Leading small-initialisation terms of the critical time (the form of the paper).
+  r"""Leading small-initialisation terms of the critical time (kdjax's derivation).
 
   JEPA: :math:`\lambda t^* \approx \sum_{n=1}^{2L-1} a_0^{-n} / (n \rho^{2L-n})`;
   MAE: :math:`\lambda t^* \approx a_0^{1-L} / ((L-1)\rho)` for ``L >= 2`` and
@@ -242,7 +241,7 @@ def critical_time_expansion(lambdas, rhos, *, depth, objective, init_scale) -> n
   (JEPA: up to a ``log a_0`` term).
   """
   lambdas, rhos = _features(lambdas, rhos)
-  depth, objective = _depth(depth), _objective(objective)
+  depth, objective = check_steps(depth, "depth"), _objective(objective)
   a0 = _init(init_scale, rhos, objective, depth)
   if objective == "jepa":
     n = np.arange(1, 2 * depth)[:, None]
@@ -310,7 +309,7 @@ def max_stable_step(lambdas, rhos, *, depth, objective) -> float:
   ``mu``: ``eta < min 2 |Re mu| / |mu|^2`` over features.
   """
   lambdas, rhos = _features(lambdas, rhos)
-  depth, objective = _depth(depth), _objective(objective)
+  depth, objective = check_steps(depth, "depth"), _objective(objective)
   limit = np.inf
   for lam, rho, top in zip(lambdas, rhos, fixed_point(rhos, depth=depth, objective=objective)):
     theta = np.full(depth + 1, top)
@@ -359,7 +358,7 @@ def gradient_descent(
     ``[num_steps // record_every + 1, k]`` encoder weights after 0, r, 2r, ... steps.
   """
   lambdas, rhos = _features(lambdas, rhos)
-  depth, objective = _depth(depth), _objective(objective)
+  depth, objective = check_steps(depth, "depth"), _objective(objective)
   a0 = _init(init_scale, rhos, objective, depth)
   x, y, basis = (np.asarray(a, dtype=np.float64) for a in (views.x, views.y, views.basis))
   d = lambdas.size
@@ -374,9 +373,10 @@ def gradient_descent(
       f"learning_rate must be in (0, {limit:.6g}) (beyond it gradient "
       f"descent does not converge to the fixed point), got {learning_rate!r}"
     )
-  record_every = int(record_every)
-  if record_every < 1 or num_steps % record_every:
-    raise ValueError(f"record_every must be >= 1 and divide num_steps, got {record_every}")
+  num_steps = check_steps(num_steps, "num_steps", minimum=0)
+  record_every = check_steps(record_every, "record_every")
+  if num_steps % record_every:
+    raise ValueError(f"record_every must divide num_steps = {num_steps}, got {record_every}")
   with jax.enable_x64(True):
     import jax.numpy as jnp
 

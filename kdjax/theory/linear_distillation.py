@@ -61,6 +61,8 @@ import numpy as np
 import scipy.integrate
 import scipy.special
 
+from kdjax.theory.checks import check_steps
+
 __all__ = [
   "StudentFlow",
   "linear_student_flow",
@@ -121,12 +123,6 @@ def _times(times):
   ):
     raise ValueError("times must be a non-empty, finite, non-negative, non-decreasing sequence")
   return times
-
-
-def _depth(depth):
-  if isinstance(depth, bool) or int(depth) != depth or depth < 1:
-    raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-  return int(depth)
 
 
 def _loss_name(loss):
@@ -357,7 +353,7 @@ def balanced_end_to_end_flow(x, targets, w0, times, *, depth) -> np.ndarray:
   n, d = x.shape
   targets = _vector(targets, n, "targets", "the teacher's output at each row of x")
   w0 = _vector(w0, d, "w0", "the student's initial end-to-end weights")
-  depth, times = _depth(depth), _times(times)
+  depth, times = check_steps(depth, "depth"), _times(times)
   s_matrix, w_ls = x.T @ x / n, np.linalg.pinv(x) @ targets
 
   def field(_, w):
@@ -382,7 +378,7 @@ def aligned_strength(u0, target, times, *, depth) -> np.ndarray:
     u0: initial strength ``> 0``. target: ``u^* = ||w_ls|| > 0``. times: ``[T]``.
     depth: 1 or 2.
   """
-  depth, times = _depth(depth), _times(times)
+  depth, times = check_steps(depth, "depth"), _times(times)
   if not (u0 > 0 and target > 0):
     raise ValueError(f"u0 and target must be > 0, got {u0!r}, {target!r}")
   if depth == 1:
@@ -407,7 +403,7 @@ def max_stable_step(x, *, depth=1, scale=None) -> float:
   scale^{2-2/L} s_max)``, the inverse sharpness at a balanced minimum of end-to-end norm
   ``scale`` (exact for whitened data; an estimate otherwise).
   """
-  x, depth = _matrix(x, "x"), _depth(depth)
+  x, depth = _matrix(x, "x"), check_steps(depth, "depth")
   s_max = float(_spectrum(x)[0].max())
   if not s_max > 0:
     raise ValueError("x must not be all zeros")
@@ -447,6 +443,7 @@ def gradient_descent(
   x = _matrix(x, "x")
   d = x.shape[1]
   _check_step(learning_rate, max_stable_step(np.hstack([x, np.ones((len(x), 1))])))
+  num_steps = check_steps(num_steps, "num_steps", minimum=0)
   with jax.enable_x64(True):
     import jax.numpy as jnp
 
@@ -467,7 +464,7 @@ def gradient_descent(
     teacher = {"params": params(teacher_weights, teacher_bias)}
     batch = {"inputs": jnp.asarray(x), "labels": jnp.zeros(len(x), jnp.int32)}
     weights, biases = [np.asarray(w0, np.float64)], [float(b0)]
-    for _ in range(int(num_steps)):
+    for _ in range(num_steps):
       state, _ = step(state, batch, teacher)
       weights.append(np.asarray(state.params["Dense_0"]["kernel"])[:, 0])
       biases.append(float(state.params["Dense_0"]["bias"][0]))
@@ -485,6 +482,7 @@ def deep_linear_gradient_descent(x, targets, layers, *, learning_rate, num_steps
   layers = _check_layers(layers, x.shape[1])
   scale = max(np.linalg.norm(np.linalg.pinv(x) @ targets), np.linalg.norm(_product(layers)))
   _check_step(learning_rate, max_stable_step(x, depth=len(layers), scale=scale))
+  num_steps = check_steps(num_steps, "num_steps", minimum=0)
   with jax.enable_x64(True):
     import jax.numpy as jnp
 

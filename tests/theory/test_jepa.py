@@ -157,5 +157,23 @@ def test_bad_input_names_the_argument():
       learning_rate=0.1,
       num_steps=2,
     )
+  for bad, match in (
+    (dict(num_steps=-2), "num_steps must be an integer >= 0"),
+    (dict(num_steps=4, record_every=0), "record_every must be an integer >= 1"),
+    (dict(num_steps=4, record_every=3), "record_every must divide num_steps = 4"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      jepa.gradient_descent(
+        views,
+        LAMBDAS,
+        RHOS,
+        depth=2,
+        objective="jepa",
+        init_scale=1e-2,
+        learning_rate=limit / 2,
+        **bad,
+      )
+  with pytest.raises(ValueError, match="depth must be an integer >= 1"):
+    jepa.max_stable_step(LAMBDAS, RHOS, depth=None, objective="mae")
   with pytest.raises(ValueError, match=r"n must be >= 2 \* len\(lambdas\) = 6"):
     jepa.synthetic_views(LAMBDAS, RHOS, n=5)

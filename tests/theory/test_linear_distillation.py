@@ -141,3 +141,13 @@ def test_bad_input_names_the_argument():
     ld.deep_linear_gradient_descent(
       x, t, ld.balanced_init(w0, (2,)), learning_rate=10.0, num_steps=3
     )
+  with pytest.raises(ValueError, match="layers must hold at least one matrix"):
+    ld.deep_linear_flow(x, t, [], [1.0])
+  with pytest.raises(ValueError, match="depth must be an integer >= 1"):
+    ld.max_stable_step(x, depth=float("nan"))
+  with pytest.raises(ValueError, match="num_steps must be an integer >= 0"):
+    ld.gradient_descent(x, w_teacher, 0.0, w0, 0.0, learning_rate=limit / 2, num_steps=-1)
+  with pytest.raises(ValueError, match="num_steps must be an integer >= 0"):
+    ld.deep_linear_gradient_descent(
+      x, t, ld.balanced_init(w0, (2,)), learning_rate=1e-3, num_steps=2.5
+    )
