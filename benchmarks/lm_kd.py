@@ -3,14 +3,17 @@ r"""LM distillation benchmark: the table of modes, the KD step cost, KV-cache sa
   .venv/bin/python -m benchmarks.lm_kd --workdir=runs/lm_kd_bench        # everything
   .venv/bin/python -m benchmarks.lm_kd --table_arg=runlocal --workdir=/tmp/lm_bench
   .venv/bin/python -m benchmarks.lm_kd --notable                        # timings only
+  .venv/bin/python -m benchmarks.lm_kd --notable --nosampling           # KD step cost only
 
 1. **Modes** on the embedded corpus: runs (or resumes, or reads) the ``lm`` job of
    ``experiments/lm_kd_pystdlib.py[:table_arg]`` in ``--workdir`` and prints validation
    bits per byte, the fraction of the teacher-student gap closed vs the CE-only student,
    the teacher's NLL per token of each model's own samples, and wall time.
 2. **KD step cost**: the time of one teacher-forced KD loss+gradient of the student
-   (teacher forward inside) divided by the time of its parts, a student CE loss+gradient
-   plus a teacher forward; dense logits and the chunked loss (goal <= 1.05).
+   (teacher forward inside) divided by the time of its parts, the teacher forward plus the
+   student's loss+gradient with the same KD loss against the precomputed teacher outputs
+   (goal <= 1.05), and divided by a teacher forward plus a student CE loss+gradient (which
+   leaves out the KD loss's own work over the vocabulary); dense logits and chunked.
 3. **Sampling**: tokens/s of :func:`kdjax.models.sampling.generate` (KV cache) against
    greedy decoding that recomputes the whole prefix for every new token (goal >= 5x at
    256 new tokens).
@@ -19,6 +22,7 @@ r"""LM distillation benchmark: the table of modes, the KD step cost, KV-cache sa
 from __future__ import annotations
 
 import functools
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +45,7 @@ _CHUNK = flags.DEFINE_integer("chunk_size", 256, "Tokens per chunk of the chunke
 _NEW = flags.DEFINE_integer("new_tokens", 256, "New tokens per sequence when sampling.")
 _PROMPT = flags.DEFINE_integer("prompt_len", 16, "Prompt tokens when sampling.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median).")
+_SAMPLING = flags.DEFINE_bool("sampling", True, "Time KV-cache sampling vs recomputation.")
 
 
 def table(arg: str, workdir: str) -> dict:
@@ -65,7 +70,21 @@ def table(arg: str, workdir: str) -> dict:
 
 
 def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats: int) -> None:
-  """Prints KD loss+grad time / (student CE loss+grad + teacher forward), dense and chunked."""
+  """Prints the KD loss+grad time against its parts, dense logits and chunked.
+
+  The KD step (one jit: teacher forward + student forward/backward with the KD loss) is
+  compared with two sums of separately jitted parts:
+
+  * ``parts``: the teacher's forward pass (its logits, or its hidden states and output
+    kernel for the chunked loss) + the student's forward/backward with the same KD loss
+    against those precomputed teacher outputs (``lm.make_kd_parts``). A ratio above 1 is
+    what running them together costs (goal <= 1.05); as in ``benchmarks/train_step.py``,
+    the student part carries the step's own loss.
+  * ``CE parts``: the teacher's forward pass + a student CE forward/backward. The ratio
+    also counts the KD loss's own work over the vocabulary (a second softmax and the KL
+    and its gradient over ``[B L, V]``, against CE's one log-softmax and one gathered
+    target): not an overhead of distillation, the price of its loss at this vocabulary.
+  """
   student = models.TransformerLM(
     vocab_size=vocab, max_len=seq_len, embed_dim=128, num_layers=2, num_heads=4, mlp_dim=512
   )
@@ -87,23 +106,50 @@ def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats:
     return jax.jit(lambda p, t: jax.grad(lambda q: objective(q, t, data, key)[0])(p))
 
   ce = grad_of(lm.make_objective("ce", student))
-  teacher_fwd = jax.jit(lambda t: teacher.apply({"params": t}, x))
-  parts = common.time_call(ce, s_params, t_params, repeats=repeats) + common.time_call(
-    teacher_fwd, t_params, repeats=repeats
+  print(
+    f"\nKD loss+grad (batch {batch} x {seq_len} tokens, vocab {vocab}, student 2x128, "
+    f"teacher 4x256); medians of {repeats} interleaved rounds"
   )
   print(
-    f"\nKD step cost (batch {batch} x {seq_len} tokens, vocab {vocab}, student 2x128, "
-    f"teacher 4x256): parts = student CE fwd+bwd + teacher fwd = {1e3 * parts:.1f} ms"
+    "| loss | KD step ms | teacher fwd ms | student KD fwd+bwd ms | student CE fwd+bwd ms "
+    "| / parts | / CE parts |"
   )
+  print("|---|---|---|---|---|---|---|")
   for chunked in (False, True):
-    kd = grad_of(
-      lm.make_objective(
-        "kd", student, teacher, divergence="kl", chunked=chunked, chunk_size=chunk_size
-      )
-    )
-    t = common.time_call(kd, s_params, t_params, repeats=repeats)
+    arguments = dict(divergence="kl", temperature=1.0, chunked=chunked, chunk_size=chunk_size)
+    teacher_outputs, student_kd = lm.make_kd_parts(student, teacher, **arguments)
+    forward = jax.jit(teacher_outputs)
+    outputs = forward(t_params, x)
+    calls = {
+      "kd": (grad_of(lm.make_objective("kd", student, teacher, **arguments)), (s_params, t_params)),
+      "teacher": (forward, (t_params, x)),
+      "student": (
+        jax.jit(jax.grad(lambda q, o, f=student_kd: f(q, o, data, key)[0])),
+        (s_params, outputs),
+      ),
+      "ce": (ce, (s_params, t_params)),
+    }
+    t = _interleaved(calls, repeats)
     name = f"chunked (chunk {chunk_size})" if chunked else "dense logits"
-    print(f"  KD {name}: {1e3 * t:.1f} ms = {t / parts:.2f}x the parts")
+    parts = [k / (f + s) for k, f, s in zip(t["kd"], t["teacher"], t["student"])]
+    ce_parts = [k / (f + c) for k, f, c in zip(t["kd"], t["teacher"], t["ce"])]
+    ms = {n: 1e3 * statistics.median(v) for n, v in t.items()}
+    print(
+      f"| {name} | {ms['kd']:.1f} | {ms['teacher']:.1f} | {ms['student']:.1f} | {ms['ce']:.1f} "
+      f"| {statistics.median(parts):.2f}x | {statistics.median(ce_parts):.2f}x |"
+    )
+
+
+def _interleaved(calls: dict, rounds: int) -> dict[str, list[float]]:
+  """Seconds of each ``name: (fn, args)`` call per round, the calls taking turns (after one
+  untimed call each), so that a change of the machine's load hits every part alike."""
+  for fn, args in calls.values():
+    common.time_call(fn, *args, warmup=1, repeats=1)
+  times = {name: [] for name in calls}
+  for _ in range(rounds):
+    for name, (fn, args) in calls.items():
+      times[name].append(common.time_call(fn, *args, warmup=0, repeats=1))
+  return times
 
 
 def sampling_speed(batch: int, prompt_len: int, new_tokens: int, repeats: int) -> None:
@@ -150,7 +196,8 @@ def main(argv):
   del argv
   print(common.describe_devices())
   kd_step_cost(_BATCH.value, _SEQ.value, _VOCAB.value, _CHUNK.value, _REPEATS.value)
-  sampling_speed(_BATCH.value, _PROMPT.value, _NEW.value, _REPEATS.value)
+  if _SAMPLING.value:
+    sampling_speed(_BATCH.value, _PROMPT.value, _NEW.value, _REPEATS.value)
   if _TABLE.value:
     table(_TABLE_ARG.value, _WORKDIR.value)
 

@@ -100,15 +100,54 @@ def make_objective(
     return ce
   if kind != "kd":
     raise ValueError(f"objective kind must be 'ce' or 'kd', got {kind!r}")
-  losses.get_divergence(divergence, temperature=temperature, **hyperparams)  # validates
+  teacher_outputs, student_kd = make_kd_parts(
+    student,
+    teacher,
+    divergence=divergence,
+    temperature=temperature,
+    chunked=chunked,
+    chunk_size=chunk_size,
+    **hyperparams,
+  )
 
   def kd(params, teacher_params, batch, rng):
-    train = {"train": True, "rngs": {"dropout": rng}}  # the frozen teacher runs in eval mode
+    outputs = jax.lax.stop_gradient(teacher_outputs(teacher_params, batch["inputs"]))
+    return student_kd(params, outputs, batch, rng)
+
+  return kd
+
+
+def make_kd_parts(
+  student: Any,
+  teacher: Any,
+  *,
+  divergence: str,
+  temperature: float,
+  chunked: bool,
+  chunk_size: int,
+  **hyperparams,
+) -> tuple[Callable, Callable]:
+  """The two parts of the ``'kd'`` objective: ``(teacher_outputs, student_kd)``.
+
+  ``teacher_outputs(teacher_params, inputs)`` is the frozen teacher's forward pass in eval
+  mode: its logits ``[B, L, V]``, or with ``chunked`` its ``(hidden [B L, H + 1], kernel
+  [H + 1, V])``. ``student_kd(params, outputs, batch, rng) -> (loss sum, token count)`` is
+  the student's forward pass (train mode) and the divergence against those outputs. The
+  objective is ``student_kd(params, stop_gradient(teacher_outputs(...)), batch, rng)``;
+  ``benchmarks/lm_kd.py`` times the parts apart. Arguments as in :func:`make_objective`.
+  """
+  losses.get_divergence(divergence, temperature=temperature, **hyperparams)  # validates
+
+  def teacher_outputs(teacher_params, inputs):
+    if chunked:
+      return _head_inputs(teacher, teacher_params, inputs)
+    return teacher.apply({"params": teacher_params}, inputs)
+
+  def student_kd(params, outputs, batch, rng):
+    train = {"train": True, "rngs": {"dropout": rng}}
     if chunked:
       s_hidden, s_kernel = _head_inputs(student, params, batch["inputs"], **train)
-      t_hidden, t_kernel = jax.lax.stop_gradient(
-        _head_inputs(teacher, teacher_params, batch["inputs"])
-      )
+      t_hidden, t_kernel = outputs
       return losses.chunked_kd_sum_and_count(
         s_hidden,
         s_kernel,
@@ -121,17 +160,16 @@ def make_objective(
         **hyperparams,
       )
     s_logits = student.apply({"params": params}, batch["inputs"], **train)
-    t_logits = jax.lax.stop_gradient(teacher.apply({"params": teacher_params}, batch["inputs"]))
     return losses.sequence_kd_sum_and_count(
       s_logits,
-      t_logits,
+      outputs,
       where=batch["mask"],
       divergence=divergence,
       temperature=temperature,
       **hyperparams,
     )
 
-  return kd
+  return teacher_outputs, student_kd
 
 
 def make_train_step(
@@ -241,8 +279,13 @@ def _assemble(prompts: jax.Array, tokens: jax.Array, mask: jax.Array) -> Batch:
   }
 
 
+@functools.cache
 def make_nll_step(model: Any) -> Callable:
-  """``nll_step(params, batch, token_bytes) -> {'nll_sum', 'bytes', 'tokens'}`` (jitted sums)."""
+  """``nll_step(params, batch, token_bytes) -> {'nll_sum', 'bytes', 'tokens'}`` (jitted sums).
+
+  One jitted function per (hashable) model configuration, so models of one architecture
+  (every student of a run, the teacher scoring samples again and again) compile it once.
+  """
 
   @jax.jit
   def nll_step(params, batch, token_bytes):
