@@ -15,6 +15,9 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
   ``corrupt-<step>-<time>`` with a warning and the newest intact one is used), ``restore``,
   ``latest_step``, ``wait``, ``close``. ``load_arrays(directory)`` for inspection.
   ``PreemptionFlag``: set by SIGTERM so the job saves and exits.
+``kdjax.jobs.preemption``
+  ``stop_requested(flag, step, every)`` (agreed by all processes) and ``Preempted``
+  (a clean ``SystemExit`` raised once the checkpoint is saved; re-run to resume).
 ``kdjax.jobs.metrics``
   ``MetricsWriter(workdir, *, resume_step, total_steps, name)``: ``write(step, **values)``
   to ``metrics.jsonl`` + TensorBoard event files (tensorboardX) + the progress line
@@ -48,6 +51,15 @@ A job's skeleton::
       ...                                              # steps; metrics.write; ckpt.save
 """
 
-from kdjax.jobs import checkpoint, evaluate, figures, mesh, metrics, schedules, workdir
+from kdjax.jobs import checkpoint, evaluate, figures, mesh, metrics, preemption, schedules, workdir
 
-__all__ = ["checkpoint", "evaluate", "figures", "mesh", "metrics", "schedules", "workdir"]
+__all__ = [
+  "checkpoint",
+  "evaluate",
+  "figures",
+  "mesh",
+  "metrics",
+  "preemption",
+  "schedules",
+  "workdir",
+]

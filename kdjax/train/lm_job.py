@@ -25,8 +25,15 @@ not retrained. ``WORKDIR/summary.json`` has one entry per model with
 teacher's NLL per token of the model's own samples, GKD's on-policy quality proxy),
 ``gap_closed`` (students: :math:`(b_{ce} - b) / (b_{ce} - b_{teacher})`, the fraction of
 the teacher-student gap closed against the CE-only student at equal steps; needs ``ce``
-in ``modes``), ``tokens_per_second`` and ``wall_time_s``; ``WORKDIR/bits_per_byte.png``
-compares them.
+in ``modes``), ``tokens_per_second`` and ``wall_time_s``; ``WORKDIR/metrics.jsonl`` holds
+the same figures, one record per model (``step`` = its index: 0 the teacher, then
+``modes`` in order, with ``model`` = its name), and ``WORKDIR/bits_per_byte.png`` compares
+them.
+
+SIGTERM (``kdjax.jobs.preemption``) makes the running model save its checkpoint and the
+job raise ``Preempted``; the same command then resumes it. Batches, sampling keys, the
+on-policy draws and dropout depend only on ``(seed, step)``, so a resumed run ends with
+the figures of an uninterrupted one (all but the timings).
 """
 
 from __future__ import annotations
@@ -44,8 +51,13 @@ import optax
 
 from kdjax import models
 from kdjax.data import text as text_lib
-from kdjax.jobs import figures, mesh as mesh_lib, workdir as workdir_lib
-from kdjax.jobs.checkpoint import Checkpointer
+from kdjax.jobs import (
+  figures,
+  mesh as mesh_lib,
+  preemption as preemption_lib,
+  workdir as workdir_lib,
+)
+from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.jobs.schedules import make_schedule
 from kdjax.train import lm, state as state_lib
@@ -145,8 +157,9 @@ def _optimizer(config, num_steps: int, name: str) -> optax.GradientTransformatio
 class _Context:
   """What every model's training shares: config, mesh, data, teacher."""
 
-  def __init__(self, config, workdir: str, data: text_lib.TextData):
+  def __init__(self, config, workdir: str, data: text_lib.TextData, preemption: PreemptionFlag):
     self.config, self.workdir, self.data = config, workdir, data
+    self.preemption = preemption
     self.mesh = mesh_lib.make_mesh()
     self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
     seq_len = int(config.dataset.seq_len)
@@ -288,6 +301,12 @@ def _loop(
         log.write(done, **record)
       if done % int(c.checkpoint_every) == 0 or done == total:
         checkpointer.save(done, state)
+      if done < total and preemption_lib.stop_requested(ctx.preemption, done, int(c.log_every)):
+        checkpointer.save(done, state)
+        checkpointer.wait()
+        if jax.process_index() == 0:
+          print(f"[{name}] SIGTERM: saved the checkpoint at step {done}; re-run to resume")
+        raise preemption_lib.Preempted(0)
     checkpointer.wait()
   finally:
     log.close()
@@ -390,8 +409,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     config = ml_collections.ConfigDict(config.to_dict())
     config.teacher = teacher_config.teacher
   validate(config, data.vocab_size)
-  with workdir_lib.open_workdir(workdir, config) as wd:
-    ctx = _Context(config, wd.path, data)
+  with workdir_lib.open_workdir(workdir, config) as wd, PreemptionFlag() as preemption:
+    ctx = _Context(config, wd.path, data, preemption)
     if config.teacher_workdir:
       params, teacher_summary = _load_teacher(ctx, str(config.teacher_workdir))
     else:
@@ -404,6 +423,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for mode in _modes(config):
       _, results[mode] = _train(ctx, mode, "student", mode)
     _compare(results, wd.path)
+    log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm")
+    try:
+      for index, (name, summary) in enumerate(results.items()):
+        figures_of = {k: v for k, v in summary.items() if k != "step"}
+        log.write(index, model=name, steps=summary["step"], **figures_of)
+    finally:
+      log.close()
     if jax.process_index() == 0:
       workdir_lib.atomic_write(os.path.join(wd.path, _SUMMARY), json.dumps(results, indent=1))
   return results

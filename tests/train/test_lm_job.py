@@ -2,14 +2,18 @@
 resume, a teacher loaded from its own workdir; the whole runlocal comparison is slow."""
 
 import json
+import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from experiments import lm_kd_pystdlib
-from kdjax.train import lm_job
+from kdjax.jobs import preemption, workdir as workdir_lib
+from kdjax.train import lm, lm_job
 
 
 def _tiny(modes="ce,gkd"):
@@ -54,6 +58,66 @@ def test_a_teacher_workdir_without_a_finished_teacher_is_refused(tmp_path):
   c.teacher_workdir = str(tmp_path)
   with pytest.raises(ValueError, match="holds no finished teacher"):
     lm_job.run(c, str(tmp_path / "run"))
+
+
+def _sigterm_after_the_first_step(monkeypatch):
+  """Makes the next jitted train step send SIGTERM to this process after its first call."""
+  jit_train_step = lm.jit_train_step
+
+  def patched(*args, **kwargs):
+    step_fn = jit_train_step(*args, **kwargs)
+    calls = []
+
+    def step(*step_args):
+      out = step_fn(*step_args)
+      calls.append(1)
+      if len(calls) == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return out
+
+    return step
+
+  monkeypatch.setattr(lm, "jit_train_step", patched)
+
+
+def test_tiny_run_of_every_mode_has_finite_summaries_and_a_killed_phase_resumes(
+  tmp_path, monkeypatch
+):
+  c = _tiny("ce,token_kd,seq_kd,gkd")
+  c.teacher.num_steps = c.student.num_steps = c.eval_every = c.checkpoint_every = 2
+  c.log_every, c.batch_size, c.distill.lam = 1, 8, 0.5
+  workdir = str(tmp_path / "run")
+  summary = lm_job.run(c, workdir)
+  models = ["teacher", "ce", "token_kd", "seq_kd", "gkd"]
+  assert list(summary) == models
+  with open(os.path.join(workdir, "summary.json")) as f:
+    _same(json.load(f), summary)
+  keys = {"eval_bits_per_byte", "teacher_nll_of_samples", "tokens_per_second", "wall_time_s"}
+  for name in models:
+    figures = summary[name]
+    assert keys <= set(figures) and ("gap_closed" in figures) == (name != "teacher"), name
+    assert all(math.isfinite(v) for v in figures.values()), (name, figures)
+    assert figures["step"] == 2 and 0 < figures["eval_bits_per_byte"] < 20, name
+  assert summary["ce"]["gap_closed"] == 0.0
+  records = workdir_lib.read_metrics(workdir)
+  assert [(r["step"], r["model"]) for r in records] == list(enumerate(models))
+  assert [r["eval_bits_per_byte"] for r in records] == [
+    summary[m]["eval_bits_per_byte"] for m in models
+  ]
+  # SIGTERM during the (re-run) GKD phase: it saves step 1 and stops; the same call then
+  # resumes it from there (the finished models are not retrained) to the same figures.
+  shutil.rmtree(os.path.join(workdir, "gkd"))
+  _sigterm_after_the_first_step(monkeypatch)
+  with pytest.raises(preemption.Preempted):
+    lm_job.run(c, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "gkd", "checkpoints"))) == ["1"]
+  monkeypatch.undo()
+  resumed = lm_job.run(c, workdir)
+  for name in models:
+    for key in ("eval_bits_per_byte", "teacher_nll_of_samples", "gap_closed"):
+      if key in summary[name]:
+        assert resumed[name][key] == pytest.approx(summary[name][key], rel=1e-5), (name, key)
+  assert [r["step"] for r in workdir_lib.read_metrics(os.path.join(workdir, "gkd"))] == [1, 2]
 
 
 def _same(a, b):
