@@ -55,6 +55,17 @@ def check_kernel(K, name: str = "K") -> jax.Array:
   return K
 
 
+def check_joint_kernel(K, k_test, k_test_test) -> None:
+  """Raises unless the joint prior covariance of training and test points is symmetric PSD.
+
+  ``[[K, k_test^T], [k_test, k_test_test]]`` (shapes checked by the caller) goes through
+  :func:`check_kernel` when all three are concrete; under ``jax.jit`` nothing is checked.
+  """
+  if all(_is_concrete(a) for a in (K, k_test, k_test_test)):
+    joint = jnp.block([[K, k_test.T], [k_test, k_test_test]])
+    check_kernel(joint, "[[K, k_test^T], [k_test, k_test_test]]")
+
+
 def check_targets(y, n: int, name: str = "y") -> tuple[jax.Array, bool]:
   """Returns ``y`` as ``[n, m]`` and whether it was a vector ``[n]``."""
   y = jnp.asarray(y)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.theory import krr
+from kdjax.theory.checks import check_joint_kernel
 
 __all__ = ["GaussianPosterior", "gpr_data_centric", "gpr_distribution_centric"]
 
@@ -60,6 +61,7 @@ def _checked(K, y, noise, steps, k_test, k_test_test):
       raise ValueError(
         f"k_test_test must have shape {(k_test.shape[0],) * 2}, got {k_test_test.shape}"
       )
+    check_joint_kernel(K, k_test, k_test_test)
   return K, noise, steps, k_test, k_test_test
 
 

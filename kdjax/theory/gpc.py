@@ -216,22 +216,40 @@ def laplace_predict(posterior: LaplacePosterior, k_test, k_test_diag):
     k_test: ``[n_test, n]`` test-train kernel. k_test_diag: ``[n_test]`` ``k(x*, x*)``.
 
   Returns:
-    ``(mean [n_test], variance [n_test])``.
+    ``(mean [n_test], variance [n_test])``; round-off negative variances become 0, one below
+    ``-psd_tolerance`` (relative to ``max(k(x*, x*), v^T v)``) is NaN under ``jax.jit``.
+
+  Raises:
+    ValueError: bad shapes, or (concrete inputs) such a negative variance: ``k(x*, x*)`` below
+      what the training points explain, so the joint prior covariance is not PSD.
   """
   n = posterior.mode.shape[0]
   k_test = krr.check_test_kernel(k_test, n)
   k_test_diag = jnp.asarray(k_test_diag)
   if k_test_diag.shape != (k_test.shape[0],):
     raise ValueError(f"k_test_diag must have shape [{k_test.shape[0]}], got {k_test_diag.shape}")
-  return _predict(posterior, k_test, k_test_diag)
+  mean, variance = _predict(posterior, k_test, k_test_diag)
+  if not isinstance(variance, jax.core.Tracer):
+    bad = np.flatnonzero(np.isnan(variance) & np.isfinite(np.asarray(mean)))
+    if bad.size:
+      raise ValueError(
+        f"k_test_diag[{bad[0]}] = {float(k_test_diag[bad[0]]):.6g} is below the variance the "
+        "training points explain: the joint prior covariance of training and test points is "
+        "not positive semi-definite"
+      )
+  return mean, variance
 
 
 @jax.jit
 def _predict(posterior, k_test, k_test_diag):
+  """Latent mean and variance; a variance below ``-psd_tolerance`` (relative) is NaN."""
   v = jax.scipy.linalg.solve_triangular(
     posterior.chol, posterior.sqrt_w[:, None] * k_test.T, lower=True
   )
-  return k_test @ posterior.gradient, jnp.maximum(k_test_diag - jnp.sum(v**2, axis=0), 0.0)
+  explained = jnp.sum(v**2, axis=0)
+  raw = k_test_diag - explained
+  tol = krr.psd_tolerance(raw.dtype) * jnp.maximum(jnp.abs(k_test_diag), explained)
+  return k_test @ posterior.gradient, jnp.where(raw < -tol, jnp.nan, jnp.maximum(raw, 0.0))
 
 
 def predictive_mean(mean, variance, *, num_points=32) -> jax.Array:

@@ -92,3 +92,8 @@ def test_matrix_targets_and_bad_input():
     gp.gpr_data_centric(K, y, noise=0.1, steps=2, alpha=2.0)
   with pytest.raises(ValueError, match="y must have shape"):
     gp.gpr_distribution_centric(K, y[:-1], noise=0.1, steps=2)
+  # A test covariance the training points over-explain: the joint prior is not PSD.
+  joint = r"\[\[K, k_test\^T\], \[k_test, k_test_test\]\] must be positive semi-definite"
+  for fn in (gp.gpr_data_centric, gp.gpr_distribution_centric):
+    with pytest.raises(ValueError, match=joint):
+      fn(K, y, noise=0.1, steps=2, k_test=k_test, k_test_test=0.5 * k_tt)

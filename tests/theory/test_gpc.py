@@ -163,6 +163,23 @@ def test_bad_input():
     gpc.laplace_mode(K + np.triu(np.ones_like(K), 1), labels)
 
 
+def test_test_variance_below_what_the_training_points_explain_is_an_error_not_zero():
+  """k(x*, x*) below what the training points explain (joint prior not PSD): an error, or NaN
+  under jit, never a variance clipped to 0."""
+  _, _, K, labels = make_problem(4, n=6)
+  with jax.enable_x64(True):
+    post = gpc.laplace_mode(K, labels)
+    _, var = gpc.laplace_predict(post, K, np.diag(K))  # consistent: accepted, >= 0
+    assert np.all(np.asarray(var) >= 0)
+    bad_diag = np.diag(K) * np.r_[1.0, 1.0, 0.01, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match=r"k_test_diag\[2\] = .* not positive semi-definite"):
+      gpc.laplace_predict(post, K, bad_diag)
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+      gpc.gpc_data_centric(K, labels, steps=2, k_test=K, k_test_diag=np.zeros(6))
+    traced = jax.jit(gpc.laplace_predict)(post, K, bad_diag)[1]
+    assert np.isnan(traced[2]) and np.all(np.isfinite(np.delete(np.asarray(traced), 2)))
+
+
 def test_distribution_centric_is_duplicated_data_and_a_scaled_covariance():
   """Round t = one Laplace GPC on the labels repeated t times (a singular nt x nt kernel),
   which is the GPC with covariance t K, latent variance divided by t."""
