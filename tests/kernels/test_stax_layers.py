@@ -41,6 +41,7 @@ FUNCTIONS = {
   "erf_nngp": _erf_nngp,
   "erf_d_nngp": _erf_d_nngp,
   "sin": jnp.sin,
+  "exp_decay": lambda d: jnp.exp(-d / 3),
 }
 
 
@@ -51,7 +52,7 @@ def build_layer(name, kwargs):
     return getattr(stax, name)(*[build_layer(*item) for item in kwargs["layers"]])
   if name == "repeat":
     return stax.repeat(build_layer(*kwargs["layer"]), kwargs["n"])
-  for key in ("fn", "nngp_fn", "d_nngp_fn"):
+  for key in ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn"):
     if key in kwargs:
       kwargs[key] = FUNCTIONS[kwargs[key]]
   for key in ("window_shape", "strides", "filter_shape", "s", "axis"):
@@ -97,6 +98,7 @@ DEFAULT_IMAGE_CASES = (
   "sum_pool",
   "avg_pool_normalize_edges",
   "nchw_concat_flatten_batch_last",
+  "attention_softmax_concat_values",
 )
 
 

@@ -46,7 +46,12 @@ def test_residual_block_kernel_is_sum_of_branches():
 
 @pytest.mark.parametrize(
   "window,strides,padding",
-  [((2, 2), (2, 2), "VALID"), ((3, 2), (2, 1), "SAME"), ((3, 3), None, "SAME")],
+  [
+    ((2, 2), (2, 2), "VALID"),
+    # The other geometries are in the slow run (and in the neural-tangents references).
+    pytest.param((3, 2), (2, 1), "SAME", marks=pytest.mark.slow),
+    pytest.param((3, 3), None, "SAME", marks=pytest.mark.slow),
+  ],
 )
 def test_pooling_kernel_equals_pooled_inputs(window, strides, padding):
   # Without random layers the kernel is deterministic: per-unit inner product.
@@ -123,7 +128,15 @@ NETWORKS = [
 ]
 
 
-@pytest.mark.parametrize("index", range(len(NETWORKS)))
+# The pooling network (the heaviest compile) runs in the slow run; the Dense and Conv/Flatten
+# ones stay in the default run.
+@pytest.mark.parametrize(
+  "index",
+  [
+    pytest.param(i, marks=pytest.mark.slow) if i == len(NETWORKS) - 1 else i
+    for i in range(len(NETWORKS))
+  ],
+)
 def test_kernels_are_symmetric_psd_and_consistent(index):
   (init_fn, apply_fn, kernel_fn), shape = NETWORKS[index]
   rng = np.random.default_rng(3)

@@ -22,8 +22,9 @@ Modules: `kernel` (the covariance state), `kernel_fn` (the jitted
 `repeat`), `branching` (`FanOut`, `FanIn*`), `linear` (`Dense`, `Conv`),
 `pooling`, `normalization` (`LayerNorm`, `Dropout`), `elementwise` and
 `polynomial` (closed-form nonlinearities), `nonlinearity` (`Elementwise`,
-`ElementwiseNumerical`), `windows` (window sums shared by convolutions and
-pooling), `layout` (`batch_axis` / `channel_axis`).
+`ElementwiseNumerical`), `attention` (`GlobalSelfAttention`), `windows` (window
+sums shared by convolutions and pooling), `layout` (`batch_axis` /
+`channel_axis`).
 
 References:
   Neal, 1996, "Bayesian Learning for Neural Networks".
@@ -37,6 +38,7 @@ References:
     in Python".
 """
 
+from kdjax.kernels.stax.attention import GlobalSelfAttention
 from kdjax.kernels.stax.branching import FanInConcat, FanInProd, FanInSum, FanOut
 from kdjax.kernels.stax.combinators import parallel, repeat, serial
 from kdjax.kernels.stax.elementwise import (
@@ -82,6 +84,7 @@ __all__ = [
   "Flatten",
   "LayerNorm",
   "Dropout",
+  "GlobalSelfAttention",
   "ABRelu",
   "Relu",
   "LeakyRelu",

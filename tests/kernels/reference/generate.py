@@ -22,8 +22,13 @@ names, that `tests/kernels/test_stax_reference.py` builds with
   `{case: {"input": "fc" | "img" | ..., "spec": [...]}}`) and, per case,
   `<case>.nngp`, `<case>.ntk`, `<case>.nngp_11`, `<case>.ntk_11`.
 
-Layer arguments that are functions (`Elementwise`, `ElementwiseNumerical`) are
-named by a string from `FUNCTIONS`, which the test mirrors.
+* `attention_apply.npz`: for one `GlobalSelfAttention` layer per `ATTENTION_APPLY`
+  case, the parameters neural-tangents' `init_fn` drew (`<case>.keys`, `.values`,
+  `.w_out`, `.b`, `.pos_emb`) and its `apply_fn` output `<case>.out` on the input `x`
+  (= `img.x1`), for the finite-network test of kdjax's `apply_fn`.
+
+Layer arguments that are functions (`Elementwise`, `ElementwiseNumerical`,
+`pos_emb_decay_fn`) are named by a string from `FUNCTIONS`, which the test mirrors.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ FUNCTIONS = {
   "erf_nngp": _erf_nngp,
   "erf_d_nngp": _erf_d_nngp,
   "sin": jnp.sin,
+  "exp_decay": lambda d: jnp.exp(-d / 3),
 }
 
 # Newer layers: the first Dense makes the input Gaussian, the last mixes units.
@@ -380,6 +386,72 @@ LAYOUT_CASES = {
 }
 
 
+def _attention(mechanism="SOFTMAX", **kwargs):
+  args = {
+    "n_chan_out": 8,
+    "n_chan_key": 8,
+    "n_chan_val": 8,
+    "n_heads": 2,
+    "W_key_std": 1.3,
+    "W_value_std": 1.1,
+    "W_query_std": 0.9,
+    "W_out_std": 1.2,
+    "b_std": 0.2,
+    "attention_mechanism": mechanism,
+  }
+  return ["GlobalSelfAttention", {**args, **kwargs}]
+
+
+# GlobalSelfAttention (linear scaling), mechanisms and positional embeddings.
+ATTENTION_CASES = {
+  "attention_softmax": {
+    "input": "img",
+    "spec": [CONV_IN, _attention(), RELU, ["GlobalAvgPool", {}], OUT],
+  },
+  "attention_identity_sum": {
+    "input": "img",
+    "spec": [CONV_IN, _attention("IDENTITY", pos_emb_type="SUM"), RELU, ["Flatten", {}], OUT],
+  },
+  "attention_softmax_concat_values": {
+    "input": "img",
+    "spec": [
+      CONV_IN,
+      _attention(pos_emb_type="CONCAT", n_chan_pos_emb=4, W_pos_emb_std=0.8, val_pos_emb=True),
+      RELU,
+      ["GlobalAvgPool", {}],
+      OUT,
+    ],
+  },
+  "attention_relu_decay": {
+    "input": "img",
+    "spec": [
+      CONV_IN,
+      _attention(
+        "RELU",
+        pos_emb_type="SUM",
+        pos_emb_p_norm=1,
+        pos_emb_decay_fn="exp_decay",
+        val_pos_emb=True,
+        b_std=None,
+      ),
+      ["Erf", {}],
+      ["GlobalAvgPool", {}],
+      OUT,
+    ],
+  },
+  "attention_abs_inputs_nchw": {
+    "input": "nchw",
+    "spec": [
+      _attention("ABS", pos_emb_type="CONCAT", channel_axis=1),
+      _dense(8, channel_axis=1),
+      _attention(channel_axis=1),
+      ["GlobalAvgPool", {"channel_axis": 1}],
+      OUT,
+    ],
+  },
+}
+
+
 def cases() -> dict:
   """All newer-layer cases, `{name: {"input": ..., "spec": [...]}}`."""
   out = {name: _fc_case(*layers) for name, layers in ELEMENTWISE.items()}
@@ -392,6 +464,7 @@ def cases() -> dict:
   )
   out.update(STANDARD)
   out.update(LAYOUT_CASES)
+  out.update(ATTENTION_CASES)
   return out
 
 
@@ -402,7 +475,7 @@ def build_layer(name, kwargs):
     return getattr(stax, name)(*[build_layer(*item) for item in kwargs["layers"]])
   if name == "repeat":
     return stax.repeat(build_layer(*kwargs["layer"]), kwargs["n"])
-  for key in ("fn", "nngp_fn", "d_nngp_fn"):
+  for key in ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn"):
     if key in kwargs:
       kwargs[key] = FUNCTIONS[kwargs[key]]
   for key in ("window_shape", "strides", "filter_shape", "s", "axis"):
@@ -432,6 +505,33 @@ def kernels(spec, x1, x2) -> dict:
     off_diagonal = value[~np.eye(*value.shape, dtype=bool)] if key.endswith("_11") else value
     if not np.all(np.isfinite(off_diagonal)):
       raise ValueError(f"neural-tangents gave non-finite {key} for {spec}")
+  return out
+
+
+# One GlobalSelfAttention layer's finite apply_fn: neural-tangents' parameters and outputs.
+ATTENTION_APPLY = {
+  "identity": _attention("IDENTITY")[1],
+  "softmax_concat_values": _attention(
+    pos_emb_type="CONCAT", n_chan_pos_emb=3, W_pos_emb_std=0.8, val_pos_emb=True
+  )[1],
+  "relu_sum_decay": _attention(
+    "RELU", pos_emb_type="SUM", pos_emb_p_norm=1, pos_emb_decay_fn="exp_decay"
+  )[1],
+}
+
+
+def attention_apply(x) -> dict:
+  """`attention_apply.npz`: per case, the parameters NT's init_fn draws and apply_fn's output."""
+  out = {"x": x, "specs": json.dumps(ATTENTION_APPLY)}
+  for name, kwargs in ATTENTION_APPLY.items():
+    init_fn, apply_fn, _ = build_layer("GlobalSelfAttention", kwargs)
+    _, params = init_fn(jax.random.PRNGKey(0), x.shape)
+    _, keys, values, w_out, b, pos_emb = params
+    arrays = {"keys": keys, "values": values, "w_out": w_out, "b": b, "pos_emb": pos_emb}
+    arrays["out"] = apply_fn(params, x)
+    for key, value in arrays.items():
+      if value is not None:
+        out[f"{name}.{key}"] = np.asarray(value, np.float64)
   return out
 
 
@@ -470,6 +570,11 @@ def main():
   np.savez_compressed(
     os.path.join(HERE, "layers.npz"), specs=json.dumps(all_cases), **inputs, **values
   )
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # linear scaling ignores the query weights (it says so).
+    np.savez_compressed(
+      os.path.join(HERE, "attention_apply.npz"), **attention_apply(inputs["img.x1"])
+    )
   print(f"wrote {len(LEGACY)} network files and {len(all_cases)} layer cases to {HERE}")
 
 
