@@ -36,13 +36,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
 from kdjax import data as data_lib, models
 from kdjax.jobs import evaluate as evaluate_lib, figures, mesh as mesh_lib, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
+from kdjax.jobs.preemption import Preempted, stop_requested
 from kdjax.train import (
   augment as augment_lib,
   objectives as objectives_lib,
@@ -52,10 +51,6 @@ from kdjax.train import (
 )
 
 MODES = ("supervised", "kd", "born_again", "self_distill")
-
-
-class Preempted(SystemExit):
-  """Raised after SIGTERM once the checkpoint is saved; re-run the same command to resume."""
 
 
 def _print(message: str) -> None:
@@ -251,14 +246,6 @@ class Phase:
       self._plot(log.records)
     return summary
 
-  def _stop_requested(self, preemption: PreemptionFlag, step: int) -> bool:
-    if jax.process_count() == 1:
-      return preemption.is_set()
-    if step % int(self.config.log_every):  # collective: only at steps every process shares
-      return False
-    flags = multihost_utils.process_allgather(np.asarray(preemption.is_set()))
-    return bool(np.any(flags))
-
   def _train(
     self,
     start: int,
@@ -286,7 +273,7 @@ class Phase:
         log.write(done, **record)
       if saves:
         checkpointer.save(done, self.state)
-      if done < total and self._stop_requested(preemption, done):
+      if done < total and stop_requested(preemption, done, int(c.log_every)):
         checkpointer.save(done, self.state)
         checkpointer.wait()
         _print(
