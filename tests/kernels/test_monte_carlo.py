@@ -17,9 +17,9 @@ def mc_nngp(init_fn, apply_fn, x1, x2, inits, seed=0):
 )
 def test_monte_carlo_nngp_of_fc_relu_net(parameterization):
   init_fn, apply_fn, kernel_fn = stax.serial(
-    stax.Dense(512, 1.5, 0.2, parameterization),
+    stax.Dense(512, 1.5, 0.2, parameterization=parameterization),
     stax.Relu(),
-    stax.Dense(64, 1.5, 0.2, parameterization),
+    stax.Dense(64, 1.5, 0.2, parameterization=parameterization),
   )
   x1 = jax.random.normal(jax.random.key(1), (4, 10))
   x2 = jax.random.normal(jax.random.key(2), (3, 10))
@@ -31,9 +31,9 @@ def test_monte_carlo_nngp_of_fc_relu_net(parameterization):
   np.testing.assert_allclose(got, want, atol=0.05 * scale)
   # The same estimate is far from a kernel with another bias variance.
   _, _, other_fn = stax.serial(
-    stax.Dense(1, 1.5, 0.6, parameterization),
+    stax.Dense(1, 1.5, 0.6, parameterization=parameterization),
     stax.Relu(),
-    stax.Dense(1, 1.5, 0.6, parameterization),
+    stax.Dense(1, 1.5, 0.6, parameterization=parameterization),
   )
   assert float(jnp.max(jnp.abs(got - other_fn(x1, x2, "nngp")))) > 0.1 * scale
 
@@ -58,7 +58,7 @@ def test_monte_carlo_nngp_of_conv_pooling_net():
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_empirical_ntk_of_one_dense_layer_is_exact(parameterization):
-  init_fn, apply_fn, kernel_fn = stax.Dense(7, 1.3, 0.4, parameterization)
+  init_fn, apply_fn, kernel_fn = stax.Dense(7, 1.3, 0.4, parameterization=parameterization)
   x1 = jax.random.normal(jax.random.key(5), (4, 6))
   x2 = jax.random.normal(jax.random.key(6), (3, 6))
   _, params = init_fn(jax.random.key(0), x1.shape)

@@ -79,6 +79,25 @@ def test_kernel_fn_reads_inputs_in_the_first_layers_layout():
     network(1, -1)(x1.transpose(1, 0, 2, 3), x2.transpose(0, 3, 1, 2))
 
 
+def test_a_leading_flatten_reads_its_batch_axis():
+  """Flatten first: kernel_fn flattens the inputs along Flatten's batch_axis."""
+  x = np.random.default_rng(2).normal(size=(3, 4, 2, 5))
+  head = (stax.Dense(2, 1.3, 0.1), stax.Relu(), stax.Dense(1))
+  want = stax.serial(stax.Flatten(), *head)[2](x, get="ntk")
+  for perm, batch_axis in (((1, 0, 2, 3), 1), ((1, 0, 2, 3), -3), ((2, 3, 1, 0), -1)):
+    got = stax.serial(stax.Flatten(batch_axis), *head)[2](x.transpose(perm), get="ntk")
+    np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=str(batch_axis))
+  # batch_axis_out=1: [P C, n] outputs, which the next layers must name.
+  batch_last = {"batch_axis": 1, "channel_axis": 0}
+  got = stax.serial(
+    stax.Flatten(0, batch_axis_out=1),
+    stax.Dense(2, 1.3, 0.1, **batch_last),
+    stax.Relu(),
+    stax.Dense(1, **batch_last),
+  )[2](x, get="ntk")
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 NCHW_DENSE = stax.Dense(4, channel_axis=1)
 KERNEL_ERRORS = [
   (stax.serial(NCHW_DENSE, stax.Dense(4)), "Dense: channel_axis=-1 is axis 3"),
@@ -88,6 +107,7 @@ KERNEL_ERRORS = [
   (stax.serial(NCHW_DENSE, stax.LayerNorm(channel_axis=1)), "include the channel axis \\(1\\)"),
   (stax.serial(NCHW_DENSE, stax.AvgPool((2, 2))), "AvgPool: channel_axis=-1"),
   (stax.serial(NCHW_DENSE, stax.Flatten(batch_axis=2)), "Flatten: batch_axis=2"),
+  (stax.serial(stax.GlobalAvgPool(), stax.Flatten(batch_axis=1)), "Flatten: batch_axis=1"),
   (stax.Dense(4, batch_axis=1, channel_axis=-3), "are the same axis"),
   (stax.Dense(4, channel_axis=4), "channel_axis=4 is out of range"),
 ]

@@ -40,7 +40,8 @@ class State:
     channels: width of the finite layer (used by the standard
       parameterization).
     axes: `(batch_axis, channel_axis)` of the finite layer's outputs, both in
-      `[0, len(spatial) + 2)` (see `layout`).
+      `[0, len(spatial) + 2)` (see `layout`); None for inputs that `kernel_fn`
+      already flattened for a leading `Flatten` (which then sets them).
     is_input: no layer with weights has been applied yet (`Dropout` rejects
       the raw inputs, as neural-tangents does).
   """
@@ -53,7 +54,7 @@ class State:
   spatial: tuple
   full: bool
   channels: int
-  axes: tuple[int, int]
+  axes: tuple[int, int] | None
   is_input: bool = False
 
   def replace(self, **changes) -> State:
@@ -182,7 +183,7 @@ def products(a: jax.Array, b: jax.Array | None, full: bool) -> tuple:
 
 
 def input_state(
-  x1: jax.Array, x2: jax.Array | None, full: bool, with_ntk: bool, axes: tuple[int, int]
+  x1: jax.Array, x2: jax.Array | None, full: bool, with_ntk: bool, axes: tuple[int, int] | None
 ) -> State:
   """Covariances of the inputs themselves: `x1 . x2 / C` per pixel pair.
 

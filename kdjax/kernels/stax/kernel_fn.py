@@ -141,7 +141,7 @@ class KernelFn:
       if self.flattens_input:
         x1 = x1.reshape(x1.shape[0], -1)
         x2 = None if x2 is None else x2.reshape(x2.shape[0], -1)
-        axes = (0, 1)
+        axes = None  # flattened along the network's batch axis; the leading Flatten sets them
       full = self.input_needs_full(True)
       state = input_state(x1, x2, full=full, with_ntk=with_ntk, axes=axes)
       out = self.transform(state)

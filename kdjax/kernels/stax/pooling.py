@@ -242,7 +242,7 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
 
   def transform(k):
     k = single("Flatten", k)
-    if k.is_input and not k.spatial:  # kernel_fn flattened the inputs (batch_axis first)
+    if k.axes is None:  # kernel_fn flattened the inputs along this layer's batch_axis
       return k.replace(axes=out_axes)
     layout.require("Flatten", k, batch_axis, None)
     if not k.spatial:
