@@ -154,6 +154,23 @@ def test_condition_number_bound_tightens_the_budget_bound():
   assert bounds.lower <= numeric_collapse(K, y, eps, int(bounds.upper)) <= bounds.upper
 
 
+def test_closed_form_remainder_after_the_iteration_cap(monkeypatch):
+  """Past _MAX_ITERATED_ROUNDS the rest is bounded in closed form: still valid, still exact
+  for K = cI (r_0 ~ 1.2e5 needs more rounds than the cap)."""
+  y = np.array([3.0, 4.0, 12.0])  # ||y|| = 13
+  eps = (13.0 / 123456.7) ** 2 / 3
+  bounds = collapse.collapse_round_bounds(2.5 * np.eye(3), y, eps=eps)
+  assert bounds.lower == bounds.upper == 123457
+  rng = np.random.default_rng(6)
+  K, y = spectrum_kernel(rng, np.linspace(1.0, 3.0, 8)), rng.normal(size=8)
+  eps = 0.01 * np.mean(y**2)
+  full = collapse.collapse_round_bounds(K, y, eps=eps)
+  monkeypatch.setattr(collapse, "_MAX_ITERATED_ROUNDS", 5)
+  capped = collapse.collapse_round_bounds(K, y, eps=eps)
+  found = numeric_collapse(K, y, eps, int(full.upper))
+  assert full.lower <= found <= full.upper < capped.upper <= math.ceil(full.ratio**2)
+
+
 def test_bad_input():
   with pytest.raises(ValueError, match="eps must be"):
     collapse.collapse_round_bounds(np.eye(3), np.ones(3), eps=0.0)
