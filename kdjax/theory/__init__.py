@@ -4,7 +4,8 @@
   (Mobahi, Farajtabar & Bartlett 2020; Borup & Andersen 2021): per-round predictions, the
   infinite-round limit, the fit-error-budget variant with its collapse round, and the
   optimal label weight.
-* :mod:`kdjax.theory.collapse`: lower and upper bounds on that collapse round.
+* :mod:`kdjax.theory.collapse`: lower and upper bounds on that collapse round (kdjax's own
+  derivation, each attained on some spectrum).
 * :mod:`kdjax.theory.gp`: data- and distribution-centric GP regression self-distillation
   (Borup & Andersen 2023).
 * :mod:`kdjax.theory.gpc`: continuous-Bernoulli GP classification with the Laplace

@@ -1,12 +1,11 @@
 r"""Bounds on the round at which Mobahi et al.'s budget self-distillation collapses.
 
 Mobahi, Farajtabar & Bartlett (2020), "Self-Distillation Amplifies Regularization in
-Hilbert Space", bound the number of useful rounds of
-:func:`kdjax.theory.krr.krr_self_distillation_constrained` by the ratio of the label norm to
-the budget and the condition number of the Gram matrix. **The bounds below are kdjax's own
-derivation in that setting; the paper's exact statement (its lower and upper round counts,
-their constants and round-counting convention) could not be obtained offline and has not
-been compared with them.**
+Hilbert Space", bound the number of meaningful rounds of
+:func:`kdjax.theory.krr.krr_self_distillation_constrained` before the iterates collapse.
+**The bounds below are kdjax's own derivation in that setting; the paper's exact statement
+(its round counts, constants and round-counting convention) could not be obtained offline
+and has not been compared with them.**
 
 Setting. Round t fits ``y_{t-1}`` (``y_0 = y``) within the budget ``(1/n) ||f(X) -
 y_{t-1}||^2 <= eps``. With ``s = sqrt(n eps)`` and ``r_t = ||y_t|| / s``: if ``r_{t-1} <=
@@ -48,9 +47,10 @@ Round t, when active (``r_{t-1} > 1``), satisfies:
 
   below ``sqrt(r^2 - 1)`` for kappa small against ``r`` (``varphi(r, 1) = r - 1`` at
   ``kappa = 1``) and near the end (``varphi(r, 1) <= 1`` once ``r <= 1 + kappa^{-1/2}``).
-  The multiplier route also gives ``r_t >= rho (r - 1) / (r - 1 + kappa)`` (a drop of at most
-  ``kappa`` per round, so at least ``(r_0 - 1) / kappa`` rounds); that is never above
-  ``r - 1``, so a kappa-dependent lower bound of this kind is looser than the triangle one.
+  The multiplier route also gives ``r_t >= rho (r - 1) / (r - 1 + kappa)`` (for ``nu = 0`` a
+  drop of at most ``kappa`` per round, so at least ``(r_0 - 1) / kappa`` rounds); that is
+  never above ``r - 1``, so a kappa-dependent lower bound of this kind is looser than the
+  triangle one.
 
 Collapse round ``T`` (the first round whose solution is zero, ``collapse_round`` of the
 iterates: ``T - 1`` active rounds). A drop of at most 1 per round gives ``T >= ceil(r_0)``.
