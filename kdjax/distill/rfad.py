@@ -45,6 +45,7 @@ __all__ = [
   "random_features",
   "krr_predict",
   "rfad_loss",
+  "meta_loss",
   "make_rfad_step",
 ]
 
@@ -147,6 +148,36 @@ def rfad_loss(
   raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
 
 
+def meta_loss(
+  network: tuple,
+  key: jax.Array,
+  x_support: jax.typing.ArrayLike,
+  y_support: jax.typing.ArrayLike,
+  x_target: jax.typing.ArrayLike,
+  y_target: jax.typing.ArrayLike,
+  *,
+  reg: float,
+  num_models: int,
+  loss: str,
+  log_scale: jax.typing.ArrayLike = 0.0,
+) -> jax.Array:
+  r"""RFAD's meta-objective: :func:`rfad_loss` of the KRR prediction of the target batch.
+
+  .. math:: L(X_s, Y_s) = \ell\big(\Phi_t(\Phi_s^\top\Phi_s + \lambda I)^{-1}\Phi_s^\top
+     Y_s,\; Y_t\big)
+
+  with the support and target features :math:`\Phi_s, \Phi_t` of one draw of
+  ``num_models`` networks (``key``); its gradient in ``x_support`` is the meta-gradient.
+  """
+  x_support = jnp.asarray(x_support)
+  phi = random_features(
+    network, key, jnp.concatenate([x_support, jnp.asarray(x_target)]), num_models=num_models
+  )
+  m = x_support.shape[0]
+  prediction = krr_predict(phi[m:], phi[:m], y_support, reg=reg)
+  return rfad_loss(prediction, jnp.asarray(y_target), loss=loss, log_scale=log_scale)
+
+
 class RfadState(NamedTuple):
   """Support images ``x`` [m, H, W, C], labels ``y`` [m, c], Platt ``log_scale`` (scalar),
   optax state of the trainable leaves, and ``step`` (int32)."""
@@ -202,12 +233,18 @@ def make_rfad_step(
 
     def loss_fn(params):
       current = state._replace(**params)
-      phi = random_features(
-        network, key, jnp.concatenate([current.x, x_target]), num_models=num_models
+      return meta_loss(
+        network,
+        key,
+        current.x,
+        current.y,
+        x_target,
+        y_target,
+        reg=reg,
+        num_models=num_models,
+        loss=loss,
+        log_scale=current.log_scale,
       )
-      m = current.x.shape[0]
-      prediction = krr_predict(phi[m:], phi[:m], current.y, reg=reg)
-      return rfad_loss(prediction, y_target, loss=loss, log_scale=current.log_scale)
 
     value, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)

@@ -51,6 +51,32 @@ def test_platt_loss_matches_numpy():
   )
 
 
+@pytest.mark.parametrize("loss", [pytest.param("mse", marks=pytest.mark.slow), "platt"])
+def test_meta_gradient_matches_finite_differences(loss):
+  """The gradient in the support images (and the Platt scale) equals central differences."""
+  rng = np.random.default_rng(3)
+  network = rfad.convnet(6, 2)
+  with jax.enable_x64(True):
+    x_s, x_t = rng.normal(size=(3, 4, 4, 1)), rng.normal(size=(5, 4, 4, 1))
+    y_s, y_t = np.eye(3)[[0, 1, 2]] - 0.1, np.eye(3)[rng.integers(0, 3, 5)] - 0.1
+    key = jax.random.key(4)
+
+    def f(x, s):
+      return rfad.meta_loss(
+        network, key, x, y_s, x_t, y_t, reg=1e-2, num_models=2, loss=loss, log_scale=s
+      )
+
+    g_x, g_s = jax.grad(f, argnums=(0, 1))(jnp.asarray(x_s), 0.5)
+    assert np.abs(np.asarray(g_x)).max() > 1e-6
+    eps = 1e-6
+    for _ in range(4):
+      d = rng.normal(size=x_s.shape)
+      fd = (float(f(x_s + eps * d, 0.5)) - float(f(x_s - eps * d, 0.5))) / (2 * eps)
+      np.testing.assert_allclose(float(np.sum(np.asarray(g_x) * d)), fd, rtol=1e-5, atol=1e-10)
+    fd_s = (float(f(x_s, 0.5 + eps)) - float(f(x_s, 0.5 - eps))) / (2 * eps)
+    np.testing.assert_allclose(float(g_s), fd_s, rtol=1e-5, atol=1e-10)
+
+
 @pytest.fixture(scope="module")
 def digits():
   ds = data.load("digits")
