@@ -1,13 +1,14 @@
-"""Dataset distillation table: random real vs RFAD vs closed-form vs full data, judged by
-the same finite-network protocol (kdjax.distill.evaluation) and by KRR.
+"""Dataset distillation table: random real vs RFAD / FRePo vs closed-form vs full data, judged
+by the same finite-network protocol (kdjax.distill.evaluation) and by KRR.
 
   .venv/bin/python -m benchmarks.distill_table --datasets=mnist5k --per_class=1,10
 
 For each dataset and images-per-class it runs the ``distill`` job (``experiments/rfad_
-<dataset>.py``) in a temporary workdir; its summary holds the KRR accuracy with the RFAD
-kernel and the finite-ConvNet accuracy (mean +- std over the protocol's seeds) of the
-distilled set and of the random real set it started from, and the distillation's wall
-seconds (seconds per step show how the cost grows with the support size). ``closed_form``
+<dataset>.py``; ``frepo``: ``experiments/frepo_mnist5k.py``, mnist5k only) in a temporary
+workdir; its summary holds the KRR accuracy with the method's kernel and the finite-ConvNet
+accuracy (mean +- std over the protocol's seeds) of the distilled set and of the random real
+set it started from, and the distillation's wall seconds (seconds per step show how the cost
+grows with the support size). Every row ends with the 1-minute load average. ``closed_form``
 (Chen, Huang & Weng, 2024; one point per class, so only at 1/class) distils the linear
 ridge model on pixels, whose KRR accuracy equals the full-data linear ridge; ``full``
 trains the same finite ConvNets on all training images (the ceiling).
@@ -16,6 +17,7 @@ trains the same finite ConvNets on all training images (the ceiling).
 from __future__ import annotations
 
 import importlib
+import os
 import tempfile
 import time
 
@@ -31,14 +33,14 @@ _PER_CLASS = flags.DEFINE_list("per_class", ["1", "10", "50"], "Images per class
 _METHODS = flags.DEFINE_list(
   "methods",
   ["rfad", "closed_form", "full"],
-  "Rows besides random real (which the rfad job reports).",
+  "Rows besides random real (which the rfad job reports): rfad, frepo, closed_form, full.",
 )
 _STEPS = flags.DEFINE_integer("num_steps", 0, "RFAD steps (0: the config's).")
 _OVERRIDES = flags.DEFINE_list("overrides", [], "key=value config overrides, e.g. rfad.width=32.")
 
 
-def _config(dataset: str, per_class: int):
-  config = importlib.import_module(f"experiments.rfad_{dataset}").get_config(str(per_class))
+def _config(dataset: str, per_class: int, method: str = "rfad"):
+  config = importlib.import_module(f"experiments.{method}_{dataset}").get_config(str(per_class))
   if _STEPS.value:
     config.num_steps = _STEPS.value
   for item in _OVERRIDES.value:
@@ -55,8 +57,10 @@ def _row(dataset, per_class, method, krr, finite, seconds):
   finite_text = f"{100 * finite['mean']:.1f} +- {100 * finite['std']:.1f}" if finite else "-"
   krr_text = f"{100 * krr:.1f}" if krr is not None else "-"
   seconds_text = f"{seconds:.0f}" if seconds is not None else "-"
+  load = os.getloadavg()[0]
   print(
-    f"| {dataset} | {per_class} | {method} | {krr_text} | {finite_text} | {seconds_text} |",
+    f"| {dataset} | {per_class} | {method} | {krr_text} | {finite_text} | {seconds_text} "
+    f"| {load:.1f} |",
     flush=True,
   )
 
@@ -64,8 +68,8 @@ def _row(dataset, per_class, method, krr, finite, seconds):
 def main(argv):
   del argv
   print(common.describe_devices())
-  print("| dataset | per class | method | KRR % | finite ConvNet % | seconds |")
-  print("|---|---|---|---|---|---|")
+  print("| dataset | per class | method | KRR % | finite ConvNet % | seconds | load |")
+  print("|---|---|---|---|---|---|---|")
   for dataset in _DATASETS.value:
     base = _config(dataset, 1)
     ds = data.preprocess_dataset(
@@ -73,23 +77,26 @@ def main(argv):
     )
     protocol = job.protocol(base)
     for per_class in map(int, _PER_CLASS.value):
-      if "rfad" in _METHODS.value:
-        config = _config(dataset, per_class)
+      for method in ("rfad", "frepo"):
+        if method not in _METHODS.value or (method == "frepo" and dataset != "mnist5k"):
+          continue
+        config = _config(dataset, per_class, method)
         with tempfile.TemporaryDirectory() as workdir:
           s = job.run(config, workdir)
-        _row(
-          dataset,
-          per_class,
-          "random real",
-          s["test_accuracy_init"],
-          {"mean": s["transfer_test_accuracy_init"], "std": s["transfer_test_accuracy_init_std"]},
-          None,
-        )
+        if method == "rfad" or "rfad" not in _METHODS.value:
+          _row(
+            dataset,
+            per_class,
+            "random real",
+            s["test_accuracy_init"],
+            {"mean": s["transfer_test_accuracy_init"], "std": s["transfer_test_accuracy_init_std"]},
+            None,
+          )
         per_step = s["distill_seconds"] / config.num_steps
         _row(
           dataset,
           per_class,
-          f"RFAD ({config.num_steps} steps, {per_step:.2f} s/step incl. compilation)",
+          f"{method} ({config.num_steps} steps, {per_step:.2f} s/step incl. compilation)",
           s["test_accuracy"],
           {"mean": s["transfer_test_accuracy"], "std": s["transfer_test_accuracy_std"]},
           s["distill_seconds"],

@@ -3,7 +3,7 @@ r"""RFAD on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
 ``python -m launch.main --config=experiments/rfad_digits.py:10 --workdir=runs/rfad_digits``
 
 ``arg`` = ``images_per_class[,runlocal]``. As ``rfad_mnist5k.py`` with a 2-block ConvNet
-(8x8 -> 2x2) of width 32 and target batches of 256 digits; the finite networks are
+(8x8 -> 2x2) of width 32, 2 random networks per step and 600 steps; the finite networks are
 2-block ConvNets with shifts of at most one pixel.
 """
 
@@ -16,8 +16,8 @@ def get_config(arg=None):
   a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
   c = rfad_base(a.per_class)
   c.dataset.name = "digits"
-  c.num_steps = 200
-  c.rfad.update({"width": 32, "depth": 2, "target_batch_size": 256})
+  c.num_steps = 600
+  c.rfad.update({"depth": 2, "num_models": 2})
   c.evaluation.update({"depth": 2, "max_shift": 1})
   return runlocal(c) if a.runlocal else c
 
