@@ -55,7 +55,7 @@ def build_layer(name, kwargs):
   for key in ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn"):
     if key in kwargs:
       kwargs[key] = FUNCTIONS[kwargs[key]]
-  for key in ("window_shape", "strides", "filter_shape", "s", "axis"):
+  for key in ("window_shape", "strides", "filter_shape", "s", "axis", "dimension_numbers"):
     if isinstance(kwargs.get(key), list):
       kwargs[key] = tuple(kwargs[key])
   if name == "Dense":

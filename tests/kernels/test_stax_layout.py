@@ -98,10 +98,36 @@ def test_a_leading_flatten_reads_its_batch_axis():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_conv_dimension_numbers_compute_the_nhwc_convolution():
+  """Conv / ConvTranspose with NCHW inputs and an OIHW filter: the NHWC layer, transposed."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3))
+  for layer, args in ((stax.Conv, ((2, 1), "CIRCULAR")), (stax.ConvTranspose, ((2, 1), "SAME"))):
+    init_ref, apply_ref, _ = layer(4, (3, 2), *args, 1.3, 0.2)
+    init_fn, apply_fn, _ = layer(4, (3, 2), *args, 1.3, 0.2, ("NCHW", "OIHW", "NCHW"))
+    shape_ref, (W, b) = init_ref(jax.random.key(1), x.shape)
+    shape, (W_t, _) = init_fn(jax.random.key(1), (2, 3, 5, 4))
+    assert W_t.shape == (4, 3, 3, 2) and shape == (2, 4) + shape_ref[1:3]
+    np.testing.assert_array_equal(W_t, jnp.transpose(W, (3, 2, 0, 1)))
+    got = apply_fn((W_t, b), jnp.transpose(x, (0, 3, 1, 2)))
+    want = apply_ref((W, b), x)
+    np.testing.assert_allclose(got, jnp.transpose(want, (0, 3, 1, 2)), rtol=1e-5, atol=1e-6)
+  bad = [
+    (("NCHW", "OIHW"), "must be three strings"),
+    (("NCHW", "OIHW", "NHWC"), "output must be laid out like the input"),
+    (("NCWH", "OIHW", "NCWH"), "filter's spatial axes in the input's order"),
+    (("NCHW", "OIHD", "NCHW"), "do not describe 2-D convolutions"),
+    (("NNHW", "OIHW", "NNHW"), "do not describe 2-D convolutions"),
+  ]
+  for dimension_numbers, message in bad:
+    with pytest.raises(ValueError, match=message):
+      stax.Conv(4, (3, 2), dimension_numbers=dimension_numbers)
+
+
 NCHW_DENSE = stax.Dense(4, channel_axis=1)
 KERNEL_ERRORS = [
   (stax.serial(NCHW_DENSE, stax.Dense(4)), "Dense: channel_axis=-1 is axis 3"),
-  (stax.serial(NCHW_DENSE, stax.Conv(3, (2, 2))), "Conv takes NHWC"),
+  (stax.serial(NCHW_DENSE, stax.Conv(3, (2, 2))), "Conv: channel_axis=3 .* set dimension_numbers"),
+  (stax.serial(stax.ConvTranspose(3, (2, 2)), NCHW_DENSE), "Dense: channel_axis=1 is axis 1"),
   (stax.serial(NCHW_DENSE, stax.GlobalAvgPool(batch_axis=1, channel_axis=1)), "batch_axis=1"),
   (stax.serial(NCHW_DENSE, stax.FanOut(2), stax.FanInConcat()), "channel axis only \\(1"),
   (stax.serial(NCHW_DENSE, stax.LayerNorm(channel_axis=1)), "include the channel axis \\(1\\)"),

@@ -106,10 +106,13 @@ def in_layout(
   return init, apply
 
 
-def require(name: str, k, batch_axis: int, channel_axis: int | None) -> None:
+def require(
+  name: str, k, batch_axis: int, channel_axis: int | None, fix: str | None = None
+) -> None:
   """ValueError unless the kernel's inputs `k` have their axes where the layer says.
 
-  `channel_axis=None` checks the batch axis only (`Flatten`).
+  `channel_axis=None` checks the batch axis only (`Flatten`); `fix` replaces the
+  suggestion "pass {arg}=..." of the message (for layers configured otherwise).
   """
   ndim = len(k.spatial) + 2
   wanted = [("batch_axis", batch_axis, k.axes[0])]
@@ -122,5 +125,5 @@ def require(name: str, k, batch_axis: int, channel_axis: int | None) -> None:
       raise ValueError(
         f"{name}: {arg}={value} is axis {value % ndim} of its {ndim}-D inputs, but the "
         f"network puts that axis at {got} (set by an earlier layer, or by default batch 0 "
-        f"and channels -1); pass {arg}={got} or change the earlier layer"
+        f"and channels -1); {fix or f'pass {arg}={got}'} or change the earlier layer"
       )

@@ -121,7 +121,11 @@ class _Weights(NamedTuple):
 
 
 class _ConvArgs(NamedTuple):
-  """The checked arguments shared by `Conv` and `ConvTranspose`."""
+  """The checked arguments shared by `Conv` and `ConvTranspose`.
+
+  Computation is in NHWC (`dimension_numbers`); `lhs_spec` / `rhs_spec` are the user's
+  layouts of the inputs (and outputs) and of `W` (neural-tangents' `dimension_numbers`).
+  """
 
   filter_shape: tuple
   strides: tuple
@@ -129,23 +133,34 @@ class _ConvArgs(NamedTuple):
   weights: _Weights
   dimension_numbers: tuple
   filter_size: int
+  lhs_spec: str
+  rhs_spec: str
 
   @classmethod
-  def checked(cls, out_chan, filter_shape, strides, padding, *weights) -> _ConvArgs:
+  def checked(
+    cls, out_chan, filter_shape, strides, padding, dimension_numbers, *weights
+  ) -> _ConvArgs:
     filter_shape = check_window("filter_shape", filter_shape)
     ndim = len(filter_shape)
     strides = check_window("strides", strides or (1,) * ndim, ndim)
     weights = _Weights.checked("out_chan", out_chan, *weights)
     spec = spatial_spec(ndim)
-    dimension_numbers = ("N" + spec + "C", spec + "IO", "N" + spec + "C")
+    nhwc = ("N" + spec + "C", spec + "IO", "N" + spec + "C")
+    lhs, rhs = _check_dimension_numbers(dimension_numbers or nhwc, ndim)
     return cls(
       filter_shape,
       strides,
       check_padding(padding),
       weights,
-      dimension_numbers,
+      nhwc,
       math.prod(filter_shape),
+      lhs,
+      rhs,
     )
+
+  @property
+  def requirements(self) -> dict:
+    return {"batch_axis": self.lhs_spec.index("N"), "channel_axis": self.lhs_spec.index("C")}
 
   def check_spatial(self, name: str, spatial: tuple) -> None:
     if len(spatial) != len(self.filter_shape):
@@ -156,24 +171,74 @@ class _ConvArgs(NamedTuple):
       )
 
   def init(self, key, input_shape: tuple, out_spatial: tuple) -> tuple:
-    """`(output_shape, (W, b))` for NHWC `input_shape`."""
+    """`(output_shape, (W, b))` for NHWC `input_shape` (`W` in HWIO)."""
     fan_in = input_shape[-1] * self.filter_size
     params = self.weights.init(key, self.filter_shape + (input_shape[-1],), fan_in)
     return (input_shape[0],) + tuple(out_spatial) + (self.weights.width,), params
 
+  def in_layout(self, name: str, init_fn: Callable, apply_fn: Callable) -> tuple:
+    """NHWC/HWIO `init_fn`, `apply_fn` on inputs laid out as `lhs_spec`, `W` as `rhs_spec`."""
+    hwio = self.dimension_numbers[1]
+    to_rhs = tuple(hwio.index(c) for c in self.rhs_spec)
+    from_rhs = tuple(self.rhs_spec.index(c) for c in hwio)
+    init_fn, apply_fn = layout.in_layout(
+      name, init_fn, apply_fn, self.requirements["batch_axis"], self.requirements["channel_axis"]
+    )
+
+    def init(key, input_shape):
+      out_shape, (W, b) = init_fn(key, input_shape)
+      return out_shape, (jnp.transpose(W, to_rhs), b)
+
+    def apply(params, x, **kwargs):
+      W, b = params
+      return apply_fn((jnp.transpose(W, from_rhs), b), x, **kwargs)
+
+    return init, apply
+
   def kernels(self, name: str, k, mean, out_spatial: tuple) -> State:
-    """The affine rule after the window `mean`, for NHWC inputs only."""
-    if k.axes != (0, len(k.spatial) + 1):
-      raise ValueError(
-        f"{name} takes NHWC inputs (batch axis 0, channels last; dimension_numbers are not "
-        f"supported), but the network puts the batch and channel axes at {k.axes}"
-      )
+    """The affine rule after the window `mean`."""
+    axes = self.requirements
+    fix = f"set dimension_numbers (now lhs {self.lhs_spec!r}) to match"
+    layout.require(name, k, axes["batch_axis"], axes["channel_axis"], fix)
     fan_in = k.channels * self.filter_size / self.weights.s[0]
     return self.weights.kernels(k, mean, fan_in, spatial=tuple(out_spatial))
 
 
-# Conv and ConvTranspose take NHWC inputs (neural-tangents' default dimension_numbers).
-_NHWC_REQUIREMENTS = {"batch_axis": 0, "channel_axis": -1}
+def _check_dimension_numbers(dimension_numbers, ndim: int) -> tuple[str, str]:
+  """`(lhs_spec, rhs_spec)` of neural-tangents' `(lhs, rhs, out)` string specs.
+
+  Supported: the output laid out like the input, and the input's spatial axes in the
+  filter's order (e.g. `('NCHW', 'OIHW', 'NCHW')`); others are a ValueError.
+  """
+  specs = dimension_numbers
+  if (
+    not isinstance(specs, (tuple, list))
+    or len(specs) != 3
+    or not all(isinstance(spec, str) for spec in specs)
+  ):
+    raise ValueError(
+      f"dimension_numbers must be three strings (lhs, rhs, out), e.g. ('NCHW', 'OIHW', "
+      f"'NCHW'), got {dimension_numbers!r}"
+    )
+  lhs, rhs, out = specs
+  spatial = [c for c in lhs if c not in "NC"]
+  if (
+    len(lhs) != ndim + 2
+    or len(set(lhs)) != len(lhs)
+    or "N" not in lhs
+    or "C" not in lhs
+    or sorted(rhs) != sorted("IO" + "".join(spatial))
+  ):
+    raise ValueError(
+      f"dimension_numbers {dimension_numbers!r} do not describe {ndim}-D convolutions: lhs "
+      f"needs N, C and {ndim} spatial letters, rhs I, O and the same spatial letters"
+    )
+  if out != lhs or [c for c in rhs if c not in "IO"] != spatial:
+    raise ValueError(
+      f"dimension_numbers {dimension_numbers!r} are not supported: the output must be laid "
+      "out like the input, and the filter's spatial axes in the input's order"
+    )
+  return lhs, rhs
 
 
 def Dense(
@@ -234,10 +299,11 @@ def Conv(
   padding: str = "VALID",
   W_std: float = 1.0,
   b_std: float | None = None,
+  dimension_numbers: tuple[str, str, str] | None = None,
   parameterization: str = "ntk",
   s: tuple[int, int] = (1, 1),
 ):
-  r"""Convolution over NHWC images (also 1-D and 3-D: N...C).
+  r"""Convolution over NHWC images (also 1-D and 3-D: N...C), or as `dimension_numbers` say.
 
   The infinite-channel kernel averages the input covariance along the filter,
   shifting both pixels together (weights are shared and independent across
@@ -256,6 +322,9 @@ def Conv(
     padding: 'SAME', 'VALID' or 'CIRCULAR' (periodic).
     W_std: weight standard deviation.
     b_std: bias standard deviation; None for no bias.
+    dimension_numbers: `(lhs, rhs, out)` layouts as in `lax.conv_general_dilated`, e.g.
+      `('NCHW', 'OIHW', 'NCHW')`; None for NHWC / HWIO. The output must be laid out like
+      the input and the filter's spatial axes must be in the input's order.
     parameterization: 'ntk' or 'standard'.
     s: standard parameterization only: channel scalings `(in, out)`.
 
@@ -263,7 +332,7 @@ def Conv(
     `(init_fn, apply_fn, kernel_fn)`.
   """
   args = _ConvArgs.checked(
-    out_chan, filter_shape, strides, padding, W_std, b_std, parameterization, s
+    out_chan, filter_shape, strides, padding, dimension_numbers, W_std, b_std, parameterization, s
   )
   filter_shape, strides, padding = args.filter_shape, args.strides, args.padding
   ndim = len(filter_shape)
@@ -309,7 +378,8 @@ def Conv(
 
     return args.kernels("Conv", k, mean, [g[0] for g in geo])
 
-  return layer(init_fn, apply_fn, transform, requirements=_NHWC_REQUIREMENTS)
+  init_fn, apply_fn = args.in_layout("Conv", init_fn, apply_fn)
+  return layer(init_fn, apply_fn, transform, requirements=args.requirements)
 
 
 _NCH = ("NCH", "HIO", "NCH")
@@ -348,6 +418,7 @@ def ConvTranspose(
   padding: str = "VALID",
   W_std: float = 1.0,
   b_std: float | None = None,
+  dimension_numbers: tuple[str, str, str] | None = None,
   parameterization: str = "ntk",
   s: tuple[int, int] = (1, 1),
 ):
@@ -371,6 +442,9 @@ def ConvTranspose(
     padding: 'SAME' or 'VALID' (CIRCULAR is not supported here).
     W_std: weight standard deviation.
     b_std: bias standard deviation; None for no bias.
+    dimension_numbers: `(lhs, rhs, out)` layouts as in `lax.conv_general_dilated`, e.g.
+      `('NCHW', 'OIHW', 'NCHW')`; None for NHWC / HWIO. The output must be laid out like
+      the input and the filter's spatial axes must be in the input's order.
     parameterization: 'ntk' or 'standard'.
     s: standard parameterization only: channel scalings `(in, out)`.
 
@@ -378,7 +452,7 @@ def ConvTranspose(
     `(init_fn, apply_fn, kernel_fn)`.
   """
   args = _ConvArgs.checked(
-    out_chan, filter_shape, strides, padding, W_std, b_std, parameterization, s
+    out_chan, filter_shape, strides, padding, dimension_numbers, W_std, b_std, parameterization, s
   )
   if args.padding == "CIRCULAR":
     raise ValueError("ConvTranspose supports padding 'SAME' or 'VALID', got 'CIRCULAR'")
@@ -414,4 +488,5 @@ def ConvTranspose(
 
     return args.kernels("ConvTranspose", k, mean, new_spatial)
 
-  return layer(init_fn, apply_fn, transform, requirements=_NHWC_REQUIREMENTS)
+  init_fn, apply_fn = args.in_layout("ConvTranspose", init_fn, apply_fn)
+  return layer(init_fn, apply_fn, transform, requirements=args.requirements)

@@ -373,6 +373,40 @@ LAYOUT_CASES = {
       OUT,
     ],
   },
+  "nchw_conv_pool_gap": {
+    "input": "nchw",
+    "spec": [
+      _conv([3, 2], dimension_numbers=["NCHW", "OIHW", "NCHW"]),
+      RELU,
+      ["AvgPool", {"window_shape": [2, 2], "strides": [1, 1], "padding": "SAME", **NCHW}],
+      _conv([2, 2], "CIRCULAR", strides=[2, 1], dimension_numbers=["NCHW", "OIHW", "NCHW"]),
+      RELU,
+      ["GlobalAvgPool", NCHW],
+      OUT,
+    ],
+  },
+  "cnhw_conv_transpose_flatten": {
+    "input": "cnhw",
+    "spec": [
+      _conv([2, 2], dimension_numbers=["CNHW", "IOHW", "CNHW"]),
+      RELU,
+      [
+        "ConvTranspose",
+        {
+          "channels": 8,
+          "filter_shape": [3, 2],
+          "strides": [2, 1],
+          "padding": "SAME",
+          "W_std": 1.2,
+          "b_std": 0.1,
+          "dimension_numbers": ["CNHW", "HWIO", "CNHW"],
+        },
+      ],
+      RELU,
+      ["Flatten", {"batch_axis": 1}],
+      OUT,
+    ],
+  },
   "cn_dense": {
     "input": "cn",
     "spec": [
@@ -478,7 +512,7 @@ def build_layer(name, kwargs):
   for key in ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn"):
     if key in kwargs:
       kwargs[key] = FUNCTIONS[kwargs[key]]
-  for key in ("window_shape", "strides", "filter_shape", "s", "axis"):
+  for key in ("window_shape", "strides", "filter_shape", "s", "axis", "dimension_numbers"):
     if isinstance(kwargs.get(key), list):
       kwargs[key] = tuple(kwargs[key])
   if name == "Dense":
