@@ -12,7 +12,8 @@ entry per model (``teacher``, ``ce``, ``token_kd``, ``seq_kd``, ``gkd``) with
   python -m launch.sweep --config=experiments/lm_kd_pystdlib.py --workdir=runs/lm_sweep
 
 Arg (comma-separated): ``runlocal`` (a few-minute smoke run), ``seed=N``, ``lam=L`` (GKD's
-on-policy fraction), ``beta=B`` (GKD's JSD mixture), ``modes=ce+token_kd`` (``+``-separated).
+on-policy fraction), ``beta=B`` (GKD's JSD mixture), ``modes=ce+token_kd`` (``+``-separated),
+``teacher_workdir=PATH`` (the finished teacher of an earlier run, e.g. shared by a sweep).
 """
 
 import ml_collections
@@ -112,17 +113,25 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get_config(arg=None):
   a = common.parse_arg(
-    arg, runlocal=False, seed=0, lam=0.5, beta=0.5, modes="ce+token_kd+seq_kd+gkd"
+    arg,
+    runlocal=False,
+    seed=0,
+    lam=0.5,
+    beta=0.5,
+    modes="ce+token_kd+seq_kd+gkd",
+    teacher_workdir="",
   )
   c = base_config(seed=a.seed, lam=a.lam, beta=a.beta, modes=a.modes.replace("+", ","))
+  c.teacher_workdir = a.teacher_workdir
   return runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
   """GKD over the on-policy fraction lam in {0, 0.5, 1} x JSD beta in {0.1, 0.5, 0.9}.
 
-  Every point trains its own teacher unless ``teacher_workdir`` is given in ``arg``
-  (``launch.sweep ... --config=experiments/lm_kd_pystdlib.py:...`` shares it).
+  Every point trains its own teacher unless ``teacher_workdir=PATH`` is given in the arg
+  (``launch.sweep --config=experiments/lm_kd_pystdlib.py:teacher_workdir=runs/lm_pystdlib``
+  shares the finished teacher of that run with every point).
   """
   del arg
   return [
