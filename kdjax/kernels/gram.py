@@ -22,15 +22,23 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jax.typing import ArrayLike
 
 from kdjax.jobs.mesh import make_mesh
-from kdjax.kernels.stax.kernel_fn import get_names, pack
+from kdjax.kernels.stax.kernel_fn import KernelFn, get_names, pack
 
 __all__ = ["tiled_kernel_fn", "sharded_kernel_fn"]
 
 
-def _check_inputs(x1: ArrayLike, x2: ArrayLike | None) -> tuple[jax.Array, jax.Array | None]:
-  """`x1`, `x2` as arrays; ValueError for an empty batch or mismatched shapes."""
+def _check_inputs(
+  kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None
+) -> tuple[jax.Array, jax.Array | None]:
+  """`x1`, `x2` as arrays; ValueError for an empty batch, mismatched shapes, or a
+  `stax` network whose batch axis is not 0 (tiles split the inputs along axis 0)."""
   x1 = jnp.asarray(x1)
   x2 = None if x2 is None else jnp.asarray(x2)
+  if isinstance(kernel_fn, KernelFn) and x1.ndim >= 2 and kernel_fn.input_axes(x1.ndim)[0]:
+    raise ValueError(
+      f"tiled and sharded kernels split x1, x2 along axis 0, but this network reads the "
+      f"batch at axis {kernel_fn.input_axes(x1.ndim)[0]} (batch_axis); move it to 0"
+    )
   for name, x in (("x1", x1), ("x2", x2)):
     if x is not None and (x.ndim < 2 or x.shape[0] == 0):
       raise ValueError(f"{name} must be a non-empty batch [n >= 1, ...], got shape {x.shape}")
@@ -121,7 +129,7 @@ def tiled_kernel_fn(kernel_fn: Callable, batch_size: int) -> Callable:
 
   def fn(x1: ArrayLike, x2: ArrayLike | None = None, get: str | Sequence[str] | None = None):
     names = get_names(get)
-    x1, x2 = _check_inputs(x1, x2)
+    x1, x2 = _check_inputs(kernel_fn, x1, x2)
     return pack(get, names, compiled(x1, x2, names))
 
   return fn
@@ -183,7 +191,7 @@ def sharded_kernel_fn(
 
   def fn(x1: ArrayLike, x2: ArrayLike | None = None, get: str | Sequence[str] | None = None):
     names = get_names(get)
-    x1, x2 = _check_inputs(x1, x2)
+    x1, x2 = _check_inputs(kernel_fn, x1, x2)
     return pack(get, names, compiled(x1, x1 if x2 is None else x2, names))
 
   return fn

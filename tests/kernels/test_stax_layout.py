@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax.kernels import stax
+from kdjax.kernels import gram, stax
 
 
 def _network(batch_axis, channel_axis, concat_axis, layernorm_axis, batch_axis_out=0):
@@ -143,6 +143,12 @@ KERNEL_ERRORS = [
 def test_mismatched_axes_are_value_errors_naming_the_argument(network, message):
   with pytest.raises(ValueError, match=message):
     network[2](np.ones((2, 3, 4, 5)))
+
+
+def test_tiled_kernels_need_the_batch_first():
+  _, _, kernel_fn = stax.Dense(3, batch_axis=1, channel_axis=0)
+  with pytest.raises(ValueError, match="reads the batch at axis 1"):
+    gram.tiled_kernel_fn(kernel_fn, 2)(np.ones((4, 5)))
 
 
 def test_bad_axis_arguments_are_value_errors():

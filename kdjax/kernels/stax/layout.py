@@ -1,8 +1,9 @@
 """Where the batch and channel axes are: neural-tangents' `batch_axis` and `channel_axis`.
 
 A layer that takes `batch_axis` / `channel_axis` (`Dense`, the poolings,
-`Flatten`, `LayerNorm`) acts on finite tensors with those axes anywhere, e.g.
-NCHW images with `channel_axis=1`. The kernels do not depend on the layout:
+`Flatten`, `LayerNorm`, `GlobalSelfAttention`; `Conv` and `ConvTranspose` through
+`dimension_numbers`) acts on finite tensors with those axes anywhere, e.g. NCHW
+images with `channel_axis=1`. The kernels do not depend on the layout:
 covariances are always kept as `[n1, n2, *S(, *S)]`, with the spatial axes `S`
 in their order in the finite tensor, and `State.axes` records where the batch
 and channel axes of that tensor are.
@@ -10,8 +11,8 @@ and channel axes of that tensor are.
 As in neural-tangents, the first layer of a network that names an axis fixes
 where `kernel_fn` finds it in `x1` and `x2` (default: batch 0, channels -1),
 and every later layer that names it must agree with the kernel it receives
-(else a ValueError naming the argument). `Conv` and `ConvTranspose` take NHWC
-inputs only (neural-tangents' default `dimension_numbers`).
+(else a ValueError naming the argument). `kdjax.kernels.gram`'s tiled and
+sharded kernels split the inputs along axis 0, so they need `batch_axis=0`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-
-NHWC = {"batch_axis": 0, "channel_axis": -1}
 
 
 def check_arg(name: str, value) -> int:
