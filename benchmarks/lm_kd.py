@@ -130,6 +130,7 @@ def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats:
       "ce": (ce, (s_params, t_params)),
     }
     t = _interleaved(calls, repeats)
+    work = {n: _work(fn, args) for n, (fn, args) in calls.items()}
     name = f"chunked (chunk {chunk_size})" if chunked else "dense logits"
     parts = [k / (f + s) for k, f, s in zip(t["kd"], t["teacher"], t["student"])]
     ce_parts = [k / (f + c) for k, f, c in zip(t["kd"], t["teacher"], t["ce"])]
@@ -138,6 +139,20 @@ def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats:
       f"| {name} | {ms['kd']:.1f} | {ms['teacher']:.1f} | {ms['student']:.1f} | {ms['ce']:.1f} "
       f"| {statistics.median(parts):.2f}x | {statistics.median(ce_parts):.2f}x |"
     )
+    same = {k: work["kd"][k] / (work["teacher"][k] + work["student"][k]) for k in work["kd"]}
+    print(
+      "  XLA cost analysis, KD step / parts: "
+      + ", ".join(f"{k} {v:.3f}" for k, v in same.items())
+      + "; student KD part / student CE: "
+      + ", ".join(f"{k} {work['student'][k] / work['ce'][k]:.2f}" for k in work["kd"])
+    )
+
+
+def _work(fn, args) -> dict[str, float]:
+  """XLA's cost analysis of the compiled ``fn(*args)``: flops, transcendentals, bytes."""
+  cost = fn.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return {k: float(cost.get(k, 0.0)) for k in ("flops", "transcendentals", "bytes accessed")}
 
 
 def _interleaved(calls: dict, rounds: int) -> dict[str, list[float]]:
