@@ -80,6 +80,10 @@ def _sigterm_after_the_first_step(monkeypatch):
   monkeypatch.setattr(lm, "jit_train_step", patched)
 
 
+# Slow: ~65 s of CPU on the 8 fake devices (each phase compiles its init, train step,
+# evaluation and sampling programs and saves orbax checkpoints); ce + token_kd alone
+# measured 40 s, so no variant fits the default run's budget of a few seconds per test.
+@pytest.mark.slow
 def test_tiny_run_of_every_mode_writes_finite_summaries_and_a_metrics_record_per_model(
   tmp_path,
 ):
