@@ -126,7 +126,10 @@ def test_conv_dimension_numbers_compute_the_nhwc_convolution():
 NCHW_DENSE = stax.Dense(4, channel_axis=1)
 KERNEL_ERRORS = [
   (stax.serial(NCHW_DENSE, stax.Dense(4)), "Dense: channel_axis=-1 is axis 3"),
-  (stax.serial(NCHW_DENSE, stax.Conv(3, (2, 2))), "Conv: channel_axis=3 .* set dimension_numbers"),
+  (
+    stax.serial(NCHW_DENSE, stax.Conv(3, (2, 2))),
+    "Conv: channel_axis=-1 is axis 3 .* set dimension_numbers",
+  ),
   (stax.serial(stax.ConvTranspose(3, (2, 2)), NCHW_DENSE), "Dense: channel_axis=1 is axis 1"),
   (stax.serial(NCHW_DENSE, stax.GlobalAvgPool(batch_axis=1, channel_axis=1)), "batch_axis=1"),
   (stax.serial(NCHW_DENSE, stax.FanOut(2), stax.FanInConcat()), "channel axis only \\(1"),

@@ -160,7 +160,9 @@ class _ConvArgs(NamedTuple):
 
   @property
   def requirements(self) -> dict:
-    return {"batch_axis": self.lhs_spec.index("N"), "channel_axis": self.lhs_spec.index("C")}
+    """The input axes `lhs_spec` names (channels counted from the end: -1 for NHWC)."""
+    channel_axis = self.lhs_spec.index("C") - len(self.lhs_spec)
+    return {"batch_axis": self.lhs_spec.index("N"), "channel_axis": channel_axis}
 
   def check_spatial(self, name: str, spatial: tuple) -> None:
     if len(spatial) != len(self.filter_shape):
