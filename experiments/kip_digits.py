@@ -7,6 +7,13 @@ r"""KIP on scikit-learn's embedded 8x8 digits (1,437 train / 360 test), FC or Co
 ``kip_mnist5k.py`` (Nguyen, Chen & Lee, 2021, "Dataset Meta-Learning from Kernel
 Ridge-Regression") with target batches of 720 digits; the ConvNet kernel is
 ``depth`` x [Conv 3x3 SAME, Relu, AvgPool 2x2], Flatten, Dense.
+
+The exact ConvNet NTK with pooling keeps every pixel pair (O(pixels^2) per image pair):
+on 2 CPU cores one step took ~5 s at 1/class and ~15 s at 10/class with
+``--config.kip.target_batch_size=120`` (4.9 GB; 720 targets did not finish a step in 9
+minutes), so the 1,000 ``conv`` steps are for accelerators. 60 steps (1/class) and 30
+steps (10/class, 120 targets) already lift the ConvNet-NTK KRR accuracy from 81.9% to 96.1%
+and from 95.6% to 99.2% on the 360 held-out digits.
 """
 
 from experiments import common
