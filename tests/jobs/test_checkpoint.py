@@ -107,3 +107,34 @@ def test_leftover_temporary_directory_of_a_killed_save_is_ignored(tmp_path):
   step, _ = ckpt.restore_latest(_state(0))
   ckpt.close()
   assert step == 1 and not os.path.exists(leftover)
+
+
+def test_small_replicated_arrays_are_saved_without_per_device_slices(tmp_path, monkeypatch):
+  """Replica-parallel writes (one slice program per device) only for slices >= 1 MiB."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  big = checkpoint.REPLICA_PARALLEL_MIN_BYTES * jax.device_count() // 4  # float32 elements
+  state = {
+    "small": jax.device_put(jnp.arange(40.0).reshape(8, 5), replicated),
+    "sharded": jax.device_put(jnp.arange(64.0).reshape(16, 4), sharded),
+    "big": jax.device_put(jnp.arange(big, dtype=jnp.float32), replicated),
+  }
+  sliced = []
+  slice_in_dim = jax.lax.slice_in_dim
+
+  def spy(operand, *args, **kwargs):
+    sliced.append(operand.shape)
+    return slice_in_dim(operand, *args, **kwargs)
+
+  monkeypatch.setattr(jax.lax, "slice_in_dim", spy)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "c"), keep=1)
+  ckpt.save(1, state)
+  ckpt.wait()
+  assert set(sliced) == {(big,)}  # only the 8 MiB array is written in parallel slices
+  shardings = jax.tree.map(lambda x: x.sharding, state)
+  step, restored = ckpt.restore_latest(jax.eval_shape(lambda: state), shardings)
+  ckpt.close()
+  assert step == 1
+  jax.tree.map(np.testing.assert_array_equal, restored, state)
+  assert restored["small"].sharding == replicated and restored["sharded"].sharding == sharded
