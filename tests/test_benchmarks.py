@@ -88,7 +88,13 @@ SMOKE = {
     "cg_blocks",
   ),
   "distill_table": (
-    ["--datasets=digits", "--per_class=1", "--methods=rfad,closed_form", "--num_steps=2"],
+    [
+      "--datasets=digits",
+      "--per_class=1",
+      "--methods=rfad,closed_form",
+      "--num_steps=2",
+      "--overrides=evaluation.steps=2,evaluation.seeds=1",
+    ],
     "| digits | 1 |",
   ),
 }
