@@ -40,11 +40,11 @@ from jax.sharding import Mesh
 
 from kdjax import data
 from kdjax.distill import kip
-from kdjax.jobs import mesh as mesh_lib, workdir as workdir_lib
+from kdjax.jobs import datasets, mesh as mesh_lib, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
-__all__ = ["SupportProblem", "Result", "load_data", "support_problem", "train", "write_summary"]
+__all__ = ["SupportProblem", "Result", "support_problem", "train", "write_summary"]
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -83,15 +83,6 @@ class Result(NamedTuple):
   seconds: float
 
 
-def load_data(config: Any) -> data.Dataset:
-  """Loads ``config.dataset`` and preprocesses it (``kdjax.data.preprocess_dataset``)."""
-  d = config.dataset
-  ds = data.load(
-    d.name, data_dir=d.data_dir or None, max_train=d.max_train or None, max_test=d.max_test or None
-  )
-  return data.preprocess_dataset(ds, d.preprocess, zca_strength=d.zca_strength)
-
-
 def support_problem(config: Any, section: str) -> SupportProblem:
   """The dataset, initial support set and sharded target batches of ``config``.
 
@@ -103,7 +94,7 @@ def support_problem(config: Any, section: str) -> SupportProblem:
       larger than the smallest class, a target batch larger than the training set or not
       divisible by the number of devices.
   """
-  ds, r = load_data(config), config[section]
+  ds, r = datasets.load_dataset(config.dataset), config[section]
   for split, labels in (("train", ds.y_train), ("test", ds.y_test)):
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= ds.num_classes):

@@ -36,14 +36,12 @@ import optax
 
 from kdjax import data
 from kdjax.distill import evaluation, kip, loop, outputs
-from kdjax.distill.loop import load_data
 from kdjax.jobs import schedules, workdir as workdir_lib
 from kdjax.kernels import stax
 
 __all__ = [
   "KERNELS",
   "build_kernel",
-  "load_data",
   "run",
   "train_transfer",
   "transfer_protocol",

@@ -36,7 +36,9 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
   ``evaluate(eval_step, variables, batches, mesh, batch_size, prefix)``: mean loss and
   accuracy of a jitted eval step (``kdjax.train.steps.make_eval_step``) over fixed-size
   batches sharded over the mesh (the last one padded and masked); ``pad_batch``.
-Preprocessing: ``kdjax.data.preprocess_dataset(ds, kind, *, zca_strength)``.
+``kdjax.jobs.datasets``
+  ``load_dataset(config.dataset)``: the named dataset, loaded and preprocessed
+  (``kdjax.data.preprocess_dataset``); ``dataset_spec`` / ``load_spec`` to cache it.
 
 A job's skeleton::
 
@@ -51,10 +53,21 @@ A job's skeleton::
       ...                                              # steps; metrics.write; ckpt.save
 """
 
-from kdjax.jobs import checkpoint, evaluate, figures, mesh, metrics, preemption, schedules, workdir
+from kdjax.jobs import (
+  checkpoint,
+  datasets,
+  evaluate,
+  figures,
+  mesh,
+  metrics,
+  preemption,
+  schedules,
+  workdir,
+)
 
 __all__ = [
   "checkpoint",
+  "datasets",
   "evaluate",
   "figures",
   "mesh",

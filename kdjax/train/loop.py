@@ -38,7 +38,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from kdjax import data as data_lib, models
-from kdjax.jobs import evaluate as evaluate_lib, figures, mesh as mesh_lib, workdir as workdir_lib
+from kdjax.jobs import (
+  datasets,
+  evaluate as evaluate_lib,
+  figures,
+  mesh as mesh_lib,
+  workdir as workdir_lib,
+)
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.jobs.preemption import Preempted, stop_requested
@@ -58,32 +64,13 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-@functools.lru_cache(maxsize=4)
-def _load(
-  name: str,
-  data_dir: str | None,
-  max_train: int | None,
-  max_test: int | None,
-  preprocess: str,
-  zca_strength: float,
-) -> data_lib.Dataset:
-  # Phases, generations and sweep points of one process share the loaded arrays.
-  ds = data_lib.load(name, data_dir=data_dir, max_train=max_train, max_test=max_test)
-  return data_lib.preprocess_dataset(ds, preprocess, zca_strength=zca_strength)
+# Phases, generations and sweep points of one process share the loaded arrays.
+_load_cached = functools.lru_cache(maxsize=4)(datasets.load_spec)
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
-  """The dataset of ``config.dataset`` (name, data_dir, max_train, max_test, preprocess,
-  zca_strength; '' and 0 mean the default and all)."""
-  c = config.dataset
-  return _load(
-    c.name,
-    c.data_dir or None,
-    c.max_train or None,
-    c.max_test or None,
-    c.preprocess,
-    float(c.zca_strength),
-  )
+  """The dataset of ``config.dataset`` (``kdjax.jobs.datasets``), cached per process."""
+  return _load_cached(*datasets.dataset_spec(config.dataset))
 
 
 def _check_phase(config: ml_collections.ConfigDict, name: str) -> None:
