@@ -1,4 +1,5 @@
-"""Every experiments/kip_*.py config builds its kernel and sweep; short runs of each kind."""
+"""Every experiments/kip_*.py config builds its kernel and sweep; short runs of each kind;
+frepo_digits.py (the other distill configs are tested with their job)."""
 
 import glob
 import importlib
@@ -75,3 +76,17 @@ def test_bad_arg_says_what_it_means(name):
   ):
     load(name).get_config("7x")
   assert load(name).get_config("1,runlocal").num_steps == 6
+
+
+def test_frepo_digits_config_mirrors_rfad_digits():
+  from experiments import frepo_digits, rfad_digits
+  from kdjax.distill import job
+
+  for arg in ("1", "50", "10,runlocal"):
+    job.validate(frepo_digits.get_config(arg))
+  c, rfad_c = frepo_digits.get_config("10"), rfad_digits.get_config("10")
+  assert c.method == "frepo" and c.dataset.name == "digits" and c.frepo.per_class == 10
+  assert c.evaluation == rfad_c.evaluation  # the table judges both by one protocol
+  assert c.frepo.depth == rfad_c.rfad.depth == 2  # 8x8 -> 2x2 feature maps
+  for point in frepo_digits.sweep():
+    sweep.apply_point(c, point)

@@ -1,0 +1,32 @@
+r"""FRePo (Zhou, Nezhadarya & Ba, 2022, "Dataset Distillation using Neural Feature
+Regression") on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
+
+``python -m launch.main --config=experiments/frepo_digits.py:10 --workdir=runs/frepo_digits``
+
+``arg`` = ``images_per_class[,runlocal]``. As ``frepo_mnist5k.py`` with 2-block pool
+ConvNets (8x8 -> 2x2); the finite networks are those of ``rfad_digits.py`` (2-block
+ConvNets, shifts of at most one pixel).
+"""
+
+from experiments import common
+from experiments.frepo_mnist5k import frepo_base, frepo_runlocal
+from experiments.rfad_mnist5k import ARG_HELP
+
+
+def get_config(arg=None):
+  """``arg``: ``images_per_class[,runlocal]``."""
+  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
+  c = frepo_base(a.per_class)
+  c.dataset.name = "digits"
+  c.frepo.depth = 2
+  c.evaluation.update({"depth": 2, "max_shift": 1})
+  return frepo_runlocal(c) if a.runlocal else c
+
+
+def sweep(arg=None):
+  """Images per class 1/10/50 x seeds 0/1/2."""
+  return [
+    {"name": f"ipc{n}_seed{s}", "frepo.per_class": n, "seed": s}
+    for n in (1, 10, 50)
+    for s in (0, 1, 2)
+  ]
