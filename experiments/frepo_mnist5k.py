@@ -24,6 +24,7 @@ def frepo_base(per_class: int = 10) -> ml_collections.ConfigDict:
       "per_class": per_class,
       "width": 64,
       "depth": 3,
+      "normalization": "none",
       "pool_size": 4,
       "max_updates": 100,
       "model_learning_rate": 1e-3,

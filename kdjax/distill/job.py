@@ -1,4 +1,4 @@
-"""The dataset-distillation job: ``python -m launch.main --config=experiments/rfad_mnist5k.py:10
+r"""The dataset-distillation job: ``python -m launch.main --config=experiments/rfad_mnist5k.py:10
 --workdir=DIR``.
 
 ``run(config, workdir)`` learns a support set with ``config.method`` ('rfad': Loo et al.,
@@ -14,10 +14,17 @@ batch and every random network is a function of ``(seed, step)``), ``support.npz
 ``test_accuracy`` and ``transfer_test_accuracy`` (finite networks trained from scratch on
 the support set alone by :func:`kdjax.distill.evaluation.evaluate`, mean over seeds),
 beside the same numbers for the random real initial support (``*_init``).
+
+The finite networks follow ``config.evaluation`` with one label-aware rule: class labels
+(the initial support, or a support whose labels were not learned) are fitted with the
+protocol's loss; learned labels (``<method>.learn_labels``) are real-valued KRR targets,
+so the networks regress them with the MSE, :math:`\tfrac12\lVert f_\theta(x) - y\rVert^2`
+(as RFAD's and FRePo's finite evaluations train on learned labels).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -32,6 +39,7 @@ from kdjax.jobs import schedules, workdir as workdir_lib
 __all__ = ["METHODS", "validate", "protocol", "run"]
 
 METHODS = ("rfad", "frepo")
+NORMALIZATIONS = ("instance", "none")  # kdjax.models.ConvNet's, for FRePo's model pool
 
 
 def validate(config: Any) -> None:
@@ -57,6 +65,10 @@ def validate(config: Any) -> None:
     raise ValueError(f"config.rfad.loss must be one of {list(rfad.LOSSES)}, got {r.loss!r}")
   if name == "frepo" and not r.model_learning_rate > 0:
     raise ValueError(f"config.frepo.model_learning_rate must be > 0, got {r.model_learning_rate}")
+  if name == "frepo" and r.normalization not in NORMALIZATIONS:
+    raise ValueError(
+      f"config.frepo.normalization must be one of {list(NORMALIZATIONS)}, got {r.normalization!r}"
+    )
   schedules.make_schedule(r, config.num_steps, name=name)
   protocol(config)
 
@@ -85,7 +97,7 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
       lambda state, x: rfad.random_features(network, eval_key, x, num_models=r.num_models_eval),
     )
   model = models.ConvNet(
-    num_classes=num_classes, width=r.width, depth=r.depth, normalization="none"
+    num_classes=num_classes, width=r.width, depth=r.depth, normalization=r.normalization
   )
   init, step, _ = frepo.make_frepo_step(
     model,
@@ -189,16 +201,15 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
     title=f"{config.method} {ds.name}, {r.per_class}/class",
   )
   finite = protocol(config)
-  # Learned labels are real-valued KRR targets: the networks then fit them with MSE.
-  labels_final = y_final if r.learn_labels else np.argmax(y_final, 1)
-  if r.learn_labels and finite.loss == "xent":
-    finite = evaluation.Protocol(**{**finite.__dict__, "loss": "mse"})
-  for name, (x, y) in (
-    ("", (x_final, labels_final)),
-    ("_init", (problem.x0, np.argmax(problem.y0, 1))),
+  final = (x_final, np.argmax(y_final, 1), finite)
+  if r.learn_labels:  # real-valued KRR targets: the networks regress them (MSE)
+    final = (x_final, y_final, dataclasses.replace(finite, loss="mse"))
+  for name, (x, y, p) in (
+    ("", final),
+    ("_init", (problem.x0, np.argmax(problem.y0, 1), finite)),
   ):
     scores = evaluation.evaluate(
-      x, y, ds.x_test, ds.y_test, finite, num_classes=ds.num_classes, seed=config.seed
+      x, y, ds.x_test, ds.y_test, p, num_classes=ds.num_classes, seed=config.seed
     )
     summary[f"transfer_test_accuracy{name}"] = scores["mean"]
     summary[f"transfer_test_accuracy{name}_std"] = scores["std"]

@@ -10,7 +10,7 @@ import pytest
 
 from experiments import frepo_cifar10, frepo_mnist5k, rfad_cifar10, rfad_digits, rfad_mnist5k
 from kdjax import data
-from kdjax.distill import job
+from kdjax.distill import evaluation, job
 from kdjax.jobs import workdir as workdir_lib
 from launch import jobs
 
@@ -79,10 +79,11 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(tmp_path):
     ),
     ("rfad.loss", "l1", "config.rfad.loss must be one of"),
     ("rfad.reg", 0.0, "config.rfad.reg must be > 0"),
+    ("frepo.normalization", "batch", "config.frepo.normalization must be one of"),
   ],
 )
 def test_bad_config(tmp_path, key, value, match):
-  config = rfad_mnist5k.get_config("1,runlocal")
+  config = (frepo_mnist5k if key.startswith("frepo") else rfad_mnist5k).get_config("1,runlocal")
   section, _, name = key.rpartition(".")
   (config[section] if section else config)[name] = value
   with pytest.raises(ValueError, match=match):
@@ -112,6 +113,28 @@ def test_data_errors_name_the_key_before_the_workdir_is_made(tmp_path, monkeypat
   with pytest.raises(ValueError, match=match):
     job.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_learned_labels_are_regressed_and_the_random_start_keeps_its_classes(tmp_path, monkeypatch):
+  config = rfad_mnist5k.get_config("1,runlocal")
+  config.rfad.learn_labels = True
+  calls = []
+
+  def record(x, y, x_test, labels_test, protocol, **kwargs):
+    calls.append((np.asarray(x), np.asarray(y), protocol))
+    return {"mean": 0.5, "std": 0.0, "accuracies": [0.5]}
+
+  monkeypatch.setattr(evaluation, "evaluate", record)
+  job.run(config, str(tmp_path))
+  with np.load(tmp_path / "support.npz") as f:
+    x, y = f["x"], f["y"]
+  (x_final, y_final, p_final), (_, y_init, p_init) = calls
+  # The learned, real-valued labels are MSE targets; the random real start keeps its class
+  # ids and the pinned protocol's cross-entropy.
+  np.testing.assert_array_equal(x_final, x)
+  np.testing.assert_array_equal(y_final, y)
+  assert p_final.loss == "mse" and p_init.loss == config.evaluation.loss == "xent"
+  np.testing.assert_array_equal(y_init, np.repeat(np.arange(10), 1))
 
 
 @pytest.mark.slow
