@@ -6,7 +6,8 @@ Usage: python tests/krr/cg_worker.py PORT PROCESS_ID OUT.npz
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+# Two devices per process; the test run's other compile flags (conftest.py) carry over.
+os.environ["XLA_FLAGS"] = os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2")
 
 import jax  # noqa: E402
 

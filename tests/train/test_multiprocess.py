@@ -26,7 +26,9 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_agree_with_one_process(tmp_path):
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  # Two devices per process; the test run's other compile flags (conftest.py) carry over.
+  xla_flags = os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2")
+  env = {**os.environ, "XLA_FLAGS": xla_flags}
   workdir = str(tmp_path / "two")
   procs = [
     subprocess.Popen(

@@ -23,7 +23,9 @@ OVERRIDES = [
 
 
 def _launch(workdir):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  # Two devices per process; the test run's other compile flags (conftest.py) carry over.
+  xla_flags = os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2")
+  env = {**os.environ, "XLA_FLAGS": xla_flags}
   return subprocess.Popen(
     [sys.executable, "-m", "launch.main", CONFIG, f"--workdir={workdir}", *OVERRIDES],
     env=env,
