@@ -178,26 +178,32 @@ def make_train_step(
   """``train_step(state, batch, teacher_params) -> (state, metrics)`` with exact accumulation.
 
   The batch is cut into ``micro_batches`` equal slices along its first axis; the loss sums,
-  token counts and gradients of the sums are added up over them (``lax.scan``) and divided
-  once by the total count. The dropout key of step ``s`` is ``fold_in(PRNGKey(seed), s)``.
+  token counts and gradients of the sums are added up over them (``lax.scan``; no loop for
+  one slice) and divided once by the total count. The dropout key of step ``s`` is
+  ``fold_in(PRNGKey(seed), s)``.
   """
 
   def train_step(state: TrainState, batch: Batch, teacher_params: Any):
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
-    slices = jax.tree.map(
-      lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch
-    )
     grad_fn = jax.value_and_grad(objective, has_aux=True)
+    if micro_batches == 1:  # the same sums without a loop: a smaller program to compile
+      (total, count), grads = grad_fn(
+        state.params, teacher_params, batch, jax.random.fold_in(rng, 0)
+      )
+    else:
+      slices = jax.tree.map(
+        lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch
+      )
 
-    def accumulate(carry, inputs):
-      total, count, grads = carry
-      index, micro = inputs
-      (s, c), g = grad_fn(state.params, teacher_params, micro, jax.random.fold_in(rng, index))
-      return (total + s, count + c, jax.tree.map(jnp.add, grads, g)), None
+      def accumulate(carry, inputs):
+        total, count, grads = carry
+        index, micro = inputs
+        (s, c), g = grad_fn(state.params, teacher_params, micro, jax.random.fold_in(rng, index))
+        return (total + s, count + c, jax.tree.map(jnp.add, grads, g)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
-    init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), zeros)
-    (total, count, grads), _ = jax.lax.scan(accumulate, init, (jnp.arange(micro_batches), slices))
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), zeros)
+      (total, count, grads), _ = jax.lax.scan(accumulate, init, (jnp.arange(micro_batches), slices))
     denominator = jnp.maximum(count, 1).astype(jnp.float32)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

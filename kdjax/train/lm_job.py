@@ -42,6 +42,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -118,6 +119,12 @@ def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
       f"config.batch_size={config.batch_size} must be a positive multiple of "
       f"devices x micro_batches ({per_step})"
     )
+  prompts = int(config.num_sample_prompts)
+  if prompts < 1 or prompts % jax.device_count():
+    raise ValueError(
+      f"config.num_sample_prompts={prompts} must be a positive multiple of the number of "
+      f"devices ({jax.device_count()})"
+    )
   _modes(config)
   if "gkd" in _modes(config) or "token_kd" in _modes(config):
     lm.make_objective("kd", None, None, **_kd_arguments(config, "token_kd"))
@@ -183,11 +190,48 @@ class _Context:
     self.eval_batches = [
       {k: v[i : i + b] for k, v in valid.items()} for i in range(0, len(valid["inputs"]), b)
     ]
-    self.sample_batch = {k: v[: int(config.num_sample_prompts)] for k, v in valid.items()}
+    prompts = int(config.num_sample_prompts)
+    if len(valid["inputs"]) < prompts:
+      raise ValueError(
+        f"config.num_sample_prompts={prompts} exceeds the {len(valid['inputs'])} validation "
+        f"sequences (config.eval_sequences={config.eval_sequences})"
+      )
+    # Split over 'data' like the training batches: sampling from them is one program.
+    self.sample_batch = jax.device_put(
+      {k: v[:prompts] for k, v in valid.items()}, self.batch_sharding
+    )
     self.teacher = self.teacher_params = self.teacher_shardings = None
+    self._optimizers, self._train_steps = {}, {}
 
   def model(self, role: str):
     return models.from_config(self.config[role].model)
+
+  def optimizer(self, role: str) -> optax.GradientTransformation:
+    """``role``'s optimizer: one object per (optimizer block, num_steps), so that models of
+    one configuration (e.g. a teacher and a student of the same size) share programs."""
+    c = self.config[role]
+    key = (json.dumps(c.optimizer.to_dict(), sort_keys=True), int(c.num_steps))
+    if key not in self._optimizers:
+      self._optimizers[key] = _optimizer(c.optimizer, int(c.num_steps), f"{role}.optimizer")
+    return self._optimizers[key]
+
+  def train_step(self, model, tx, mode: str, shardings) -> tuple[Callable, bool]:
+    """``(jitted train step, whether it takes the teacher's params)`` of ``mode``.
+
+    One step per static configuration (model, optimizer, objective and its arguments):
+    phases that train alike (the teacher and a CE or sequence-KD student of its size,
+    the ``ce`` and ``seq_kd`` students) run one compiled program.
+    """
+    kind = "ce" if mode in ("ce", "seq_kd", "supervised") else "kd"
+    arguments = _kd_arguments(self.config, mode) if kind == "kd" else {}
+    key = (model, tx, kind, tuple(sorted(arguments.items())))
+    if key not in self._train_steps:
+      c = self.config
+      objective = lm.make_objective(kind, model, self.teacher, **arguments)
+      step = lm.make_train_step(objective, tx, seed=int(c.seed), micro_batches=int(c.micro_batches))
+      teacher_shardings = self.teacher_shardings if kind == "kd" else {}
+      self._train_steps[key] = lm.jit_train_step(step, self.mesh, shardings, teacher_shardings)
+    return self._train_steps[key], kind == "kd"
 
 
 def _sample_nll(ctx: _Context, model, params) -> float:
@@ -205,8 +249,9 @@ def _sample_nll(ctx: _Context, model, params) -> float:
     eos_id=ctx.data.tokenizer.eos_id,
     pad_id=ctx.data.tokenizer.pad_id,
   )
+  # On the host like the validation batches, so the teacher's nll_step compiles once.
   nll = lm.bits_per_byte(
-    lm.make_nll_step(ctx.teacher), ctx.teacher_params, [batch], ctx.token_bytes
+    lm.make_nll_step(ctx.teacher), ctx.teacher_params, [jax.device_get(batch)], ctx.token_bytes
   )
   return nll["nll_per_token"]
 
@@ -215,8 +260,7 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
   """Trains (or resumes, or reloads) one model in ``WORKDIR/name``; returns (params, summary)."""
   c = ctx.config
   phase_dir = os.path.join(ctx.workdir, name)
-  model, total = ctx.model(role), int(c[role].num_steps)
-  tx = _optimizer(c[role].optimizer, total, f"{role}.optimizer")
+  model, total, tx = ctx.model(role), int(c[role].num_steps), ctx.optimizer(role)
   sample = np.zeros((int(c.batch_size), int(c.dataset.seq_len)), np.int32)
   state, shardings = state_lib.create_state(
     model, tx, sample, int(c.seed), ctx.mesh, lm.LM_RULES if c.fsdp else ()
@@ -245,18 +289,9 @@ def _loop(
   ctx, name, mode, model, tx, state, shardings, start, total, checkpointer, phase_dir
 ) -> dict:
   c, d = ctx.config, ctx.config.distill
-  kind = "ce" if mode in ("ce", "seq_kd", "supervised") else "kd"
-  arguments = _kd_arguments(c, mode) if kind == "kd" else {}
-  objective = lm.make_objective(kind, model, ctx.teacher, **arguments)
-  # The teacher phase has no teacher (its own params are donated with the state).
-  teacher_params = ctx.teacher_params if ctx.teacher is not None else {}
-  teacher_shardings = ctx.teacher_shardings if ctx.teacher is not None else {}
-  step_fn = lm.jit_train_step(
-    lm.make_train_step(objective, tx, seed=int(c.seed), micro_batches=int(c.micro_batches)),
-    ctx.mesh,
-    shardings,
-    teacher_shardings,
-  )
+  step_fn, with_teacher = ctx.train_step(model, tx, mode, shardings)
+  # Only KD steps read the teacher (the teacher phase's own params are donated with the state).
+  teacher_params = ctx.teacher_params if with_teacher else {}
   nll_step = lm.make_nll_step(model)
   sampling = dict(
     prompt_len=int(d.prompt_len),
@@ -345,8 +380,7 @@ def _load_teacher(ctx: _Context, teacher_workdir: str) -> tuple[Any, dict]:
   """The finished teacher of ``teacher_workdir`` (read-only): ``(params, summary)``."""
   c = ctx.config
   phase_dir = os.path.join(teacher_workdir, "teacher")
-  model, total = ctx.model("teacher"), int(c.teacher.num_steps)
-  tx = _optimizer(c.teacher.optimizer, total, "teacher.optimizer")
+  model, total, tx = ctx.model("teacher"), int(c.teacher.num_steps), ctx.optimizer("teacher")
   sample = np.zeros((int(c.batch_size), int(c.dataset.seq_len)), np.int32)
   state, shardings = state_lib.create_state(
     model, tx, sample, int(c.seed), ctx.mesh, lm.LM_RULES if c.fsdp else ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -131,9 +132,16 @@ def create_state(
     ``(state, shardings)``: the state and its tree of NamedShardings.
   """
   shardings = state_shardings(model, tx, sample_input, mesh, rules)
-  sample = jax.ShapeDtypeStruct(sample_input.shape, sample_input.dtype)
-  init = jax.jit(
-    lambda r: _init_state(model, tx, jnp.zeros(sample.shape, sample.dtype), r),
-    out_shardings=shardings,
-  )
+  leaves, treedef = jax.tree.flatten(shardings)
+  init = _jitted_init(model, tx, sample_input.shape, sample_input.dtype, tuple(leaves), treedef)
   return init(jax.random.PRNGKey(seed)), shardings
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(model, tx, shape, dtype, sharding_leaves, sharding_treedef) -> Any:
+  """The jitted initialiser, one per (model, optimizer object, input, layout): models of one
+  configuration (e.g. the students of an LM run, sharing their optimizer) compile it once."""
+  return jax.jit(
+    lambda r: _init_state(model, tx, jnp.zeros(shape, dtype), r),
+    out_shardings=jax.tree.unflatten(sharding_treedef, sharding_leaves),
+  )

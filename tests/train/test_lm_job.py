@@ -42,6 +42,7 @@ def _tiny(modes="ce,gkd"):
     ("modes", "ce,dpo", "config.modes must be"),
     ("distill.top_p", 0.0, "distill.top_p must be in \\(0, 1\\]"),
     ("micro_batches", 0, "micro_batches must be >= 1"),
+    ("num_sample_prompts", 12, "num_sample_prompts=12 must be a positive multiple"),
   ],
 )
 def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, message):
@@ -80,8 +81,51 @@ def _sigterm_after_the_first_step(monkeypatch):
   monkeypatch.setattr(lm, "jit_train_step", patched)
 
 
-# Slow for now: 35 s of CPU (2 cores under load: 35-57 s wall), ~2/3 of it XLA compiles of
-# each model's init, train step, sampling and evaluation programs (train step ~5 s each).
+def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_step(
+  tmp_path, monkeypatch
+):
+  """The default run's end-to-end LM job: a 1-layer teacher and a seq_kd student of the same
+  architecture and optimizer (2 steps each) share their train step, init, sampling and
+  evaluation programs, so the job compiles each once."""
+  c = _tiny("seq_kd")
+  c.fsdp = False  # FSDP: test_lm_steps (8 devices vs 1) and the slow runs here
+  c.teacher.model.num_layers = 1
+  c.student.model = c.teacher.model.to_dict()
+  c.teacher.num_steps = c.student.num_steps = c.log_every = c.eval_every = 2
+  c.checkpoint_every, c.batch_size = 2, 8
+  jitted = []
+  jit_train_step = lm.jit_train_step
+  monkeypatch.setattr(lm, "jit_train_step", lambda *a: jitted.append(1) or jit_train_step(*a))
+  workdir = str(tmp_path / "run")
+  summary = lm_job.run(c, workdir)
+  assert len(jitted) == 1
+  assert list(summary) == ["teacher", "seq_kd"]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    _same(json.load(f), summary)
+  for name, figures in summary.items():
+    assert set(figures) == {
+      "step",
+      "eval_bits_per_byte",
+      "teacher_nll_of_samples",
+      "tokens_per_second",
+      "wall_time_s",
+    }, name
+    assert all(math.isfinite(v) and v > 0 for v in figures.values()), (name, figures)
+    assert figures["step"] == 2 and figures["eval_bits_per_byte"] < 20, name
+    assert figures["teacher_nll_of_samples"] < 20, name
+  records = workdir_lib.read_metrics(workdir)
+  assert [(r["step"], r["model"], r["steps"]) for r in records] == [
+    (0, "teacher", 2),
+    (1, "seq_kd", 2),
+  ]
+  for record, name in zip(records, summary):
+    assert record["eval_bits_per_byte"] == summary[name]["eval_bits_per_byte"]
+  assert os.listdir(os.path.join(workdir, "seq_kd", "checkpoints")) == ["2"]
+
+
+# Slow: 35 s of CPU (2 cores under load: 35-57 s wall), ~2/3 of it XLA compiles of each
+# model's init, train step, sampling and evaluation programs (train step ~5 s each); the
+# same-size seq_kd run above is its default-run sibling.
 @pytest.mark.slow
 def test_tiny_teacher_and_token_kd_student_write_finite_summaries_and_metrics(tmp_path):
   """The smallest end-to-end LM job: two steps per model (the second one is timed)."""
