@@ -6,11 +6,14 @@ Approximation") on the embedded mnist5k digits.
 ``arg`` = ``images_per_class[,runlocal]`` (default 10). The kernel is the NNGP of the
 ConvNet body (3 x [Conv 3x3 width 32, ReLU, AvgPool 2x2], no normalisation) estimated
 by 1 random network per step; Platt-scaled cross-entropy; Adam (lr 0.03, cosine decay to
-0.003) for 400 steps on target batches of 256 digits (lr 0.01 for 300 steps left the images
-near their real start). The finite-network protocol: ConvNet width 32, depth 3, instance
-norm, Adam 1e-3 cosine, 1,000 steps, batches of 256, shifts <= 2 px, 3 seeds (64 epochs
-of the 4,000 digits for the all-data ceiling). ``rfad_base`` is shared by the other rfad_*
-and frepo_* configs.
+0.003) on the images and the labels (learned, as in the RFAD paper) for 400 steps on target
+batches of 256 digits (lr 0.01 for 300 steps left the images near their real start).
+The finite-network protocol: ConvNet width 32, depth 3, instance norm, Adam 1e-3 cosine,
+1,000 steps, batches of 256, shifts <= 2 px, cross-entropy on class labels and MSE on
+learned labels (``kdjax.distill.job``), 3 seeds (64 epochs of the 4,000 digits for the
+all-data ceiling). With fixed one-hot labels the finite ConvNets reached 72.0 +- 4.0% (1/class)
+and 94.2 +- 0.6% (10/class); learned labels lift them to about 81% and 96% (mnist5k; random
+real 66% and 94%). ``rfad_base`` is shared by the other rfad_* and frepo_* configs.
 """
 
 import ml_collections
@@ -41,7 +44,7 @@ def rfad_base(per_class: int = 10) -> ml_collections.ConfigDict:
       "num_models_eval": 8,
       "reg": 1e-4,
       "loss": "platt",
-      "learn_labels": False,
+      "learn_labels": True,
       "label_offset": 0.1,
       "target_batch_size": 256,
       "learning_rate": 0.03,
