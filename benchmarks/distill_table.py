@@ -92,7 +92,7 @@ def _job_rows(dataset, per_class, method, random_real):
     _row(
       dataset,
       per_class,
-      "random real",
+      f"random real (KRR: {method}'s kernel)",
       s["test_accuracy_init"],
       {"mean": s["transfer_test_accuracy_init"], "std": s["transfer_test_accuracy_init_std"]},
       None,
