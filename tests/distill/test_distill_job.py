@@ -15,9 +15,16 @@ from kdjax.jobs import workdir as workdir_lib
 from launch import jobs
 
 
-def test_runlocal_writes_the_workdir_and_resumes(tmp_path):
+def test_runlocal_writes_the_workdir_and_resumes(tmp_path, monkeypatch):
   config = rfad_mnist5k.get_config("2,runlocal")
-  assert jobs.runner(config) is job.run
+  assert jobs.runner(config) is job.run and config.rfad.learn_labels
+  calls, evaluate = [], evaluation.evaluate
+
+  def spy(x, y, *args, **kwargs):
+    calls.append((np.asarray(x), np.asarray(y), args[2]))
+    return evaluate(x, y, *args, **kwargs)
+
+  monkeypatch.setattr(evaluation, "evaluate", spy)
   summary = job.run(config, str(tmp_path))
   for name in (
     "support.npz",
@@ -32,6 +39,13 @@ def test_runlocal_writes_the_workdir_and_resumes(tmp_path):
   with np.load(tmp_path / "support.npz") as f:
     x, y = f["x"], f["y"]
   assert x.shape == (20, 28, 28, 1) and y.shape == (20, 10)
+  # The finite networks regress the learned, real-valued labels (MSE); the random real start
+  # keeps its class ids and the pinned protocol's cross-entropy.
+  (x_final, y_final, p_final), (_, y_init, p_init) = calls
+  np.testing.assert_array_equal(x_final, x)
+  np.testing.assert_array_equal(y_final, y)
+  assert p_final.loss == "mse" and p_init.loss == config.evaluation.loss == "xent"
+  np.testing.assert_array_equal(y_init, np.repeat(np.arange(10), 2))
   assert json.loads((tmp_path / "summary.json").read_text()) == pytest.approx(summary)
   for key in (
     "test_accuracy",
@@ -113,28 +127,6 @@ def test_data_errors_name_the_key_before_the_workdir_is_made(tmp_path, monkeypat
   with pytest.raises(ValueError, match=match):
     job.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
-
-
-def test_learned_labels_are_regressed_and_the_random_start_keeps_its_classes(tmp_path, monkeypatch):
-  config = rfad_mnist5k.get_config("1,runlocal")
-  config.rfad.learn_labels = True
-  calls = []
-
-  def record(x, y, x_test, labels_test, protocol, **kwargs):
-    calls.append((np.asarray(x), np.asarray(y), protocol))
-    return {"mean": 0.5, "std": 0.0, "accuracies": [0.5]}
-
-  monkeypatch.setattr(evaluation, "evaluate", record)
-  job.run(config, str(tmp_path))
-  with np.load(tmp_path / "support.npz") as f:
-    x, y = f["x"], f["y"]
-  (x_final, y_final, p_final), (_, y_init, p_init) = calls
-  # The learned, real-valued labels are MSE targets; the random real start keeps its class
-  # ids and the pinned protocol's cross-entropy.
-  np.testing.assert_array_equal(x_final, x)
-  np.testing.assert_array_equal(y_final, y)
-  assert p_final.loss == "mse" and p_init.loss == config.evaluation.loss == "xent"
-  np.testing.assert_array_equal(y_init, np.repeat(np.arange(10), 1))
 
 
 @pytest.mark.slow
