@@ -123,9 +123,9 @@ def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_
   assert os.listdir(os.path.join(workdir, "seq_kd", "checkpoints")) == ["2"]
 
 
-# Slow: 35 s of CPU (2 cores under load: 35-57 s wall), ~2/3 of it XLA compiles of each
-# model's init, train step, sampling and evaluation programs (train step ~5 s each); the
-# same-size seq_kd run above is its default-run sibling.
+# Slow: 13 s of CPU, 20 s wall (un-niced at load 10): a teacher and a student of different
+# sizes compile two train steps, inits and sampling programs; the same-size seq_kd run
+# above (8 s of CPU) is its default-run sibling.
 @pytest.mark.slow
 def test_tiny_teacher_and_token_kd_student_write_finite_summaries_and_metrics(tmp_path):
   """The smallest end-to-end LM job: two steps per model (the second one is timed)."""
