@@ -36,7 +36,7 @@ from kdjax import models
 from kdjax.distill import evaluation, frepo, loop, outputs, rfad
 from kdjax.jobs import schedules, workdir as workdir_lib
 
-__all__ = ["METHODS", "validate", "protocol", "run"]
+__all__ = ["METHODS", "validate", "protocol", "finite_task", "run"]
 
 METHODS = ("rfad", "frepo")
 NORMALIZATIONS = ("instance", "none")  # kdjax.models.ConvNet's, for FRePo's model pool
@@ -136,6 +136,21 @@ def protocol(config: Any) -> evaluation.Protocol:
     raise ValueError(f"config.evaluation: {err}") from None
 
 
+def finite_task(
+  finite: evaluation.Protocol, y: jax.typing.ArrayLike, *, learned: bool
+) -> tuple[evaluation.Protocol, np.ndarray]:
+  """The protocol and labels the finite networks fit for a support set with label rows ``y``.
+
+  Learned labels are real-valued KRR targets: the networks regress them,
+  ``(finite with loss='mse', y)``. Otherwise the rows are one-hot (minus an offset) class
+  labels: ``(finite, argmax(y))``, the protocol's own loss on the class ids.
+  """
+  y = np.asarray(y)
+  if learned:
+    return dataclasses.replace(finite, loss="mse"), y
+  return finite, np.argmax(y, 1)
+
+
 def run(config: Any, workdir: str) -> dict:
   """Runs (or resumes) the distillation of ``config`` in ``workdir``; returns the summary.
 
@@ -201,15 +216,13 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
     title=f"{config.method} {ds.name}, {r.per_class}/class",
   )
   finite = protocol(config)
-  final = (x_final, np.argmax(y_final, 1), finite)
-  if r.learn_labels:  # real-valued KRR targets: the networks regress them (MSE)
-    final = (x_final, y_final, dataclasses.replace(finite, loss="mse"))
-  for name, (x, y, p) in (
-    ("", final),
-    ("_init", (problem.x0, np.argmax(problem.y0, 1), finite)),
+  for name, (x, y, learned) in (
+    ("", (x_final, y_final, r.learn_labels)),
+    ("_init", (problem.x0, problem.y0, False)),
   ):
+    p, labels = finite_task(finite, y, learned=learned)
     scores = evaluation.evaluate(
-      x, y, ds.x_test, ds.y_test, p, num_classes=ds.num_classes, seed=config.seed
+      x, labels, ds.x_test, ds.y_test, p, num_classes=ds.num_classes, seed=config.seed
     )
     summary[f"transfer_test_accuracy{name}"] = scores["mean"]
     summary[f"transfer_test_accuracy{name}_std"] = scores["std"]

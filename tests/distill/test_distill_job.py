@@ -80,6 +80,16 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(tmp_path):
     np.testing.assert_allclose(f["x"], uninterrupted, rtol=1e-6, atol=1e-6)
 
 
+def test_finite_task_regresses_learned_labels_and_classifies_class_labels():
+  finite = evaluation.Protocol(loss="xent", steps=7)
+  y = np.eye(3, dtype=np.float32)[[2, 0]] - 0.1
+  protocol, labels = job.finite_task(finite, y, learned=False)
+  assert protocol == finite and labels.tolist() == [2, 0]
+  protocol, labels = job.finite_task(finite, 3 * y, learned=True)
+  assert protocol == dataclasses.replace(finite, loss="mse")
+  np.testing.assert_array_equal(labels, 3 * y)
+
+
 @pytest.mark.parametrize(
   "key,value,match",
   [
