@@ -3,10 +3,12 @@ Regression") on the embedded mnist5k digits.
 
 ``python -m launch.main --config=experiments/frepo_mnist5k.py:10 --workdir=runs/frepo_mnist5k``
 
-``arg`` = ``images_per_class[,runlocal]``. A pool of 4 ConvNets (width 64, depth 3, no
-normalisation) trained online on the support set (Adam 1e-3, MSE to the labels), each reset
-after 100 updates; KRR on their readout features; labels learned; Adam (lr 0.01, cosine) on
-the support set with target batches of 400 digits. Same finite-network protocol as RFAD.
+``arg`` = ``images_per_class[,runlocal]``. A pool of 4 ConvNets (width 32, depth 3, instance
+norm: the finite protocol's network) trained online on the support set (Adam 1e-3, MSE to the
+labels), each reset after 100 updates; KRR on their readout features; labels learned; Adam
+(lr 0.01, cosine) on the support set with target batches of 256 digits. Same finite-network
+protocol as RFAD (MSE on the learned labels). Width 64 without normalisation and 400 targets
+ran at ~0.27 steps/s on 2 shared cores (25 minutes for 400 steps); this setting ~3x faster.
 """
 
 import ml_collections
@@ -22,16 +24,16 @@ def frepo_base(per_class: int = 10) -> ml_collections.ConfigDict:
   c.frepo = ml_collections.ConfigDict(
     {
       "per_class": per_class,
-      "width": 64,
+      "width": 32,
       "depth": 3,
-      "normalization": "none",
+      "normalization": "instance",
       "pool_size": 4,
       "max_updates": 100,
       "model_learning_rate": 1e-3,
       "reg": 1e-4,
       "learn_labels": True,
       "label_offset": 0.1,
-      "target_batch_size": 400,
+      "target_batch_size": 256,
       "learning_rate": 0.01,
       "schedule": "cosine",
       "warmup_steps": 0,
