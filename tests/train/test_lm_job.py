@@ -81,25 +81,22 @@ def _sigterm_after_the_first_step(monkeypatch):
   monkeypatch.setattr(lm, "jit_train_step", patched)
 
 
-def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_step(
-  tmp_path, monkeypatch
-):
-  """The default run's end-to-end LM job: a 1-layer teacher and a seq_kd student of the same
-  architecture and optimizer (2 steps each) share their train step, init, sampling and
-  evaluation programs, so the job compiles each once."""
-  c = _tiny("seq_kd")
-  c.fsdp = False  # FSDP: test_lm_steps (8 devices vs 1) and the slow runs here
+def _two_step_run(tmp_path, mode: str, same_size: bool) -> tuple[str, dict]:
+  """A 1-layer teacher and one student (2 steps each, batch 8); ``(workdir, summary)``."""
+  c = _tiny(mode)
   c.teacher.model.num_layers = 1
-  c.student.model = c.teacher.model.to_dict()
+  if same_size:  # the student also gets the teacher's optimizer block (both runlocal's)
+    c.fsdp = False  # FSDP: test_lm_steps (8 devices vs 1) and the slow runs here
+    c.student.model = c.teacher.model.to_dict()
   c.teacher.num_steps = c.student.num_steps = c.log_every = c.eval_every = 2
   c.checkpoint_every, c.batch_size = 2, 8
-  jitted = []
-  jit_train_step = lm.jit_train_step
-  monkeypatch.setattr(lm, "jit_train_step", lambda *a: jitted.append(1) or jit_train_step(*a))
   workdir = str(tmp_path / "run")
-  summary = lm_job.run(c, workdir)
-  assert len(jitted) == 1
-  assert list(summary) == ["teacher", "seq_kd"]
+  return workdir, lm_job.run(c, workdir)
+
+
+def _check_two_model_run(workdir: str, summary: dict, mode: str) -> None:
+  """summary.json, finite figures, the top-level metrics records and the last checkpoint."""
+  assert list(summary) == ["teacher", mode]
   with open(os.path.join(workdir, "summary.json")) as f:
     _same(json.load(f), summary)
   for name, figures in summary.items():
@@ -114,13 +111,24 @@ def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_
     assert figures["step"] == 2 and figures["eval_bits_per_byte"] < 20, name
     assert figures["teacher_nll_of_samples"] < 20, name
   records = workdir_lib.read_metrics(workdir)
-  assert [(r["step"], r["model"], r["steps"]) for r in records] == [
-    (0, "teacher", 2),
-    (1, "seq_kd", 2),
-  ]
+  assert [(r["step"], r["model"], r["steps"]) for r in records] == [(0, "teacher", 2), (1, mode, 2)]
   for record, name in zip(records, summary):
     assert record["eval_bits_per_byte"] == summary[name]["eval_bits_per_byte"]
-  assert os.listdir(os.path.join(workdir, "seq_kd", "checkpoints")) == ["2"]
+  assert os.listdir(os.path.join(workdir, mode, "checkpoints")) == ["2"]
+
+
+def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_step(
+  tmp_path, monkeypatch
+):
+  """The default run's end-to-end LM job: a 1-layer teacher and a seq_kd student of the same
+  architecture and optimizer share their train step, init, sampling and evaluation
+  programs, so the job compiles each once (8 s of CPU, 13 s wall un-niced at load 10)."""
+  jitted = []
+  jit_train_step = lm.jit_train_step
+  monkeypatch.setattr(lm, "jit_train_step", lambda *a: jitted.append(1) or jit_train_step(*a))
+  workdir, summary = _two_step_run(tmp_path, "seq_kd", same_size=True)
+  assert len(jitted) == 1
+  _check_two_model_run(workdir, summary, "seq_kd")
 
 
 # Slow: 13 s of CPU, 20 s wall (un-niced at load 10): a teacher and a student of different
@@ -128,35 +136,9 @@ def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_
 # above (8 s of CPU) is its default-run sibling.
 @pytest.mark.slow
 def test_tiny_teacher_and_token_kd_student_write_finite_summaries_and_metrics(tmp_path):
-  """The smallest end-to-end LM job: two steps per model (the second one is timed)."""
-  c = _tiny("token_kd")
-  c.teacher.model.num_layers = 1
-  c.teacher.num_steps = c.student.num_steps = c.log_every = c.eval_every = 2
-  c.checkpoint_every, c.batch_size = 2, 8
-  workdir = str(tmp_path / "run")
-  summary = lm_job.run(c, workdir)
-  assert list(summary) == ["teacher", "token_kd"]
-  with open(os.path.join(workdir, "summary.json")) as f:
-    _same(json.load(f), summary)
-  for name, figures in summary.items():
-    assert set(figures) == {
-      "step",
-      "eval_bits_per_byte",
-      "teacher_nll_of_samples",
-      "tokens_per_second",
-      "wall_time_s",
-    }, name
-    assert all(math.isfinite(v) and v > 0 for v in figures.values()), (name, figures)
-    assert figures["step"] == 2 and figures["eval_bits_per_byte"] < 20, name
-    assert figures["teacher_nll_of_samples"] < 20, name
-  records = workdir_lib.read_metrics(workdir)
-  assert [(r["step"], r["model"], r["steps"]) for r in records] == [
-    (0, "teacher", 2),
-    (1, "token_kd", 2),
-  ]
-  for record, name in zip(records, summary):
-    assert record["eval_bits_per_byte"] == summary[name]["eval_bits_per_byte"]
-  assert os.listdir(os.path.join(workdir, "token_kd", "checkpoints")) == ["2"]
+  """The smallest end-to-end token-KD job: two steps per model (the second one is timed)."""
+  workdir, summary = _two_step_run(tmp_path, "token_kd", same_size=False)
+  _check_two_model_run(workdir, summary, "token_kd")
 
 
 # Slow: ~65 s of CPU on the 8 fake devices (each phase compiles its init, train step,
