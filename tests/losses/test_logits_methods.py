@@ -362,22 +362,23 @@ def test_dist_bad_input():
 
 def test_taid_target_and_loss_match_reference():
   s, t = random_logits(8, (4, 6))
+
+  @jax.jit  # one compile for every time and temperature (eager dispatch compiles each op)
+  def taid(time, temperature):
+    return (
+      JL.taid_target_log_probs(s, t, t=time, temperature=temperature),
+      JL.taid_loss(s, t, t=time, temperature=temperature),
+    )
+
   for time in [0.0, 0.4, 1.0]:
     expected, target = ref_taid(s, t, time, temperature=1.5)
-    np.testing.assert_allclose(
-      np.exp(np.asarray(JL.taid_target_log_probs(s, t, t=time, temperature=1.5))),
-      target,
-      rtol=1e-5,
-      atol=1e-7,
-    )
-    np.testing.assert_allclose(
-      np.asarray(JL.taid_loss(s, t, t=time, temperature=1.5)), expected, rtol=1e-4, atol=1e-6
-    )
+    log_target, loss = taid(time, 1.5)
+    np.testing.assert_allclose(np.exp(np.asarray(log_target)), target, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(loss), expected, rtol=1e-4, atol=1e-6)
   # t = 1 is the forward KL; t = 0 is zero.
-  np.testing.assert_allclose(
-    np.asarray(JL.taid_loss(s, t, t=1.0)), np.asarray(L.kl_divergence(s, t)), rtol=1e-6
-  )
-  np.testing.assert_allclose(np.asarray(JL.taid_loss(s, t, t=0.0)), 0.0, atol=1e-6)
+  kl = jax.jit(L.kl_divergence)(s, t)
+  np.testing.assert_allclose(np.asarray(taid(1.0, 1.0)[1]), np.asarray(kl), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(taid(0.0, 1.0)[1]), 0.0, atol=1e-6)
 
 
 def test_taid_gradient_treats_target_as_constant():
