@@ -43,7 +43,7 @@ def base_config(
   c.fsdp = True  # kdjax.train.lm.LM_RULES; False replicates the parameters
   c.eval_sequences = 128  # validation windows of dataset.seq_len for bits per byte
   c.eval_batch_size = 64
-  c.num_sample_prompts = 32  # validation prompts for the teacher NLL of samples
+  c.num_sample_prompts = 32  # teacher NLL of samples: validation prompts (a multiple of devices)
   c.log_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 50, 100, 100, 2
   c.teacher_workdir = ""  # a finished lm run whose teacher to use instead
   optimizer = {
