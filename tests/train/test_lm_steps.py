@@ -1,6 +1,7 @@
 """Tests of kdjax.train.lm: objectives vs float64 NumPy, exact accumulation, chunked path,
 FSDP on 8 devices vs 1, generated batches, bits per byte."""
 
+import functools
 import math
 
 import jax
@@ -33,17 +34,29 @@ def _batch(seed=0):
   }
 
 
+@functools.cache
 def _params(model, seed):
+  """The model's parameters, initialised once per file (tests only read them)."""
   return model.init(jax.random.PRNGKey(seed), jnp.zeros((1, L), jnp.int32))["params"]
+
+
+def _logits(model, params, inputs):
+  """``model.apply`` jitted once per model: the tests share its compiled program."""
+  return _jitted_apply(model)({"params": params}, inputs)
+
+
+@functools.cache
+def _jitted_apply(model):
+  return jax.jit(model.apply)
 
 
 def test_kd_objective_is_the_masked_token_kl_in_float64():
   batch = _batch()
   s_params, t_params = _params(STUDENT, 0), _params(TEACHER, 1)
   objective = lm.make_objective("kd", STUDENT, TEACHER, divergence="kl", temperature=2.0)
-  total, count = objective(s_params, t_params, batch, jax.random.PRNGKey(0))
-  s = np.asarray(STUDENT.apply({"params": s_params}, batch["inputs"]), np.float64) / 2.0
-  t = np.asarray(TEACHER.apply({"params": t_params}, batch["inputs"]), np.float64) / 2.0
+  total, count = jax.jit(objective)(s_params, t_params, batch, jax.random.PRNGKey(0))
+  s, t = _logits(STUDENT, s_params, batch["inputs"]), _logits(TEACHER, t_params, batch["inputs"])
+  s, t = np.asarray(s, np.float64) / 2.0, np.asarray(t, np.float64) / 2.0
   kl = np.sum(np.exp(log_softmax(t, -1)) * (log_softmax(t, -1) - log_softmax(s, -1)), -1)
   assert int(count) == batch["mask"].sum()
   np.testing.assert_allclose(float(total), kl[batch["mask"]].sum(), rtol=1e-4)
@@ -137,7 +150,7 @@ def test_generated_batch_masks_prompt_tokens_and_follows_the_model():
     eos_id=None,
     pad_id=0,
   )
-  logits = TEACHER.apply({"params": params}, greedy["inputs"])
+  logits = _logits(TEACHER, params, greedy["inputs"])
   np.testing.assert_array_equal(np.asarray(logits.argmax(-1))[:, 2:], greedy["targets"][:, 2:])
 
 
@@ -147,7 +160,7 @@ def test_bits_per_byte_matches_numpy_and_ignores_masked_and_zero_byte_tokens():
   token_bytes = np.ones(V, np.int32)
   token_bytes[0] = 0
   result = lm.bits_per_byte(lm.make_nll_step(STUDENT), params, [batch, batch], token_bytes)
-  logits = np.asarray(STUDENT.apply({"params": params}, batch["inputs"]), np.float64)
+  logits = np.asarray(_logits(STUDENT, params, batch["inputs"]), np.float64)
   nll = -np.take_along_axis(log_softmax(logits, -1), batch["targets"][..., None], -1)[..., 0]
   m = batch["mask"]
   expected = nll[m].sum() / (math.log(2) * token_bytes[batch["targets"]][m].sum())
