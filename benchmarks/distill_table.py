@@ -122,11 +122,7 @@ def _kip_row(dataset, per_class, ds, base_dataset, protocol):
     s = runner.run(config, workdir)
     with np.load(os.path.join(workdir, "support.npz")) as f:
       x, y = f["x"], f["y"]
-  # As the distill job: learned labels are real-valued KRR targets (MSE), fixed ones class ids.
-  labels = y if config.kip.learn_labels else np.argmax(y, 1)
-  finite_protocol = protocol
-  if config.kip.learn_labels and protocol.loss == "xent":
-    finite_protocol = evaluation.Protocol(**{**protocol.__dict__, "loss": "mse"})
+  finite_protocol, labels = job.finite_task(protocol, y, learned=config.kip.learn_labels)
   finite = evaluation.evaluate(
     x,
     labels,
@@ -157,13 +153,10 @@ def _closed_form_row(dataset, ds, protocol):
   x_test = ds.x_test.reshape(len(ds.x_test), -1)
   krr = float(np.mean(np.argmax(x_test @ np.linalg.pinv(support) @ labels, 1) == ds.y_test))
   images = np.asarray(support, np.float32).reshape((-1,) + ds.x_train.shape[1:])
+  # Its labels are real-valued ridge targets: regressed like learned labels.
+  finite_protocol, targets = job.finite_task(protocol, labels, learned=True)
   finite = evaluation.evaluate(
-    images,
-    np.asarray(labels, np.float32),
-    ds.x_test,
-    ds.y_test,
-    evaluation.Protocol(**{**protocol.__dict__, "loss": "mse"}),
-    num_classes=ds.num_classes,
+    images, targets, ds.x_test, ds.y_test, finite_protocol, num_classes=ds.num_classes
   )
   _row(dataset, 1, "closed-form linear ridge", krr, finite, seconds)
 
