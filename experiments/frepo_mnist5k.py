@@ -9,6 +9,7 @@ labels), each reset after 100 updates; KRR on their readout features; labels lea
 (lr 0.01, cosine) on the support set with target batches of 256 digits. Same finite-network
 protocol as RFAD (MSE on the learned labels). Width 64 without normalisation and 400 targets
 ran at ~0.27 steps/s on 2 shared cores (25 minutes for 400 steps); this setting ~3x faster.
+Finite ConvNets on the 10/class set: 94.2 +- 0.2% (seeds 0-2; random real 93.8, RFAD 96.3).
 """
 
 import ml_collections
