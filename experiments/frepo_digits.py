@@ -5,11 +5,11 @@ Regression") on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
 
 ``arg`` = ``images_per_class[,runlocal]``. As ``frepo_mnist5k.py`` with 2-block pool
 ConvNets (8x8 -> 2x2); the finite networks are those of ``rfad_digits.py`` (2-block
-ConvNets, shifts of at most one pixel).
+ConvNets, shifts of at most one pixel). ``sweep()`` is frepo_mnist5k's (images per class x seeds).
 """
 
 from experiments import common
-from experiments.frepo_mnist5k import frepo_base, frepo_runlocal
+from experiments.frepo_mnist5k import frepo_base, frepo_runlocal, sweep  # noqa: F401 (same sweep)
 from experiments.rfad_mnist5k import ARG_HELP
 
 
@@ -21,12 +21,3 @@ def get_config(arg=None):
   c.frepo.depth = 2
   c.evaluation.update({"depth": 2, "max_shift": 1})
   return frepo_runlocal(c) if a.runlocal else c
-
-
-def sweep(arg=None):
-  """Images per class 1/10/50 x seeds 0/1/2."""
-  return [
-    {"name": f"ipc{n}_seed{s}", "frepo.per_class": n, "seed": s}
-    for n in (1, 10, 50)
-    for s in (0, 1, 2)
-  ]
