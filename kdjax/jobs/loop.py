@@ -219,7 +219,7 @@ def run_steps(
         record = dict(record)
       if logs or saves:
         checked = dict(check(state, step_metrics)) if check is not None else {}
-        check_finite(name, done, **_numbers(record), **checked)
+        check_finite(name, done, **{**_numbers(record), **checked})
       if on_eval is not None and itstime(done, every.eval, total):
         record.update(on_eval(state, done))
       if record:
