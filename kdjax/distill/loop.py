@@ -40,7 +40,8 @@ from jax.sharding import Mesh
 
 from kdjax import data
 from kdjax.distill import kip
-from kdjax.jobs import datasets, mesh as mesh_lib, workdir as workdir_lib
+from kdjax import mesh as mesh_lib
+from kdjax.jobs import datasets, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 

@@ -1,5 +1,6 @@
 """The parts every kdjax job is written on. A job is ``run(config, workdir) -> summary dict``,
 registered by name in ``launch/jobs.py``; it holds only what is specific to its algorithm.
+The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels and KRR).
 
 ``kdjax.jobs.workdir``
   ``open_workdir(workdir, config) -> Workdir`` (context manager): one-line errors for a bad
@@ -26,9 +27,6 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
 ``kdjax.jobs.figures``
   ``save_figure(fig, path)`` (PNG, atomic), ``plot_curves(records, keys, path)``,
   ``image_grid(x, per_row, path)``.
-``kdjax.jobs.mesh``
-  ``make_mesh()`` (1-D axis ``'data'`` over all devices of all processes),
-  ``batch_sharding(mesh)``, ``replicated(mesh)``, ``check_batch_size``, ``global_batch``.
 ``kdjax.jobs.schedules``
   ``make_schedule(config, num_steps)``: constant / cosine, linear warmup, cosine floor
   ``final_lr_fraction``; rejects a learning rate that is not finite and > 0.
@@ -58,7 +56,6 @@ from kdjax.jobs import (
   datasets,
   evaluate,
   figures,
-  mesh,
   metrics,
   preemption,
   schedules,
@@ -70,7 +67,6 @@ __all__ = [
   "datasets",
   "evaluate",
   "figures",
-  "mesh",
   "metrics",
   "preemption",
   "schedules",

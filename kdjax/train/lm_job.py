@@ -50,11 +50,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from kdjax import models
+from kdjax import mesh as mesh_lib, models
 from kdjax.data import text as text_lib
 from kdjax.jobs import (
   figures,
-  mesh as mesh_lib,
   preemption as preemption_lib,
   workdir as workdir_lib,
 )

@@ -37,12 +37,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from kdjax import data as data_lib, models
+from kdjax import data as data_lib, mesh as mesh_lib, models
 from kdjax.jobs import (
   datasets,
   evaluate as evaluate_lib,
   figures,
-  mesh as mesh_lib,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
