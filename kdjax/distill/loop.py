@@ -38,9 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from kdjax import data
+from kdjax import data, mesh as mesh_lib
 from kdjax.distill import kip
-from kdjax import mesh as mesh_lib
 from kdjax.jobs import datasets, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite

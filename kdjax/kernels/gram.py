@@ -21,8 +21,8 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 from jax.typing import ArrayLike
 
-from kdjax.mesh import make_mesh
 from kdjax.kernels.stax.kernel_fn import KernelFn, get_names, pack
+from kdjax.mesh import make_mesh
 
 __all__ = ["tiled_kernel_fn", "sharded_kernel_fn"]
 

@@ -41,8 +41,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from kdjax import checks
 from kdjax.mesh import DATA_AXIS, make_mesh
-from kdjax.krr import checks
 
 __all__ = ["BlockGram", "CGInfo", "solve_cg", "predict_cg", "row_sharded"]
 

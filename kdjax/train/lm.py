@@ -41,10 +41,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from kdjax import losses
+from kdjax import losses, mesh as mesh_lib
 from kdjax.models import sampling
-from kdjax import mesh as mesh_lib
-from kdjax.train import sharding as sharding_lib
 from kdjax.train.state import TrainState
 
 Batch = dict[str, jax.Array]

@@ -29,9 +29,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from kdjax.losses import masked_mean
 from kdjax import mesh as mesh_lib
-from kdjax.train import sharding as sharding_lib
+from kdjax.losses import masked_mean
 from kdjax.train.objectives import Objective, cross_entropy
 from kdjax.train.state import TrainState
 
