@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kdjax.distill import job as distill_job, runner as kip_runner
-from kdjax.theory import experiments as theory_experiments
+from kdjax.theory import job as theory_job
 from kdjax.train import lm_job, loop as train_loop
 
 Job = Callable[[Any, str], dict]
@@ -20,7 +20,7 @@ JOBS: dict[str, Job] = {
   "train": train_loop.run,  # supervised / KD / born-again / self-distillation
   "kip": kip_runner.run,  # KIP dataset distillation
   "distill": distill_job.run,  # RFAD dataset distillation + finite-network evaluation
-  "theory": theory_experiments.run,  # self-distillation theory reproductions
+  "theory": theory_job.run,  # self-distillation theory reproductions
   "lm": lm_job.run,  # LM distillation: token-level, sequence-level and on-policy (GKD) KD
 }
 

@@ -40,7 +40,7 @@ from jax.sharding import Mesh
 
 from kdjax import data, mesh as mesh_lib
 from kdjax.distill import kip
-from kdjax.jobs import datasets, workdir as workdir_lib
+from kdjax.jobs import data_loading, workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
@@ -94,7 +94,7 @@ def support_problem(config: Any, section: str) -> SupportProblem:
       larger than the smallest class, a target batch larger than the training set or not
       divisible by the number of devices.
   """
-  ds, r = datasets.load_dataset(config.dataset), config[section]
+  ds, r = data_loading.load_dataset(config.dataset), config[section]
   for split, labels in (("train", ds.y_train), ("test", ds.y_test)):
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= ds.num_classes):

@@ -34,7 +34,7 @@ The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels 
   ``evaluate(eval_step, variables, batches, mesh, batch_size, prefix)``: mean loss and
   accuracy of a jitted eval step (``kdjax.train.steps.make_eval_step``) over fixed-size
   batches sharded over the mesh (the last one padded and masked); ``pad_batch``.
-``kdjax.jobs.datasets``
+``kdjax.jobs.data_loading``
   ``load_dataset(config.dataset)``: the named dataset, loaded and preprocessed
   (``kdjax.data.preprocess_dataset``); ``dataset_spec`` / ``load_spec`` to cache it.
 
@@ -53,7 +53,7 @@ A job's skeleton::
 
 from kdjax.jobs import (
   checkpoint,
-  datasets,
+  data_loading,
   evaluate,
   figures,
   metrics,
@@ -64,7 +64,7 @@ from kdjax.jobs import (
 
 __all__ = [
   "checkpoint",
-  "datasets",
+  "data_loading",
   "evaluate",
   "figures",
   "metrics",

@@ -21,7 +21,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 from jax.typing import ArrayLike
 
-from kdjax.kernels.stax.kernel_fn import KernelFn, get_names, pack
+from kdjax.kernels.stax.layer import KernelFn, get_names, pack
 from kdjax.mesh import make_mesh
 
 __all__ = ["tiled_kernel_fn", "sharded_kernel_fn"]

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.kernels.stax.kernel import outer, single, variances, with_covs
-from kdjax.kernels.stax.kernel_fn import layer
+from kdjax.kernels.stax.covariance import outer, single, variances, with_covs
+from kdjax.kernels.stax.layer import layer
 
 PairFn = Callable[[jax.Array, jax.Array, jax.Array], tuple]
 

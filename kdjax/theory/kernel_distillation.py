@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.theory.checks import (
+from kdjax.theory.arguments import (
   check_alpha,
   check_kernel,
   check_nonnegative,
