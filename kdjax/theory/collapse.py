@@ -78,7 +78,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from kdjax.theory import kernel_distillation
+from kdjax import checks
 
 __all__ = ["CollapseBounds", "RoundBounds", "collapse_round_bounds", "round_bounds"]
 
@@ -183,7 +183,7 @@ def collapse_round_bounds(K: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, e
       K's null space (no fit meets the budget), as in
       :func:`~kdjax.theory.kernel_distillation.krr_self_distillation_constrained`.
   """
-  K = kernel_distillation.check_kernel(K)
+  K = checks.check_kernel("K", K)
   k = np.asarray(K, dtype=np.float64)
   n = k.shape[0]
   y = np.asarray(y, dtype=np.float64)

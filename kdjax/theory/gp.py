@@ -24,8 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from kdjax.theory import kernel_distillation
-from kdjax.theory.arguments import check_joint_kernel
+from kdjax import checks
+from kdjax.theory import arguments, kernel_distillation
 
 __all__ = ["GaussianPosterior", "gpr_data_centric", "gpr_distribution_centric"]
 
@@ -44,24 +44,24 @@ class GaussianPosterior(NamedTuple):
 
 
 def _checked(K, y, noise, steps, k_test, k_test_test):
-  K = kernel_distillation.check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
-  kernel_distillation.check_targets(y, n)
-  noise = kernel_distillation.check_nonnegative(noise, "noise")
-  steps = kernel_distillation.check_steps(steps)
+  arguments.check_targets(y, n)
+  noise = arguments.check_nonnegative(noise, "noise")
+  steps = arguments.check_steps(steps)
   if (k_test is None) != (k_test_test is None):
     raise ValueError(
       "k_test and k_test_test must be given together (test-train "
       "[n_test, n] and test-test [n_test, n_test] kernels)"
     )
   if k_test is not None:
-    k_test = kernel_distillation.check_test_kernel(k_test, n)
+    k_test = arguments.check_test_kernel(k_test, n)
     k_test_test = jnp.asarray(k_test_test)
     if k_test_test.shape != (k_test.shape[0],) * 2:
       raise ValueError(
         f"k_test_test must have shape {(k_test.shape[0],) * 2}, got {k_test_test.shape}"
       )
-    check_joint_kernel(K, k_test, k_test_test)
+    arguments.check_joint_kernel(K, k_test, k_test_test)
   return K, noise, steps, k_test, k_test_test
 
 
@@ -137,7 +137,7 @@ def gpr_distribution_centric(
   """
   K, noise, steps, k_test, k_test_test = _checked(K, y, noise, steps, k_test, k_test_test)
   eig = kernel_distillation.kernel_eigensystem(K)
-  y2d, vector = kernel_distillation.check_targets(y, K.shape[0])
+  y2d, vector = arguments.check_targets(y, K.shape[0])
   means, covs = [], []
   for t in range(1, steps + 1):
     a, inverse = kernel_distillation.shrinkage_factors(eig.values, noise / t)

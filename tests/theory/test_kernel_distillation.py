@@ -272,7 +272,7 @@ def test_schedule_equals_explicit_rounds_with_per_round_weights():
   "kwargs, match",
   [
     (dict(K=np.ones((3, 4))), "K must be a square"),
-    (dict(K=np.array([[1.0, 0.5], [0.0, 1.0]])), "K must be symmetric"),
+    (dict(K=np.array([[1.0, 0.5], [0.0, 1.0]])), "K is not symmetric"),
     (dict(reg=-1.0), "reg must be"),
     (dict(alpha=-0.1), "alpha"),
     (dict(alpha=1.5), "alpha"),
