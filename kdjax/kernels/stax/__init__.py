@@ -20,9 +20,9 @@ pixel-by-pixel covariance (`[n1, n2, H, W, H, W]`).
 Modules: `covariance` (the covariance state), `layer` (the layer triple, the
 jitted `kernel_fn` and output type), `combinators` (`serial`, `parallel`,
 `repeat`), `branching` (`FanOut`, `FanIn*`), `linear` (`Dense`, `Conv`),
-`pooling`, `normalization` (`LayerNorm`, `Dropout`), `elementwise` and
-`polynomial` (closed-form nonlinearities), `nonlinearity` (`Elementwise`,
-`ElementwiseNumerical`), `attention` (`GlobalSelfAttention`), `windows` (window
+`pooling`, `normalization` (`LayerNorm`, `Dropout`), `elementwise` (pointwise
+nonlinearities: `Elementwise`, `ElementwiseNumerical` and the closed forms),
+`polynomial`, `attention` (`GlobalSelfAttention`), `windows` (window
 sums shared by convolutions and pooling), `layout` (`batch_axis` /
 `channel_axis`).
 
@@ -45,6 +45,8 @@ from kdjax.kernels.stax.elementwise import (
   ABRelu,
   Abs,
   Cos,
+  Elementwise,
+  ElementwiseNumerical,
   Erf,
   Exp,
   ExpNormalized,
@@ -60,7 +62,6 @@ from kdjax.kernels.stax.elementwise import (
 )
 from kdjax.kernels.stax.layer import Kernel, KernelFn
 from kdjax.kernels.stax.linear import Conv, ConvTranspose, Dense, Identity
-from kdjax.kernels.stax.nonlinearity import Elementwise, ElementwiseNumerical
 from kdjax.kernels.stax.normalization import Dropout, LayerNorm
 from kdjax.kernels.stax.polynomial import Hermite, Monomial, Polynomial, RectifiedMonomial
 from kdjax.kernels.stax.pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
