@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from kdjax.distill import job as distill_job, runner as kip_runner
-from kdjax.theory import experiments as theory_experiments
+from kdjax.theory import job as theory_job
 from kdjax.train import lm_job, train_job
 
 Job = Callable[[Any, str], dict]
@@ -23,7 +23,7 @@ JOBS: dict[str, ModuleType] = {
   "train": train_job,  # supervised / KD / born-again / self-distillation
   "kip": kip_runner,  # KIP dataset distillation
   "distill": distill_job,  # RFAD / FRePo dataset distillation + finite-network evaluation
-  "theory": theory_experiments,  # self-distillation theory reproductions
+  "theory": theory_job,  # self-distillation theory reproductions
   "lm": lm_job,  # LM distillation: token-level, sequence-level and on-policy (GKD) KD
 }
 

@@ -50,17 +50,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from kdjax import models
+from kdjax import mesh as mesh_lib, models
 from kdjax.data import text as text_lib
 from kdjax.jobs import (
   figures,
   loop as jobs_loop,
-  mesh as mesh_lib,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter
-from kdjax.jobs.schedules import make_schedule
 from kdjax.train import lm, state as state_lib
 
 MODES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
@@ -156,20 +154,6 @@ def _kd_arguments(config, mode: str) -> dict:
   }
 
 
-def _optimizer(config, num_steps: int, name: str) -> optax.GradientTransformation:
-  parts = (
-    [optax.clip_by_global_norm(float(config.grad_clip_norm))]
-    if float(config.grad_clip_norm) > 0
-    else []
-  )
-  return optax.chain(
-    *parts,
-    optax.adamw(
-      make_schedule(config, num_steps, name=name), weight_decay=float(config.weight_decay)
-    ),
-  )
-
-
 class _Context:
   """What every model's training shares: config, mesh, data, teacher."""
 
@@ -221,7 +205,9 @@ class _Context:
     c = self.config[role]
     key = (json.dumps(c.optimizer.to_dict(), sort_keys=True), int(c.num_steps))
     if key not in self._optimizers:
-      self._optimizers[key] = _optimizer(c.optimizer, int(c.num_steps), f"{role}.optimizer")
+      self._optimizers[key] = state_lib.make_optimizer(
+        c.optimizer, int(c.num_steps), name=f"{role}.optimizer"
+      )
     return self._optimizers[key]
 
   def train_step(self, model, tx, mode: str, shardings) -> tuple[Callable, bool]:

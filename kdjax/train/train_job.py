@@ -37,13 +37,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from kdjax import data as data_lib, models
+from kdjax import data as data_lib, mesh as mesh_lib, models
 from kdjax.jobs import (
-  datasets,
+  data_loading,
   evaluate as evaluate_lib,
   figures,
   loop as jobs_loop,
-  mesh as mesh_lib,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
@@ -61,12 +60,12 @@ MODES = ("supervised", "kd", "born_again", "self_distill")
 
 
 # Phases, generations and sweep points of one process share the loaded arrays.
-_load_cached = functools.lru_cache(maxsize=4)(datasets.load_spec)
+_load_cached = functools.lru_cache(maxsize=4)(data_loading.load_spec)
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
-  """The dataset of ``config.dataset`` (``kdjax.jobs.datasets``), cached per process."""
-  return _load_cached(*datasets.dataset_spec(config.dataset))
+  """The dataset of ``config.dataset`` (``kdjax.jobs.data_loading``), cached per process."""
+  return _load_cached(*data_loading.dataset_spec(config.dataset))
 
 
 def _check_phase(config: ml_collections.ConfigDict, name: str) -> None:
