@@ -1,6 +1,12 @@
 """The parts every kdjax job is written on. A job is ``run(config, workdir) -> summary dict``,
 registered by name in ``launch/jobs.py``; it holds only what is specific to its algorithm.
 
+``kdjax.jobs.config``
+  The typed config blocks every job reads and checks (pure Python, before any work):
+  ``Loop``, ``Optimizer`` (``.make(num_steps)``: the one optax builder), ``Dataset``,
+  ``Evaluation``, each ``Block.from_config(config.block)`` with ValueErrors naming the full
+  key; ``check_int``/``check_number``/``check_choice``; ``check_migrated`` (old keys of a
+  recorded config.json are named with their new names).
 ``kdjax.jobs.workdir``
   ``open_workdir(workdir, config) -> Workdir`` (context manager): one-line errors for a bad
   path (``WorkdirError``), an exclusive ``flock`` on ``WORKDIR/.lock`` (``WorkdirBusy``
@@ -55,6 +61,7 @@ A job's skeleton::
 
 from kdjax.jobs import (
   checkpoint,
+  config,
   datasets,
   evaluate,
   figures,
@@ -67,6 +74,7 @@ from kdjax.jobs import (
 
 __all__ = [
   "checkpoint",
+  "config",
   "datasets",
   "evaluate",
   "figures",
