@@ -402,12 +402,13 @@ def rfad_base(per_class: int = 10) -> ml_collections.ConfigDict:
 
 
 def distill_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks an RFAD config in place to a seconds-long smoke run (tests reuse it)."""
+  """Shrinks a distill config in place to a seconds-long smoke run (tests reuse it)."""
   c.num_steps = 4
   c.dataset.max_train, c.dataset.max_test = 400, 200
-  c.rfad.update(
-    {"width": 8, "depth": 2, "num_models": 1, "num_models_eval": 1, "target_batch_size": 64}
-  )
+  if c.method == "rfad":
+    c.rfad.update(
+      {"width": 8, "depth": 2, "num_models": 1, "num_models_eval": 1, "target_batch_size": 64}
+    )
   c.log_every = c.eval_every = c.checkpoint_every = 2
   c.keep_checkpoints = 3
   c.evaluation.update({"width": 8, "depth": 2, "num_steps": 3, "seeds": 2})
@@ -415,10 +416,11 @@ def distill_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def frepo_base(per_class: int = 10) -> ml_collections.ConfigDict:
-  """The mnist5k FRePo config (``rfad_base`` with ``method='frepo'``, a ``frepo`` block and
-  Adam lr 0.01 on the support set)."""
+  """The mnist5k FRePo config (``rfad_base`` with ``method='frepo'``, a ``frepo`` block in
+  place of the ``rfad`` one, and Adam lr 0.01 on the support set)."""
   c = rfad_base(per_class)
   c.method = "frepo"
+  del c["rfad"]
   c.optimizer.learning_rate = 0.01
   c.frepo = ml_collections.ConfigDict(
     {

@@ -123,9 +123,7 @@ def check_choice(value: Any, path: str, choices: Iterable[str]) -> str:
 
 def check_keys(block: Any, path: str, known: Iterable[str]) -> dict:
   """``block`` as a dict; a ValueError names missing keys and keys no one reads."""
-  if not isinstance(block, Mapping) and not hasattr(block, "to_dict"):
-    raise ValueError(f"{path} must be a config block (a dict), got {block!r}")
-  values = block.to_dict() if hasattr(block, "to_dict") else dict(block)
+  values = _as_dict(block, path)
   known = list(known)
   missing = [k for k in known if k not in values]
   unknown = sorted(set(values) - set(known))
@@ -140,6 +138,13 @@ def check_keys(block: Any, path: str, known: Iterable[str]) -> dict:
       )
     )
   return values
+
+
+def _as_dict(block: Any, path: str) -> dict:
+  """The top level of a config block (a ConfigDict or a mapping) as a dict."""
+  if not isinstance(block, Mapping) and not hasattr(block, "keys"):
+    raise ValueError(f"{path} must be a config block (a dict), got {block!r}")
+  return {key: block[key] for key in block.keys()}
 
 
 def _old(path: str, key: str) -> str | None:
@@ -340,7 +345,7 @@ def check_model(block: Any, path: str) -> dict:
   """Checks the numbers of a ``model`` block: every integer (and every entry of a tuple of
   integers) >= 1, ``dropout_rate`` in [0, 1); returns it as a dict. The model's name and
   attributes are checked by ``kdjax.models.from_config``."""
-  values = block.to_dict() if hasattr(block, "to_dict") else dict(block)
+  values = _as_dict(block, path)
   for key, value in values.items():
     if key == "dropout_rate":
       check_number(value, f"{path}.{key}", minimum=0, below=1)

@@ -92,9 +92,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   ds = config.dataset
   seq_len = check(ds.seq_len, "config.dataset.seq_len", minimum=2)
   check(ds.max_documents, "config.dataset.max_documents", minimum=0)
-  if config_lib.check_choice(ds.tokenizer, "config.dataset.tokenizer", TOKENIZERS) != "byte":
-    check(ds.spm_vocab_size, "config.dataset.spm_vocab_size", minimum=8)
-    check(ds.spm_train_documents, "config.dataset.spm_train_documents")
+  sentencepiece = config_lib.check_choice(ds.tokenizer, "config.dataset.tokenizer", TOKENIZERS)
+  sentencepiece = sentencepiece == "sentencepiece"  # else the spm_* keys are unused (0)
+  check(ds.spm_vocab_size, "config.dataset.spm_vocab_size", minimum=8 if sentencepiece else 0)
+  check(ds.spm_train_documents, "config.dataset.spm_train_documents", minimum=int(sentencepiece))
+  if sentencepiece:
     if not str(ds.spm_model).endswith(".model"):
       raise ValueError(
         f"config.dataset.spm_model must be a path ending in .model, got {ds.spm_model!r}"

@@ -116,6 +116,25 @@ def _objective_block(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config[config.method].to_dict(), sort_keys=True)
 
 
+class _TeacherView:
+  """What :func:`teacher_config` returns, as a read-only view (no copy: validation is cheap)."""
+
+  _OVERRIDES = ("model", "optimizer", "num_steps", "augment")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self._config = config
+
+  def __contains__(self, key: str) -> bool:
+    return key in self._config
+
+  def __getitem__(self, key: str) -> Any:
+    if key in self._OVERRIDES:
+      return self._config.teacher[key]
+    return self._config[key]
+
+  __getattr__ = __getitem__
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the whole config before any work starts (a bad KD loss or teacher key is found
   before the teacher trains, every key before the workdir is touched); raises ValueError
@@ -136,7 +155,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       finished_teacher_config(config.teacher_workdir)
     else:
       config_lib.check_int(config.teacher.num_steps, "config.teacher.num_steps")
-      _check_phase(teacher_config(config), "teacher")
+      _check_phase(_TeacherView(config), "teacher")
   elif config.method in ("born_again", "self_distill"):
     config_lib.check_int(config.generations, "config.generations")
     block = config[config.method]

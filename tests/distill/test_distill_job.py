@@ -155,7 +155,8 @@ def test_configs_and_sweeps():
     for arg in ("1", "50", "10,runlocal"):
       config = module.get_config(arg)
       job.validate(config)
-    assert module.get_config("50").rfad.per_class == 50
+    fifty = module.get_config("50")
+    assert fifty[fifty.method].per_class == 50
     names = [p["name"] for p in module.sweep()]
     assert len(names) == len(set(names)) >= 3
   assert rfad_cifar10.get_config("10").dataset.preprocess == "zca"
