@@ -14,7 +14,8 @@ milliseconds and runs before the job creates, locks or writes anything in its wo
   ``config.student.optimizer``), one shape for every job: ``name`` ('sgd' | 'adam' |
   'adamw'), the schedule of :func:`kdjax.jobs.schedules.make_schedule`, ``momentum``,
   ``nesterov``, ``weight_decay``, ``grad_clip_norm``; :meth:`Optimizer.make` builds it.
-* :class:`Dataset`: ``config.dataset`` of the image jobs (``kdjax.jobs.datasets``).
+* :class:`Dataset`: ``config.dataset`` of the image jobs (``kdjax.jobs.datasets``);
+  :class:`TextDataset`: ``config.dataset`` of the LM job (``kdjax.data.text``).
 * :class:`Evaluation`: ``config.evaluation``, the finite-network block of the
   dataset-distillation jobs (KIP, RFAD, FRePo): :func:`kdjax.distill.evaluation.evaluate`.
 
@@ -40,6 +41,7 @@ __all__ = [
   "Loop",
   "Optimizer",
   "Dataset",
+  "TextDataset",
   "Evaluation",
   "check_int",
   "check_number",
@@ -52,6 +54,7 @@ __all__ = [
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 PREPROCESSING = ("none", "standardize", "zca")
+TOKENIZERS = ("byte", "sentencepiece")
 EVALUATION_NETWORKS = ("convnet", "mlp", "resnet")
 EVALUATION_LOSSES = ("xent", "mse")
 
@@ -289,6 +292,55 @@ class Dataset:
       max_test=check_int(v["max_test"], f"{path}.max_test", minimum=0),
       preprocess=check_choice(v["preprocess"], f"{path}.preprocess", PREPROCESSING),
       zca_strength=check_number(v["zca_strength"], f"{path}.zca_strength", above=0),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TextDataset:
+  """The ``dataset`` block of the LM job (``kdjax.data.text``).
+
+  Attributes:
+    name: 'pystdlib' (the embedded corpus) or a tensorflow-datasets text dataset.
+    seq_len: tokens per training window (>= 2).
+    data_dir: the tfds data directory ('' = tfds' default).
+    max_documents: documents kept (>= 0; 0 = all).
+    tokenizer: 'byte' or 'sentencepiece'.
+    spm_model: the SentencePiece model path ('….model'; trained there when missing).
+    spm_vocab_size: its vocabulary (>= 8 for 'sentencepiece'; 0 = unused by 'byte').
+    spm_train_documents: documents it is trained on (>= 1 for 'sentencepiece'; 0 = unused).
+  """
+
+  name: str
+  seq_len: int
+  data_dir: str
+  max_documents: int
+  tokenizer: str
+  spm_model: str
+  spm_vocab_size: int
+  spm_train_documents: int
+
+  @classmethod
+  def from_config(cls, block: Any, path: str = "config.dataset") -> TextDataset:
+    v = check_keys(block, path, _fields(cls))
+    for key in ("name", "data_dir", "spm_model"):
+      if not isinstance(v[key], str):
+        raise ValueError(f"{path}.{key} must be a string, got {v[key]!r}")
+    sentencepiece = check_choice(v["tokenizer"], f"{path}.tokenizer", TOKENIZERS) != "byte"
+    if sentencepiece and not v["spm_model"].endswith(".model"):
+      raise ValueError(f"{path}.spm_model must be a path ending in .model, got {v['spm_model']!r}")
+    return cls(
+      name=v["name"],
+      seq_len=check_int(v["seq_len"], f"{path}.seq_len", minimum=2),
+      data_dir=v["data_dir"],
+      max_documents=check_int(v["max_documents"], f"{path}.max_documents", minimum=0),
+      tokenizer=v["tokenizer"],
+      spm_model=v["spm_model"],
+      spm_vocab_size=check_int(
+        v["spm_vocab_size"], f"{path}.spm_vocab_size", minimum=8 if sentencepiece else 0
+      ),
+      spm_train_documents=check_int(
+        v["spm_train_documents"], f"{path}.spm_train_documents", minimum=int(sentencepiece)
+      ),
     )
 
 

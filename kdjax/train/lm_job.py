@@ -64,7 +64,6 @@ from kdjax.jobs.metrics import MetricsWriter
 from kdjax.train import lm, state as state_lib
 
 METHODS = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
-TOKENIZERS = ("byte", "sentencepiece")
 _SUMMARY = "summary.json"
 
 
@@ -89,18 +88,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(config[key], f"config.{key}")
   for key in ("eval_sequences", "eval_batch_size", "micro_batches"):
     check(config[key], f"config.{key}")
-  ds = config.dataset
-  seq_len = check(ds.seq_len, "config.dataset.seq_len", minimum=2)
-  check(ds.max_documents, "config.dataset.max_documents", minimum=0)
-  sentencepiece = config_lib.check_choice(ds.tokenizer, "config.dataset.tokenizer", TOKENIZERS)
-  sentencepiece = sentencepiece == "sentencepiece"  # else the spm_* keys are unused (0)
-  check(ds.spm_vocab_size, "config.dataset.spm_vocab_size", minimum=8 if sentencepiece else 0)
-  check(ds.spm_train_documents, "config.dataset.spm_train_documents", minimum=int(sentencepiece))
-  if sentencepiece:
-    if not str(ds.spm_model).endswith(".model"):
-      raise ValueError(
-        f"config.dataset.spm_model must be a path ending in .model, got {ds.spm_model!r}"
-      )
+  seq_len = config_lib.TextDataset.from_config(config.dataset).seq_len
   d = config.distill
   for key in ("lam", "beta", "alpha"):
     config_lib.check_number(d[key], f"config.distill.{key}", minimum=0, maximum=1)

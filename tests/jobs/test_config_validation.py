@@ -177,9 +177,15 @@ def test_every_numeric_key_of_every_config_is_refused_or_valid_by_design(tmp_pat
   assert refused > 1000 and valid > 50, (refused, valid)
 
 
-def test_every_config_validates_as_shipped():
-  for config in CONFIGS.values():
+def test_every_config_and_sweep_point_validates_as_shipped():
+  from launch import sweep
+
+  for name, config in CONFIGS.items():
     _job(config)[0](config)
+    module = importlib.import_module(f"experiments.{name.partition(':')[0]}")
+    for point in module.sweep() if hasattr(module, "sweep") else ():
+      point_config = sweep.apply_point(config, point)
+      _job(point_config)[0](point_config)
 
 
 # ----------------------------------------------------------------------------------------
@@ -235,12 +241,10 @@ def test_optimizer_make_matches_the_optax_chain_it_describes():
     optax.sgd(0.1, momentum=0.9, nesterov=True),
   )
   got = block.make(10)
-  for tx in (want, got):
-    state = tx.init(params)
-    for _ in range(2):
-      updates, state = tx.update(grads, state, params)
-    tx.result = updates["w"]
-  np.testing.assert_allclose(got.result, want.result, rtol=1e-6)
+  (want_updates, _), (got_updates, _) = (
+    tx.update(grads, tx.init(params), params) for tx in (want, got)
+  )
+  np.testing.assert_allclose(got_updates["w"], want_updates["w"], rtol=1e-6)
   adamw = config_lib.Optimizer.from_config({**block.__dict__, "name": "adamw"})
   assert len(adamw.make(10).init(params)) == 2  # clip + adamw, no coupled decay
 
