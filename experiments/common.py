@@ -186,7 +186,7 @@ def train_base(
   learning_rate: float,
   optimizer_name: str = "adam",
 ) -> ml_collections.ConfigDict:
-  """A complete config of the train job (``kdjax.train.loop``); experiments adjust it.
+  """A complete config of the train job (``kdjax.train.train_job``); experiments adjust it.
 
   ``method`` is 'supervised', 'kd', 'born_again' or 'self_distill'; the method's own block
   (``kd`` + ``teacher`` + ``teacher_workdir``, ``born_again``, ``self_distill``, with

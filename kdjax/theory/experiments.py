@@ -140,7 +140,8 @@ def validate(config: Any) -> None:
 
 
 def run(config: Any, workdir: str) -> dict:
-  """Runs the theory experiment ``config.method`` into ``workdir``; returns its summary."""
+  """Runs the theory experiment ``config.method`` into ``workdir``; returns its summary
+  (also ``summary.json``)."""
   validate(config)
   name = config.method
   with jobs.workdir.open_workdir(workdir, config) as wd:
@@ -160,5 +161,5 @@ def run(config: Any, workdir: str) -> dict:
     jobs.workdir.save_npz(
       os.path.join(wd.path, "arrays.npz"), **{k: result.arrays[k] for k in result.saved}
     )
-    print(f"[theory/{name}] done in {time.time() - start:.1f}s: {result.summary}", flush=True)
-  return result.summary
+    jobs.loop.say(f"[theory/{name}] done in {time.time() - start:.1f}s")
+    return jobs.loop.write_summary(wd.path, result.summary)

@@ -20,8 +20,8 @@ The teacher lives in ``WORKDIR/teacher`` or, when ``config.teacher_workdir`` is 
 finished teacher of that earlier run (loaded read-only, frozen). Each model trains in its
 own ``WORKDIR/<name>`` (config.json, metrics.jsonl, TensorBoard events, checkpoints/,
 ``curves.png``, ``summary.json``) and resumes from its checkpoints; a finished model is
-not retrained. ``WORKDIR/summary.json`` has one entry per model with
-``eval_bits_per_byte`` (validation bits per byte), ``teacher_nll_of_samples`` (the
+not retrained. ``WORKDIR/summary.json`` is flat, ``"<model>/<figure>"`` (:func:`by_model`
+groups it), with ``eval_bits_per_byte`` (validation bits per byte), ``teacher_nll_of_samples`` (the
 teacher's NLL per token of the model's own samples, GKD's on-policy quality proxy),
 ``gap_closed`` (students: :math:`(b_{ce} - b) / (b_{ce} - b_{teacher})`, the fraction of
 the teacher-student gap closed against the CE-only student at equal steps; needs ``ce``
@@ -77,10 +77,23 @@ def _methods(config) -> list[str]:
   return methods
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict, vocab_size: int | None = None) -> None:
   """Checks every key the job reads, of every phase (teacher and every student), before any
-  work: pure Python, nothing is loaded or written. Raises ValueError naming the key. The
-  vocabulary of the tokenizer is checked by :func:`check_vocab` once the data is loaded."""
+  work; raises ValueError naming the key. Pure Python: nothing is loaded or written.
+
+  With ``config.teacher_workdir``, the teacher block is the finished run's there (read
+  only, checked too). ``vocab_size`` is the tokenizer's (compared with the models'
+  ``vocab_size`` by :func:`check_vocab`); ``run`` passes it once the tokenizer is loaded,
+  the launcher's early check does not.
+  """
+  _check_keys(config)
+  if config.teacher_workdir:
+    _check_keys(_with_finished_teacher(config))
+  if vocab_size is not None:
+    check_vocab(config, vocab_size)
+
+
+def _check_keys(config: ml_collections.ConfigDict) -> None:
   config_lib.check_migrated(config, "the config")
   check = config_lib.check_int
   check(config.seed, "config.seed", minimum=0)
@@ -386,22 +399,41 @@ def _loop(
     figures.plot_curves(
       records, ["eval_bits_per_byte"], os.path.join(phase_dir, "bits_per_byte.png"), title=name
     )
-    workdir_lib.atomic_write(os.path.join(phase_dir, _SUMMARY), json.dumps(summary, indent=1))
+  jobs_loop.write_summary(phase_dir, summary)
   return {**summary, "params": state.params}
 
 
 def _load_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
-  summary = os.path.join(teacher_workdir, "teacher", _SUMMARY)
+  """The config of the lm run in ``teacher_workdir``, whose teacher phase is finished
+  (:func:`kdjax.jobs.loop.finished`) and has its ``summary.json``."""
+  phase_dir = os.path.join(teacher_workdir, "teacher")
   config_path = os.path.join(teacher_workdir, workdir_lib.CONFIG_FILE)
-  if not (os.path.exists(summary) and os.path.exists(config_path)):
+  config = None
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  if (
+    config is None
+    or "teacher" not in config
+    or not jobs_loop.finished(phase_dir, int(config.teacher.num_steps))
+    or not os.path.exists(os.path.join(phase_dir, _SUMMARY))
+  ):
     raise ValueError(
       f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
-      f"(no teacher/{_SUMMARY}); run the lm job there first"
+      f"(no final checkpoint and teacher/{_SUMMARY}); run the lm job there first"
     )
   with open(config_path) as f:
     recorded = json.load(f)
   config_lib.check_migrated(recorded, f"config.teacher_workdir={teacher_workdir!r}")
   return ml_collections.ConfigDict(recorded)
+
+
+def _with_finished_teacher(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` with the teacher block of the finished run in ``config.teacher_workdir``."""
+  teacher_config = _load_teacher_config(str(config.teacher_workdir))
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.teacher = teacher_config.teacher
+  return config
 
 
 def _load_teacher(ctx: _Context, teacher_workdir: str) -> tuple[Any, dict]:
@@ -463,14 +495,22 @@ def _load_data(config) -> text_lib.TextData:
   )
 
 
+def by_model(summary: dict) -> dict[str, dict]:
+  """The flat summary of :func:`run` grouped by model: ``{model: {figure: value}}``."""
+  grouped = {}
+  for key, value in summary.items():
+    model, figure = key.split("/", 1)
+    grouped.setdefault(model, {})[figure] = value
+  return grouped
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the LM distillation job; returns ``{model name: summary}`` (also summary.json)."""
-  validate(config)
+  """Runs the LM distillation job; returns the flat summary (also ``summary.json``):
+  ``"<model>/<figure>"`` for each model (``teacher``, then ``methods``) and figure
+  (``step``, ``eval_bits_per_byte``, ...); :func:`by_model` groups it by model."""
+  validate(config)  # every key, before the data is loaded or the workdir touched
   if config.teacher_workdir:
-    teacher_config = _load_teacher_config(str(config.teacher_workdir))
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.teacher = teacher_config.teacher
-    validate(config)
+    config = _with_finished_teacher(config)
   data = _load_data(config)
   check_vocab(config, data.vocab_size)
   with workdir_lib.open_workdir(workdir, config) as wd, PreemptionFlag() as preemption:
@@ -494,9 +534,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         log.write(index, model=name, steps=summary["step"], **figures_of)
     finally:
       log.close()
-    if jax.process_index() == 0:
-      workdir_lib.atomic_write(os.path.join(wd.path, _SUMMARY), json.dumps(results, indent=1))
-  return results
+    flat = {f"{name}/{k}": v for name, figures in results.items() for k, v in figures.items()}
+    return jobs_loop.write_summary(wd.path, flat)
 
 
 def _compare(results: dict, workdir: str) -> None:

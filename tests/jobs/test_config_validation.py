@@ -11,7 +11,6 @@ Also: the typed blocks of ``kdjax.jobs.config`` and the migration error for old 
 import fnmatch
 import glob
 import importlib
-import inspect
 import json
 import math
 import os
@@ -93,9 +92,9 @@ CONFIGS = dict(_configs())
 
 
 def _job(config):
-  """``(validate, run)`` of ``config.job`` (the module of its registered ``run``)."""
-  run = jobs.runner(config)
-  return inspect.getmodule(run).validate, run
+  """``(validate, run)`` of ``config.job``'s module (``launch.jobs``)."""
+  module = jobs.module(config)
+  return module.validate, module.run
 
 
 def _leaves(tree, prefix=""):

@@ -398,12 +398,8 @@ def finished_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
       f"config.teacher_workdir={teacher_workdir!r} holds a config without "
       "num_steps (written by an older kdjax); train the teacher again"
     )
-  checkpoints = Checkpointer(os.path.join(teacher_workdir, "checkpoints"), keep=1)
-  try:
-    latest = checkpoints.latest_step()
-  finally:
-    checkpoints.close()
-  if latest != int(config.num_steps):
+  if not jobs_loop.finished(teacher_workdir, int(config.num_steps)):
+    latest = jobs_loop.last_checkpoint(teacher_workdir)
     raise ValueError(
       f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
       f"(last checkpoint {latest}, num_steps {config.num_steps}); finish it first"
@@ -463,7 +459,14 @@ def _generations(config, workdir, ds, preemption, student_objective: Callable[[]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the training job described by ``config`` in ``workdir``; returns a flat summary."""
+  """Runs the training job described by ``config`` in ``workdir``; returns a flat summary.
+
+  The summary (also ``WORKDIR/summary.json``) holds the final record's figures:
+  ``test_accuracy``, ``test_loss``, ``train_loss``, ``train_accuracy`` (and what else the
+  objective logs); in ``kd`` mode the teacher's as ``teacher_<figure>`` (when it was
+  trained here); for generations ``gen<k>_test_accuracy`` and the last generation's
+  ``test_accuracy``. A finished run re-run returns and writes the same summary.
+  """
   validate(config)
   ds = load_dataset(config)  # checks that need the data run before the workdir is touched
   models_of = [("config.model", config.model)]
@@ -476,29 +479,35 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{ds.num_classes} classes"
       )
   with workdir_lib.open_workdir(workdir, config), PreemptionFlag() as preemption:
-    if config.method == "supervised":
-      _, summary = _train_phase(
-        config, workdir, ds, supervised_objective(config), "supervised", preemption
+    summary = _run(config, workdir, preemption)
+    return jobs_loop.write_summary(workdir, summary)
+
+
+def _run(config, workdir, preemption) -> dict:
+  ds = load_dataset(config)
+  if config.method == "supervised":
+    _, summary = _train_phase(
+      config, workdir, ds, supervised_objective(config), "supervised", preemption
+    )
+    return _flat(summary)
+  if config.method == "kd":
+    if config.teacher_workdir:
+      teacher = load_teacher(config.teacher_workdir, ds)
+      teacher_summary = {}
+    else:
+      phase, teacher_summary = _train_phase(
+        teacher_config(config),
+        os.path.join(workdir, "teacher"),
+        ds,
+        supervised_objective(config),
+        "teacher",
+        preemption,
       )
-      return _flat(summary)
-    if config.method == "kd":
-      if config.teacher_workdir:
-        teacher = load_teacher(config.teacher_workdir, ds)
-        teacher_summary = {}
-      else:
-        phase, teacher_summary = _train_phase(
-          teacher_config(config),
-          os.path.join(workdir, "teacher"),
-          ds,
-          supervised_objective(config),
-          "teacher",
-          preemption,
-        )
-        teacher = phase.teacher()
-      phase = Phase(config, workdir, ds, distillation_objective(config), "student", teacher)
-      summary = phase.run(preemption)
-      return {**_flat(summary), **{f"teacher_{k}": v for k, v in _flat(teacher_summary).items()}}
-    return _generations(config, workdir, ds, preemption, lambda: _generation_objective(config))
+      teacher = phase.teacher()
+    phase = Phase(config, workdir, ds, distillation_objective(config), "student", teacher)
+    summary = phase.run(preemption)
+    return {**_flat(summary), **{f"teacher_{k}": v for k, v in _flat(teacher_summary).items()}}
+  return _generations(config, workdir, ds, preemption, lambda: _generation_objective(config))
 
 
 def _flat(summary: dict) -> dict:
