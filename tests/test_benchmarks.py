@@ -93,7 +93,7 @@ SMOKE = {
       "--per_class=1",
       "--methods=rfad,kip,closed_form",
       "--num_steps=2",
-      "--overrides=evaluation.steps=2,evaluation.seeds=1",
+      "--overrides=evaluation.num_steps=2,evaluation.seeds=1",
       "--kip_overrides=kip.target_batch_size=80",
     ],
     "| digits | 1 | kip fc NTK (2 steps,",

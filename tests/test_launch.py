@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import types
 
 import ml_collections
 import pytest
@@ -43,7 +44,13 @@ def _fake_sweep(tmp_path, monkeypatch):
     calls.append((config.a, config.b.c, workdir))
     return {"score": float(config.a * config.b.c)}
 
+  def validate(config):
+    if config.a < 0:
+      raise ValueError(f"config.a must be >= 0, got {config.a}")
+
+  module = types.SimpleNamespace(validate=validate, run=fake_run)
   monkeypatch.setattr(jobs, "runner", lambda config: fake_run)
+  monkeypatch.setattr(jobs, "module", lambda config: module)
   base = ml_collections.ConfigDict({"job": "train", "a": 1, "b": {"c": 2}})
   points = [{"name": f"p{a}", "a": a, "b.c": 5} for a in (3, 4)]
   return calls, base, points
@@ -74,6 +81,14 @@ def test_misspelled_only_is_an_error_listing_the_valid_names(tmp_path, monkeypat
   with pytest.raises(ValueError, match=r"--only names \['p5'\].*valid: \['p3', 'p4'\]"):
     sweep.run_sweep(base, points, str(tmp_path / "root"), only=["p3", "p5"])
   assert calls == []
+
+
+def test_every_sweep_point_is_validated_before_any_runs(tmp_path, monkeypatch):
+  calls, base, points = _fake_sweep(tmp_path, monkeypatch)
+  points.append({"name": "bad", "a": -1})
+  with pytest.raises(ValueError, match="sweep point 'bad': config.a must be >= 0"):
+    sweep.run_sweep(base, points, str(tmp_path / "root"))
+  assert calls == [] and not (tmp_path / "root").exists()
 
 
 def test_sweep_point_with_an_unknown_key_is_a_clear_error():
