@@ -27,8 +27,6 @@ from typing import Any
 import ml_collections
 from absl import flags, logging
 
-from launch import jobs
-
 
 def _config_argument(argv: Sequence[str]) -> str | None:
   """The value of ``--config=PATH[:arg]`` (or ``--config PATH``) in ``argv``."""
@@ -119,5 +117,9 @@ def one_line_config_errors() -> Iterator[None]:
 def run_job(config: Any, workdir: str) -> dict:
   """``launch.main``'s work: runs ``config.job`` in ``workdir`` (see
   :func:`one_line_config_errors`)."""
+  # Imported here, not at the top: every job's modules (jax, flax, orbax, ...) take seconds
+  # to import, and a bad command line is reported before they are needed.
+  from launch import jobs  # pylint: disable=import-outside-toplevel
+
   with one_line_config_errors():
     return jobs.runner(config)(config, workdir)
