@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from kdjax.jobs import workdir as workdir_lib
-from launch import jobs
+from launch import cli, jobs
 
 RESULTS = "results.jsonl"
 
@@ -137,11 +137,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config_arg = config_flags.get_config_filename(flags.FLAGS["config"])  # "path[:arg]"
-  rows = run_sweep(_CONFIG.value, sweep_points(config_arg), _WORKDIR.value, _ONLY.value)
+  with cli.one_line_config_errors():
+    rows = run_sweep(_CONFIG.value, sweep_points(config_arg), _WORKDIR.value, _ONLY.value)
   table = markdown_table(rows)
   workdir_lib.atomic_write(os.path.join(_WORKDIR.value, "results.md"), table)
   print(table)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -18,9 +18,10 @@ The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels 
 ``kdjax.jobs.checkpoint``
   ``Checkpointer(directory, *, keep)``: orbax checkpoints of ANY pytree state:
   ``save(step, state)``, ``restore_latest(template, shardings=None) -> (step, state)`` or
-  ``(None, None)`` (a checkpoint that does not restore is moved aside to
-  ``corrupt-<step>-<time>`` with a warning and the newest intact one is used), ``restore``,
-  ``latest_step``, ``wait``, ``close``. ``load_arrays(directory)`` for inspection.
+  ``(None, None)`` (a checkpoint whose files differ from its manifest of sizes and xxh3
+  checksums, or that does not restore, is moved aside to ``corrupt-<step>-<time>`` with a
+  warning and the newest intact one is used), ``restore``, ``latest_step``, ``wait``,
+  ``close``. ``load_arrays(directory)`` for inspection.
   ``PreemptionFlag``: set by SIGTERM so the job saves and exits.
 ``kdjax.jobs.preemption``
   ``stop_requested(flag, step, every)`` (agreed by all processes) and ``Preempted``

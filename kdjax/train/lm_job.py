@@ -482,8 +482,24 @@ def _tokenizer(config):
   return text_lib.SentencePieceTokenizer(path)
 
 
+def _check_dataset_keys(ds) -> None:
+  """A key of the ``dataset`` block that the corpus or tokenizer would ignore is an error."""
+  ignored = []
+  if ds.name == "pystdlib":  # embedded: no tfds directory, every file
+    ignored += ["data_dir", "max_documents"]
+  if ds.tokenizer == "byte":
+    ignored += ["spm_model", "spm_vocab_size", "spm_train_documents"]
+  for key in ignored:
+    if ds[key]:
+      raise ValueError(
+        f"config.dataset.{key}={ds[key]!r} would be ignored by dataset.name={ds.name!r} with "
+        f"dataset.tokenizer={ds.tokenizer!r}: leave it {type(ds[key])()!r}"
+      )
+
+
 def _load_data(config) -> text_lib.TextData:
   ds = config.dataset
+  _check_dataset_keys(ds)
   if ds.name == "pystdlib":
     return text_lib.load_text("pystdlib", tokenizer=_tokenizer(config))
   return text_lib.load_text(

@@ -194,13 +194,18 @@ def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records
   full_dir, full = uninterrupted
   resumed_dir = tmp_path / "resumed"
   runner.run(c, str(resumed_dir))
-  # The newest checkpoint (step 6) is corrupt: garbage data files. The run falls back to
-  # step 3, keeps the bad one aside and ends as the uninterrupted run did.
-  for path in glob.glob(
-    str(resumed_dir / "checkpoints" / "6" / "default" / "**" / "d" / "*"), recursive=True
-  ):
-    with open(path, "r+b") as f:
-      f.write(np.random.default_rng(0).bytes(os.path.getsize(path)))
+  # The newest checkpoint (step 6) is corrupt: 16 garbled bytes in the middle of its largest
+  # data file (which orbax alone restores as changed arrays). Its manifest check fails: the
+  # run falls back to step 3, keeps the bad one aside and ends as the uninterrupted run did.
+  path = max(
+    glob.glob(
+      str(resumed_dir / "checkpoints" / "6" / "default" / "**" / "d" / "*"), recursive=True
+    ),
+    key=os.path.getsize,
+  )
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2 - 8)
+    f.write(np.random.default_rng(0).bytes(16))
   again = runner.run(c, str(resumed_dir))
   assert [d for d in os.listdir(resumed_dir / "checkpoints") if d.startswith("corrupt-6-")]
   assert again["test_accuracy"] == full["test_accuracy"]
