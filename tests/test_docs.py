@@ -18,7 +18,8 @@ What is checked, cheaply (no job runs, configs are only built):
     ``launch/common.sh``) handles ``--flag``, and what follows ``--`` is checked as
     ``launch.main``'s arguments; repository paths in arguments exist.
 * **Names in prose**: inline spans naming a repository path (``kdjax/jobs/loop.py``,
-  ``experiments/kip_mnist5k.py:1``), a dotted name (``kdjax.krr.predict``,
+  ``experiments/kip_mnist5k.py:1``), a bare ``.py``/``.ipynb``/``.sh`` file name (``gram.py``:
+  some file of the repository has that name), a dotted name (``kdjax.krr.predict``,
   ``benchmarks.common.time_call``: the module file exists and defines, imports or
   re-exports the name), or a config key (``--config.kip.learn_labels=True``,
   ``config.mode``: some config in ``experiments/`` has it).
@@ -168,6 +169,11 @@ def _is_placeholder(text: str) -> bool:
 def make_targets() -> frozenset[str]:
   text = (REPO / "Makefile").read_text()
   return frozenset(re.findall(r"^([\w.-]+)\s*:(?!=)", text, re.M))
+
+
+@functools.cache
+def repo_file_names() -> frozenset[str]:
+  return frozenset(p.name for root in PATH_ROOTS for p in (REPO / root).glob("**/*"))
 
 
 def module_file(dotted: str) -> pathlib.Path | None:
@@ -436,6 +442,8 @@ def check_span(text: str) -> list[str]:
     if key in ("json", "key") or _is_placeholder(key):
       return []
     return [] if key in all_config_keys() else [f"{text}: no config in experiments/ has {key!r}"]
+  if re.fullmatch(r"[\w-]+\.(py|ipynb|sh)", text) and not _is_placeholder(text):  # `gram.py`
+    return [] if text in repo_file_names() else [f"no file named {text} in the repository"]
   if text.startswith(tuple(r + "/" for r in PATH_ROOTS)):
     error = check_path(text.split()[0].replace("[", "").replace("]", ""))
     return [error] if error else []
@@ -534,6 +542,7 @@ def test_the_checks_catch_stale_text():
   assert check_command("launch/tpu_vm.sh --name x --no_such_option -- --config=a")
   assert check_span("kdjax.krr.predict") == [] and check_span("kdjax.krr.no_such_name")
   assert check_span("kdjax/no_such_file.py") and check_span("--config.no_such_key=1")
+  assert check_span("no_such_file.py") and check_span("gram.py") == []
   assert check_span("python -m benchmarks.NAME") == []  # a placeholder
 
 
