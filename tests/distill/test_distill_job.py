@@ -65,6 +65,9 @@ def test_runlocal_writes_the_workdir_and_resumes(tmp_path, monkeypatch):
   with np.load(tmp_path / "support.npz") as f:
     np.testing.assert_array_equal(f["x"], x)
   assert again["test_accuracy"] == summary["test_accuracy"]
+  # ... and, having run no step, keeps the timings of the run that did the steps
+  assert summary["distill_timed_steps"] == 4 and summary["distill_seconds"] > 0
+  assert again == summary
 
 
 @pytest.mark.slow

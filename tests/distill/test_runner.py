@@ -16,7 +16,7 @@ import pytest
 
 from experiments import kip_mnist5k
 from kdjax import data
-from kdjax.distill import runner
+from kdjax.distill import runner, support
 from kdjax.jobs import checkpoint, loop as jobs_loop, workdir as workdir_lib
 from kdjax.kernels import stax
 
@@ -141,6 +141,22 @@ def test_sigterm_saves_exits_and_the_rerun_ends_like_an_uninterrupted_run(
   np.testing.assert_array_equal(a["y"], b["y"])
   assert again["test_accuracy"] == full["test_accuracy"]
   assert workdir_lib.read_metrics(str(tmp_path)) == workdir_lib.read_metrics(str(full_dir))
+  assert again["kip_timed_steps"] == 3 and full["kip_timed_steps"] == 6  # steps 4..6 timed
+
+
+def test_a_finished_rerun_keeps_the_timings_of_the_run_that_did_the_steps(tmp_path):
+  ran = support.Result(None, [], 0.5, 12.5, 6)
+  assert support.timings(str(tmp_path), "kip", ran) == {"kip_seconds": 12.5, "kip_timed_steps": 6}
+  finished = support.Result(None, [], 0.5, None, 0)
+  assert support.timings(str(tmp_path), "kip", finished) == {  # no summary.json: unknown
+    "kip_seconds": None,
+    "kip_timed_steps": None,
+  }
+  (tmp_path / "summary.json").write_text(json.dumps({"kip_seconds": 12.5, "kip_timed_steps": 6}))
+  assert support.timings(str(tmp_path), "kip", finished) == {
+    "kip_seconds": 12.5,
+    "kip_timed_steps": 6,
+  }
 
 
 def _launch_tiny(workdir):
