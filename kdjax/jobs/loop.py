@@ -79,15 +79,17 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import numpy as np
 
 from kdjax.jobs import workdir as workdir_lib
-from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
-from kdjax.jobs.preemption import Preempted, stop_requested
+from kdjax.jobs.preemption import Preempted, PreemptionFlag, stop_requested
+
+if TYPE_CHECKING:  # the loop only calls a Checkpointer's methods
+  from kdjax.jobs.checkpoint import Checkpointer
 
 __all__ = [
   "CHECKPOINT_DIR",
@@ -290,6 +292,8 @@ def last_checkpoint(phase_dir: str) -> int | None:
 
   Reads only: a missing directory is None and is not created.
   """
+  from kdjax.jobs.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+
   directory = os.path.join(phase_dir, CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     return None
