@@ -2,6 +2,12 @@
 registered by name in ``launch/jobs.py``; it holds only what is specific to its algorithm.
 The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels and KRR).
 
+``kdjax.jobs.config``
+  The typed config blocks every job reads and checks (pure Python, before any work):
+  ``Loop``, ``Optimizer`` (``.make(num_steps)``: the one optax builder), ``Dataset``,
+  ``Evaluation``, each ``Block.from_config(config.block)`` with ValueErrors naming the full
+  key; ``check_int``/``check_number``/``check_choice``; ``check_migrated`` (old keys of a
+  recorded config.json are named with their new names).
 ``kdjax.jobs.workdir``
   ``open_workdir(workdir, config) -> Workdir`` (context manager): one-line errors for a bad
   path (``WorkdirError``), an exclusive ``flock`` on ``WORKDIR/.lock`` (``WorkdirBusy``
@@ -12,13 +18,20 @@ The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels 
 ``kdjax.jobs.checkpoint``
   ``Checkpointer(directory, *, keep)``: orbax checkpoints of ANY pytree state:
   ``save(step, state)``, ``restore_latest(template, shardings=None) -> (step, state)`` or
-  ``(None, None)`` (a checkpoint that does not restore is moved aside to
-  ``corrupt-<step>-<time>`` with a warning and the newest intact one is used), ``restore``,
-  ``latest_step``, ``wait``, ``close``. ``load_arrays(directory)`` for inspection.
+  ``(None, None)`` (a checkpoint whose files differ from its manifest of sizes and xxh3
+  checksums, or that does not restore, is moved aside to ``corrupt-<step>-<time>`` with a
+  warning and the newest intact one is used), ``restore``, ``latest_step``, ``wait``,
+  ``close``. ``load_arrays(directory)`` for inspection.
   ``PreemptionFlag``: set by SIGTERM so the job saves and exits.
 ``kdjax.jobs.preemption``
   ``stop_requested(flag, step, every)`` (agreed by all processes) and ``Preempted``
   (a clean ``SystemExit`` raised once the checkpoint is saved; re-run to resume).
+``kdjax.jobs.loop``
+  ``run_steps(state, step_fn, *, start, total, every, name, checkpointer, metrics, on_log,
+  on_eval, check, preemption)``: THE step loop of every job (when to log, evaluate,
+  checkpoint; finite checks; SIGTERM save-and-exit); ``itstime(step, every, total)``,
+  ``Every``, ``resume``, ``say`` (process 0), ``write_summary(workdir, summary)``
+  (``summary.json``, flat, atomic). Its docstring is the how-to, with an example.
 ``kdjax.jobs.metrics``
   ``MetricsWriter(workdir, *, resume_step, total_steps, name)``: ``write(step, **values)``
   to ``metrics.jsonl`` + TensorBoard event files (tensorboardX) + the progress line
@@ -45,17 +58,22 @@ A job's skeleton::
     with jobs.workdir.open_workdir(workdir, config) as wd:
       ckpt = jobs.checkpoint.Checkpointer(f"{wd.path}/checkpoints",
                                           keep=config.keep_checkpoints)
-      start, state = ckpt.restore_latest(initial_state)
+      start, state = jobs.loop.resume(ckpt, initial_state, "kip")
       metrics = jobs.metrics.MetricsWriter(wd.path, resume_step=start,
                                            total_steps=config.num_steps, name="kip")
-      ...                                              # steps; metrics.write; ckpt.save
+      state = jobs.loop.run_steps(state, step_fn, start=start, total=config.num_steps,
+                                  every=jobs.loop.Every.of(config), name="kip",
+                                  checkpointer=ckpt, metrics=metrics, ...)
+    jobs.loop.write_summary(wd.path, summary)
 """
 
 from kdjax.jobs import (
   checkpoint,
+  config,
   data_loading,
   evaluate,
   figures,
+  loop,
   metrics,
   preemption,
   schedules,
@@ -64,9 +82,11 @@ from kdjax.jobs import (
 
 __all__ = [
   "checkpoint",
+  "config",
   "data_loading",
   "evaluate",
   "figures",
+  "loop",
   "metrics",
   "preemption",
   "schedules",
