@@ -120,7 +120,7 @@ def train_base(
   learning_rate: float,
   optimizer: str = "adam",
 ) -> ml_collections.ConfigDict:
-  """A complete config of the train job (``kdjax.train.loop``); experiments adjust it.
+  """A complete config of the train job (``kdjax.train.train_job``); experiments adjust it.
 
   ``mode`` is 'supervised', 'kd', 'born_again' or 'self_distill'; the mode's own block
   (``kd`` + ``teacher`` + ``teacher_workdir``, ``born_again``, ``self_distill``, with

@@ -46,7 +46,8 @@ def base_config(
   c.num_sample_prompts = 32  # teacher NLL of samples: validation prompts (a multiple of devices)
   c.log_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 50, 100, 100, 2
   c.teacher_workdir = ""  # a finished lm run whose teacher to use instead
-  optimizer = {
+  optimizer = {  # kdjax.train.state.make_optimizer's block
+    "name": "adamw",
     "learning_rate": 2e-3,
     "schedule": "cosine",
     "warmup_steps": 50,

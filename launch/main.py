@@ -1,7 +1,8 @@
 r"""Runs one experiment: ``python -m launch.main --config=experiments/NAME.py[:arg] --workdir=DIR``.
 
 ``--config.key=value`` overrides any config entry (an unknown key is an error).
-``config.job`` picks the ``run(config, workdir)`` of the registry in ``launch/jobs.py``.
+``config.job`` picks the job module of the registry in ``launch/jobs.py``: its
+``validate(config)`` runs before anything else, then ``run(config, workdir)``.
 The workdir gets config.json, metrics.jsonl, TensorBoard event files, checkpoints/ and PNG
 plots; running the same command again resumes, and a second run on a workdir that is in
 use is refused. For multi-host runs pass ``--distributed`` (TPU VMs and GPU
@@ -44,8 +45,10 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  initialize_distributed()
-  jobs.runner(_CONFIG.value)(_CONFIG.value, _WORKDIR.value)
+  job = jobs.module(_CONFIG.value)
+  initialize_distributed()  # first: validation may ask jax for the devices
+  job.validate(_CONFIG.value)
+  job.run(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Tests of the launcher plumbing: the job registry and sweeps."""
 
+import inspect
 import json
 
 import ml_collections
@@ -9,12 +10,16 @@ from experiments import kd_mnist5k
 from launch import jobs, sweep
 
 
-def test_registry_maps_names_to_run_functions_and_unknown_job_lists_the_valid_ones():
+def test_registry_maps_names_to_job_modules_and_unknown_job_lists_the_valid_ones():
   from kdjax.distill import runner
-  from kdjax.train import loop
+  from kdjax.train import train_job
 
-  assert jobs.JOBS["train"] is loop.run and jobs.JOBS["kip"] is runner.run
+  assert jobs.JOBS["train"] is train_job and jobs.JOBS["kip"] is runner
   assert jobs.runner(ml_collections.ConfigDict({"job": "kip"})) is runner.run
+  assert jobs.module(ml_collections.ConfigDict({"job": "kip"})) is runner
+  for name, module in jobs.JOBS.items():  # the Job protocol: validate(config), run(config, dir)
+    assert list(inspect.signature(module.validate).parameters)[:1] == ["config"], name
+    assert list(inspect.signature(module.run).parameters) == ["config", "workdir"], name
   with pytest.raises(
     ValueError,
     match=r"config.job must be one of \[.*'kip'.*'train'\], got 'nope'",

@@ -1,8 +1,12 @@
-"""Packaging contract: `import kdjax.losses` is light.
+"""Packaging contract: the leaf packages (`kdjax.losses`, `kernels`, `krr`, `theory`) and
+`kdjax.jobs` import nothing heavy and print nothing.
 
 (The README's optax example is run by tests/test_docs.py, with every other docs block.)
 """
 
+import functools
+import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -25,23 +29,69 @@ HEAVY_MODULES = (
 )
 
 
-@pytest.mark.parametrize(
-  "statement", ["import kdjax", "import kdjax.losses", "from kdjax.losses import kd_loss"]
+# Each module, imported in this order in one fresh interpreter, and the heavy packages it may
+# not load. The leaves need only jax, numpy and scipy; `kdjax.jobs` imports orbax, absl and
+# optax only when a checkpoint or a schedule is made (so its import changes no global state
+# of theirs).
+IMPORTS = (
+  ("kdjax", HEAVY_MODULES),
+  ("kdjax.losses", HEAVY_MODULES),
+  ("kdjax.kernels", HEAVY_MODULES),
+  ("kdjax.krr", HEAVY_MODULES),
+  ("kdjax.theory", HEAVY_MODULES),
+  ("kdjax.jobs", ("flax", "optax", "orbax", "absl", "tensorflow")),
 )
-def test_import_does_not_pull_heavy_dependencies(statement):
+_MARK = "@@import "
+
+
+@functools.cache
+def _import_report() -> tuple[dict, dict]:
+  """One subprocess imports IMPORTS in order; per module: the top-level packages it loaded
+  first (`new`), all loaded so far, the Python warnings raised and everything written to
+  stderr/stdout meanwhile."""
   code = textwrap.dedent(f"""
-      import sys
-      {statement}
-      loaded = sorted({{name.split('.')[0] for name in sys.modules}} & set({HEAVY_MODULES!r}))
-      print(','.join(loaded))
+      import importlib, json, sys, warnings
+      report = {{}}
+      for name, _ in {IMPORTS!r}:
+        print("{_MARK}" + name, file=sys.stderr, flush=True)
+        print("{_MARK}" + name, flush=True)
+        with warnings.catch_warnings(record=True) as caught:
+          warnings.simplefilter("always")
+          importlib.import_module(name)
+        sys.stdout.flush(); sys.stderr.flush()
+        loaded = {{m.split('.')[0] for m in sys.modules}}
+        report[name] = dict(
+          new=sorted(loaded - set().union(*(r["loaded"] for r in report.values()))),
+          loaded=sorted(loaded),
+          warnings=[f"{{w.category.__name__}}: {{w.message}}" for w in caught],
+        )
+      print("{_MARK}report", json.dumps(report))
       """)
   result = subprocess.run(
     [sys.executable, "-c", code],
     cwd=REPO,
     capture_output=True,
     text=True,
-    timeout=120,
-    env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"},
+    timeout=180,
+    env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "PATH": os.environ.get("PATH", "")},
   )
   assert result.returncode == 0, result.stderr
-  assert result.stdout.strip() == "", f"{statement} imported {result.stdout.strip()}"
+  report = json.loads(result.stdout.split(f"{_MARK}report ")[1])
+  output = {name: "" for name, _ in IMPORTS}
+  for stream in (result.stdout.split(f"{_MARK}report ")[0], result.stderr):
+    for chunk in stream.split(_MARK)[1:]:
+      name, _, text = chunk.partition("\n")
+      output[name] += text
+  return report, output
+
+
+@pytest.mark.parametrize("name,forbidden", IMPORTS)
+def test_import_loads_no_heavy_dependency_and_prints_nothing(name, forbidden):
+  report, output = _import_report()
+  assert not set(report[name]["loaded"]) & set(forbidden) - set(report[name]["new"]), (
+    "an earlier import in IMPORTS loaded a heavy package (see its failure)"
+  )
+  loaded = sorted(set(report[name]["new"]) & set(forbidden))
+  assert not loaded, f"import {name} loaded {loaded}"
+  assert not report[name]["warnings"], f"import {name} warned: {report[name]['warnings']}"
+  assert output[name].strip() == "", f"import {name} printed: {output[name]!r}"

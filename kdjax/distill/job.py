@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from kdjax import models
-from kdjax.distill import evaluation, frepo, loop, outputs, rfad
+from kdjax.distill import evaluation, frepo, outputs, rfad, support
 from kdjax.jobs import schedules, workdir as workdir_lib
 
 __all__ = ["METHODS", "validate", "protocol", "finite_task", "run"]
@@ -167,12 +167,12 @@ def run(config: Any, workdir: str) -> dict:
     FloatingPointError: the loss or the support set became non-finite (names the step).
   """
   validate(config)
-  problem = loop.support_problem(config, config.method)
+  problem = support.support_problem(config, config.method)
   with workdir_lib.open_workdir(workdir, config) as wd:
     return _run(config, wd.path, problem)
 
 
-def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
+def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
   r, ds = config[config.method], problem.ds
   init, step_fn, features = _method(config, problem.mesh, ds.num_classes)
   x_test, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
@@ -188,7 +188,7 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
       correct += jnp.sum(jnp.argmax(prediction, -1) == labels_test[start : start + 1000])
     return correct / x_test.shape[0]
 
-  result = loop.train(
+  result = support.train(
     config,
     workdir,
     name=config.method,
@@ -198,10 +198,10 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
     accuracy=accuracy,
     problem=problem,
   )
-  support = result.state
-  x_final, y_final = np.asarray(support.x), np.asarray(support.y)
+  final = result.state
+  x_final, y_final = np.asarray(final.x), np.asarray(final.y)
   summary = {
-    "test_accuracy": float(accuracy(support)),
+    "test_accuracy": float(accuracy(final)),
     "test_accuracy_init": result.test_accuracy_init,
     "num_support": int(len(x_final)),
     "num_steps": int(config.num_steps),
@@ -226,5 +226,5 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
     )
     summary[f"transfer_test_accuracy{name}"] = scores["mean"]
     summary[f"transfer_test_accuracy{name}_std"] = scores["std"]
-  loop.write_summary(workdir, summary)
+  support.write_summary(workdir, summary)
   return summary

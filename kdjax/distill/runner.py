@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from kdjax import data
-from kdjax.distill import evaluation, kip, loop, outputs
+from kdjax.distill import evaluation, kip, outputs, support
 from kdjax.jobs import schedules, workdir as workdir_lib
 from kdjax.kernels import stax
 
@@ -170,7 +170,7 @@ def validate(config: Any) -> None:
 
 
 def _refuse_npz_checkpoints(workdir: str) -> None:
-  old = glob.glob(os.path.join(workdir, loop.CHECKPOINT_DIR, "ckpt_*.npz"))
+  old = glob.glob(os.path.join(workdir, support.CHECKPOINT_DIR, "ckpt_*.npz"))
   if old:
     raise ValueError(
       f"workdir {workdir!r} holds KIP checkpoints in the old npz format "
@@ -202,12 +202,12 @@ def run(config: Any, workdir: str) -> dict:
   """
   validate(config)
   _refuse_npz_checkpoints(workdir)
-  problem = loop.support_problem(config, "kip")
+  problem = support.support_problem(config, "kip")
   with workdir_lib.open_workdir(workdir, config) as wd:
     return _run(config, wd.path, problem)
 
 
-def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
+def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
   kernel = build_kernel(config.kernel)
   ds, k = problem.ds, config.kip
   optimizer = optax.adam(schedules.make_schedule(k, config.num_steps, name="kip"))
@@ -221,7 +221,7 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
   )
   x_test_j, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
   accuracy = jax.jit(lambda x, y: kip.krr_accuracy(kernel, x, y, x_test_j, labels_test, reg=k.reg))
-  result = loop.train(
+  result = support.train(
     config,
     workdir,
     name="kip",
@@ -278,5 +278,5 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
       f"{summary['transfer_test_accuracy_init']:.4f} on the random real support",
       flush=True,
     )
-  loop.write_summary(workdir, summary)
+  support.write_summary(workdir, summary)
   return summary

@@ -1,5 +1,6 @@
 """The parts every kdjax job is written on. A job is ``run(config, workdir) -> summary dict``,
 registered by name in ``launch/jobs.py``; it holds only what is specific to its algorithm.
+The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels and KRR).
 
 ``kdjax.jobs.workdir``
   ``open_workdir(workdir, config) -> Workdir`` (context manager): one-line errors for a bad
@@ -32,9 +33,6 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
 ``kdjax.jobs.figures``
   ``save_figure(fig, path)`` (PNG, atomic), ``plot_curves(records, keys, path)``,
   ``image_grid(x, per_row, path)``.
-``kdjax.jobs.mesh``
-  ``make_mesh()`` (1-D axis ``'data'`` over all devices of all processes),
-  ``batch_sharding(mesh)``, ``replicated(mesh)``, ``check_batch_size``, ``global_batch``.
 ``kdjax.jobs.schedules``
   ``make_schedule(config, num_steps)``: constant / cosine, linear warmup, cosine floor
   ``final_lr_fraction``; rejects a learning rate that is not finite and > 0.
@@ -42,7 +40,7 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
   ``evaluate(eval_step, variables, batches, mesh, batch_size, prefix)``: mean loss and
   accuracy of a jitted eval step (``kdjax.train.steps.make_eval_step``) over fixed-size
   batches sharded over the mesh (the last one padded and masked); ``pad_batch``.
-``kdjax.jobs.datasets``
+``kdjax.jobs.data_loading``
   ``load_dataset(config.dataset)``: the named dataset, loaded and preprocessed
   (``kdjax.data.preprocess_dataset``); ``dataset_spec`` / ``load_spec`` to cache it.
 
@@ -64,11 +62,10 @@ A job's skeleton::
 
 from kdjax.jobs import (
   checkpoint,
-  datasets,
+  data_loading,
   evaluate,
   figures,
   loop,
-  mesh,
   metrics,
   preemption,
   schedules,
@@ -77,11 +74,10 @@ from kdjax.jobs import (
 
 __all__ = [
   "checkpoint",
-  "datasets",
+  "data_loading",
   "evaluate",
   "figures",
   "loop",
-  "mesh",
   "metrics",
   "preemption",
   "schedules",

@@ -20,6 +20,10 @@ their first replica. Orbax's default splits every replicated array over all its 
 shape: hundreds of compiles for a small model on 8 devices, far slower than writing the
 few bytes. Large arrays keep the parallel writes. Either way every shard is written once
 (multi-host safe) and the files are the same.
+
+Orbax is imported on first use (:func:`_orbax`), so ``import kdjax.jobs`` loads no orbax and
+changes no orbax or absl state; the jax.Array handler above and a filter that hides orbax's
+INFO lines are installed then, once per process.
 """
 
 from __future__ import annotations
@@ -32,9 +36,6 @@ import time
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
-from absl import logging as absl_logging
-from orbax.checkpoint._src.metadata import array_metadata_store
 
 REPLICA_PARALLEL_MIN_BYTES = 1 << 20
 
@@ -46,17 +47,55 @@ class _HideOrbaxInfo(logging.Filter):
     return record.levelno >= logging.WARNING or "orbax" not in record.pathname
 
 
-absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
-# Orbax's own jax.Array handler (with its array metadata store), but replica-parallel
-# writes only for slices of at least REPLICA_PARALLEL_MIN_BYTES (see the module docstring).
-ocp.type_handlers.register_type_handler(
-  jax.Array,
-  ocp.type_handlers.ArrayHandler(
-    min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES,
-    array_metadata_store=array_metadata_store.Store(),
-  ),
-  override=True,
-)
+class _HideHandlerOverride(logging.Filter):
+  """Drops orbax's warning that a type handler is overridden (ours, on purpose, once)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "type_handler_registry" not in record.pathname
+
+
+ORBAX_ARRAY_METADATA_STORE = "orbax.checkpoint._src.metadata.array_metadata_store"
+
+
+def _array_metadata_store():
+  """The one adapter to orbax's private API: its ``Store`` of per-array metadata.
+
+  Orbax's default jax.Array handler is built with ``array_metadata_store=Store()`` (it
+  records e.g. typed PRNG keys, restored as keys), but orbax exports the class only under
+  ``_src``; our handler must carry one too to write the same checkpoints.
+  ``tests/jobs/test_checkpoint.py`` fails when orbax moves it.
+  """
+  import importlib
+
+  return importlib.import_module(ORBAX_ARRAY_METADATA_STORE).Store()
+
+
+_SETUP_LOCK = threading.Lock()
+_ORBAX = []
+
+
+def _orbax():
+  """``orbax.checkpoint``, imported and set up on first use (thread-safe, once)."""
+  with _SETUP_LOCK:
+    if not _ORBAX:
+      import orbax.checkpoint as ocp
+      from absl import logging as absl_logging
+
+      absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
+      # Orbax's own jax.Array handler (with its array metadata store), but replica-parallel
+      # writes only for slices of at least REPLICA_PARALLEL_MIN_BYTES (module docstring).
+      handler = ocp.type_handlers.ArrayHandler(
+        min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES,
+        array_metadata_store=_array_metadata_store(),
+      )
+      hide = _HideHandlerOverride()
+      logging.getLogger("absl").addFilter(hide)
+      try:
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+      finally:
+        logging.getLogger("absl").removeFilter(hide)
+      _ORBAX.append(ocp)
+    return _ORBAX[0]
 
 
 class CheckpointError(RuntimeError):
@@ -88,6 +127,7 @@ class Checkpointer:
     if keep < 1:
       raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
     self.directory = os.path.abspath(directory)
+    ocp = _orbax()
     self.manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
@@ -106,6 +146,7 @@ class Checkpointer:
     """Starts saving ``state`` as checkpoint ``step`` (no-op if that step is already saved)."""
     if step in self.manager.all_steps():
       return
+    ocp = _orbax()
     self.manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
 
   def restore(self, step: int, template: Any, shardings: Any = None) -> Any:
@@ -116,6 +157,7 @@ class Checkpointer:
       template: a pytree of arrays or ShapeDtypeStructs with the state's structure.
       shardings: a matching pytree of shardings (default: the template arrays' own).
     """
+    ocp = _orbax()
     return self.manager.restore(
       int(step), args=ocp.args.StandardRestore(_target(template, shardings))
     )
@@ -224,6 +266,7 @@ def load_arrays(directory: str, step: int | None = None) -> tuple[int, Any]:
     ``(step, tree)``: the saved pytree (dataclasses and named tuples as nested dicts) of
     jax Arrays.
   """
+  ocp = _orbax()
   manager = ocp.CheckpointManager(os.path.abspath(directory))
   step = manager.latest_step() if step is None else step
   manager.close()

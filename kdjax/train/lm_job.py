@@ -20,8 +20,8 @@ The teacher lives in ``WORKDIR/teacher`` or, when ``config.teacher_workdir`` is 
 finished teacher of that earlier run (loaded read-only, frozen). Each model trains in its
 own ``WORKDIR/<name>`` (config.json, metrics.jsonl, TensorBoard events, checkpoints/,
 ``curves.png``, ``summary.json``) and resumes from its checkpoints; a finished model is
-not retrained. ``WORKDIR/summary.json`` has one entry per model with
-``eval_bits_per_byte`` (validation bits per byte), ``teacher_nll_of_samples`` (the
+not retrained. ``WORKDIR/summary.json`` is flat, ``"<model>/<figure>"`` (:func:`by_model`
+groups it), with ``eval_bits_per_byte`` (validation bits per byte), ``teacher_nll_of_samples`` (the
 teacher's NLL per token of the model's own samples, GKD's on-policy quality proxy),
 ``gap_closed`` (students: :math:`(b_{ce} - b) / (b_{ce} - b_{teacher})`, the fraction of
 the teacher-student gap closed against the CE-only student at equal steps; needs ``ce``
@@ -50,17 +50,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from kdjax import models
+from kdjax import mesh as mesh_lib, models
 from kdjax.data import text as text_lib
 from kdjax.jobs import (
   figures,
   loop as jobs_loop,
-  mesh as mesh_lib,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter
-from kdjax.jobs.schedules import make_schedule
 from kdjax.train import lm, state as state_lib
 
 MODES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
@@ -75,8 +73,17 @@ def _modes(config) -> list[str]:
   return modes
 
 
-def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
-  """Checks every key the job reads; raises ValueError naming the key."""
+def validate(config: ml_collections.ConfigDict, vocab_size: int | None = None) -> None:
+  """Checks every key the job reads; raises ValueError naming the key.
+
+  With ``config.teacher_workdir``, the teacher block is the finished run's there (read
+  only). ``vocab_size`` is the tokenizer's (compared with the models' ``vocab_size``);
+  ``run`` passes it once the tokenizer is loaded, the launcher's early check does not.
+  """
+  if config.teacher_workdir:
+    config = _with_finished_teacher(config)
+  if vocab_size is None:
+    vocab_size = int(config.student.model.vocab_size)
   d = config.distill
   for key in ("lam", "beta", "alpha"):
     if not 0.0 <= float(d[key]) <= 1.0:
@@ -147,20 +154,6 @@ def _kd_arguments(config, mode: str) -> dict:
   }
 
 
-def _optimizer(config, num_steps: int, name: str) -> optax.GradientTransformation:
-  parts = (
-    [optax.clip_by_global_norm(float(config.grad_clip_norm))]
-    if float(config.grad_clip_norm) > 0
-    else []
-  )
-  return optax.chain(
-    *parts,
-    optax.adamw(
-      make_schedule(config, num_steps, name=name), weight_decay=float(config.weight_decay)
-    ),
-  )
-
-
 class _Context:
   """What every model's training shares: config, mesh, data, teacher."""
 
@@ -212,7 +205,9 @@ class _Context:
     c = self.config[role]
     key = (json.dumps(c.optimizer.to_dict(), sort_keys=True), int(c.num_steps))
     if key not in self._optimizers:
-      self._optimizers[key] = _optimizer(c.optimizer, int(c.num_steps), f"{role}.optimizer")
+      self._optimizers[key] = state_lib.make_optimizer(
+        c.optimizer, int(c.num_steps), name=f"{role}.optimizer"
+      )
     return self._optimizers[key]
 
   def train_step(self, model, tx, mode: str, shardings) -> tuple[Callable, bool]:
@@ -368,20 +363,38 @@ def _loop(
     figures.plot_curves(
       records, ["eval_bits_per_byte"], os.path.join(phase_dir, "bits_per_byte.png"), title=name
     )
-    workdir_lib.atomic_write(os.path.join(phase_dir, _SUMMARY), json.dumps(summary, indent=1))
+  jobs_loop.write_summary(phase_dir, summary)
   return {**summary, "params": state.params}
 
 
 def _load_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
-  summary = os.path.join(teacher_workdir, "teacher", _SUMMARY)
+  """The config of the lm run in ``teacher_workdir``, whose teacher phase is finished
+  (:func:`kdjax.jobs.loop.finished`) and has its ``summary.json``."""
+  phase_dir = os.path.join(teacher_workdir, "teacher")
   config_path = os.path.join(teacher_workdir, workdir_lib.CONFIG_FILE)
-  if not (os.path.exists(summary) and os.path.exists(config_path)):
+  config = None
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  if (
+    config is None
+    or "teacher" not in config
+    or not jobs_loop.finished(phase_dir, int(config.teacher.num_steps))
+    or not os.path.exists(os.path.join(phase_dir, _SUMMARY))
+  ):
     raise ValueError(
       f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
-      f"(no teacher/{_SUMMARY}); run the lm job there first"
+      f"(no final checkpoint and teacher/{_SUMMARY}); run the lm job there first"
     )
-  with open(config_path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return config
+
+
+def _with_finished_teacher(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` with the teacher block of the finished run in ``config.teacher_workdir``."""
+  teacher_config = _load_teacher_config(str(config.teacher_workdir))
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.teacher = teacher_config.teacher
+  return config
 
 
 def _load_teacher(ctx: _Context, teacher_workdir: str) -> tuple[Any, dict]:
@@ -443,13 +456,22 @@ def _load_data(config) -> text_lib.TextData:
   )
 
 
+def by_model(summary: dict) -> dict[str, dict]:
+  """The flat summary of :func:`run` grouped by model: ``{model: {figure: value}}``."""
+  grouped = {}
+  for key, value in summary.items():
+    model, figure = key.split("/", 1)
+    grouped.setdefault(model, {})[figure] = value
+  return grouped
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the LM distillation job; returns ``{model name: summary}`` (also summary.json)."""
+  """Runs the LM distillation job; returns the flat summary (also ``summary.json``):
+  ``"<model>/<figure>"`` for each model (``teacher``, then ``modes``) and figure
+  (``step``, ``eval_bits_per_byte``, ...); :func:`by_model` groups it by model."""
   data = _load_data(config)
   if config.teacher_workdir:
-    teacher_config = _load_teacher_config(str(config.teacher_workdir))
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.teacher = teacher_config.teacher
+    config = _with_finished_teacher(config)
   validate(config, data.vocab_size)
   with workdir_lib.open_workdir(workdir, config) as wd, PreemptionFlag() as preemption:
     ctx = _Context(config, wd.path, data, preemption)
@@ -472,9 +494,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         log.write(index, model=name, steps=summary["step"], **figures_of)
     finally:
       log.close()
-    if jax.process_index() == 0:
-      workdir_lib.atomic_write(os.path.join(wd.path, _SUMMARY), json.dumps(results, indent=1))
-  return results
+    flat = {f"{name}/{k}": v for name, figures in results.items() for k, v in figures.items()}
+    return jobs_loop.write_summary(wd.path, flat)
 
 
 def _compare(results: dict, workdir: str) -> None:

@@ -55,6 +55,20 @@ def _delete_metadata(step_dir):
   os.remove(os.path.join(step_dir, "default", "_METADATA"))
 
 
+def test_the_one_orbax_private_import_still_resolves():
+  """kdjax.jobs.checkpoint's only use of orbax's private ``_src`` (its array metadata store,
+  which orbax's own default jax.Array handler carries): fails when orbax moves it."""
+  import orbax.checkpoint as ocp
+
+  store = checkpoint._array_metadata_store()
+  assert checkpoint.ORBAX_ARRAY_METADATA_STORE.startswith("orbax.checkpoint._src.")
+  assert callable(store.write) and callable(store.read)
+  checkpoint._orbax()  # installs our handler, carrying a store of that class
+  handler = ocp.type_handlers.get_type_handler(jax.Array)
+  assert isinstance(handler, ocp.type_handlers.ArrayHandler)
+  assert type(getattr(handler, "_array_metadata_store", None)) is type(store)
+
+
 def test_saves_and_restores_any_pytree_and_reports_no_checkpoint(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path / "c"), keep=2)
   assert ckpt.restore_latest(_state(0)) == (None, None)

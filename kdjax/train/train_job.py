@@ -37,13 +37,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from kdjax import data as data_lib, models
+from kdjax import data as data_lib, mesh as mesh_lib, models
 from kdjax.jobs import (
-  datasets,
+  data_loading,
   evaluate as evaluate_lib,
   figures,
   loop as jobs_loop,
-  mesh as mesh_lib,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
@@ -61,12 +60,12 @@ MODES = ("supervised", "kd", "born_again", "self_distill")
 
 
 # Phases, generations and sweep points of one process share the loaded arrays.
-_load_cached = functools.lru_cache(maxsize=4)(datasets.load_spec)
+_load_cached = functools.lru_cache(maxsize=4)(data_loading.load_spec)
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
-  """The dataset of ``config.dataset`` (``kdjax.jobs.datasets``), cached per process."""
-  return _load_cached(*datasets.dataset_spec(config.dataset))
+  """The dataset of ``config.dataset`` (``kdjax.jobs.data_loading``), cached per process."""
+  return _load_cached(*data_loading.dataset_spec(config.dataset))
 
 
 def _check_phase(config: ml_collections.ConfigDict, name: str) -> None:
@@ -350,12 +349,8 @@ def finished_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
       f"config.teacher_workdir={teacher_workdir!r} holds a config without "
       "num_steps (written by an older kdjax); train the teacher again"
     )
-  checkpoints = Checkpointer(os.path.join(teacher_workdir, "checkpoints"), keep=1)
-  try:
-    latest = checkpoints.latest_step()
-  finally:
-    checkpoints.close()
-  if latest != int(config.num_steps):
+  if not jobs_loop.finished(teacher_workdir, int(config.num_steps)):
+    latest = jobs_loop.last_checkpoint(teacher_workdir)
     raise ValueError(
       f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
       f"(last checkpoint {latest}, num_steps {config.num_steps}); finish it first"
@@ -415,33 +410,45 @@ def _generations(config, workdir, ds, preemption, student_objective: Callable[[]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the training job described by ``config`` in ``workdir``; returns a flat summary."""
+  """Runs the training job described by ``config`` in ``workdir``; returns a flat summary.
+
+  The summary (also ``WORKDIR/summary.json``) holds the final record's figures:
+  ``test_accuracy``, ``test_loss``, ``train_loss``, ``train_accuracy`` (and what else the
+  objective logs); in ``kd`` mode the teacher's as ``teacher_<figure>`` (when it was
+  trained here); for generations ``gen<k>_test_accuracy`` and the last generation's
+  ``test_accuracy``. A finished run re-run returns and writes the same summary.
+  """
   validate(config)
   with workdir_lib.open_workdir(workdir, config), PreemptionFlag() as preemption:
-    ds = load_dataset(config)
-    if config.mode == "supervised":
-      _, summary = _train_phase(
-        config, workdir, ds, supervised_objective(config), "supervised", preemption
+    summary = _run(config, workdir, preemption)
+    return jobs_loop.write_summary(workdir, summary)
+
+
+def _run(config, workdir, preemption) -> dict:
+  ds = load_dataset(config)
+  if config.mode == "supervised":
+    _, summary = _train_phase(
+      config, workdir, ds, supervised_objective(config), "supervised", preemption
+    )
+    return _flat(summary)
+  if config.mode == "kd":
+    if config.teacher_workdir:
+      teacher = load_teacher(config.teacher_workdir, ds)
+      teacher_summary = {}
+    else:
+      phase, teacher_summary = _train_phase(
+        teacher_config(config),
+        os.path.join(workdir, "teacher"),
+        ds,
+        supervised_objective(config),
+        "teacher",
+        preemption,
       )
-      return _flat(summary)
-    if config.mode == "kd":
-      if config.teacher_workdir:
-        teacher = load_teacher(config.teacher_workdir, ds)
-        teacher_summary = {}
-      else:
-        phase, teacher_summary = _train_phase(
-          teacher_config(config),
-          os.path.join(workdir, "teacher"),
-          ds,
-          supervised_objective(config),
-          "teacher",
-          preemption,
-        )
-        teacher = phase.teacher()
-      phase = Phase(config, workdir, ds, distillation_objective(config), "student", teacher)
-      summary = phase.run(preemption)
-      return {**_flat(summary), **{f"teacher_{k}": v for k, v in _flat(teacher_summary).items()}}
-    return _generations(config, workdir, ds, preemption, lambda: _generation_objective(config))
+      teacher = phase.teacher()
+    phase = Phase(config, workdir, ds, distillation_objective(config), "student", teacher)
+    summary = phase.run(preemption)
+    return {**_flat(summary), **{f"teacher_{k}": v for k, v in _flat(teacher_summary).items()}}
+  return _generations(config, workdir, ds, preemption, lambda: _generation_objective(config))
 
 
 def _flat(summary: dict) -> dict:

@@ -37,13 +37,19 @@ from kdjax import jobs
 from kdjax.theory import plots, results
 
 
-def run(config: Any, workdir: str) -> dict:
-  """Runs the theory experiment ``config.experiment`` into ``workdir``; returns its summary."""
-  name = config.experiment
-  if name not in results.EXPERIMENTS:
+def validate(config: Any) -> None:
+  """Checks ``config.experiment`` (the experiments check their own keys as they compute)."""
+  if config.experiment not in results.EXPERIMENTS:
     raise ValueError(
-      f"config.experiment must be one of {sorted(results.EXPERIMENTS)}, got {name!r}"
+      f"config.experiment must be one of {sorted(results.EXPERIMENTS)}, got {config.experiment!r}"
     )
+
+
+def run(config: Any, workdir: str) -> dict:
+  """Runs the theory experiment ``config.experiment`` into ``workdir``; returns its summary
+  (also ``summary.json``)."""
+  validate(config)
+  name = config.experiment
   with jobs.workdir.open_workdir(workdir, config) as wd:
     start = time.time()
     with jax.enable_x64(True):
@@ -61,5 +67,5 @@ def run(config: Any, workdir: str) -> dict:
     jobs.workdir.save_npz(
       os.path.join(wd.path, "arrays.npz"), **{k: result.arrays[k] for k in result.saved}
     )
-    print(f"[theory/{name}] done in {time.time() - start:.1f}s: {result.summary}", flush=True)
-  return result.summary
+    jobs.loop.say(f"[theory/{name}] done in {time.time() - start:.1f}s")
+    return jobs.loop.write_summary(wd.path, result.summary)
