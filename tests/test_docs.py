@@ -13,7 +13,8 @@ What is checked, cheaply (no job runs, configs are only built):
   - ``--FLAG``: defined by that module (its absl ``flags.DEFINE_*``; ``--noFLAG`` for booleans);
   - ``--config=experiments/NAME.py[:arg]``: the file exists and its ``get_config(arg)``
     accepts ``arg``; ``--config.key=value``: the config has ``key``; ``launch.sweep``'s
-    ``--only=a,b``: the config's ``sweep(arg)`` has those points;
+    ``--only=a,b``: the config's ``sweep(arg)`` has those points; the keys of
+    ``benchmarks.distill_table --overrides=k=v,...`` (``OVERRIDE_FLAGS``) exist;
   - ``make TARGET``: a target of the Makefile; ``launch/x.sh --flag``: the script (or
     ``launch/common.sh``) handles ``--flag``, and what follows ``--`` is checked as
     ``launch.main``'s arguments; repository paths in arguments exist.
@@ -62,6 +63,11 @@ SHELL_LANGS = ("", "bash", "sh", "shell", "console")
 PYTHON_LANGS = ("python", "py")
 # absl's own flags, accepted by every absl program.
 ABSL_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok", "logtostderr"}
+# Flags whose value is `key=value,...` overrides of a config (the config they apply to).
+OVERRIDE_FLAGS = {
+  ("benchmarks.distill_table", "overrides"): "rfad_mnist5k",
+  ("benchmarks.distill_table", "kip_overrides"): "kip_mnist5k",
+}
 MARKER = re.compile(r"<!--\s*(illustrative|docs-test:\s*([\w-]+))\s*-->")
 FENCE = re.compile(r"^(\s*)(```+)\s*([\w+-]*)\s*$")
 
@@ -399,6 +405,11 @@ def check_program_args(module: str, args: list[str]) -> list[str]:
       errors += [error] if error else []
     elif name == "only" and has_value:
       only = [o for o in value.split(",") if not _is_placeholder(o)]
+    elif (module, name) in OVERRIDE_FLAGS and has_value:
+      stem = OVERRIDE_FLAGS[module, name]
+      for item in value.split(","):
+        error = check_key(load_config(stem, "")[0], item.partition("=")[0])
+        errors += [f"--{name}={value}: experiments/{stem}.py {error}"] if error else []
   if config is None:
     return errors
   for arg in args:
@@ -538,6 +549,7 @@ def test_the_checks_catch_stale_text():
   assert check_command("python -m kdjax.no_such_module")
   assert check_command("python -m benchmarks.kd_mnist5k --no_such_flag=1")
   assert check_command("python -m benchmarks.lm_kd --notable --nosampling") == []
+  assert check_command("python -m benchmarks.distill_table --overrides=evaluation.no_such_key=1")
   assert check_command("make no_such_target") and check_command("make test-all") == []
   assert check_command("launch/tpu_vm.sh --name x --no_such_option -- --config=a")
   assert check_span("kdjax.krr.predict") == [] and check_span("kdjax.krr.no_such_name")
