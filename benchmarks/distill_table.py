@@ -120,7 +120,7 @@ def _kip_row(dataset, per_class, ds, base_dataset, protocol):
       f"experiments/kip_{dataset}.py's dataset {spec} must equal experiments/rfad_{dataset}.py's "
       f"{base_spec}: the table scores every method on one preprocessed test set"
     )
-  config.transfer.enabled = False  # the table's finite column is the shared protocol's
+  config.evaluation.enabled = False  # the table's finite column is the shared protocol's
   with tempfile.TemporaryDirectory() as workdir:
     s = runner.run(config, workdir)
     with np.load(os.path.join(workdir, "support.npz")) as f:

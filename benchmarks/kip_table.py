@@ -58,7 +58,7 @@ def main(argv):
   x_train, x_test = ds.x_train, ds.x_test
   for per_class in [int(p) for p in _PER_CLASS.value]:
     config = common.kip_base(per_class)
-    config.transfer.enabled = False
+    config.evaluation.enabled = False
     config.log_every = config.eval_every = 10**9
     if _STEPS.value:
       config.num_steps = _STEPS.value

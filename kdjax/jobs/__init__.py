@@ -2,6 +2,12 @@
 registered by name in ``launch/jobs.py``; it holds only what is specific to its algorithm.
 The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels and KRR).
 
+``kdjax.jobs.config``
+  The typed config blocks every job reads and checks (pure Python, before any work):
+  ``Loop``, ``Optimizer`` (``.make(num_steps)``: the one optax builder), ``Dataset``,
+  ``Evaluation``, each ``Block.from_config(config.block)`` with ValueErrors naming the full
+  key; ``check_int``/``check_number``/``check_choice``; ``check_migrated`` (old keys of a
+  recorded config.json are named with their new names).
 ``kdjax.jobs.workdir``
   ``open_workdir(workdir, config) -> Workdir`` (context manager): one-line errors for a bad
   path (``WorkdirError``), an exclusive ``flock`` on ``WORKDIR/.lock`` (``WorkdirBusy``
@@ -12,9 +18,10 @@ The device mesh is :mod:`kdjax.mesh` (a jax-only leaf, also used by the kernels 
 ``kdjax.jobs.checkpoint``
   ``Checkpointer(directory, *, keep)``: orbax checkpoints of ANY pytree state:
   ``save(step, state)``, ``restore_latest(template, shardings=None) -> (step, state)`` or
-  ``(None, None)`` (a checkpoint that does not restore is moved aside to
-  ``corrupt-<step>-<time>`` with a warning and the newest intact one is used), ``restore``,
-  ``latest_step``, ``wait``, ``close``. ``load_arrays(directory)`` for inspection.
+  ``(None, None)`` (a checkpoint whose files differ from its manifest of sizes and xxh3
+  checksums, or that does not restore, is moved aside to ``corrupt-<step>-<time>`` with a
+  warning and the newest intact one is used), ``restore``, ``latest_step``, ``wait``,
+  ``close``. ``load_arrays(directory)`` for inspection.
   ``PreemptionFlag``: set by SIGTERM so the job saves and exits.
 ``kdjax.jobs.preemption``
   ``stop_requested(flag, step, every)`` (agreed by all processes) and ``Preempted``
@@ -62,6 +69,7 @@ A job's skeleton::
 
 from kdjax.jobs import (
   checkpoint,
+  config,
   data_loading,
   evaluate,
   figures,
@@ -74,6 +82,7 @@ from kdjax.jobs import (
 
 __all__ = [
   "checkpoint",
+  "config",
   "data_loading",
   "evaluate",
   "figures",

@@ -1,6 +1,6 @@
 """The computations of the theory experiments: arrays and metric series, no plotting.
 
-``compute(config) -> Result`` for ``config.experiment`` in :data:`EXPERIMENTS`. A
+``compute(config) -> Result`` for ``config.method`` in :data:`EXPERIMENTS`. A
 :class:`Result` holds the per-step metric series (one ``metrics.jsonl`` record per step),
 the summary, and the arrays that :mod:`kdjax.theory.plots` draws and ``arrays.npz`` keeps.
 Everything is float64 NumPy (call inside ``jax.enable_x64(True)``, as
@@ -471,9 +471,7 @@ EXPERIMENTS = {
 
 
 def compute(config: Any) -> Result:
-  """Runs the computation of ``config.experiment`` (see :data:`EXPERIMENTS`)."""
-  if config.experiment not in EXPERIMENTS:
-    raise ValueError(
-      f"config.experiment must be one of {sorted(EXPERIMENTS)}, got {config.experiment!r}"
-    )
-  return EXPERIMENTS[config.experiment](config)
+  """Runs the computation of ``config.method`` (see :data:`EXPERIMENTS`)."""
+  if config.method not in EXPERIMENTS:
+    raise ValueError(f"config.method must be one of {sorted(EXPERIMENTS)}, got {config.method!r}")
+  return EXPERIMENTS[config.method](config)

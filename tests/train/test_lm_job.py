@@ -21,9 +21,9 @@ def _run(config, workdir):
   return lm_job.by_model(lm_job.run(config, workdir))
 
 
-def _tiny(modes="ce,gkd"):
+def _tiny(methods="ce,gkd"):
   c = lm_kd_pystdlib.get_config("runlocal")
-  c.modes = modes
+  c.methods = methods
   c.dataset.seq_len = 16
   c.eval_sequences, c.eval_batch_size, c.num_sample_prompts = 8, 8, 8
   c.log_every, c.eval_every, c.checkpoint_every = 2, 4, 4
@@ -36,18 +36,20 @@ def _tiny(modes="ce,gkd"):
 @pytest.mark.parametrize(
   "key, value, message",
   [
-    ("distill.lam", 1.5, "distill.lam must be in \\[0, 1\\]"),
-    ("distill.beta", -0.1, "distill.beta must be in \\[0, 1\\]"),
-    ("distill.loss_temperature", 0.0, "distill.loss_temperature must be > 0"),
-    ("distill.sample_temperature", -1.0, "distill.sample_temperature must be > 0"),
+    ("distill.lam", 1.5, "config.distill.lam must be a finite number >= 0 and <= 1, got 1.5"),
+    ("distill.beta", -0.1, "config.distill.beta must be a finite number >= 0 and <= 1"),
+    ("distill.loss_temperature", 0.0, "loss_temperature must be a finite number > 0"),
+    ("distill.sample_temperature", -1.0, "sample_temperature must be a finite number > 0"),
     ("distill.prompt_len", 16, "prompt_len must be in \\[1, dataset.seq_len=16\\)"),
     ("dataset.seq_len", 64, "seq_len=64 does not fit config.teacher.model.max_len=32"),
     ("student.model.vocab_size", 300, "teacher vocab_size=259, student vocab_size=300"),
     ("batch_size", 12, "batch_size=12 must be a positive multiple"),
-    ("modes", "ce,dpo", "config.modes must be"),
-    ("distill.top_p", 0.0, "distill.top_p must be in \\(0, 1\\]"),
-    ("micro_batches", 0, "micro_batches must be >= 1"),
+    ("methods", "ce,dpo", "config.methods must be"),
+    ("distill.top_p", 0.0, "config.distill.top_p must be a finite number > 0 and <= 1"),
+    ("micro_batches", 0, "config.micro_batches must be an integer >= 1"),
     ("num_sample_prompts", 12, "num_sample_prompts=12 must be a positive multiple"),
+    ("student.optimizer.learning_rate", float("nan"), "config.student.optimizer.learning_rate"),
+    ("student.num_steps", -1, "config.student.num_steps must be an integer >= 1, got -1"),
   ],
 )
 def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, message):
@@ -276,7 +278,8 @@ def test_lm1b_config_trains_its_sentencepiece_vocabulary_on_mock_data(tmp_path):
     again = lm_job._load_data(c)  # reuses the trained model
   assert data.vocab_size == again.vocab_size == c.student.model.vocab_size == 300
   assert (data.train == again.train).all() and data.train.max() < 300
-  lm_job.validate(c, data.vocab_size)
+  lm_job.validate(c)
+  lm_job.check_vocab(c, data.vocab_size)
   c.dataset.tokenizer = "wordpiece"
   with pytest.raises(ValueError, match="dataset.tokenizer must be"):
     lm_job._load_data(c)
@@ -287,7 +290,7 @@ def test_lm1b_runlocal_job_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 
   c = _lm1b_runlocal(tmp_path)
-  c.modes = "token_kd"
+  c.methods = "token_kd"
   c.dataset.seq_len, c.distill.prompt_len = 16, 4
   c.teacher.num_steps, c.student.num_steps = 4, 4
   with tfds.testing.mock_data(num_examples=64):

@@ -81,7 +81,7 @@ def test_kd_run_trains_its_teacher_then_reuses_it_from_teacher_workdir(tmp_path)
   assert first["teacher_test_accuracy"] > 0.3  # 20 steps of the teacher already learn
   assert 0.0 <= first["test_accuracy"] <= 1.0
   teacher_dir = str(tmp_path / "kd" / "teacher")
-  assert json.load(open(os.path.join(teacher_dir, "config.json")))["mode"] == "supervised"
+  assert json.load(open(os.path.join(teacher_dir, "config.json")))["method"] == "supervised"
   for run_dir, steps in ((str(tmp_path / "kd"), 10), (teacher_dir, 20)):  # orbax + TensorBoard
     assert os.path.exists(os.path.join(run_dir, "checkpoints", str(steps), "default", "_METADATA"))
     assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
@@ -125,7 +125,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
       _config("experiments/kd_mnist5k.py", "runlocal,student_only", **{"model.num_classes": 7}),
       str(tmp_path / "c"),
     )
-  with pytest.raises(ValueError, match="config.model.num_classes=100 but dataset 'mnist5k' has 10"):
+  with pytest.raises(
+    ValueError, match="config.teacher.model.num_classes=100 but dataset 'mnist5k' has 10"
+  ):
     train_job.run(
       _config("experiments/kd_mnist5k.py", **{"teacher.model.num_classes": 100}),
       str(tmp_path / "d"),
@@ -142,15 +144,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 @pytest.mark.parametrize(
   "overrides, match",
   [
-    ({"mode": "kdd"}, r"config.mode must be one of"),
-    ({"kd.loss": "nope"}, r"kd.loss must name a function of kdjax.losses"),
+    ({"method": "kdd"}, r"config.method must be one of"),
+    ({"kd.loss": "nope"}, r"config.kd.loss: loss must be one of"),
     ({"kd.loss_kwargs.temperature": 0.0}, r"temperature must be .*> 0"),
     ({"kd.loss_kwargs.temperature": float("inf")}, r"temperature must be .*> 0"),
-    ({"optimizer.learning_rate": 0.0}, r"config.optimizer.learning_rate must be finite and > 0"),
-    ({"optimizer.learning_rate": float("nan")}, r"config.optimizer.learning_rate must be finite"),
+    ({"optimizer.learning_rate": 0.0}, r"learning_rate must be a finite number > 0, got 0.0"),
+    ({"optimizer.learning_rate": float("nan")}, r"learning_rate must be a finite .*, got nan"),
     (
       {"teacher.optimizer.learning_rate": float("nan")},
-      r"config.teacher.optimizer.learning_rate must be finite and > 0",
+      r"config.teacher.optimizer.learning_rate must be a finite number > 0",
     ),
     ({"optimizer.schedule": "linear"}, r"config.optimizer.schedule must be one of"),
     ({"teacher.augment": "flip"}, r"config.augment must be one of"),
