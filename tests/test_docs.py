@@ -144,6 +144,37 @@ def spans(doc: Doc):
     yield doc.prose.count("\n", 0, m.start()) + 1, text
 
 
+def span_dirs(doc: Doc) -> dict[int, frozenset[str]]:
+  """The repository directories named around each line: those of the path spans of its table
+  row, or else of its paragraph (``kdjax/theory/`` for ``job.py``, ``arguments.py``)."""
+  lines = doc.prose.split("\n")
+  units, start = [], 0  # [first, last] line numbers of each table row / paragraph
+  for i, line in enumerate(lines + [""], start=1):
+    if line.lstrip().startswith("|"):
+      if start:
+        units.append((start, i - 1))
+      units.append((i, i))
+      start = 0
+    elif not line.strip():
+      if start:
+        units.append((start, i - 1))
+      start = 0
+    elif not start:
+      start = i
+  named = {}
+  for line, text in spans(doc):
+    if text.startswith(tuple(r + "/" for r in PATH_ROOTS)) and not _is_placeholder(text):
+      path = text.split()[0].split(":")[0]
+      named.setdefault(line, set()).add(
+        path.rstrip("/") if path.endswith("/") else str(pathlib.PurePosixPath(path).parent)
+      )
+  dirs = {}
+  for first, last in units:
+    found = frozenset().union(*(named.get(i, ()) for i in range(first, last + 1)))
+    dirs.update({i: found for i in range(first, last + 1)})
+  return dirs
+
+
 def shell_lines(block: Block):
   """``(line, command)`` for each command of a shell block (continuations joined)."""
   lines = block.code.split("\n")
@@ -444,8 +475,10 @@ def check_script(program: str, args: list[str]) -> list[str]:
   return errors + (check_program_args("launch.main", rest) if rest else [])
 
 
-def check_span(text: str) -> list[str]:
-  """An inline code span of prose: a command, a path, a dotted name or a config key."""
+def check_span(text: str, dirs: frozenset[str] = frozenset()) -> list[str]:
+  """An inline code span of prose: a command, a path, a dotted name or a config key. A bare
+  file name must be in one of ``dirs`` (the directories its row or paragraph names) when
+  there are any, else anywhere in the repository."""
   if re.match(r"^(\.venv/bin/)?python3?(\.\d+)? |^make |^PYTHONPATH=|^CI=", text):
     return check_command(text)
   if m := re.fullmatch(r"(--)?config\.([a-z_]\w*(?:\.\w+)*)(=.*)?", text):
@@ -454,6 +487,9 @@ def check_span(text: str) -> list[str]:
       return []
     return [] if key in all_config_keys() else [f"{text}: no config in experiments/ has {key!r}"]
   if re.fullmatch(r"[\w-]+\.(py|ipynb|sh)", text) and not _is_placeholder(text):  # `gram.py`
+    if dirs:
+      found = any((REPO / d / text).is_file() for d in dirs)
+      return [] if found else [f"no file {text} in {', '.join(sorted(dirs))}"]
     return [] if text in repo_file_names() else [f"no file named {text} in the repository"]
   if text.startswith(tuple(r + "/" for r in PATH_ROOTS)):
     error = check_path(text.split()[0].replace("[", "").replace("]", ""))
@@ -525,8 +561,9 @@ def test_commands_paths_names_and_links(path):
         errors += [f"{doc.name}:{line}: {e}" for e in check_command(command)]
     elif block.lang in PYTHON_LANGS:
       errors += [f"{block.where}: {e}" for e in check_imports(block)]
+  dirs = span_dirs(doc)
   for line, text in spans(doc):
-    errors += [f"{doc.name}:{line}: {e}" for e in check_span(text)]
+    errors += [f"{doc.name}:{line}: {e}" for e in check_span(text, dirs.get(line, frozenset()))]
   assert not errors, "\n".join(dict.fromkeys(errors))
 
 
@@ -555,6 +592,8 @@ def test_the_checks_catch_stale_text():
   assert check_span("kdjax.krr.predict") == [] and check_span("kdjax.krr.no_such_name")
   assert check_span("kdjax/no_such_file.py") and check_span("--config.no_such_key=1")
   assert check_span("no_such_file.py") and check_span("gram.py") == []
+  assert check_span("gram.py", frozenset({"kdjax/kernels"})) == []
+  assert check_span("gram.py", frozenset({"kdjax/krr"}))
   assert check_span("python -m benchmarks.NAME") == []  # a placeholder
 
 
