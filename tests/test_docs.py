@@ -20,7 +20,8 @@ What is checked, cheaply (no job runs, configs are only built):
     ``launch.main``'s arguments; repository paths in arguments exist.
 * **Names in prose**: inline spans naming a repository path (``kdjax/jobs/loop.py``,
   ``experiments/kip_mnist5k.py:1``), a bare ``.py``/``.ipynb``/``.sh`` file name (``gram.py``:
-  some file of the repository has that name), a dotted name (``kdjax.krr.predict``,
+  a file of a directory that its table row or paragraph names, e.g. ``kdjax/kernels/``, or
+  of the repository when they name none), a dotted name (``kdjax.krr.predict``,
   ``benchmarks.common.time_call``: the module file exists and defines, imports or
   re-exports the name), or a config key (``--config.kip.learn_labels=True``,
   ``config.mode``: some config in ``experiments/`` has it).
