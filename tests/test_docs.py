@@ -13,13 +13,15 @@ What is checked, cheaply (no job runs, configs are only built):
   - ``--FLAG``: defined by that module (its absl ``flags.DEFINE_*``; ``--noFLAG`` for booleans);
   - ``--config=experiments/NAME.py[:arg]``: the file exists and its ``get_config(arg)``
     accepts ``arg``; ``--config.key=value``: the config has ``key``; ``launch.sweep``'s
-    ``--only=a,b``: the config's ``sweep(arg)`` has those points;
+    ``--only=a,b``: the config's ``sweep(arg)`` has those points; the keys of
+    ``benchmarks.distill_table --overrides=k=v,...`` (``OVERRIDE_FLAGS``) exist;
   - ``make TARGET``: a target of the Makefile; ``launch/x.sh --flag``: the script (or
     ``launch/common.sh``) handles ``--flag``, and what follows ``--`` is checked as
     ``launch.main``'s arguments; repository paths in arguments exist.
 * **Names in prose**: inline spans naming a repository path (``kdjax/jobs/loop.py``,
   ``experiments/kip_mnist5k.py:1``), a bare ``.py``/``.ipynb``/``.sh`` file name (``gram.py``:
-  some file of the repository has that name), a dotted name (``kdjax.krr.predict``,
+  a file of a directory that its table row or paragraph names, e.g. ``kdjax/kernels/``, or
+  of the repository when they name none), a dotted name (``kdjax.krr.predict``,
   ``benchmarks.common.time_call``: the module file exists and defines, imports or
   re-exports the name), or a config key (``--config.kip.learn_labels=True``,
   ``config.mode``: some config in ``experiments/`` has it).
@@ -62,6 +64,11 @@ SHELL_LANGS = ("", "bash", "sh", "shell", "console")
 PYTHON_LANGS = ("python", "py")
 # absl's own flags, accepted by every absl program.
 ABSL_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok", "logtostderr"}
+# Flags whose value is `key=value,...` overrides of a config (the config they apply to).
+OVERRIDE_FLAGS = {
+  ("benchmarks.distill_table", "overrides"): "rfad_mnist5k",
+  ("benchmarks.distill_table", "kip_overrides"): "kip_mnist5k",
+}
 MARKER = re.compile(r"<!--\s*(illustrative|docs-test:\s*([\w-]+))\s*-->")
 FENCE = re.compile(r"^(\s*)(```+)\s*([\w+-]*)\s*$")
 
@@ -136,6 +143,37 @@ def spans(doc: Doc):
       continue
     text = " ".join(m.group(1).replace("\\|", "|").split())
     yield doc.prose.count("\n", 0, m.start()) + 1, text
+
+
+def span_dirs(doc: Doc) -> dict[int, frozenset[str]]:
+  """The repository directories named around each line: those of the path spans of its table
+  row, or else of its paragraph (``kdjax/theory/`` for ``job.py``, ``arguments.py``)."""
+  lines = doc.prose.split("\n")
+  units, start = [], 0  # [first, last] line numbers of each table row / paragraph
+  for i, line in enumerate(lines + [""], start=1):
+    if line.lstrip().startswith("|"):
+      if start:
+        units.append((start, i - 1))
+      units.append((i, i))
+      start = 0
+    elif not line.strip():
+      if start:
+        units.append((start, i - 1))
+      start = 0
+    elif not start:
+      start = i
+  named = {}
+  for line, text in spans(doc):
+    if text.startswith(tuple(r + "/" for r in PATH_ROOTS)) and not _is_placeholder(text):
+      path = text.split()[0].split(":")[0]
+      named.setdefault(line, set()).add(
+        path.rstrip("/") if path.endswith("/") else str(pathlib.PurePosixPath(path).parent)
+      )
+  dirs = {}
+  for first, last in units:
+    found = frozenset().union(*(named.get(i, ()) for i in range(first, last + 1)))
+    dirs.update({i: found for i in range(first, last + 1)})
+  return dirs
 
 
 def shell_lines(block: Block):
@@ -399,6 +437,11 @@ def check_program_args(module: str, args: list[str]) -> list[str]:
       errors += [error] if error else []
     elif name == "only" and has_value:
       only = [o for o in value.split(",") if not _is_placeholder(o)]
+    elif (module, name) in OVERRIDE_FLAGS and has_value:
+      stem = OVERRIDE_FLAGS[module, name]
+      for item in value.split(","):
+        error = check_key(load_config(stem, "")[0], item.partition("=")[0])
+        errors += [f"--{name}={value}: experiments/{stem}.py {error}"] if error else []
   if config is None:
     return errors
   for arg in args:
@@ -433,8 +476,10 @@ def check_script(program: str, args: list[str]) -> list[str]:
   return errors + (check_program_args("launch.main", rest) if rest else [])
 
 
-def check_span(text: str) -> list[str]:
-  """An inline code span of prose: a command, a path, a dotted name or a config key."""
+def check_span(text: str, dirs: frozenset[str] = frozenset()) -> list[str]:
+  """An inline code span of prose: a command, a path, a dotted name or a config key. A bare
+  file name must be in one of ``dirs`` (the directories its row or paragraph names) when
+  there are any, else anywhere in the repository."""
   if re.match(r"^(\.venv/bin/)?python3?(\.\d+)? |^make |^PYTHONPATH=|^CI=", text):
     return check_command(text)
   if m := re.fullmatch(r"(--)?config\.([a-z_]\w*(?:\.\w+)*)(=.*)?", text):
@@ -443,6 +488,9 @@ def check_span(text: str) -> list[str]:
       return []
     return [] if key in all_config_keys() else [f"{text}: no config in experiments/ has {key!r}"]
   if re.fullmatch(r"[\w-]+\.(py|ipynb|sh)", text) and not _is_placeholder(text):  # `gram.py`
+    if dirs:
+      found = any((REPO / d / text).is_file() for d in dirs)
+      return [] if found else [f"no file {text} in {', '.join(sorted(dirs))}"]
     return [] if text in repo_file_names() else [f"no file named {text} in the repository"]
   if text.startswith(tuple(r + "/" for r in PATH_ROOTS)):
     error = check_path(text.split()[0].replace("[", "").replace("]", ""))
@@ -514,8 +562,9 @@ def test_commands_paths_names_and_links(path):
         errors += [f"{doc.name}:{line}: {e}" for e in check_command(command)]
     elif block.lang in PYTHON_LANGS:
       errors += [f"{block.where}: {e}" for e in check_imports(block)]
+  dirs = span_dirs(doc)
   for line, text in spans(doc):
-    errors += [f"{doc.name}:{line}: {e}" for e in check_span(text)]
+    errors += [f"{doc.name}:{line}: {e}" for e in check_span(text, dirs.get(line, frozenset()))]
   assert not errors, "\n".join(dict.fromkeys(errors))
 
 
@@ -538,11 +587,14 @@ def test_the_checks_catch_stale_text():
   assert check_command("python -m kdjax.no_such_module")
   assert check_command("python -m benchmarks.kd_mnist5k --no_such_flag=1")
   assert check_command("python -m benchmarks.lm_kd --notable --nosampling") == []
+  assert check_command("python -m benchmarks.distill_table --overrides=evaluation.no_such_key=1")
   assert check_command("make no_such_target") and check_command("make test-all") == []
   assert check_command("launch/tpu_vm.sh --name x --no_such_option -- --config=a")
   assert check_span("kdjax.krr.predict") == [] and check_span("kdjax.krr.no_such_name")
   assert check_span("kdjax/no_such_file.py") and check_span("--config.no_such_key=1")
   assert check_span("no_such_file.py") and check_span("gram.py") == []
+  assert check_span("gram.py", frozenset({"kdjax/kernels"})) == []
+  assert check_span("gram.py", frozenset({"kdjax/krr"}))
   assert check_span("python -m benchmarks.NAME") == []  # a placeholder
 
 
