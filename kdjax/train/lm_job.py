@@ -527,7 +527,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for method in _methods(config):
       _, results[method] = _train(ctx, method, "student", method)
     _compare(results, wd.path)
-    log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm")
+    log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm", rate=False)
     try:
       for index, (name, summary) in enumerate(results.items()):
         figures_of = {k: v for k, v in summary.items() if k != "step"}

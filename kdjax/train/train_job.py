@@ -427,7 +427,9 @@ def load_teacher(teacher_workdir: str, ds: data_lib.Dataset):
 def _generations(config, workdir, ds, preemption, student_objective: Callable[[], Any]):
   generations = int(config.generations)
   teacher, rows = None, []
-  log = MetricsWriter(workdir, resume_step=None, total_steps=generations - 1, name=config.method)
+  log = MetricsWriter(
+    workdir, resume_step=None, total_steps=generations - 1, name=config.method, rate=False
+  )
   try:
     for g in range(generations):
       gen_config = _phase_config(config, method=f"{config.method}_gen{g}")
