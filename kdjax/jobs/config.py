@@ -84,7 +84,7 @@ def _is_number(value: Any) -> bool:
 
 def check_int(value: Any, path: str, *, minimum: int = 1) -> int:
   """``value`` as an int ``>= minimum``; a ValueError names ``path`` otherwise."""
-  ok = _is_number(value) and math.isfinite(value) and float(value).is_integer()
+  ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
   if not ok or value < minimum:
     raise ValueError(f"{path} must be an integer >= {minimum}, got {value!r}")
   return int(value)
@@ -405,10 +405,10 @@ def check_model(block: Any, path: str) -> dict:
       for i, item in enumerate(value):
         check_int(item, f"{path}.{key}[{i}]")
     elif _is_number(value):
-      if isinstance(value, float) and not float(value).is_integer():
-        check_number(value, f"{path}.{key}", above=0)
-      else:
+      if isinstance(value, numbers.Integral):
         check_int(value, f"{path}.{key}")
+      else:
+        check_number(value, f"{path}.{key}", above=0)
   return values
 
 

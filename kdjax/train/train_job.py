@@ -464,7 +464,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   The summary (also ``WORKDIR/summary.json``) holds the final record's figures:
   ``test_accuracy``, ``test_loss``, ``train_loss``, ``train_accuracy`` (and what else the
-  objective logs); in ``kd`` mode the teacher's as ``teacher_<figure>`` (when it was
+  objective logs); with method ``kd`` the teacher's as ``teacher_<figure>`` (when it was
   trained here); for generations ``gen<k>_test_accuracy`` and the last generation's
   ``test_accuracy``. A finished run re-run returns and writes the same summary.
   """

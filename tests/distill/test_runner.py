@@ -168,7 +168,7 @@ def _launch_tiny(workdir):
     "log_every": 10,
     "eval_every": 100,
     "checkpoint_every": 50,
-    "transfer.enabled": False,
+    "evaluation.enabled": False,
   }
   return subprocess.Popen(
     [sys.executable, "-m", "launch.main", f"--config={CONFIG}:2", f"--workdir={workdir}"]
