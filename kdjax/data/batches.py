@@ -45,7 +45,55 @@ def batch_indices(num_examples: int, batch_size: int, *, seed: int, step: int) -
   return order[position * batch_size : (position + 1) * batch_size]
 
 
-class Batches:
+def check_batch_size(num_examples: int, batch_size: int, seed: int) -> None:
+  """Raises unless ``batch_size`` is in [1, n] and divisible by the number of processes."""
+  if batch_size % jax.process_count():
+    raise ValueError(
+      f"batch_size ({batch_size}) must be divisible by the number of "
+      f"processes ({jax.process_count()})"
+    )
+  batch_indices(num_examples, batch_size, seed=seed, step=0)  # validates batch_size and seed
+
+
+def process_batch(
+  arrays: dict[str, np.ndarray],
+  batch_size: int,
+  *,
+  seed: int,
+  step: int,
+  sharding: jax.sharding.Sharding | None,
+) -> dict:
+  """The global batch of ``step`` of the equal-length ``arrays`` (this process's share,
+  as global ``jax.Array`` when ``sharding`` is given)."""
+  index = batch_indices(len(next(iter(arrays.values()))), batch_size, seed=seed, step=step)
+  share = batch_size // jax.process_count()
+  index = index[jax.process_index() * share : (jax.process_index() + 1) * share]
+  local = {key: value[index] for key, value in arrays.items()}
+  if sharding is None:
+    return local
+  return {
+    key: jax.make_array_from_process_local_data(sharding, value, (batch_size,) + value.shape[1:])
+    for key, value in local.items()
+  }
+
+
+class StepBatches:
+  """Base of the step-indexed batch sources: ``iterate`` over ``self.batch(step)``."""
+
+  def batch(self, step: int) -> dict:
+    raise NotImplementedError
+
+  def iterate(
+    self, start_step: int = 0, num_steps: int | None = None
+  ) -> Iterator[tuple[int, dict]]:
+    """Yields ``(step, batch)`` from ``start_step`` (forever if ``num_steps`` is None)."""
+    step = start_step
+    while num_steps is None or step < start_step + num_steps:
+      yield step, self.batch(step)
+      step += 1
+
+
+class Batches(StepBatches):
   """Mini-batches ``{'image': [B, H, W, C] float32, 'label': [B] int32}`` by step.
 
   Example::
@@ -78,12 +126,7 @@ class Batches:
       raise ValueError(
         f"images and labels must have the same length, got {len(images)} and {len(labels)}"
       )
-    if batch_size % jax.process_count():
-      raise ValueError(
-        f"batch_size ({batch_size}) must be divisible by the number of "
-        f"processes ({jax.process_count()})"
-      )
-    batch_indices(len(images), batch_size, seed=seed, step=0)  # validates batch_size
+    check_batch_size(len(images), batch_size, seed)
     self.images = np.asarray(images)
     self.labels = np.asarray(labels)
     self.batch_size, self.seed, self.sharding = batch_size, seed, sharding
@@ -95,24 +138,5 @@ class Batches:
 
   def batch(self, step: int) -> dict:
     """The global batch of ``step`` (this process's share, if multi-host)."""
-    index = batch_indices(len(self.images), self.batch_size, seed=self.seed, step=step)
-    share = self.batch_size // jax.process_count()
-    index = index[jax.process_index() * share : (jax.process_index() + 1) * share]
-    local = {"image": self.images[index], "label": self.labels[index]}
-    if self.sharding is None:
-      return local
-    return {
-      key: jax.make_array_from_process_local_data(
-        self.sharding, value, (self.batch_size,) + value.shape[1:]
-      )
-      for key, value in local.items()
-    }
-
-  def iterate(
-    self, start_step: int = 0, num_steps: int | None = None
-  ) -> Iterator[tuple[int, dict]]:
-    """Yields ``(step, batch)`` from ``start_step`` (forever if ``num_steps`` is None)."""
-    step = start_step
-    while num_steps is None or step < start_step + num_steps:
-      yield step, self.batch(step)
-      step += 1
+    arrays = {"image": self.images, "label": self.labels}
+    return process_batch(arrays, self.batch_size, seed=self.seed, step=step, sharding=self.sharding)

@@ -44,13 +44,18 @@ import hashlib
 import os
 import pathlib
 import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Protocol
 
 import jax
 import numpy as np
 
-from kdjax.data.batches import batch_indices
+from kdjax.data.batches import (
+  StepBatches,
+  batch_indices as batch_indices,  # the name text.batch_indices stays
+  check_batch_size,
+  process_batch,
+)
 
 __all__ = [
   "ByteTokenizer",
@@ -365,7 +370,7 @@ def pack(
   return {"inputs": inputs, "targets": targets, "mask": mask}
 
 
-class TokenBatches:
+class TokenBatches(StepBatches):
   """Batches of packed sequences by step: ``{'inputs', 'targets', 'mask'}`` of ``[B, L]``.
 
   Args:
@@ -387,32 +392,11 @@ class TokenBatches:
   ):
     self.packed = {k: np.asarray(v) for k, v in packed.items()}
     self.num_sequences = len(self.packed["inputs"])
-    if batch_size % jax.process_count():
-      raise ValueError(
-        f"batch_size ({batch_size}) must be divisible by the number of "
-        f"processes ({jax.process_count()})"
-      )
-    batch_indices(self.num_sequences, batch_size, seed=seed, step=0)  # validates batch_size
+    check_batch_size(self.num_sequences, batch_size, seed)
     self.batch_size, self.seed, self.sharding = batch_size, seed, sharding
 
   def batch(self, step: int) -> dict:
     """The global batch of ``step`` (this process's share, if multi-host)."""
-    index = batch_indices(self.num_sequences, self.batch_size, seed=self.seed, step=step)
-    share = self.batch_size // jax.process_count()
-    index = index[jax.process_index() * share : (jax.process_index() + 1) * share]
-    local = {k: v[index] for k, v in self.packed.items()}
-    if self.sharding is None:
-      return local
-    return {
-      k: jax.make_array_from_process_local_data(self.sharding, v, (self.batch_size,) + v.shape[1:])
-      for k, v in local.items()
-    }
-
-  def iterate(
-    self, start_step: int = 0, num_steps: int | None = None
-  ) -> Iterator[tuple[int, dict]]:
-    """Yields ``(step, batch)`` from ``start_step`` (forever if ``num_steps`` is None)."""
-    step = start_step
-    while num_steps is None or step < start_step + num_steps:
-      yield step, self.batch(step)
-      step += 1
+    return process_batch(
+      self.packed, self.batch_size, seed=self.seed, step=step, sharding=self.sharding
+    )

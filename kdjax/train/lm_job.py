@@ -266,14 +266,10 @@ class _Context:
     return self._train_steps[key], kind == "kd"
 
 
-def _sample_nll(ctx: _Context, model, params) -> float:
-  """The teacher's NLL per token of ``model``'s samples from validation prompts."""
+def _sampling(ctx: _Context) -> dict:
+  """The keyword arguments of ``lm.generated_batch`` from ``config.distill``."""
   d = ctx.config.distill
-  batch = lm.generated_batch(
-    model,
-    params,
-    ctx.sample_batch,
-    jax.random.PRNGKey(int(ctx.config.seed) + 1),
+  return dict(
     prompt_len=int(d.prompt_len),
     temperature=float(d.sample_temperature),
     top_k=int(d.top_k),
@@ -281,6 +277,12 @@ def _sample_nll(ctx: _Context, model, params) -> float:
     eos_id=ctx.data.tokenizer.eos_id,
     pad_id=ctx.data.tokenizer.pad_id,
   )
+
+
+def _sample_nll(ctx: _Context, model, params) -> float:
+  """The teacher's NLL per token of ``model``'s samples from validation prompts."""
+  key = jax.random.PRNGKey(int(ctx.config.seed) + 1)
+  batch = lm.generated_batch(model, params, ctx.sample_batch, key, **_sampling(ctx))
   # On the host like the validation batches, so the teacher's nll_step compiles once.
   nll = lm.bits_per_byte(
     lm.make_nll_step(ctx.teacher), ctx.teacher_params, [jax.device_get(batch)], ctx.token_bytes
@@ -326,14 +328,7 @@ def _loop(
   # Only KD steps read the teacher (the teacher phase's own params are donated with the state).
   teacher_params = ctx.teacher_params if with_teacher else {}
   nll_step = lm.make_nll_step(model)
-  sampling = dict(
-    prompt_len=int(d.prompt_len),
-    temperature=float(d.sample_temperature),
-    top_k=int(d.top_k),
-    top_p=float(d.top_p),
-    eos_id=ctx.data.tokenizer.eos_id,
-    pad_id=ctx.data.tokenizer.pad_id,
-  )
+  sampling = _sampling(ctx)
   log = MetricsWriter(phase_dir, resume_step=start, total_steps=total, name=name)
   tokens_per_batch = int(c.batch_size) * int(c.dataset.seq_len)
   began, timed_from = time.time(), None
