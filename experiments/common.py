@@ -290,6 +290,31 @@ def cifar_kd(arg: str | None, *, dataset_name: str, num_classes: int) -> ml_coll
 KIP_ARG_HELP = {"per_class": "images per class", "kernel": "the NTK architecture, fc or conv"}
 
 
+def kip_arg(arg: str | None) -> ml_collections.ConfigDict:
+  """Parses a kip_* ``arg``: ``images_per_class[,fc|conv][,runlocal]`` (default ``10,fc``)."""
+  return parse_arg(
+    arg,
+    positional=("per_class", "kernel"),
+    help=KIP_ARG_HELP,
+    per_class=10,
+    kernel="fc",
+    runlocal=False,
+  )
+
+
+def kip_full_size(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The 60,000-image (MNIST, CIFAR-10) KIP schedule, in place: 4,000 steps, evaluation
+  and checkpoints every 500; the ConvNet kernel on target batches of 64 and a width-128
+  transfer network (its pixel-pair covariances cost ``O(batch * support * (H W)^2)``)."""
+  c.num_steps = 4000
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  if c.kernel.name == "conv":
+    c.kip.target_batch_size = 64
+    c.evaluation.width = 128
+  return c
+
+
 def kip_base(per_class: int = 10) -> ml_collections.ConfigDict:
   """The KIP config of ``experiments/kip_mnist5k.py``, which the other kip_* start from.
 
@@ -399,6 +424,37 @@ def rfad_base(per_class: int = 10) -> ml_collections.ConfigDict:
   )
   c.evaluation = evaluation()
   return c
+
+
+DISTILL_ARG_HELP = {"per_class": "images per class", "runlocal": "seconds-long smoke run"}
+
+
+def distill_arg(arg: str | None) -> ml_collections.ConfigDict:
+  """Parses an rfad_*/frepo_* ``arg``: ``images_per_class[,runlocal]`` (default 10)."""
+  return parse_arg(
+    arg, positional=("per_class",), help=DISTILL_ARG_HELP, per_class=10, runlocal=False
+  )
+
+
+def distill_cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """An rfad/frepo config moved to ZCA-whitened CIFAR-10, in place: 5,000 steps (evaluation
+  and checkpoints every 500), support-set Adam lr 0.001, transfer ConvNet of width 128
+  trained 1,000 steps with shifts <= 4 px."""
+  c.dataset = dataset("cifar10", preprocess="zca")
+  c.num_steps = 5000
+  c.eval_every = c.checkpoint_every = 500
+  c.optimizer.learning_rate = 0.001
+  c.evaluation.update({"width": 128, "num_steps": 1000, "max_shift": 4})
+  return c
+
+
+def per_class_seed_sweep(block: str) -> list[dict]:
+  """Images per class 1/10/50 (``BLOCK.per_class``) x seeds 0/1/2."""
+  return [
+    {"name": f"ipc{n}_seed{s}", f"{block}.per_class": n, "seed": s}
+    for n in (1, 10, 50)
+    for s in (0, 1, 2)
+  ]
 
 
 def distill_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -10,12 +10,11 @@ ConvNets, shifts of at most one pixel). ``sweep()`` is frepo_mnist5k's (images p
 
 from experiments import common
 from experiments.frepo_mnist5k import sweep  # noqa: F401 (same sweep)
-from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
+  a = common.distill_arg(arg)
   c = common.frepo_base(a.per_class)
   c.dataset.name = "digits"
   c.frepo.depth = 2

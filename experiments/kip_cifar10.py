@@ -14,27 +14,15 @@ from experiments import common
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.parse_arg(
-    arg,
-    positional=("per_class", "kernel"),
-    help=common.KIP_ARG_HELP,
-    per_class=10,
-    kernel="fc",
-    runlocal=False,
-  )
+  a = common.kip_arg(arg)
   c = common.kip_base(a.per_class)
   c.dataset.name = "cifar10"
   c.dataset.preprocess = "zca"
   c.dataset.zca_strength = 0.1
   common.kip_kernel(c, a.kernel, 3 if a.kernel == "conv" else c.kernel.depth)
-  c.num_steps = 4000
+  common.kip_full_size(c)
   c.optimizer.learning_rate = 0.01
   c.kip.learn_labels = True
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  if c.kernel.name == "conv":
-    c.kip.target_batch_size = 64
-    c.evaluation.width = 128
   if a.runlocal:
     common.kip_runlocal(c)
   return c

@@ -21,14 +21,7 @@ from experiments import common
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.parse_arg(
-    arg,
-    positional=("per_class", "kernel"),
-    help=common.KIP_ARG_HELP,
-    per_class=10,
-    kernel="fc",
-    runlocal=False,
-  )
+  a = common.kip_arg(arg)
   c = common.kip_base(a.per_class)
   c.dataset.name = "digits"
   common.kip_kernel(c, a.kernel, c.kernel.depth)  # depth 2 for fc and conv

@@ -9,16 +9,13 @@ width-128 ConvNets trained 1,000 steps with shifts of up to 4 pixels.
 """
 
 from experiments import common
-from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
+  a = common.distill_arg(arg)
   c = common.rfad_base(a.per_class)
-  c.dataset = common.dataset("cifar10", preprocess="zca")
-  c.num_steps = 5000
-  c.eval_every = c.checkpoint_every = 500
+  common.distill_cifar10(c)
   c.rfad.update(
     {
       "width": 256,
@@ -27,8 +24,6 @@ def get_config(arg=None):
       "target_batch_size": 1024,
     }
   )
-  c.optimizer.learning_rate = 0.001
-  c.evaluation.update({"width": 128, "num_steps": 1000, "max_shift": 4})
   return common.distill_runlocal(c) if a.runlocal else c
 
 

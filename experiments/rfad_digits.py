@@ -8,12 +8,11 @@ r"""RFAD on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
 """
 
 from experiments import common
-from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
+  a = common.distill_arg(arg)
   c = common.rfad_base(a.per_class)
   c.dataset.name = "digits"
   c.num_steps = 600
@@ -24,8 +23,4 @@ def get_config(arg=None):
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return [
-    {"name": f"ipc{n}_seed{s}", "rfad.per_class": n, "seed": s}
-    for n in (1, 10, 50)
-    for s in (0, 1, 2)
-  ]
+  return common.per_class_seed_sweep("rfad")

@@ -19,20 +19,16 @@ configs.
 
 from experiments import common
 
-ARG_HELP = {"per_class": "images per class", "runlocal": "seconds-long smoke run"}
+ARG_HELP = common.DISTILL_ARG_HELP  # kept under its old name
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
+  a = common.distill_arg(arg)
   c = common.rfad_base(a.per_class)
   return common.distill_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return [
-    {"name": f"ipc{n}_seed{s}", "rfad.per_class": n, "seed": s}
-    for n in (1, 10, 50)
-    for s in (0, 1, 2)
-  ]
+  return common.per_class_seed_sweep("rfad")
