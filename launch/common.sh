@@ -5,6 +5,16 @@ usage() {  # Prints the comment block at the top of the calling script.
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-2}"
 }
 
+# The options both launchers take (--dry-run, -h/--help); any other is refused. The
+# caller shifts the word.
+common_option() {
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    -h|--help) usage 0 ;;
+    *) echo "$script: unknown option $1" >&2; usage ;;
+  esac
+}
+
 # Sets `config` (file part of --config=FILE[:arg]), `workdir`, `remote_workdir` (under
 # $1 unless absolute) and `job` (the arguments quoted for a remote shell); checks them.
 parse_job_args() {

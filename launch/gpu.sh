@@ -22,10 +22,8 @@ while (($#)); do
     --port) port="$2"; shift 2 ;;
     --cuda) cuda="$2"; shift 2 ;;
     --remote-dir) remote_dir="$2"; shift 2 ;;
-    --dry-run) dry_run=1; shift ;;
-    -h|--help) usage 0 ;;
     --) shift; break ;;
-    *) echo "gpu.sh: unknown option $1" >&2; usage ;;
+    *) common_option "$1"; shift ;;
   esac
 done
 job_args=("$@")

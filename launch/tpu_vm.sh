@@ -29,10 +29,8 @@ while (($#)); do
     --version) version="$2"; shift 2 ;;
     --spot) spot=1; shift ;;
     --keep) keep=1; shift ;;
-    --dry-run) dry_run=1; shift ;;
-    -h|--help) usage 0 ;;
     --) shift; break ;;
-    *) echo "tpu_vm.sh: unknown option $1" >&2; usage ;;
+    *) common_option "$1"; shift ;;
   esac
 done
 job_args=("$@")
