@@ -54,12 +54,16 @@ def _flatten_batch(x: jax.Array, name: str) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
 
-def _check_same_batch(student: jax.Array, teacher: jax.Array) -> None:
+def _flatten_pair(student_features, teacher_features) -> tuple[jax.Array, jax.Array]:
+  """Both feature arrays as ``[batch, features]``; raises unless their batch sizes agree."""
+  student = _flatten_batch(student_features, "student_features")
+  teacher = _flatten_batch(teacher_features, "teacher_features")
   if student.shape[0] != teacher.shape[0]:
     raise ValueError(
       "student_features and teacher_features must have the same batch "
       f"size, got {student.shape[0]} and {teacher.shape[0]}"
     )
+  return student, teacher
 
 
 def _smooth_l1(x: jax.Array) -> jax.Array:
@@ -261,9 +265,7 @@ def rkd_distance_loss(
   Returns:
     Scalar loss over the batch.
   """
-  student = _flatten_batch(student_features, "student_features")
-  teacher = _flatten_batch(teacher_features, "teacher_features")
-  _check_same_batch(student, teacher)
+  student, teacher = _flatten_pair(student_features, teacher_features)
   b = student.shape[0]
   diff = _normalized_distances(student, eps) - _normalized_distances(teacher, eps)
   return jnp.sum(_smooth_l1(diff)) / max(b * (b - 1), 1)
@@ -303,9 +305,7 @@ def rkd_angle_loss(
   Returns:
     Scalar loss over the batch.
   """
-  student = _flatten_batch(student_features, "student_features")
-  teacher = _flatten_batch(teacher_features, "teacher_features")
-  _check_same_batch(student, teacher)
+  student, teacher = _flatten_pair(student_features, teacher_features)
   return jnp.mean(_smooth_l1(_angles(student, eps) - _angles(teacher, eps)))
 
 
@@ -349,9 +349,7 @@ def pkt_loss(
   Returns:
     Scalar loss over the batch.
   """
-  student = _flatten_batch(student_features, "student_features")
-  teacher = _flatten_batch(teacher_features, "teacher_features")
-  _check_same_batch(student, teacher)
+  student, teacher = _flatten_pair(student_features, teacher_features)
   p = _pkt_conditional(teacher, eps)
   q = _pkt_conditional(student, eps)
   return jnp.mean(jnp.sum(p * (jnp.log(p + eps) - jnp.log(q + eps)), axis=-1))
@@ -386,9 +384,7 @@ def similarity_preserving_loss(
   Returns:
     Scalar loss over the batch.
   """
-  student = _flatten_batch(student_features, "student_features")
-  teacher = _flatten_batch(teacher_features, "teacher_features")
-  _check_same_batch(student, teacher)
+  student, teacher = _flatten_pair(student_features, teacher_features)
   b = student.shape[0]
   diff = _row_normalized_gram(teacher, eps) - _row_normalized_gram(student, eps)
   return jnp.sum(diff * diff) / (b * b)

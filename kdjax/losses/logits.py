@@ -431,6 +431,15 @@ def total_variation(
   return apply_mask(tv, mask)
 
 
+def _skew_inputs(student_logits, teacher_logits, alpha, temperature, where, axis):
+  """Checks the inputs of the skew divergences; returns ``log p`` (teacher), ``log q``
+  (student), ``alpha`` in their dtype and the example mask."""
+  s, t, mask = prepare_pair(student_logits, teacher_logits, temperature, where, axis)
+  check_unit_interval("alpha", alpha)
+  alpha = jnp.asarray(alpha, s.dtype)
+  return jax.nn.log_softmax(t), jax.nn.log_softmax(s), alpha, mask
+
+
 def skew_kl(
   student_logits: ArrayLike,
   teacher_logits: ArrayLike,
@@ -465,10 +474,9 @@ def skew_kl(
   Returns:
     ``[...]`` per-example divergences.
   """
-  s, t, mask = prepare_pair(student_logits, teacher_logits, temperature, where, axis)
-  check_unit_interval("alpha", alpha)
-  alpha = jnp.asarray(alpha, s.dtype)
-  log_p, log_q = jax.nn.log_softmax(t), jax.nn.log_softmax(s)
+  log_p, log_q, alpha, mask = _skew_inputs(
+    student_logits, teacher_logits, alpha, temperature, where, axis
+  )
   loss = kl_from_log_probs(log_p, log_mixture(log_p, log_q, alpha))
   return apply_mask(loss, mask)
 
@@ -506,10 +514,9 @@ def skew_reverse_kl(
   Returns:
     ``[...]`` per-example divergences.
   """
-  s, t, mask = prepare_pair(student_logits, teacher_logits, temperature, where, axis)
-  check_unit_interval("alpha", alpha)
-  alpha = jnp.asarray(alpha, s.dtype)
-  log_p, log_q = jax.nn.log_softmax(t), jax.nn.log_softmax(s)
+  log_p, log_q, alpha, mask = _skew_inputs(
+    student_logits, teacher_logits, alpha, temperature, where, axis
+  )
   loss = kl_from_log_probs(log_q, log_mixture(log_q, log_p, alpha))
   return apply_mask(loss, mask)
 
