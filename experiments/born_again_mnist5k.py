@@ -17,20 +17,10 @@ from experiments import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False, seed=0, generations=3, weighting="none")
-  c = common.train_base(
-    method="born_again",
-    dataset_name="mnist5k",
-    model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
-    seed=a.seed,
-    num_steps=1500,
-    batch_size=64,
-    learning_rate=1e-3,
+  c = common.mnist5k_generations(
+    "born_again", seed=a.seed, generations=a.generations, runlocal=a.runlocal
   )
-  c.generations = a.generations
   c.born_again = {"weighting": a.weighting, "temperature": 1.0, "ce_weight": 0.0}
-  if a.runlocal:
-    common.train_runlocal(c)
-    c.model.hidden = (32,)
   return c
 
 

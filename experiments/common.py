@@ -233,6 +233,28 @@ def train_runlocal(
   return c
 
 
+def mnist5k_generations(
+  method: str, *, seed: int, generations: int, runlocal: bool
+) -> ml_collections.ConfigDict:
+  """The train config of the generation experiments (born-again, self-distillation):
+  ``generations`` MLPs (256 hidden units) on mnist5k, 1,500 Adam steps (lr 1e-3) of batch
+  64 each; ``runlocal`` shrinks it (32 hidden units). The caller adds the method's block."""
+  c = train_base(
+    method=method,
+    dataset_name="mnist5k",
+    model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
+    seed=seed,
+    num_steps=1500,
+    batch_size=64,
+    learning_rate=1e-3,
+  )
+  c.generations = generations
+  if runlocal:
+    train_runlocal(c)
+    c.model.hidden = (32,)
+  return c
+
+
 def cifar_kd(arg: str | None, *, dataset_name: str, num_classes: int) -> ml_collections.ConfigDict:
   """resnet32x4 -> resnet8x4 KD on CIFAR (Tian, Krishnan & Isola (2020), CRD benchmark setup).
 
