@@ -54,16 +54,16 @@ def _flatten_batch(x: jax.Array, name: str) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
 
-def _flatten_pair(student_features, teacher_features) -> tuple[jax.Array, jax.Array]:
-  """Both feature arrays as ``[batch, features]``; raises unless their batch sizes agree."""
-  student = _flatten_batch(student_features, "student_features")
-  teacher = _flatten_batch(teacher_features, "teacher_features")
-  if student.shape[0] != teacher.shape[0]:
+def _flatten_pair(
+  a, b, names=("student_features", "teacher_features"), rows="batch size"
+) -> tuple[jax.Array, jax.Array]:
+  """Both arrays as ``[batch, features]``; raises unless their batch sizes agree."""
+  a, b = _flatten_batch(a, names[0]), _flatten_batch(b, names[1])
+  if a.shape[0] != b.shape[0]:
     raise ValueError(
-      "student_features and teacher_features must have the same batch "
-      f"size, got {student.shape[0]} and {teacher.shape[0]}"
+      f"{names[0]} and {names[1]} must have the same {rows}, got {a.shape[0]} and {b.shape[0]}"
     )
-  return student, teacher
+  return a, b
 
 
 def _smooth_l1(x: jax.Array) -> jax.Array:
@@ -431,12 +431,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike, *, eps: float = _EPS) -> jax.Array:
   Returns:
     Scalar CKA in [0, 1].
   """
-  x = _flatten_batch(x, "x")
-  y = _flatten_batch(y, "y")
-  if x.shape[0] != y.shape[0]:
-    raise ValueError(
-      f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
-    )
+  x, y = _flatten_pair(x, y, ("x", "y"), "number of rows")
   return _cka_from_grams(x @ x.T, y @ y.T, eps)
 
 
@@ -479,12 +474,7 @@ def rbf_cka(
   Returns:
     Scalar CKA in [0, 1].
   """
-  x = _flatten_batch(x, "x")
-  y = _flatten_batch(y, "y")
-  if x.shape[0] != y.shape[0]:
-    raise ValueError(
-      f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
-    )
+  x, y = _flatten_pair(x, y, ("x", "y"), "number of rows")
   if threshold <= 0:
     raise ValueError(f"threshold must be positive, got {threshold}")
   return _cka_from_grams(_rbf_gram(x, threshold, eps), _rbf_gram(y, threshold, eps), eps)
