@@ -233,6 +233,16 @@ def train_runlocal(
   return c
 
 
+def theory_base(method: str) -> ml_collections.ConfigDict:
+  """The head of a theory job's config (``kdjax.theory``): ``job``, ``method`` and seed 0;
+  the theory_* experiments add their blocks."""
+  c = ml_collections.ConfigDict()
+  c.job = "theory"
+  c.method = method
+  c.seed = 0
+  return c
+
+
 def mnist5k_generations(
   method: str, *, seed: int, generations: int, runlocal: bool
 ) -> ml_collections.ConfigDict:

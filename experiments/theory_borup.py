@@ -31,10 +31,7 @@ def get_config(arg=None):
   )
   if a.dataset not in _DATA:
     raise ValueError(f"config arg dataset must be one of {sorted(_DATA)}, got {a.dataset!r}")
-  config = ml_collections.ConfigDict()
-  config.job = "theory"
-  config.method = "borup"
-  config.seed = 0
+  config = common.theory_base("borup")
   config.dataset = ml_collections.ConfigDict({"noise": 0.3, "label_noise": 0.0, **_DATA[a.dataset]})
   config.kernel = ml_collections.ConfigDict(
     dict(lengthscale_factor=_LENGTHSCALE[a.dataset], scale=1.0)

@@ -15,10 +15,7 @@ from experiments import common
 def get_config(arg=None):
   """``arg``: ``[runlocal]``."""
   a = common.parse_arg(arg, runlocal=False)
-  config = ml_collections.ConfigDict()
-  config.job = "theory"
-  config.method = "gp"
-  config.seed = 0
+  config = common.theory_base("gp")
   config.dataset = ml_collections.ConfigDict(
     dict(name="synthetic", n_train=60, n_val=0, n_test=400, noise=0.4, label_noise=0.0)
   )

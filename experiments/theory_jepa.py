@@ -17,10 +17,7 @@ from experiments import common
 def get_config(arg=None):
   """``arg``: ``[runlocal]``."""
   a = common.parse_arg(arg, runlocal=False)
-  config = ml_collections.ConfigDict()
-  config.job = "theory"
-  config.method = "jepa"
-  config.seed = 0
+  config = common.theory_base("jepa")
   config.lambdas = (1.0, 0.4, 0.2)  # eigenvalues of Sigma_xx: feature 0 covaries most
   config.rhos = (0.25, 0.55, 0.95)  # regression coefficients: feature 2 most predictive
   config.init_scale = 1e-4  # the encoder's initial end-to-end weight

@@ -18,10 +18,7 @@ from experiments import common
 def get_config(arg=None):
   """``arg``: ``[runlocal]``."""
   a = common.parse_arg(arg, runlocal=False)
-  config = ml_collections.ConfigDict()
-  config.job = "theory"
-  config.method = "linear_kd"
-  config.seed = 0
+  config = common.theory_base("linear_kd")
   config.dataset = ml_collections.ConfigDict(dict(name="gaussian", n_train=10, dim=20))
   config.init_scale = 0.3  # w_0 = init_scale * N(0, I)
   config.depths = (1, 2, 3)  # depth 1 is the linear student

@@ -16,10 +16,7 @@ from experiments import common
 def get_config(arg=None):
   """``arg``: ``[runlocal]``."""
   a = common.parse_arg(arg, runlocal=False)
-  config = ml_collections.ConfigDict()
-  config.job = "theory"
-  config.method = "mobahi"
-  config.seed = 0
+  config = common.theory_base("mobahi")
   config.dataset = ml_collections.ConfigDict(
     dict(name="synthetic", n_train=60, n_val=0, n_test=400, noise=0.3, label_noise=0.0)
   )
