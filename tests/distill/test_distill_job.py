@@ -12,8 +12,9 @@ import pytest
 from experiments import frepo_cifar10, frepo_mnist5k, rfad_cifar10, rfad_digits, rfad_mnist5k
 from kdjax import data
 from kdjax.distill import evaluation, job, support
-from kdjax.jobs import checkpoint, loop as jobs_loop, workdir as workdir_lib
+from kdjax.jobs import loop as jobs_loop, workdir as workdir_lib
 from launch import jobs
+from tests._preemption import StopAt
 
 
 def test_runlocal_writes_the_workdir_and_resumes(tmp_path, monkeypatch):
@@ -109,30 +110,15 @@ def _rfad_train(workdir):
   )
 
 
-class _StopAt(checkpoint.PreemptionFlag):
-  """A SIGTERM during step ``at`` (the loop asks once per step, after it)."""
-
-  at = 0
-
-  def __init__(self):
-    super().__init__()
-    self.calls = 0
-
-  def is_set(self):
-    self.calls += 1
-    return self.calls >= self.at
-
-
 def test_rfad_sigterm_saves_exits_and_resumes_to_the_uninterrupted_support_set(
   tmp_path, monkeypatch
 ):
   full = _rfad_train(tmp_path / "full")
-  monkeypatch.setattr(jobs_loop, "PreemptionFlag", _StopAt)
-  _StopAt.at = 3  # between the checkpoints at 2 and 4
+  monkeypatch.setattr(jobs_loop, "PreemptionFlag", lambda: StopAt(3))  # between ckpts 2 and 4
   with pytest.raises(jobs_loop.Preempted):
     _rfad_train(tmp_path / "stopped")
   assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["2", "3"]
-  _StopAt.at = 10**6
+  monkeypatch.setattr(jobs_loop, "PreemptionFlag", lambda: StopAt(10**6))
   resumed = _rfad_train(tmp_path / "stopped")
   np.testing.assert_array_equal(resumed.state.x, full.state.x)  # bit for bit
   np.testing.assert_array_equal(resumed.state.y, full.state.y)

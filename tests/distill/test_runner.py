@@ -17,8 +17,9 @@ import pytest
 from experiments import kip_mnist5k
 from kdjax import data
 from kdjax.distill import runner, support
-from kdjax.jobs import checkpoint, loop as jobs_loop, workdir as workdir_lib
+from kdjax.jobs import loop as jobs_loop, workdir as workdir_lib
 from kdjax.kernels import stax
+from tests._preemption import StopAt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "experiments", "kip_mnist5k.py")
@@ -107,34 +108,19 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, uninterrupted
   assert (full_dir / "metrics.jsonl").read_text() == (resumed_dir / "metrics.jsonl").read_text()
 
 
-class StopAt(checkpoint.PreemptionFlag):
-  """A SIGTERM during step ``at`` (the loop asks once per step, after it)."""
-
-  at = 0
-
-  def __init__(self):
-    super().__init__()
-    self.calls = 0
-
-  def is_set(self):
-    self.calls += 1
-    return self.calls >= self.at
-
-
 def test_sigterm_saves_exits_and_the_rerun_ends_like_an_uninterrupted_run(
   tmp_path, uninterrupted, monkeypatch
 ):
   """SIGTERM during step 3 (between the checkpoints at 2 and 4): the job saves step 3 and
   exits cleanly; the same call resumes from it to the uninterrupted support set."""
   full_dir, full = uninterrupted
-  monkeypatch.setattr(jobs_loop, "PreemptionFlag", StopAt)
-  StopAt.at = 3
+  monkeypatch.setattr(jobs_loop, "PreemptionFlag", lambda: StopAt(3))
   with pytest.raises(jobs_loop.Preempted) as stopped:
     runner.run(tiny(), str(tmp_path))
   assert stopped.value.code == 0
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
   assert not (tmp_path / "summary.json").exists()
-  StopAt.at = 10**6
+  monkeypatch.setattr(jobs_loop, "PreemptionFlag", lambda: StopAt(10**6))
   again = runner.run(tiny(), str(tmp_path))
   a, b = np.load(full_dir / "support.npz"), np.load(tmp_path / "support.npz")
   np.testing.assert_array_equal(a["x"], b["x"])  # bit for bit

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kdjax.jobs import checkpoint, loop, metrics as metrics_lib, workdir as workdir_lib
+from tests._preemption import StopAt
 
 
 def test_itstime_is_every_multiple_and_the_last_step():
@@ -75,18 +76,6 @@ def _reference(total, every_log, rate=0.5):
   return records, w
 
 
-class _StopAt(checkpoint.PreemptionFlag):
-  """SIGTERM during step ``at`` (the loop asks once per step, after it)."""
-
-  def __init__(self, at):
-    super().__init__()
-    self.at, self.calls = at, 0
-
-  def is_set(self):
-    self.calls += 1
-    return self.calls >= self.at
-
-
 def test_records_checkpoints_and_state(tmp_path):
   state = _run(str(tmp_path), 11, loop.Every(log=3, eval=4, checkpoint=5))
   records = workdir_lib.read_metrics(str(tmp_path))
@@ -105,7 +94,7 @@ def test_preempted_run_saves_exits_and_resumes_to_the_same_result(tmp_path):
   every = loop.Every(log=2, eval=3, checkpoint=4)
   straight = _run(str(tmp_path / "a"), 9, every)
   with pytest.raises(loop.Preempted) as raised:
-    _run(str(tmp_path / "b"), 9, every, preemption=_StopAt(5))
+    _run(str(tmp_path / "b"), 9, every, preemption=StopAt(5))
   assert raised.value.code == 0  # a clean exit
   assert checkpoint.load_arrays(str(tmp_path / "b" / "checkpoints"))[0] == 5
   resumed = _run(str(tmp_path / "b"), 9, every)
@@ -115,7 +104,7 @@ def test_preempted_run_saves_exits_and_resumes_to_the_same_result(tmp_path):
 
 
 def test_default_flag_is_sigterm_during_the_loop(tmp_path, monkeypatch):
-  monkeypatch.setattr(loop, "PreemptionFlag", lambda: _StopAt(2))
+  monkeypatch.setattr(loop, "PreemptionFlag", lambda: StopAt(2))
   with pytest.raises(loop.Preempted):
     _run(str(tmp_path), 9, loop.Every(log=2, eval=3, checkpoint=4))
   assert checkpoint.load_arrays(str(tmp_path / "checkpoints"))[0] == 2
