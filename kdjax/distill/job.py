@@ -58,8 +58,7 @@ def validate(config: Any) -> None:
     config_lib.check_int(r[key], f"config.{name}.{key}")
   config_lib.check_number(r.reg, f"config.{name}.reg", above=0)
   config_lib.check_number(r.label_offset, f"config.{name}.label_offset", minimum=0, below=1)
-  if not isinstance(r.learn_labels, bool):
-    raise ValueError(f"config.{name}.learn_labels must be true or false, got {r.learn_labels!r}")
+  config_lib.check_bool(r.learn_labels, f"config.{name}.learn_labels")
   if name == "rfad":
     config_lib.check_choice(r.loss, "config.rfad.loss", rfad.LOSSES)
   else:

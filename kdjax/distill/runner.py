@@ -136,8 +136,7 @@ def validate(config: Any) -> None:
   config_lib.check_number(k.reg, "config.kip.reg", above=0)
   config_lib.check_number(k.label_offset, "config.kip.label_offset", minimum=0, below=1)
   for key in ("learn_images", "learn_labels", "label_solve"):
-    if not isinstance(k[key], bool):
-      raise ValueError(f"config.kip.{key} must be true or false, got {k[key]!r}")
+    config_lib.check_bool(k[key], f"config.kip.{key}")
   kernel = config.kernel
   config_lib.check_choice(kernel.name, "config.kernel.name", KERNELS)
   for key in ("depth", "width"):

@@ -43,6 +43,7 @@ __all__ = [
   "Dataset",
   "TextDataset",
   "Evaluation",
+  "check_bool",
   "check_int",
   "check_number",
   "check_choice",
@@ -80,6 +81,13 @@ def _name(path: str, key: str | None = None) -> str:
 
 def _is_number(value: Any) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_bool(value: Any, path: str) -> bool:
+  """``value`` if it is a bool; a ValueError names ``path`` otherwise."""
+  if not isinstance(value, bool):
+    raise ValueError(f"{path} must be true or false, got {value!r}")
+  return value
 
 
 def check_int(value: Any, path: str, *, minimum: int = 1) -> int:
@@ -221,8 +229,7 @@ class Optimizer:
   @classmethod
   def from_config(cls, block: Any, path: str = "config.optimizer") -> Optimizer:
     v = check_keys(block, path, _fields(cls))
-    if not isinstance(v["nesterov"], bool):
-      raise ValueError(f"{path}.nesterov must be true or false, got {v['nesterov']!r}")
+    check_bool(v["nesterov"], f"{path}.nesterov")
     return cls(
       name=check_choice(v["name"], f"{path}.name", OPTIMIZERS),
       learning_rate=check_number(v["learning_rate"], f"{path}.learning_rate", above=0),
@@ -380,8 +387,7 @@ class Evaluation:
   @classmethod
   def from_config(cls, block: Any, path: str = "config.evaluation") -> Evaluation:
     v = check_keys(block, path, _fields(cls))
-    if not isinstance(v["enabled"], bool):
-      raise ValueError(f"{path}.enabled must be true or false, got {v['enabled']!r}")
+    check_bool(v["enabled"], f"{path}.enabled")
     ints = {"width": 1, "depth": 1, "num_steps": 1, "batch_size": 0, "max_shift": 0, "seeds": 1}
     return cls(
       enabled=v["enabled"],
