@@ -97,6 +97,11 @@ def init_support(
   )
 
 
+def _support_krr(kernel: Kernel, x_support, y_support, x, reg: float) -> jax.Array:
+  """KRR of the support set ``(x_support, y_support)`` evaluated at ``x``."""
+  return krr.predict(kernel(x, x_support), kernel(x_support, x_support), y_support, reg=reg)
+
+
 def kip_loss(
   kernel: Kernel,
   x_support: jax.Array,
@@ -125,9 +130,7 @@ def kip_loss(
   Returns:
     Scalar loss (mean over the b targets and c classes, times 1/2).
   """
-  prediction = krr.predict(
-    kernel(x_target, x_support), kernel(x_support, x_support), y_support, reg=reg
-  )
+  prediction = _support_krr(kernel, x_support, y_support, x_target, reg)
   return 0.5 * jnp.mean(jnp.square(prediction - y_target))
 
 
@@ -245,12 +248,7 @@ def label_solve(
     [m, c] labels.
   """
   m = x_support.shape[0]
-  a = krr.predict(
-    kernel(x_target, x_support),
-    kernel(x_support, x_support),
-    jnp.eye(m, dtype=jnp.result_type(x_support)),
-    reg=reg,
-  )
+  a = _support_krr(kernel, x_support, jnp.eye(m, dtype=jnp.result_type(x_support)), x_target, reg)
   return jnp.linalg.lstsq(a, y_target, rcond=rcond)[0]
 
 
@@ -277,7 +275,5 @@ def krr_accuracy(
   Returns:
     Scalar accuracy in [0, 1].
   """
-  prediction = krr.predict(
-    kernel(x_test, x_support), kernel(x_support, x_support), y_support, reg=reg
-  )
+  prediction = _support_krr(kernel, x_support, y_support, x_test, reg)
   return jnp.mean(jnp.argmax(prediction, axis=-1) == labels_test)
