@@ -11,8 +11,8 @@ and the LM head tied to the token embedding. The call signature and the KV cache
 and the ``lm`` job use it unchanged.
 
 Parameter names follow Hugging Face (``wte``, ``wpe``, ``h_{i}/attn_c_attn`` for
-``h.{i}.attn.c_attn``, ``h_{i}/mlp_c_fc``, ``ln_f``). HF's ``Conv1D`` stores its weight as ``[in, out]``, which is
-already a flax ``kernel`` (no transpose, unlike ``nn.Linear``).
+``h.{i}.attn.c_attn``, ``h_{i}/mlp_c_fc``, ``ln_f``). HF's ``Conv1D`` stores its weight as
+``[in, out]``, which is already a flax ``kernel`` (no transpose, unlike ``nn.Linear``).
 """
 
 from __future__ import annotations

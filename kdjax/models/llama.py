@@ -271,9 +271,7 @@ class LlamaLM(nn.Module):
     if tokens.shape[1] > self.max_len:
       raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={self.max_len}")
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(
-        f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}"
-      )
+      raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
     start, positions, allowed, key_valid = causal_mask(tokens, positions, valid, cache)
     embed = nn.Embed(
       self.vocab_size,

@@ -73,9 +73,7 @@ def train_tokenizer(out: pathlib.Path) -> None:
   out.mkdir(parents=True, exist_ok=True)
   tok.save(str(out / "tokenizer.json"))
   (out / "tokenizer_config.json").write_text(
-    json.dumps(
-      {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}, indent=2
-    )
+    json.dumps({"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}, indent=2)
     + "\n"
   )
 
@@ -98,7 +96,9 @@ def legacy_config(path: pathlib.Path, rope_scaling: dict | None) -> None:
   config = json.loads((path / "config.json").read_text())
   rope = config.pop("rope_parameters", None)
   if rope is not None:
-    (path / "config_rope_parameters.json").write_text(json.dumps({**config, "rope_parameters": rope}, indent=2) + "\n")
+    (path / "config_rope_parameters.json").write_text(
+      json.dumps({**config, "rope_parameters": rope}, indent=2) + "\n"
+    )
     config["rope_theta"] = rope["rope_theta"]
     config["rope_scaling"] = rope_scaling
   (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
