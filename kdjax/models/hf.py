@@ -4,9 +4,9 @@ r"""Hugging Face checkpoints in and out: ``config.json`` + safetensors + ``token
   ``llama``, ``mistral`` without sliding window, ``qwen2``) or a
   :class:`~kdjax.models.gpt2.GPT2LM` (``gpt2``) from a checkpoint directory and loads its
   weights, one tensor at a time, straight into their sharding on a mesh
-  (:mod:`kdjax.models.partitioning`): each tensor is a read-only memory map of its bytes in the
-  file, and each device copies only its own slice, so the checkpoint is never held twice in
-  host memory. Both the Hub's legacy ``rope_theta`` / ``rope_scaling`` keys and
+  (:mod:`kdjax.models.partitioning`): each device reads only its own slice of each tensor
+  from the file, a chunk of rows at a time, so the checkpoint is never held twice in host
+  memory. Both the Hub's legacy ``rope_theta`` / ``rope_scaling`` keys and
   transformers 5's ``rope_parameters`` are read.
 * :func:`save_pretrained` writes ``config.json`` (legacy rope keys, which every transformers
   version reads) and safetensors, split into ``model-0000k-of-0000n.safetensors`` with a
@@ -75,6 +75,16 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 2**20
 
 # ----------------------------------------------------------------------------- safetensors
+
+
+def _aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
+  """``np.empty`` aligned to ``alignment`` bytes: XLA's CPU client then adopts the buffer
+  (``device_put`` without a copy) instead of copying it."""
+  dtype = np.dtype(dtype)
+  nbytes = math.prod(shape) * dtype.itemsize
+  raw = np.empty(nbytes + alignment, np.uint8)
+  start = -raw.ctypes.data % alignment
+  return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 class SafetensorsFile:
@@ -149,6 +159,50 @@ class SafetensorsFile:
     if end == begin:
       return np.zeros(shape, dtype)
     return np.memmap(self.path, dtype.newbyteorder("<"), "r", self.data_start + begin, shape)
+
+  def read(
+    self,
+    name: str,
+    index: tuple = (),
+    *,
+    transposed: bool = False,
+    dtype: Any = None,
+    chunk_bytes: int = 16 * 2**20,
+  ) -> np.ndarray:
+    """The block ``index`` (slices) of tensor ``name`` (of its transpose, if ``transposed``),
+    read from the file in chunks of rows of at most ``chunk_bytes``: host memory holds the
+    block and one chunk, never the whole tensor twice."""
+    stored_dtype, shape, begin, end = self.entries[name]
+    dtype = np.dtype(dtype or stored_dtype)
+    view_shape = shape[::-1] if transposed else shape
+    index = tuple(index) + (slice(None),) * (len(shape) - len(tuple(index)))
+    ranges = [range(*i.indices(n)) for i, n in zip(index, view_shape)]
+    out = _aligned_empty([len(r) for r in ranges], dtype)
+    if not shape or out.size == 0:
+      if not shape:
+        out[...] = self.get(name)
+      return out
+    stored_ranges = ranges[::-1] if transposed else ranges
+    rows = stored_ranges[0]
+    if rows.step != 1:
+      raise ValueError(f"{self.path}: tensor {name!r}: strided row blocks are not supported")
+    row_bytes = math.prod(shape[1:]) * stored_dtype.itemsize
+    per_chunk = max(1, chunk_bytes // max(row_bytes, 1))
+    rest = tuple(slice(r.start, r.stop, r.step) for r in stored_ranges[1:])
+    with open(self.path, "rb") as f:
+      for r0 in range(rows.start, rows.stop, per_chunk):
+        r1 = min(rows.stop, r0 + per_chunk)
+        buffer = np.empty((r1 - r0, *shape[1:]), stored_dtype.newbyteorder("<"))
+        f.seek(self.data_start + begin + r0 * row_bytes)
+        if f.readinto(buffer.reshape(-1).view(np.uint8)) != buffer.nbytes:
+          raise ValueError(f"corrupt safetensors file {self.path}: tensor {name!r} is truncated")
+        part = buffer[(slice(None), *rest)]
+        target = slice(r0 - rows.start, r1 - rows.start)
+        if transposed:
+          out[..., target] = part.T
+        else:
+          out[target] = part
+    return out
 
 
 def write_safetensors(
@@ -552,15 +606,13 @@ def from_pretrained(
         f"tensor {file_name!r} in {files[file_name]} has shape {list(stored_shape)}, but "
         f"{where} implies {list(expected)}"
       )
-    array = source.get(file_name)
-    view = array.T if transposed else array
     sharding = sharding_of[path_] if mesh is not None else device
 
-    def block(index, view=view):
-      return np.array(view[index], dtype=dtype)  # copies only this device's slice
+    def block(index, source=source, name=file_name, transposed=transposed):
+      # reads only this device's slice, a chunk of rows at a time
+      return source.read(name, index, transposed=transposed, dtype=dtype)
 
     loaded[path_] = jax.make_array_from_callback(tuple(shape), sharding, block)
-    del array, view
   readers.clear()
   params: dict = {}
   for path_, value in loaded.items():
