@@ -864,3 +864,77 @@ def load_tokenizer(path: str | os.PathLike, *, vocab_size: int | None = None) ->
       f"the model's embedding (vocab_size={vocab_size})"
     )
   return tokenizer
+
+
+def byte_tokenizer_files(path: str | os.PathLike) -> list[str]:
+  """Writes ``tokenizer.json`` + ``tokenizer_config.json`` equivalent to
+  :class:`kdjax.data.text.ByteTokenizer` (bytes 0..255, ``<pad>``=256, ``<bos>``=257,
+  ``<eos>``=258) so that byte-level kdjax models export with a tokenizer transformers reads.
+  """
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers
+
+  directory = pathlib.Path(path)
+  directory.mkdir(parents=True, exist_ok=True)
+  vocab = dict(_byte_level_alphabet())
+  tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens(["<pad>", "<bos>", "<eos>"])
+  tok.save(str(directory / "tokenizer.json"))
+  config = {
+    "pad_token": "<pad>",
+    "bos_token": "<bos>",
+    "eos_token": "<eos>",
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "kdjax_byte_tokenizer": True,
+  }
+  (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+  return ["tokenizer.json", "tokenizer_config.json"]
+
+
+def layer_prefix(model) -> str:
+  """``'layers_'`` (LlamaLM) or ``'h_'`` (GPT2LM): the name of decoder layer ``i`` is prefix + i."""
+  if isinstance(model, LlamaLM):
+    return "layers_"
+  if isinstance(model, GPT2LM):
+    return "h_"
+  raise ValueError(f"a LlamaLM or GPT2LM is needed, got {type(model).__name__}")
+
+
+def parse_layers(spec: str, num_layers: int, *, key: str = "layers") -> list[int]:
+  """Layer indices from ``'every_other'`` (0, 2, 4, ...) or ``'0,2,5'`` (strictly increasing).
+
+  Raises:
+    ValueError: naming ``key``: an unparsable spec, an index outside ``[0, num_layers)``, an
+      empty, repeated or unordered list.
+  """
+  spec = str(spec).strip()
+  if spec == "every_other":
+    return list(range(0, num_layers, 2))
+  try:
+    layers = [int(part) for part in spec.split(",") if part.strip()]
+  except ValueError:
+    raise ValueError(
+      f"{key} must be 'every_other' or comma-separated layer indices, got {spec!r}"
+    ) from None
+  bad = [i for i in layers if not 0 <= i < num_layers]
+  if not layers or bad or any(a >= b for a, b in zip(layers, layers[1:])):
+    raise ValueError(
+      f"{key}={spec!r}: layer indices must be strictly increasing in [0, {num_layers}) "
+      f"(the teacher has {num_layers} layers)" + (f"; out of range: {bad}" if bad else "")
+    )
+  return layers
+
+
+def subset_layers(model, params, layers: list[int]):
+  """``(model with len(layers) layers, params)``: the embeddings, final norm and head of
+  ``params`` with its decoder layers ``layers`` (in order), as DistilBERT initialised its
+  student from every other layer of BERT (Sanh et al. (2019))."""
+  prefix = layer_prefix(model)
+  parse_layers(",".join(map(str, layers)), model.num_layers)
+  student = model.clone(num_layers=len(layers))
+  new = {k: v for k, v in params.items() if not k.startswith(prefix)}
+  for j, i in enumerate(layers):
+    new[f"{prefix}{j}"] = params[f"{prefix}{i}"]
+  return student, new

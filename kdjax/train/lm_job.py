@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -61,10 +62,13 @@ from kdjax.jobs import (
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter
 from kdjax.jobs.schedules import make_schedule
+from kdjax.models import hf
 from kdjax.train import lm, state as state_lib
 
 MODES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
 _SUMMARY = "summary.json"
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_HF_FAMILIES = ("llama", "gpt2")
 
 
 def _modes(config) -> list[str]:
@@ -75,8 +79,16 @@ def _modes(config) -> list[str]:
   return modes
 
 
-def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
-  """Checks every key the job reads; raises ValueError naming the key."""
+def validate(config: ml_collections.ConfigDict, vocab_size: int, built: dict | None = None) -> None:
+  """Checks every key the job reads; raises ValueError naming the key.
+
+  ``built`` maps a role to its model when it comes from a Hugging Face checkpoint
+  (``teacher.hf_path``, ``student.hf_path`` / ``student.init_from_teacher``): its own
+  vocabulary and max_len are checked instead of the config's ``model`` block.
+  """
+  built = built or {}
+  if str(config.dtype) not in _DTYPES:
+    raise ValueError(f"config.dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
   d = config.distill
   for key in ("lam", "beta", "alpha"):
     if not 0.0 <= float(d[key]) <= 1.0:
@@ -96,19 +108,26 @@ def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
       f"config.distill.prompt_len must be in [1, dataset.seq_len={seq_len}), got {d.prompt_len}"
     )
   for role in ("teacher", "student"):
-    model = config[role].model
+    model = built.get(role, config[role].model)
+    where = f"config.{role}.hf_path's max_len" if role in built else f"config.{role}.model.max_len"
     if seq_len > int(model.max_len):
-      raise ValueError(
-        f"config.dataset.seq_len={seq_len} does not fit config.{role}.model.max_len={model.max_len}"
-      )
+      raise ValueError(f"config.dataset.seq_len={seq_len} does not fit {where}={model.max_len}")
     if int(config[role].num_steps) < 1:
       raise ValueError(f"config.{role}.num_steps must be >= 1, got {config[role].num_steps}")
-  t_vocab, s_vocab = int(config.teacher.model.vocab_size), int(config.student.model.vocab_size)
+  t_vocab = int(built.get("teacher", config.teacher.model).vocab_size)
+  s_vocab = int(built.get("student", config.student.model).vocab_size)
   if t_vocab != s_vocab:
     raise ValueError(
-      f"vocabulary mismatch: teacher vocab_size={t_vocab}, student vocab_size={s_vocab}"
+      f"vocabulary mismatch: teacher vocab_size={t_vocab}, student vocab_size={s_vocab}; "
+      "token-level KD needs one vocabulary: distil across tokenizers with the "
+      "cross-tokenizer modes instead"
     )
-  if s_vocab != vocab_size:
+  if built and vocab_size > s_vocab:
+    raise ValueError(
+      f"the tokenizer has {vocab_size} tokens, more than the models' embedding "
+      f"(vocab_size={s_vocab})"
+    )
+  if not built and s_vocab != vocab_size:
     raise ValueError(
       f"vocabulary mismatch: the tokenizer has {vocab_size} tokens, the models' "
       f"vocab_size={s_vocab}"
@@ -172,7 +191,9 @@ class _Context:
     seq_len = int(config.dataset.seq_len)
     tok = data.tokenizer
     self.token_bytes = tok.token_bytes()
-    train = text_lib.pack(data.train, seq_len, pad_id=tok.pad_id, bos_id=tok.bos_id)
+    train = text_lib.pack(
+      data.train, seq_len, pad_id=tok.pad_id, bos_id=tok.bos_id, loss_mask=data.train_mask
+    )
     self.batches = text_lib.TokenBatches(
       train,
       batch_size=int(config.batch_size),
@@ -185,6 +206,7 @@ class _Context:
       pad_id=tok.pad_id,
       bos_id=tok.bos_id,
       max_sequences=int(config.eval_sequences),
+      loss_mask=data.validation_mask,
     )
     b = int(config.eval_batch_size)
     self.eval_batches = [
@@ -202,9 +224,22 @@ class _Context:
     )
     self.teacher = self.teacher_params = self.teacher_shardings = None
     self._optimizers, self._train_steps = {}, {}
+    self.built: dict = {}  # role -> model from a Hugging Face checkpoint
+    self.init_params: dict = {}  # role -> its starting params (HF checkpoint / teacher layers)
 
   def model(self, role: str):
-    return models.from_config(self.config[role].model)
+    if role in self.built:
+      return self.built[role]
+    spec = dict(self.config[role].model)
+    if spec.get("name") in _HF_FAMILIES:
+      dtype = _DTYPES[str(self.config.dtype)]
+      spec.update(dtype=dtype, param_dtype=dtype)
+    elif str(self.config.dtype) != "float32":
+      raise ValueError(
+        f"config.dtype={self.config.dtype!r} needs a llama or gpt2 model, "
+        f"config.{role}.model.name is {spec.get('name')!r}"
+      )
+    return models.from_config(spec)
 
   def optimizer(self, role: str) -> optax.GradientTransformation:
     """``role``'s optimizer: one object per (optimizer block, num_steps), so that models of
@@ -274,6 +309,8 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
         checkpointer, jax.eval_shape(lambda: state), name, shardings
       )
       state = restored if start else state
+      if not start and role in ctx.init_params:
+        state = _start_from(state, ctx.init_params[role], tx, shardings)
       summary_path = os.path.join(phase_dir, _SUMMARY)
       if start >= total and os.path.exists(summary_path):
         with open(summary_path) as f:
@@ -284,6 +321,17 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
     finally:
       checkpointer.close()
   return summary.pop("params"), summary
+
+
+def _start_from(state, params, tx, shardings):
+  """``state`` with ``params`` (cast to the state's dtypes) and a fresh optimizer state,
+  laid out in ``shardings``."""
+
+  def replace(state, params):
+    params = jax.tree.map(lambda p, q: p.astype(q.dtype), params, state.params)
+    return state.replace(params=params, opt_state=tx.init(params))
+
+  return jax.jit(replace, out_shardings=shardings, donate_argnums=0)(state, params)
 
 
 def _loop(
@@ -413,9 +461,21 @@ def _tokenizer(config):
   ds = config.dataset
   if ds.tokenizer == "byte":
     return text_lib.ByteTokenizer()
+  if ds.tokenizer == "hf":
+    path = str(config.teacher.hf_path)
+    if not path:
+      raise ValueError("config.dataset.tokenizer='hf' reads config.teacher.hf_path, which is empty")
+    tokenizer = hf.load_tokenizer(path)
+    if json.loads(
+      (tokenizer.directory / "tokenizer_config.json").read_text()
+      if (tokenizer.directory / "tokenizer_config.json").is_file()
+      else "{}"
+    ).get("kdjax_byte_tokenizer"):
+      return text_lib.ByteTokenizer()  # an exported byte-level kdjax model
+    return tokenizer
   if ds.tokenizer != "sentencepiece":
     raise ValueError(
-      f"config.dataset.tokenizer must be 'byte' or 'sentencepiece', got {ds.tokenizer!r}"
+      f"config.dataset.tokenizer must be 'byte', 'sentencepiece' or 'hf', got {ds.tokenizer!r}"
     )
   path = str(ds.spm_model)
   if not path.endswith(".model"):
@@ -435,12 +495,65 @@ def _load_data(config) -> text_lib.TextData:
   ds = config.dataset
   if ds.name == "pystdlib":
     return text_lib.load_text("pystdlib", tokenizer=_tokenizer(config))
+  if ds.name == "text_files":
+    if not str(ds.files):
+      raise ValueError("config.dataset.files must be a glob of .txt / .jsonl files")
+    return text_lib.load_text_files(
+      str(ds.files),
+      tokenizer=_tokenizer(config),
+      validation_files=str(ds.validation_files) or None,
+    )
   return text_lib.load_text(
     str(ds.name),
     tokenizer=_tokenizer(config),
     data_dir=str(ds.data_dir) or None,
     max_documents=int(ds.max_documents) or None,
   )
+
+
+def _pretrained(config, mesh) -> tuple[dict, dict]:
+  """``({role: model}, {role: params})`` of ``teacher.hf_path``, ``student.hf_path`` and
+  ``student.init_from_teacher`` (the teacher's embeddings, final norm, head and chosen
+  layers)."""
+  built, params = {}, {}
+  dtype = _DTYPES.get(str(config.dtype), jnp.float32)
+  teacher_path, student_path = str(config.teacher.hf_path), str(config.student.hf_path)
+  layers = str(config.student.init_from_teacher)
+  if teacher_path and config.teacher_workdir:
+    raise ValueError("config.teacher.hf_path and config.teacher_workdir exclude each other")
+  if student_path and layers:
+    raise ValueError(
+      "config.student.hf_path and config.student.init_from_teacher exclude each other"
+    )
+  if teacher_path:
+    built["teacher"], params["teacher"] = hf.from_pretrained(teacher_path, dtype=dtype, mesh=mesh)
+  if student_path:
+    built["student"], params["student"] = hf.from_pretrained(student_path, dtype=dtype)
+  if layers:
+    if not teacher_path:
+      raise ValueError("config.student.init_from_teacher needs config.teacher.hf_path")
+    chosen = hf.parse_layers(
+      layers, built["teacher"].num_layers, key="config.student.init_from_teacher"
+    )
+    built["student"], params["student"] = hf.subset_layers(
+      built["teacher"], params["teacher"], chosen
+    )
+  return built, params
+
+
+def _export(ctx: _Context, model, params, subdir: str) -> None:
+  """Writes a Llama-style or GPT-2 model and the tokenizer to ``WORKDIR/subdir`` in the
+  Hugging Face layout (other models and SentencePiece tokenizers are not exported)."""
+  if jax.process_index() != 0 or not isinstance(model, (models.LlamaLM, models.GPT2LM)):
+    return
+  tok = ctx.data.tokenizer
+  directory = os.path.join(ctx.workdir, subdir)
+  extra = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
+  hf.save_pretrained(model, params, directory, config_extra=extra)
+  if isinstance(tok, text_lib.ByteTokenizer):
+    hf.byte_tokenizer_files(directory)
+  elif isinstance(tok, hf.HFTokenizer):
+    tok.save(directory)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -450,20 +563,32 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher_config = _load_teacher_config(str(config.teacher_workdir))
     config = ml_collections.ConfigDict(config.to_dict())
     config.teacher = teacher_config.teacher
-  validate(config, data.vocab_size)
+  built, pretrained = _pretrained(config, mesh_lib.make_mesh())
+  validate(config, data.vocab_size, built)
+  modes = _modes(config)
   with workdir_lib.open_workdir(workdir, config) as wd, PreemptionFlag() as preemption:
     ctx = _Context(config, wd.path, data, preemption)
+    ctx.built = built
+    ctx.init_params = {k: v for k, v in pretrained.items() if k == "student"}
     if config.teacher_workdir:
       params, teacher_summary = _load_teacher(ctx, str(config.teacher_workdir))
+    elif "teacher" in pretrained:
+      params = pretrained["teacher"]
+      nll_step = lm.make_nll_step(built["teacher"])
+      bpb = lm.bits_per_byte(nll_step, params, ctx.eval_batches, ctx.token_bytes)
+      teacher_summary = {"step": 0, "eval_bits_per_byte": bpb["bits_per_byte"]}
     else:
       params, teacher_summary = _train(ctx, "teacher", "teacher", "supervised")
+      _export(ctx, ctx.model("teacher"), params, "teacher_hf")
     ctx.teacher, ctx.teacher_params = ctx.model("teacher"), params
     ctx.teacher_shardings = jax.tree.map(lambda x: x.sharding, params)
     # The reference of the students' teacher_nll_of_samples: the teacher's own samples.
     teacher_summary["teacher_nll_of_samples"] = _sample_nll(ctx, ctx.teacher, params)
     results = {"teacher": teacher_summary}
-    for mode in _modes(config):
-      _, results[mode] = _train(ctx, mode, "student", mode)
+    for mode in modes:
+      student_params, results[mode] = _train(ctx, mode, "student", mode)
+      target = "student_hf" if len(modes) == 1 else os.path.join("student_hf", mode)
+      _export(ctx, ctx.model("student"), student_params, target)
     _compare(results, wd.path)
     log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm")
     try:
