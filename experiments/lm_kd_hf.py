@@ -66,3 +66,21 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.log_every, c.eval_every, c.checkpoint_every = 5, 10, 10
     c.student.num_steps, c.student.optimizer.warmup_steps = 10, 2
   return c
+
+
+def sweep(arg=None):
+  """GKD's on-policy fraction lam in {0, 0.5, 1} x JSD beta in {0.1, 0.5, 0.9}, every student
+  warm-started from the teacher's layers (as the GKD paper starts from a fine-tuned student);
+  the teacher is ``teacher=PATH`` of the arg, the CE baseline is the ``ce`` mode of a plain run.
+  """
+  del arg
+  return [
+    {
+      "name": f"gkd_lam{lam:g}_beta{beta:g}",
+      "modes": "gkd",
+      "distill.lam": lam,
+      "distill.beta": beta,
+    }
+    for lam in (0.0, 0.5, 1.0)
+    for beta in (0.1, 0.5, 0.9)
+  ]
