@@ -71,6 +71,18 @@ def test_init_from_teacher_layers_and_bad_indices(tmp_path):
     lm_job._pretrained(config, jax.sharding.Mesh(np.array(jax.devices()), ("data",)))
 
 
+def test_llama_variant_of_the_pystdlib_config_builds_llama_models():
+  from experiments import lm_kd_pystdlib
+  from kdjax import models
+
+  config = lm_kd_pystdlib.get_config("model=llama,runlocal")
+  teacher = models.from_config(config.teacher.model)
+  assert isinstance(teacher, LlamaLM) and teacher.max_len == config.dataset.seq_len
+  assert models.from_config(config.student.model).num_layers == 1
+  with pytest.raises(ValueError, match="model must be 'transformer_lm' or 'llama'"):
+    lm_kd_pystdlib.get_config("model=bert")
+
+
 def test_vocabulary_mismatch_points_to_cross_tokenizer_modes(tmp_path):
   config = lm_kd_hf.get_config(f"teacher={tmp_path}")
   built = {"teacher": LlamaLM(vocab_size=320), "student": GPT2LM(vocab_size=259)}
