@@ -361,7 +361,8 @@ def config_to_model(config: dict, *, dtype: Any = jnp.float32, where: str = CONF
     rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
     rope_theta=theta,
     rope_scaling=scaling,
-    attention_bias=bool(config.get("attention_bias", kind == "qwen2")),
+    attention_bias=kind == "qwen2" or bool(config.get("attention_bias", False)),
+    output_bias=kind != "qwen2" and bool(config.get("attention_bias", False)),
     tie_embeddings=bool(config.get("tie_word_embeddings", False)),
     dtype=dtype,
     param_dtype=dtype,
@@ -390,7 +391,15 @@ def model_to_config(model, *, model_type: str | None = None, **extra) -> dict:
       "attn_pdrop": 0.0,
     }
   elif isinstance(model, LlamaLM):
-    model_type = model_type or ("qwen2" if model.attention_bias else "llama")
+    if model.output_bias and not model.attention_bias:
+      raise ValueError("output_bias without attention_bias has no Hugging Face model_type")
+    model_type = model_type or (
+      "qwen2" if model.attention_bias and not model.output_bias else "llama"
+    )
+    if model_type == "qwen2" and model.output_bias:
+      raise ValueError("qwen2 has no o_proj bias: use model_type='llama'")
+    if model_type == "llama" and model.attention_bias != model.output_bias:
+      raise ValueError("llama's attention_bias covers q, k, v and o: use model_type='qwen2'")
     if model_type not in ("llama", "qwen2", "mistral"):
       raise ValueError(f"model_type must be llama, qwen2 or mistral, got {model_type!r}")
     if model_type == "mistral" and model.attention_bias:

@@ -172,6 +172,7 @@ class LlamaBlock(nn.Module):
   rope_theta: float
   rope_scaling: tuple
   attention_bias: bool
+  output_bias: bool
   dtype: Any
   param_dtype: Any
 
@@ -195,7 +196,7 @@ class LlamaBlock(nn.Module):
     if cache is not None:
       k, v = update_cache(cache, k, v, index)
     out = attention(q, k, v, allowed, 1.0 / math.sqrt(c.head_dim))
-    x = x + dense(x.shape[-1], "o_proj")(out.reshape(b, t, -1).astype(x.dtype))
+    x = x + dense(x.shape[-1], "o_proj", c.output_bias)(out.reshape(b, t, -1).astype(x.dtype))
     h = RMSNorm(c.rms_norm_eps, c.param_dtype, name="post_attention_layernorm")(x)
     gate = dense(c.mlp_dim, "gate_proj")(h)
     up = dense(c.mlp_dim, "up_proj")(h)
@@ -218,7 +219,8 @@ class LlamaLM(nn.Module):
     rms_norm_eps: the RMSNorm epsilon.
     rope_theta: the RoPE base.
     rope_scaling: sorted ``(key, value)`` pairs of the ``rope_scaling`` dict (empty: none).
-    attention_bias: biases on q, k, v (Qwen2).
+    attention_bias: biases on q, k, v (Qwen2; Llama's ``attention_bias``).
+    output_bias: a bias on o_proj too (Llama's ``attention_bias``; not Qwen2).
     tie_embeddings: the LM head is the embedding's transpose (no ``lm_head`` parameter).
     dtype: compute dtype (float32 or bfloat16); logits are always float32.
     param_dtype: dtype of newly initialised parameters.
@@ -236,6 +238,7 @@ class LlamaLM(nn.Module):
   rope_theta: float = 10000.0
   rope_scaling: tuple = ()
   attention_bias: bool = False
+  output_bias: bool = False
   tie_embeddings: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -292,6 +295,7 @@ class LlamaLM(nn.Module):
         self.rope_theta,
         self.rope_scaling,
         self.attention_bias,
+        self.output_bias,
         self.dtype,
         self.param_dtype,
         name=f"layers_{layer}",

@@ -24,7 +24,7 @@ from kdjax.models import hf, partitioning, sampling
 from kdjax.models.transformer import init_cache
 
 REFERENCE = pathlib.Path(__file__).parent / "hf_reference"
-FAMILIES = ("llama", "qwen2", "gpt2")
+FAMILIES = ("llama", "qwen2", "gpt2", "llama_bias")
 
 
 @functools.cache
@@ -69,6 +69,12 @@ def test_configs_read_as_expected():
   assert (REFERENCE / "qwen2" / hf.INDEX_FILE).is_file()
   qwen_new = json.loads((REFERENCE / "qwen2" / "config_rope_parameters.json").read_text())
   assert hf.config_to_model(qwen_new) == qwen
+  biased, biased_params = loaded("llama_bias")  # llama's attention_bias: q, k, v and o
+  assert biased.attention_bias and biased.output_bias and biased.tie_embeddings
+  assert "bias" in biased_params["layers_0"]["o_proj"]
+  # mistral without sliding window is the same decoder.
+  mistral = {**new_form, "model_type": "mistral", "sliding_window": None}
+  assert hf.config_to_model(mistral) == llama
 
 
 def test_llama3_rope_frequencies_float64():

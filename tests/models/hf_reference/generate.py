@@ -18,6 +18,8 @@ It writes, next to this file:
 * ``qwen2/``: Qwen2ForCausalLM with tied embeddings, q/k/v biases, ``linear`` rope scaling
   (factor 2) and weights sharded into several files (``model.safetensors.index.json``);
 * ``gpt2/``: GPT2LMHeadModel;
+* ``llama_bias/``: LlamaForCausalLM with ``attention_bias`` (q, k, v and o biases), tied
+  embeddings, no GQA, default rope;
 * ``logits.npz``: ``tokens`` int32 [2, 16] and ``logits_<family>`` float32 [2, 16, vocab]
   computed by transformers in float32 (eager attention);
 * ``PROVENANCE.json``: versions and this command.
@@ -149,6 +151,22 @@ def build(family: str) -> tuple[torch.nn.Module, dict | None]:
       pad_token_id=0,
     )
     return transformers.Qwen2ForCausalLM(config), scaling
+  if family == "llama_bias":
+    config = transformers.LlamaConfig(
+      vocab_size=VOCAB,
+      hidden_size=32,
+      intermediate_size=48,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=4,
+      max_position_embeddings=128,
+      attention_bias=True,
+      tie_word_embeddings=True,
+      bos_token_id=1,
+      eos_token_id=2,
+      pad_token_id=0,
+    )
+    return transformers.LlamaForCausalLM(config), None
   if family == "gpt2":
     config = transformers.GPT2Config(
       vocab_size=VOCAB,
@@ -168,7 +186,7 @@ def generate() -> None:
   train_tokenizer(HERE / "tokenizer")
   tokens = np.random.default_rng(SEED).integers(0, VOCAB, TOKENS_SHAPE).astype(np.int32)
   arrays = {"tokens": tokens}
-  for i, family in enumerate(("llama", "qwen2", "gpt2")):
+  for i, family in enumerate(("llama", "qwen2", "gpt2", "llama_bias")):
     model, scaling = build(family)
     model.config._attn_implementation = "eager"
     randomize(model, SEED + i)
