@@ -568,7 +568,7 @@ def from_pretrained(
     raise ValueError(f"checkpoint directory {directory} does not exist")
   where = str(directory / CONFIG_NAME)
   config = read_config(directory) if config is None else config
-  config_to_model(config, where=where)  # validates before the weights are opened
+  probe = config_to_model(config, where=where)  # validates before the weights are opened
   files = _weight_files(directory)
   readers: dict[pathlib.Path, SafetensorsFile] = {}
 
@@ -580,7 +580,6 @@ def from_pretrained(
       raise ValueError(f"tensor {name!r} is listed in {INDEX_FILE} but absent from {file}")
     return readers[file]
 
-  probe = config_to_model(config, where=where)
   embed = "transformer.wte.weight" if isinstance(probe, GPT2LM) else "model.embed_tokens.weight"
   available = {_canonical(probe, n): n for n in files}
   if dtype is None:
