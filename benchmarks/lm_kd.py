@@ -4,6 +4,7 @@ r"""LM distillation benchmark: the table of modes, the KD step cost, KV-cache sa
   .venv/bin/python -m benchmarks.lm_kd --table_arg=runlocal --workdir=/tmp/lm_bench
   .venv/bin/python -m benchmarks.lm_kd --notable                        # timings only
   .venv/bin/python -m benchmarks.lm_kd --notable --nosampling           # KD step cost only
+  .venv/bin/python -m benchmarks.lm_kd --notable --nosampling --family=llama   # Llama-style
 
 1. **Modes** on the embedded corpus: runs (or resumes, or reads) the ``lm`` job of
    ``experiments/lm_kd_pystdlib.py[:table_arg]`` in ``--workdir`` and prints validation
@@ -46,6 +47,9 @@ _NEW = flags.DEFINE_integer("new_tokens", 256, "New tokens per sequence when sam
 _PROMPT = flags.DEFINE_integer("prompt_len", 16, "Prompt tokens when sampling.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median).")
 _SAMPLING = flags.DEFINE_bool("sampling", True, "Time KV-cache sampling vs recomputation.")
+_FAMILY = flags.DEFINE_enum(
+  "family", "transformer_lm", ["transformer_lm", "llama"], "Models of the KD step cost."
+)
 
 
 def table(arg: str, workdir: str) -> dict:
@@ -85,12 +89,22 @@ def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats:
     and its gradient over ``[B L, V]``, against CE's one log-softmax and one gathered
     target): not an overhead of distillation, the price of its loss at this vocabulary.
   """
-  student = models.TransformerLM(
-    vocab_size=vocab, max_len=seq_len, embed_dim=128, num_layers=2, num_heads=4, mlp_dim=512
-  )
-  teacher = models.TransformerLM(
-    vocab_size=vocab, max_len=seq_len, embed_dim=256, num_layers=4, num_heads=4, mlp_dim=1024
-  )
+  if _FAMILY.value == "llama":  # GQA (2 key/value heads), SwiGLU, untied head
+    student = models.LlamaLM(
+      vocab_size=vocab, max_len=seq_len, embed_dim=128, num_layers=2, num_heads=4,
+      num_kv_heads=2, head_dim=32, mlp_dim=512,
+    )  # fmt: skip
+    teacher = models.LlamaLM(
+      vocab_size=vocab, max_len=seq_len, embed_dim=256, num_layers=4, num_heads=4,
+      num_kv_heads=2, head_dim=64, mlp_dim=1024,
+    )  # fmt: skip
+  else:
+    student = models.TransformerLM(
+      vocab_size=vocab, max_len=seq_len, embed_dim=128, num_layers=2, num_heads=4, mlp_dim=512
+    )
+    teacher = models.TransformerLM(
+      vocab_size=vocab, max_len=seq_len, embed_dim=256, num_layers=4, num_heads=4, mlp_dim=1024
+    )
   rs = np.random.RandomState(0)
   data = {
     "inputs": jnp.asarray(rs.randint(0, vocab, (batch, seq_len)), jnp.int32),
@@ -108,7 +122,7 @@ def kd_step_cost(batch: int, seq_len: int, vocab: int, chunk_size: int, repeats:
   ce = grad_of(lm.make_objective("ce", student))
   print(
     f"\nKD loss+grad (batch {batch} x {seq_len} tokens, vocab {vocab}, student 2x128, "
-    f"teacher 4x256); medians of {repeats} interleaved rounds"
+    f"teacher 4x256, {_FAMILY.value}); medians of {repeats} interleaved rounds"
   )
   print(
     "| loss | KD step ms | teacher fwd ms | student KD fwd+bwd ms | student CE fwd+bwd ms "

@@ -553,7 +553,10 @@ def lm_base(
     "spm_model": "",
     "spm_vocab_size": 0,
     "spm_train_documents": 0,
+    "files": "",  # text_files: glob of .txt / .jsonl files
+    "validation_files": "",  # text_files: validation glob ('' = a 5% hash split of files)
   }
+  c.dtype = "float32"  # parameters and compute of llama / gpt2 models (bfloat16); loss float32
   c.batch_size = 32
   c.micro_batches = 1  # gradient accumulation (exact: sums and token counts)
   c.fsdp = True  # kdjax.train.lm.LM_RULES; False replicates the parameters
@@ -582,6 +585,7 @@ def lm_base(
     },
     "num_steps": 600,
     "optimizer": adamw,
+    "hf_path": "",  # a Hugging Face checkpoint directory: the teacher (not trained)
   }
   c.student = {
     "model": {
@@ -595,6 +599,8 @@ def lm_base(
     },
     "num_steps": 200,
     "optimizer": dict(adamw),
+    "hf_path": "",  # start from this Hugging Face checkpoint
+    "init_from_teacher": "",  # 'every_other' or '0,2': teacher embeddings + these layers
   }
   c.methods = methods
   c.distill = {

@@ -13,8 +13,11 @@ entry per model (``teacher``, ``ce``, ``token_kd``, ``seq_kd``, ``gkd``) with
 
 Arg (comma-separated): ``runlocal`` (a few-minute smoke run), ``seed=N``, ``lam=L`` (GKD's
 on-policy fraction), ``beta=B`` (GKD's JSD mixture), ``methods=ce+token_kd`` (``+``-separated),
-``teacher_workdir=PATH`` (the finished teacher of an earlier run, e.g. shared by a sweep).
+``teacher_workdir=PATH`` (the finished teacher of an earlier run, e.g. shared by a sweep),
+``model=llama`` (Llama-style models, exported in the Hugging Face layout; see docs/hf.md).
 """
+
+import ml_collections
 
 from experiments import common
 
@@ -28,10 +31,39 @@ def get_config(arg=None):
     beta=0.5,
     methods="ce+token_kd+seq_kd+gkd",
     teacher_workdir="",
+    model="transformer_lm",
   )
   c = common.lm_base(seed=a.seed, lam=a.lam, beta=a.beta, methods=a.methods.replace("+", ","))
   c.teacher_workdir = a.teacher_workdir
+  if a.model == "llama":
+    use_llama(c)
+  elif a.model != "transformer_lm":
+    raise ValueError(f"config arg model must be 'transformer_lm' or 'llama', got {a.model!r}")
   return common.lm_runlocal(c) if a.runlocal else c
+
+
+def use_llama(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Llama-style teacher (4 layers, GQA) and student (2 layers) of about the TransformerLM
+  sizes; the lm job exports them to ``WORKDIR/teacher_hf`` and ``WORKDIR/student_hf``
+  (the teacher of the end-to-end Hugging Face example, docs/hf.md)."""
+  common_keys = {"name": "llama", "vocab_size": 259, "max_len": 64, "num_kv_heads": 2}
+  c.teacher.model = {
+    **common_keys,
+    "embed_dim": 96,
+    "num_layers": 4,
+    "num_heads": 4,
+    "head_dim": 24,
+    "mlp_dim": 256,
+  }
+  c.student.model = {
+    **common_keys,
+    "embed_dim": 96,
+    "num_layers": 2,
+    "num_heads": 4,
+    "head_dim": 24,
+    "mlp_dim": 256,
+  }
+  return c
 
 
 def sweep(arg=None):

@@ -63,6 +63,7 @@ SMOKE = {
     "chunked_fused",
   ),
   "logit_losses": (["--batch=8", "--vocab=32", "--repeats=1"], "| float32 loss+grad |"),
+  "hf_load": (["--size_gb=0.005", "--vocab=1000", "--width=128"], "| from_pretrained |"),
   "kernels": (["--fc_n=16", "--flatten_n=2", "--gap_n=2", "--repeats=1"], "| gap |"),
   "train_step": (
     ["--batch_size=16", "--student_width=8", "--teacher_width=8", "--iters=1", "--repeats=1"],

@@ -14,6 +14,11 @@ Corpora (:func:`load_text`):
   (similar) counts, recorded in ``TextData.info``.
 * ``tiny_shakespeare`` and ``lm1b`` (tensorflow-datasets, downloaded by tfds): their
   ``train`` split trains, ``validation`` (tiny_shakespeare) or ``test`` (lm1b) evaluates.
+* ``text_files`` (:func:`load_text_files`): local ``.txt`` files (one document each) and
+  ``.jsonl`` files (one document per line: ``{"text": ...}``, or ``{"prompt": ...,
+  "response": ...}`` whose loss covers the response tokens and EOS only), from a train and an
+  optional validation glob (without one, a document is validation when the sha256 of its
+  text is ``< 5`` mod 100).
 
 Tokenizers: :class:`ByteTokenizer` (UTF-8 bytes 0..255, then PAD=256, BOS=257, EOS=258)
 and :class:`SentencePieceTokenizer` (a trained SentencePiece model; Kudo & Richardson
@@ -67,11 +72,12 @@ __all__ = [
   "pystdlib_files",
   "tfds_texts",
   "load_text",
+  "load_text_files",
   "pack",
   "TokenBatches",
 ]
 
-TEXT_DATASETS = ("pystdlib", "tiny_shakespeare", "lm1b")
+TEXT_DATASETS = ("pystdlib", "tiny_shakespeare", "lm1b", "text_files")
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages"})
 _VALIDATION_PERCENT = 5
 _TFDS_SPLITS = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "test")}
@@ -193,6 +199,8 @@ class TextData:
     validation: int32 [m] validation token stream.
     tokenizer: the tokenizer that made them.
     info: counts (files or documents, bytes per split; for pystdlib the Python version).
+    train_mask, validation_mask: bool like ``train`` / ``validation``: which tokens are
+      loss targets (None: all but PAD and BOS; text_files with prompts: responses only).
   """
 
   name: str
@@ -200,6 +208,8 @@ class TextData:
   validation: np.ndarray
   tokenizer: Tokenizer
   info: dict
+  train_mask: np.ndarray | None = None
+  validation_mask: np.ndarray | None = None
 
   @property
   def vocab_size(self) -> int:
@@ -267,6 +277,96 @@ def tfds_texts(
   return [example["text"].decode("utf-8") for example in tfds.as_numpy(ds)]
 
 
+def _read_documents(pattern: str) -> list[tuple[str, str]]:
+  """``(prompt, text)`` documents of the .txt / .jsonl files matching ``pattern`` (sorted)."""
+  import glob
+  import json
+
+  paths = sorted(glob.glob(pattern, recursive=True))
+  if not paths:
+    raise ValueError(f"no files match the glob {pattern!r}")
+  documents = []
+  for path in paths:
+    if path.endswith(".txt"):
+      documents.append(("", pathlib.Path(path).read_text(encoding="utf-8")))
+      continue
+    if not path.endswith(".jsonl"):
+      raise ValueError(f"{path}: text_files reads .txt and .jsonl files only")
+    with open(path, encoding="utf-8") as f:
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{number}: not a JSON line ({e})") from None
+        if isinstance(record, dict) and isinstance(record.get("text"), str):
+          documents.append(("", record["text"]))
+        elif (
+          isinstance(record, dict)
+          and isinstance(record.get("prompt"), str)
+          and isinstance(record.get("response"), str)
+        ):
+          documents.append((record["prompt"], record["response"]))
+        else:
+          raise ValueError(
+            f"{path}:{number}: a record needs a string 'text', or 'prompt' and 'response'"
+          )
+  return documents
+
+
+def _masked_stream(
+  documents: list[tuple[str, str]], tokenizer: Tokenizer
+) -> tuple[np.ndarray, np.ndarray]:
+  """``BOS prompt text EOS`` per document; the mask is False on BOS and prompt tokens."""
+  ids, mask = [], []
+  for prompt, text in documents:
+    p, t = tokenizer.encode(prompt) if prompt else np.zeros(0, np.int32), tokenizer.encode(text)
+    ids += [[tokenizer.bos_id], p, t, [tokenizer.eos_id]]
+    mask += [[False], np.zeros(len(p), bool), np.ones(len(t), bool), [True]]
+  if not ids:
+    return np.zeros(0, np.int32), np.zeros(0, bool)
+  return np.concatenate(ids).astype(np.int32), np.concatenate(mask).astype(bool)
+
+
+def load_text_files(
+  files: str, *, tokenizer: Tokenizer, validation_files: str | None = None
+) -> TextData:
+  """Local .txt / .jsonl documents as a :class:`TextData` (see the module docstring).
+
+  Args:
+    files: glob of the train files (``**`` allowed).
+    tokenizer: the tokenizer.
+    validation_files: glob of the validation files (None or '': a 5% hash split of ``files``).
+
+  Raises:
+    ValueError: no matching file, an unreadable record (naming file and line), an empty split.
+  """
+  train_docs = _read_documents(files)
+  if validation_files:
+    valid_docs = _read_documents(validation_files)
+  else:
+    split = [_is_validation(prompt + text) for prompt, text in train_docs]
+    valid_docs = [d for d, v in zip(train_docs, split) if v]
+    train_docs = [d for d, v in zip(train_docs, split) if not v]
+  for split_name, docs in (("train", train_docs), ("validation", valid_docs)):
+    if not docs:
+      raise ValueError(
+        f"text_files: the {split_name} split of {files!r} is empty"
+        + ("" if validation_files else " (set dataset.validation_files)")
+      )
+  train, train_mask = _masked_stream(train_docs, tokenizer)
+  validation, validation_mask = _masked_stream(valid_docs, tokenizer)
+  info = {
+    "train_documents": len(train_docs),
+    "validation_documents": len(valid_docs),
+    "train_bytes": sum(len((p + t).encode("utf-8")) for p, t in train_docs),
+    "validation_bytes": sum(len((p + t).encode("utf-8")) for p, t in valid_docs),
+    "prompt_documents": sum(bool(p) for p, _ in train_docs + valid_docs),
+  }
+  return TextData("text_files", train, validation, tokenizer, info, train_mask, validation_mask)
+
+
 def load_text(
   name: str,
   *,
@@ -295,6 +395,8 @@ def load_text(
     raise ValueError(f"text dataset name must be one of {list(TEXT_DATASETS)}, got {name!r}")
   if max_documents is not None and max_documents < 1:
     raise ValueError(f"max_documents must be a positive int or None, got {max_documents!r}")
+  if name == "text_files":
+    raise ValueError("text_files: use load_text_files(files, tokenizer=...)")
   tokenizer = tokenizer or ByteTokenizer()
   if name == "pystdlib":
     for arg, value in (("data_dir", data_dir), ("max_documents", max_documents)):
@@ -334,7 +436,13 @@ def load_text(
 
 
 def pack(
-  stream: np.ndarray, seq_len: int, *, pad_id: int, bos_id: int, max_sequences: int | None = None
+  stream: np.ndarray,
+  seq_len: int,
+  *,
+  pad_id: int,
+  bos_id: int,
+  max_sequences: int | None = None,
+  loss_mask: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
   """Cuts a token stream into ``[n, seq_len]`` inputs, next-token targets and loss masks.
 
@@ -344,6 +452,8 @@ def pack(
     pad_id: the padding token (fills the last window; masked out).
     bos_id: the beginning-of-document token (never a target: masked out).
     max_sequences: keep only the first windows (None = all).
+    loss_mask: optional bool [N] like ``stream``: False marks tokens that are never targets
+      (e.g. prompt tokens); ANDed into ``mask``.
 
   Returns:
     ``{'inputs': int32 [n, L], 'targets': int32 [n, L], 'mask': bool [n, L]}`` with
@@ -367,6 +477,10 @@ def pack(
   inputs = padded[:-1].reshape(n, seq_len)
   targets = padded[1:].reshape(n, seq_len)
   mask = (targets != pad_id) & (targets != bos_id)
+  if loss_mask is not None:
+    allowed = np.zeros(n * seq_len + 1, bool)
+    allowed[:used] = np.asarray(loss_mask, bool)[:used]
+    mask &= allowed[1:].reshape(n, seq_len)
   return {"inputs": inputs, "targets": targets, "mask": mask}
 
 

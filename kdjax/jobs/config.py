@@ -55,7 +55,7 @@ __all__ = [
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 PREPROCESSING = ("none", "standardize", "zca")
-TOKENIZERS = ("byte", "sentencepiece")
+TOKENIZERS = ("byte", "sentencepiece", "hf")
 EVALUATION_NETWORKS = ("convnet", "mlp", "resnet")
 EVALUATION_LOSSES = ("xent", "mse")
 
@@ -307,14 +307,18 @@ class TextDataset:
   """The ``dataset`` block of the LM job (``kdjax.data.text``).
 
   Attributes:
-    name: 'pystdlib' (the embedded corpus) or a tensorflow-datasets text dataset.
+    name: 'pystdlib' (the embedded corpus), 'text_files' (local .txt / .jsonl files) or a
+      tensorflow-datasets text dataset.
     seq_len: tokens per training window (>= 2).
     data_dir: the tfds data directory ('' = tfds' default).
     max_documents: documents kept (>= 0; 0 = all).
-    tokenizer: 'byte' or 'sentencepiece'.
+    tokenizer: 'byte', 'sentencepiece' or 'hf' (the ``tokenizer.json`` of
+      ``teacher.hf_path``).
     spm_model: the SentencePiece model path ('….model'; trained there when missing).
     spm_vocab_size: its vocabulary (>= 8 for 'sentencepiece'; 0 = unused by 'byte').
     spm_train_documents: documents it is trained on (>= 1 for 'sentencepiece'; 0 = unused).
+    files: 'text_files' only: a glob of .txt / .jsonl files (required there, '' elsewhere).
+    validation_files: 'text_files' only: the validation glob ('' = a 5% hash split of files).
   """
 
   name: str
@@ -325,14 +329,24 @@ class TextDataset:
   spm_model: str
   spm_vocab_size: int
   spm_train_documents: int
+  files: str
+  validation_files: str
 
   @classmethod
   def from_config(cls, block: Any, path: str = "config.dataset") -> TextDataset:
     v = check_keys(block, path, _fields(cls))
-    for key in ("name", "data_dir", "spm_model"):
+    for key in ("name", "data_dir", "spm_model", "files", "validation_files"):
       if not isinstance(v[key], str):
         raise ValueError(f"{path}.{key} must be a string, got {v[key]!r}")
-    sentencepiece = check_choice(v["tokenizer"], f"{path}.tokenizer", TOKENIZERS) != "byte"
+    if v["name"] == "text_files" and not v["files"]:
+      raise ValueError(f"{path}.files must be a glob of .txt / .jsonl files for 'text_files'")
+    for key in ("files", "validation_files"):
+      if v["name"] != "text_files" and v[key]:
+        raise ValueError(
+          f"{path}.{key}={v[key]!r} would be ignored by {path}.name={v['name']!r}: "
+          "it is read by 'text_files' only"
+        )
+    sentencepiece = check_choice(v["tokenizer"], f"{path}.tokenizer", TOKENIZERS) == "sentencepiece"
     if sentencepiece and not v["spm_model"].endswith(".model"):
       raise ValueError(f"{path}.spm_model must be a path ending in .model, got {v['spm_model']!r}")
     return cls(
@@ -348,6 +362,8 @@ class TextDataset:
       spm_train_documents=check_int(
         v["spm_train_documents"], f"{path}.spm_train_documents", minimum=int(sentencepiece)
       ),
+      files=v["files"],
+      validation_files=v["validation_files"],
     )
 
 

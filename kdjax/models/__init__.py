@@ -1,4 +1,5 @@
-"""flax linen models for KD: MLP, dataset-distillation ConvNet, CIFAR ResNets, small Transformer LM.
+"""flax linen models for KD: MLP, dataset-distillation ConvNet, CIFAR ResNets, small Transformer LM,
+Llama-style and GPT-2 decoders (Hugging Face checkpoints in and out: ``kdjax.models.hf``).
 
 Every model is called as ``model.apply(variables, inputs, train=bool)`` and returns logits
 with the classes (or vocabulary) on the last axis. ``create(name, **kwargs)`` builds a
@@ -14,6 +15,8 @@ import flax.linen as nn
 
 from kdjax.models import sampling
 from kdjax.models.convnet import ConvNet
+from kdjax.models.gpt2 import GPT2LM
+from kdjax.models.llama import LlamaLM
 from kdjax.models.mlp import MLP
 from kdjax.models.resnet import BasicBlock, CifarResNet, resnet8x4, resnet32x4
 from kdjax.models.transformer import DecoderBlock, TransformerLM, init_cache
@@ -25,6 +28,8 @@ MODELS = {
   "resnet8x4": lambda **kw: CifarResNet(**{"depth": 8, "widths": (32, 64, 128, 256), **kw}),
   "resnet32x4": lambda **kw: CifarResNet(**{"depth": 32, "widths": (32, 64, 128, 256), **kw}),
   "transformer_lm": TransformerLM,
+  "llama": LlamaLM,
+  "gpt2": GPT2LM,
 }
 
 
@@ -61,6 +66,8 @@ __all__ = [
   "TransformerLM",
   "DecoderBlock",
   "init_cache",
+  "LlamaLM",
+  "GPT2LM",
   "sampling",
   "MODELS",
   "create",

@@ -89,6 +89,9 @@ def init_cache(
 ) -> Cache:
   """An empty cache for ``batch_size`` sequences of up to ``cache_len`` (default max_len) slots.
 
+  Also serves the Llama-style and GPT-2 decoders (:mod:`kdjax.models.llama`,
+  :mod:`kdjax.models.gpt2`), whose ``kv_shape()`` gives the trailing key/value shape.
+
   Returns:
     ``{'index': int32 scalar 0, 'valid': bool [B, S] all False, 'layers': tuple of
     (keys, values) [B, S, heads, head_dim] zeros per layer}``.
@@ -96,7 +99,10 @@ def init_cache(
   cache_len = model.max_len if cache_len is None else cache_len
   if not 1 <= cache_len <= model.max_len:
     raise ValueError(f"cache_len must be in [1, max_len={model.max_len}], got {cache_len}")
-  shape = (batch_size, cache_len, model.num_heads, model.embed_dim // model.num_heads)
+  if hasattr(model, "kv_shape"):  # LlamaLM, GPT2LM: their own key/value shape
+    shape = (batch_size, cache_len, *model.kv_shape())
+  else:
+    shape = (batch_size, cache_len, model.num_heads, model.embed_dim // model.num_heads)
   layers = tuple(
     (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(model.num_layers)
   )

@@ -61,6 +61,8 @@ def _head_inputs(
   hidden = model.apply({"params": params}, tokens, return_hidden=True, **kwargs)
   hidden = hidden.reshape(-1, hidden.shape[-1])
   hidden = jnp.concatenate([hidden, jnp.ones((hidden.shape[0], 1), hidden.dtype)], axis=1)
+  if hasattr(model, "head_weights"):  # LlamaLM / GPT2LM: no bias, maybe tied
+    return hidden, model.head_weights(params)
   head = params["head"]
   return hidden, jnp.concatenate([head["kernel"], head["bias"][None]], axis=0)
 

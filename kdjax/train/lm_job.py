@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -62,10 +63,13 @@ from kdjax.jobs import (
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter
+from kdjax.models import hf
 from kdjax.train import lm, state as state_lib
 
 METHODS = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
 _SUMMARY = "summary.json"
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_HF_FAMILIES = ("llama", "gpt2")
 
 
 def _methods(config) -> list[str]:
@@ -84,14 +88,14 @@ def validate(config: ml_collections.ConfigDict, vocab_size: int | None = None) -
 
   With ``config.teacher_workdir``, the teacher block is the finished run's there (read
   only, checked too). ``vocab_size`` is the tokenizer's (compared with the models'
-  ``vocab_size`` by :func:`check_vocab`); ``run`` passes it once the tokenizer is loaded,
+  ``vocab_size`` by :func:`check_models`); ``run`` passes it once the tokenizer is loaded,
   the launcher's early check does not.
   """
   _check_keys(config)
   if config.teacher_workdir:
     _check_keys(_with_finished_teacher(config))
   if vocab_size is not None:
-    check_vocab(config, vocab_size)
+    check_models(config, vocab_size)
 
 
 def _check_keys(config: ml_collections.ConfigDict) -> None:
@@ -102,6 +106,16 @@ def _check_keys(config: ml_collections.ConfigDict) -> None:
     check(config[key], f"config.{key}")
   for key in ("eval_sequences", "eval_batch_size", "micro_batches"):
     check(config[key], f"config.{key}")
+  if str(config.dtype) not in _DTYPES:
+    raise ValueError(f"config.dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
+  if str(config.teacher.hf_path) and config.teacher_workdir:
+    raise ValueError("config.teacher.hf_path and config.teacher_workdir exclude each other")
+  if str(config.student.hf_path) and str(config.student.init_from_teacher):
+    raise ValueError(
+      "config.student.hf_path and config.student.init_from_teacher exclude each other"
+    )
+  if str(config.student.init_from_teacher) and not str(config.teacher.hf_path):
+    raise ValueError("config.student.init_from_teacher needs config.teacher.hf_path")
   seq_len = config_lib.TextDataset.from_config(config.dataset).seq_len
   d = config.distill
   for key in ("lam", "beta", "alpha"):
@@ -117,22 +131,31 @@ def _check_keys(config: ml_collections.ConfigDict) -> None:
       f"config.distill.prompt_len must be in [1, dataset.seq_len={seq_len}), got {prompt_len}"
     )
   for role in ("teacher", "student"):
-    model = config_lib.check_model(config[role].model, f"config.{role}.model")
-    models.from_config(model)
-    if seq_len > int(model["max_len"]):
-      raise ValueError(
-        f"config.dataset.seq_len={seq_len} does not fit config.{role}.model.max_len="
-        f"{model['max_len']}"
-      )
+    if _pretrained_role(config, role):  # the checkpoint's model (check_models)
+      if len(config[role].model):
+        raise ValueError(
+          f"config.{role}.model would be ignored: {role}'s model comes from its Hugging Face "
+          f"checkpoint; leave the block empty (as experiments/lm_kd_hf.py does)"
+        )
+    else:
+      model = config_lib.check_model(config[role].model, f"config.{role}.model")
+      models.from_config(model)
+      if seq_len > int(model["max_len"]):
+        raise ValueError(
+          f"config.dataset.seq_len={seq_len} does not fit config.{role}.model.max_len="
+          f"{model['max_len']}"
+        )
+      if str(config.dtype) != "float32" and model["name"] not in _HF_FAMILIES:
+        raise ValueError(
+          f"config.dtype={config.dtype!r} needs a llama or gpt2 model, "
+          f"config.{role}.model.name is {model['name']!r}"
+        )
     check(config[role].num_steps, f"config.{role}.num_steps")
     config_lib.Optimizer.from_config(config[role].optimizer, f"config.{role}.optimizer")
-  t_vocab, s_vocab = int(config.teacher.model.vocab_size), int(config.student.model.vocab_size)
-  if t_vocab != s_vocab:
-    raise ValueError(
-      f"vocabulary mismatch: teacher vocab_size={t_vocab}, student vocab_size={s_vocab}"
+  if not (_pretrained_role(config, "teacher") or _pretrained_role(config, "student")):
+    _check_one_vocabulary(
+      int(config.teacher.model.vocab_size), int(config.student.model.vocab_size)
     )
-  if not 0 <= int(d.top_k) <= s_vocab:
-    raise ValueError(f"config.distill.top_k must be in [0, {s_vocab}], got {d.top_k}")
   per_step = jax.device_count() * int(config.micro_batches)
   if config_lib.check_int(config.batch_size, "config.batch_size") % per_step:
     raise ValueError(
@@ -165,14 +188,56 @@ def _check_keys(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.distill.divergence (method {method!r}): {err}") from None
 
 
-def check_vocab(config: ml_collections.ConfigDict, vocab_size: int) -> None:
-  """The models' ``vocab_size`` must be the tokenizer's (ValueError naming both)."""
-  s_vocab = int(config.student.model.vocab_size)
-  if s_vocab != vocab_size:
+def _pretrained_role(config: ml_collections.ConfigDict, role: str) -> bool:
+  """Whether ``role``'s model comes from a Hugging Face checkpoint, not its ``model`` block."""
+  if role == "teacher":
+    return bool(str(config.teacher.hf_path))
+  return bool(str(config.student.hf_path) or str(config.student.init_from_teacher))
+
+
+def _check_one_vocabulary(t_vocab: int, s_vocab: int) -> None:
+  if t_vocab != s_vocab:
+    raise ValueError(
+      f"vocabulary mismatch: teacher vocab_size={t_vocab}, student vocab_size={s_vocab}; "
+      "token-level KD needs one vocabulary: distil across tokenizers with the "
+      "cross-tokenizer modes instead"
+    )
+
+
+def check_models(
+  config: ml_collections.ConfigDict, vocab_size: int, built: dict | None = None
+) -> None:
+  """Checks the models against the tokenizer once both are known (ValueError naming them).
+
+  ``built`` maps a role to its model when it comes from a Hugging Face checkpoint
+  (``teacher.hf_path``, ``student.hf_path`` / ``student.init_from_teacher``): its own
+  vocabulary and max_len are checked instead of the config's ``model`` block. A model from
+  a checkpoint may have a larger embedding than the tokenizer (padded vocabularies); one
+  from the config must match it.
+  """
+  built = built or {}
+  seq_len = int(config.dataset.seq_len)
+  for role, model in built.items():
+    if seq_len > int(model.max_len):
+      raise ValueError(
+        f"config.dataset.seq_len={seq_len} does not fit config.{role}.hf_path's "
+        f"max_len={model.max_len}"
+      )
+  t_vocab = int(built.get("teacher", config.teacher.model).vocab_size)
+  s_vocab = int(built.get("student", config.student.model).vocab_size)
+  _check_one_vocabulary(t_vocab, s_vocab)
+  if built and vocab_size > s_vocab:
+    raise ValueError(
+      f"the tokenizer has {vocab_size} tokens, more than the models' embedding "
+      f"(vocab_size={s_vocab})"
+    )
+  if not built and s_vocab != vocab_size:
     raise ValueError(
       f"vocabulary mismatch: the tokenizer has {vocab_size} tokens, the models' "
       f"vocab_size={s_vocab} (config.teacher.model.vocab_size, config.student.model.vocab_size)"
     )
+  if not 0 <= int(config.distill.top_k) <= s_vocab:
+    raise ValueError(f"config.distill.top_k must be in [0, {s_vocab}], got {config.distill.top_k}")
 
 
 def _kd_arguments(config, mode: str) -> dict:
@@ -203,7 +268,9 @@ class _Context:
     seq_len = int(config.dataset.seq_len)
     tok = data.tokenizer
     self.token_bytes = tok.token_bytes()
-    train = text_lib.pack(data.train, seq_len, pad_id=tok.pad_id, bos_id=tok.bos_id)
+    train = text_lib.pack(
+      data.train, seq_len, pad_id=tok.pad_id, bos_id=tok.bos_id, loss_mask=data.train_mask
+    )
     self.batches = text_lib.TokenBatches(
       train,
       batch_size=int(config.batch_size),
@@ -216,6 +283,7 @@ class _Context:
       pad_id=tok.pad_id,
       bos_id=tok.bos_id,
       max_sequences=int(config.eval_sequences),
+      loss_mask=data.validation_mask,
     )
     b = int(config.eval_batch_size)
     self.eval_batches = [
@@ -233,9 +301,17 @@ class _Context:
     )
     self.teacher = self.teacher_params = self.teacher_shardings = None
     self._optimizers, self._train_steps = {}, {}
+    self.built: dict = {}  # role -> model from a Hugging Face checkpoint
+    self.init_params: dict = {}  # role -> its starting params (HF checkpoint / teacher layers)
 
   def model(self, role: str):
-    return models.from_config(self.config[role].model)
+    if role in self.built:
+      return self.built[role]
+    spec = dict(self.config[role].model)
+    if spec.get("name") in _HF_FAMILIES:  # validate: other models are float32
+      dtype = _DTYPES[str(self.config.dtype)]
+      spec.update(dtype=dtype, param_dtype=dtype)
+    return models.from_config(spec)
 
   def optimizer(self, role: str) -> optax.GradientTransformation:
     """``role``'s optimizer: one object per (optimizer block, num_steps), so that models of
@@ -308,6 +384,8 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
         checkpointer, jax.eval_shape(lambda: state), name, shardings
       )
       state = restored if start else state
+      if not start and role in ctx.init_params:
+        state = _start_from(state, ctx.init_params[role], tx, shardings)
       summary_path = os.path.join(phase_dir, _SUMMARY)
       if start >= total and os.path.exists(summary_path):
         with open(summary_path) as f:
@@ -318,6 +396,17 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
     finally:
       checkpointer.close()
   return summary.pop("params"), summary
+
+
+def _start_from(state, params, tx, shardings):
+  """``state`` with ``params`` (cast to the state's dtypes) and a fresh optimizer state,
+  laid out in ``shardings``."""
+
+  def replace(state, params):
+    params = jax.tree.map(lambda p, q: p.astype(q.dtype), params, state.params)
+    return state.replace(params=params, opt_state=tx.init(params))
+
+  return jax.jit(replace, out_shardings=shardings, donate_argnums=0)(state, params)
 
 
 def _loop(
@@ -461,9 +550,21 @@ def _tokenizer(config):
   ds = config.dataset
   if ds.tokenizer == "byte":
     return text_lib.ByteTokenizer()
+  if ds.tokenizer == "hf":
+    path = str(config.teacher.hf_path)
+    if not path:
+      raise ValueError("config.dataset.tokenizer='hf' reads config.teacher.hf_path, which is empty")
+    tokenizer = hf.load_tokenizer(path)
+    if json.loads(
+      (tokenizer.directory / "tokenizer_config.json").read_text()
+      if (tokenizer.directory / "tokenizer_config.json").is_file()
+      else "{}"
+    ).get("kdjax_byte_tokenizer"):
+      return text_lib.ByteTokenizer()  # an exported byte-level kdjax model
+    return tokenizer
   if ds.tokenizer != "sentencepiece":
     raise ValueError(
-      f"config.dataset.tokenizer must be 'byte' or 'sentencepiece', got {ds.tokenizer!r}"
+      f"config.dataset.tokenizer must be 'byte', 'sentencepiece' or 'hf', got {ds.tokenizer!r}"
     )
   path = str(ds.spm_model)
   if not path.endswith(".model"):
@@ -499,6 +600,14 @@ def _load_data(config) -> text_lib.TextData:
   _check_dataset_keys(ds)
   if ds.name == "pystdlib":
     return text_lib.load_text("pystdlib", tokenizer=_tokenizer(config))
+  if ds.name == "text_files":
+    if not str(ds.files):
+      raise ValueError("config.dataset.files must be a glob of .txt / .jsonl files")
+    return text_lib.load_text_files(
+      str(ds.files),
+      tokenizer=_tokenizer(config),
+      validation_files=str(ds.validation_files) or None,
+    )
   return text_lib.load_text(
     str(ds.name),
     tokenizer=_tokenizer(config),
@@ -516,6 +625,43 @@ def by_model(summary: dict) -> dict[str, dict]:
   return grouped
 
 
+def _pretrained(config, mesh) -> tuple[dict, dict]:
+  """``({role: model}, {role: params})`` of ``teacher.hf_path``, ``student.hf_path`` and
+  ``student.init_from_teacher`` (the teacher's embeddings, final norm, head and chosen
+  layers)."""
+  built, params = {}, {}
+  dtype = _DTYPES.get(str(config.dtype), jnp.float32)
+  teacher_path, student_path = str(config.teacher.hf_path), str(config.student.hf_path)
+  layers = str(config.student.init_from_teacher)
+  if teacher_path:
+    built["teacher"], params["teacher"] = hf.from_pretrained(teacher_path, dtype=dtype, mesh=mesh)
+  if student_path:
+    built["student"], params["student"] = hf.from_pretrained(student_path, dtype=dtype)
+  if layers:
+    chosen = hf.parse_layers(
+      layers, built["teacher"].num_layers, key="config.student.init_from_teacher"
+    )
+    built["student"], params["student"] = hf.subset_layers(
+      built["teacher"], params["teacher"], chosen
+    )
+  return built, params
+
+
+def _export(ctx: _Context, model, params, subdir: str) -> None:
+  """Writes a Llama-style or GPT-2 model and the tokenizer to ``WORKDIR/subdir`` in the
+  Hugging Face layout (other models and SentencePiece tokenizers are not exported)."""
+  if jax.process_index() != 0 or not isinstance(model, (models.LlamaLM, models.GPT2LM)):
+    return
+  tok = ctx.data.tokenizer
+  directory = os.path.join(ctx.workdir, subdir)
+  extra = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
+  hf.save_pretrained(model, params, directory, config_extra=extra)
+  if isinstance(tok, text_lib.ByteTokenizer):
+    hf.byte_tokenizer_files(directory)
+  elif isinstance(tok, hf.HFTokenizer):
+    tok.save(directory)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the LM distillation job; returns the flat summary (also ``summary.json``):
   ``"<model>/<figure>"`` for each model (``teacher``, then ``methods``) and figure
@@ -524,20 +670,32 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.teacher_workdir:
     config = _with_finished_teacher(config)
   data = _load_data(config)
-  check_vocab(config, data.vocab_size)
+  built, pretrained = _pretrained(config, mesh_lib.make_mesh())
+  check_models(config, data.vocab_size, built)
+  methods = _methods(config)
   with workdir_lib.open_workdir(workdir, config) as wd, PreemptionFlag() as preemption:
     ctx = _Context(config, wd.path, data, preemption)
+    ctx.built = built
+    ctx.init_params = {k: v for k, v in pretrained.items() if k == "student"}
     if config.teacher_workdir:
       params, teacher_summary = _load_teacher(ctx, str(config.teacher_workdir))
+    elif "teacher" in pretrained:
+      params = pretrained["teacher"]
+      nll_step = lm.make_nll_step(built["teacher"])
+      bpb = lm.bits_per_byte(nll_step, params, ctx.eval_batches, ctx.token_bytes)
+      teacher_summary = {"step": 0, "eval_bits_per_byte": bpb["bits_per_byte"]}
     else:
       params, teacher_summary = _train(ctx, "teacher", "teacher", "supervised")
+      _export(ctx, ctx.model("teacher"), params, "teacher_hf")
     ctx.teacher, ctx.teacher_params = ctx.model("teacher"), params
     ctx.teacher_shardings = jax.tree.map(lambda x: x.sharding, params)
     # The reference of the students' teacher_nll_of_samples: the teacher's own samples.
     teacher_summary["teacher_nll_of_samples"] = _sample_nll(ctx, ctx.teacher, params)
     results = {"teacher": teacher_summary}
-    for method in _methods(config):
-      _, results[method] = _train(ctx, method, "student", method)
+    for method in methods:
+      student_params, results[method] = _train(ctx, method, "student", method)
+      target = "student_hf" if len(methods) == 1 else os.path.join("student_hf", method)
+      _export(ctx, ctx.model("student"), student_params, target)
     _compare(results, wd.path)
     log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm", rate=False)
     try:

@@ -36,8 +36,8 @@ VALID = {
   ("dataset.max_train", 0): "0 = every training example",
   ("dataset.max_test", 0): "0 = every test example",
   ("dataset.max_documents", 0): "0 = every document (LM corpus)",
-  ("lm_kd_pystdlib:*|dataset.spm_vocab_size", 0): "unused by the byte tokenizer (0 = none)",
-  ("lm_kd_pystdlib:*|dataset.spm_train_documents", 0): "unused by the byte tokenizer (0 = none)",
+  ("lm_kd_[ph]*:*|dataset.spm_vocab_size", 0): "unused by the byte and hf tokenizers (0 = none)",
+  ("lm_kd_[ph]*:*|dataset.spm_train_documents", 0): "unused by byte and hf tokenizers (0 = none)",
   ("*optimizer.warmup_steps", 0): "no warmup",
   ("*optimizer.final_lr_fraction", 0): "the cosine schedule decays to 0",
   ("*optimizer.momentum", 0): "SGD without momentum",
@@ -78,14 +78,20 @@ def _valid_by_design(name: str, key: str, value: float) -> str | None:
   return None
 
 
+# Configs whose get_config needs an arg (validation is pure: the path is not read).
+REQUIRED_ARGS = {"lm_kd_hf": "teacher=tests/models/hf_reference/llama"}
+
+
 def _configs():
   for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))):
     name = os.path.basename(path)[:-3]
     if name in ("__init__", "common"):
       continue
     module = importlib.import_module(f"experiments.{name}")
+    required = REQUIRED_ARGS.get(name)
     for arg in (None, "runlocal"):
-      yield f"{name}:{arg or ''}", module.get_config(arg)
+      full = ",".join(a for a in (required, arg) if a) or None
+      yield f"{name}:{arg or ''}", module.get_config(full)
 
 
 CONFIGS = dict(_configs())

@@ -281,7 +281,7 @@ def test_lm1b_config_trains_its_sentencepiece_vocabulary_on_mock_data(tmp_path):
   assert data.vocab_size == again.vocab_size == c.student.model.vocab_size == 300
   assert (data.train == again.train).all() and data.train.max() < 300
   lm_job.validate(c)
-  lm_job.check_vocab(c, data.vocab_size)
+  lm_job.check_models(c, data.vocab_size)
   c.dataset.tokenizer = "wordpiece"
   with pytest.raises(ValueError, match="dataset.tokenizer must be"):
     lm_job._load_data(c)
