@@ -18,10 +18,13 @@ Modules:
                      gradient-accumulation reductions.
   chunked            memory-bounded KD over large vocabularies from hidden states and
                      projections (chunked_kd_loss per token; chunked_kd_sum_and_count).
+  cross_tokenizer    teacher and student with different tokenizers: ULD (sorted probability
+                     vectors), ALM (likelihoods of byte-aligned chunks) and the chunk alignment.
 """
 
 from kdjax.losses import (
   chunked,
+  cross_tokenizer,
   features,
   logits,
   methods,
@@ -31,6 +34,7 @@ from kdjax.losses import (
   taid,
 )
 from kdjax.losses.chunked import *  # noqa: F401,F403
+from kdjax.losses.cross_tokenizer import *  # noqa: F401,F403
 from kdjax.losses.features import *  # noqa: F401,F403
 from kdjax.losses.logits import *  # noqa: F401,F403
 from kdjax.losses.methods import *  # noqa: F401,F403
@@ -48,4 +52,5 @@ __all__ = [
   *features.__all__,
   *sequence.__all__,
   *chunked.__all__,
+  *cross_tokenizer.__all__,
 ]
