@@ -18,6 +18,12 @@ registered by name in ``launch/jobs.py``; it holds only what is specific to its 
 ``kdjax.jobs.preemption``
   ``stop_requested(flag, step, every)`` (agreed by all processes) and ``Preempted``
   (a clean ``SystemExit`` raised once the checkpoint is saved; re-run to resume).
+``kdjax.jobs.loop``
+  ``run_steps(state, step_fn, *, start, total, every, name, checkpointer, metrics, on_log,
+  on_eval, check, preemption)``: THE step loop of every job (when to log, evaluate,
+  checkpoint; finite checks; SIGTERM save-and-exit); ``itstime(step, every, total)``,
+  ``Every``, ``resume``, ``say`` (process 0), ``write_summary(workdir, summary)``
+  (``summary.json``, flat, atomic). Its docstring is the how-to, with an example.
 ``kdjax.jobs.metrics``
   ``MetricsWriter(workdir, *, resume_step, total_steps, name)``: ``write(step, **values)``
   to ``metrics.jsonl`` + TensorBoard event files (tensorboardX) + the progress line
@@ -47,10 +53,13 @@ A job's skeleton::
     with jobs.workdir.open_workdir(workdir, config) as wd:
       ckpt = jobs.checkpoint.Checkpointer(f"{wd.path}/checkpoints",
                                           keep=config.keep_checkpoints)
-      start, state = ckpt.restore_latest(initial_state)
+      start, state = jobs.loop.resume(ckpt, initial_state, "kip")
       metrics = jobs.metrics.MetricsWriter(wd.path, resume_step=start,
                                            total_steps=config.num_steps, name="kip")
-      ...                                              # steps; metrics.write; ckpt.save
+      state = jobs.loop.run_steps(state, step_fn, start=start, total=config.num_steps,
+                                  every=jobs.loop.Every.of(config), name="kip",
+                                  checkpointer=ckpt, metrics=metrics, ...)
+    jobs.loop.write_summary(wd.path, summary)
 """
 
 from kdjax.jobs import (
@@ -58,6 +67,7 @@ from kdjax.jobs import (
   datasets,
   evaluate,
   figures,
+  loop,
   mesh,
   metrics,
   preemption,
@@ -70,6 +80,7 @@ __all__ = [
   "datasets",
   "evaluate",
   "figures",
+  "loop",
   "mesh",
   "metrics",
   "preemption",

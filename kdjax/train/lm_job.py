@@ -54,12 +54,12 @@ from kdjax import models
 from kdjax.data import text as text_lib
 from kdjax.jobs import (
   figures,
+  loop as jobs_loop,
   mesh as mesh_lib,
-  preemption as preemption_lib,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
-from kdjax.jobs.metrics import MetricsWriter, check_finite
+from kdjax.jobs.metrics import MetricsWriter
 from kdjax.jobs.schedules import make_schedule
 from kdjax.train import lm, state as state_lib
 
@@ -270,9 +270,10 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
       os.path.join(phase_dir, "checkpoints"), keep=int(c.keep_checkpoints)
     )
     try:
-      start, restored = checkpointer.restore_latest(jax.eval_shape(lambda: state), shardings)
-      state = restored if restored is not None else state
-      start = start or 0
+      start, restored = jobs_loop.resume(
+        checkpointer, jax.eval_shape(lambda: state), name, shardings
+      )
+      state = restored if start else state
       summary_path = os.path.join(phase_dir, _SUMMARY)
       if start >= total and os.path.exists(summary_path):
         with open(summary_path) as f:
@@ -304,44 +305,51 @@ def _loop(
   log = MetricsWriter(phase_dir, resume_step=start, total_steps=total, name=name)
   tokens_per_batch = int(c.batch_size) * int(c.dataset.seq_len)
   began, timed_from = time.time(), None
+
+  def train_step(state, step):
+    nonlocal timed_from
+    batch = ctx.batches.batch(step)
+    key = jax.random.fold_in(jax.random.PRNGKey(int(c.seed)), step)
+    if mode == "seq_kd":
+      batch = lm.generated_batch(ctx.teacher, ctx.teacher_params, batch, key, **sampling)
+    elif mode == "gkd":
+      on_policy = np.random.default_rng([int(c.seed), step]).random() < float(d.lam)
+      if on_policy:
+        batch = lm.generated_batch(model, state.params, batch, key, **sampling)
+      else:
+        batch = lm.mask_prompt(batch, int(d.prompt_len))
+    batch = jax.device_put(batch, ctx.batch_sharding)
+    state, metrics = step_fn(state, batch, teacher_params)
+    if timed_from is None:  # the rate leaves out the first step (compilation)
+      jax.block_until_ready(metrics)
+      timed_from = (time.time(), step + 1)
+    return state, metrics
+
+  def on_log(state, step, metrics):
+    record = {"train_loss": float(metrics["train_loss"])}
+    elapsed = time.time() - timed_from[0]
+    if step > timed_from[1] and elapsed > 0:
+      record["tokens_per_second"] = (step - timed_from[1]) * tokens_per_batch / elapsed
+    return state, record
+
+  def on_eval(state, step):
+    bpb = lm.bits_per_byte(nll_step, state.params, ctx.eval_batches, ctx.token_bytes)
+    return {"eval_bits_per_byte": bpb["bits_per_byte"]}
+
   try:
-    for step in range(start, total):
-      batch = ctx.batches.batch(step)
-      key = jax.random.fold_in(jax.random.PRNGKey(int(c.seed)), step)
-      if mode == "seq_kd":
-        batch = lm.generated_batch(ctx.teacher, ctx.teacher_params, batch, key, **sampling)
-      elif mode == "gkd":
-        on_policy = np.random.default_rng([int(c.seed), step]).random() < float(d.lam)
-        if on_policy:
-          batch = lm.generated_batch(model, state.params, batch, key, **sampling)
-        else:
-          batch = lm.mask_prompt(batch, int(d.prompt_len))
-      batch = jax.device_put(batch, ctx.batch_sharding)
-      state, metrics = step_fn(state, batch, teacher_params)
-      done = step + 1
-      if timed_from is None:
-        jax.block_until_ready(metrics)
-        timed_from = (time.time(), done)
-      record = {}
-      if done % int(c.log_every) == 0 or done == total:
-        check_finite(name, done, train_loss=metrics["train_loss"])
-        record["train_loss"] = float(metrics["train_loss"])
-        elapsed = time.time() - timed_from[0]
-        if done > timed_from[1] and elapsed > 0:
-          record["tokens_per_second"] = (done - timed_from[1]) * tokens_per_batch / elapsed
-      if done % int(c.eval_every) == 0 or done == total:
-        bpb = lm.bits_per_byte(nll_step, state.params, ctx.eval_batches, ctx.token_bytes)
-        record["eval_bits_per_byte"] = bpb["bits_per_byte"]
-      if record:
-        log.write(done, **record)
-      if done % int(c.checkpoint_every) == 0 or done == total:
-        checkpointer.save(done, state)
-      if done < total and preemption_lib.stop_requested(ctx.preemption, done, int(c.log_every)):
-        checkpointer.save(done, state)
-        checkpointer.wait()
-        if jax.process_index() == 0:
-          print(f"[{name}] SIGTERM: saved the checkpoint at step {done}; re-run to resume")
-        raise preemption_lib.Preempted(0)
+    state = jobs_loop.run_steps(
+      state,
+      train_step,
+      start=start,
+      total=total,
+      every=jobs_loop.Every.of(c),
+      name=name,
+      checkpointer=checkpointer,
+      metrics=log,
+      on_log=on_log,
+      on_eval=on_eval,
+      preemption=ctx.preemption,
+    )
     checkpointer.wait()
   finally:
     log.close()

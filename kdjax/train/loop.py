@@ -42,12 +42,13 @@ from kdjax.jobs import (
   datasets,
   evaluate as evaluate_lib,
   figures,
+  loop as jobs_loop,
   mesh as mesh_lib,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
-from kdjax.jobs.preemption import Preempted, stop_requested
+from kdjax.jobs.preemption import Preempted  # noqa: F401  (re-exported for callers)
 from kdjax.train import (
   augment as augment_lib,
   objectives as objectives_lib,
@@ -57,11 +58,6 @@ from kdjax.train import (
 )
 
 MODES = ("supervised", "kd", "born_again", "self_distill")
-
-
-def _print(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
 
 
 # Phases, generations and sweep points of one process share the loaded arrays.
@@ -191,13 +187,15 @@ class Phase:
     """Shardings of ``{'params': ..., **model_state}`` (the frozen-teacher pytree)."""
     return {"params": self.shardings.params, **self.shardings.model_state}
 
-  def evaluate(self) -> dict:
-    """``test_loss`` and ``test_accuracy`` of the current parameters on the test split."""
+  def evaluate(self, state: state_lib.TrainState | None = None) -> dict:
+    """``test_loss`` and ``test_accuracy`` of ``state`` (default: the current one) on the
+    test split."""
+    state = self.state if state is None else state
     x, y = self.ds.x_test, self.ds.y_test
     b = self.eval_batch_size
     batches = ({"inputs": x[i : i + b], "labels": y[i : i + b]} for i in range(0, len(y), b))
     return evaluate_lib.evaluate(
-      self.eval_step, self.state.variables(), batches, self.mesh, b, prefix="test"
+      self.eval_step, state.variables(), batches, self.mesh, b, prefix="test"
     )
 
   def checkpointer(self) -> Checkpointer:
@@ -219,7 +217,7 @@ class Phase:
     try:
       start = self.restore(checkpointer)
       if start:
-        _print(f"[{self.name}] resumed from the checkpoint at step {start}")
+        jobs_loop.say(f"[{self.name}] resumed from the checkpoint at step {start}")
       log = MetricsWriter(self.workdir, resume_step=start, total_steps=total, name=self.name)
       try:
         if start >= total:
@@ -241,34 +239,26 @@ class Phase:
     log: MetricsWriter,
     preemption: PreemptionFlag,
   ) -> dict:
-    c = self.config
-    last = {}
-    for step in range(start, total):
+    def step_fn(state, step):
       batch = self.batches.batch(step)
       batch = {"inputs": batch["image"], "labels": batch["label"]}
-      self.state, metrics = self.train_step(self.state, batch, *self.teacher_args)
-      done = step + 1
-      logs = done % int(c.log_every) == 0 or done == total
-      saves = done % int(c.checkpoint_every) == 0 or done == total
-      if logs or saves:  # a non-finite state is neither logged as plausible nor saved
-        check_finite(self.name, done, train_loss=metrics["train_loss"])
-      record = {k: float(v) for k, v in metrics.items()} if logs else {}
-      if done % int(c.eval_every) == 0 or done == total:
-        record.update(self.evaluate())
-      if record:
-        last = {"step": done, **record}
-        log.write(done, **record)
-      if saves:
-        checkpointer.save(done, self.state)
-      if done < total and stop_requested(preemption, done, int(c.log_every)):
-        checkpointer.save(done, self.state)
-        checkpointer.wait()
-        _print(
-          f"[{self.name}] SIGTERM: saved the checkpoint at step {done}; "
-          f"re-run the same command to resume"
-        )
-        raise Preempted(0)
-    return last
+      return self.train_step(state, batch, *self.teacher_args)
+
+    self.state = jobs_loop.run_steps(
+      self.state,
+      step_fn,
+      start=start,
+      total=total,
+      every=jobs_loop.Every.of(self.config),
+      name=self.name,
+      checkpointer=checkpointer,
+      metrics=log,
+      on_eval=lambda state, step: self.evaluate(state),
+      # a non-finite state is neither logged as plausible nor saved
+      check=lambda state, metrics: {"train_loss": metrics["train_loss"]},
+      preemption=preemption,
+    )
+    return log.records[-1]
 
   def _plot(self, records: list[dict]) -> None:
     figures.plot_curves(
