@@ -63,7 +63,7 @@ from kdjax.jobs.metrics import MetricsWriter
 from kdjax.jobs.schedules import make_schedule
 from kdjax.train import lm, state as state_lib
 
-MODES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
+MODES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd", "uld", "alm")
 _SUMMARY = "summary.json"
 
 
@@ -361,7 +361,7 @@ def _loop(
     "tokens_per_second": speeds[-1] if speeds else float("nan"),
     "wall_time_s": time.time() - began,
   }
-  if ctx.teacher is not None:
+  if ctx.teacher is not None and getattr(ctx, "same_vocabulary", True):
     summary["teacher_nll_of_samples"] = _sample_nll(ctx, model, state.params)
   if jax.process_index() == 0:
     figures.plot_curves(records, ["train_loss"], os.path.join(phase_dir, "loss.png"), title=name)
@@ -445,6 +445,10 @@ def _load_data(config) -> text_lib.TextData:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the LM distillation job; returns ``{model name: summary}`` (also summary.json)."""
+  from kdjax.train import xtok  # cross-tokenizer students (modes uld, alm): their own run
+
+  if xtok.enabled(config):
+    return xtok.run(config, workdir)
   data = _load_data(config)
   if config.teacher_workdir:
     teacher_config = _load_teacher_config(str(config.teacher_workdir))
