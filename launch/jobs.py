@@ -12,7 +12,7 @@ from typing import Any
 
 from kdjax.distill import job as distill_job, runner as kip_runner
 from kdjax.theory import experiments as theory_experiments
-from kdjax.train import lm_job, loop as train_loop
+from kdjax.train import distillspec, lm_job, loop as train_loop
 
 Job = Callable[[Any, str], dict]
 
@@ -22,6 +22,7 @@ JOBS: dict[str, Job] = {
   "distill": distill_job.run,  # RFAD dataset distillation + finite-network evaluation
   "theory": theory_experiments.run,  # self-distillation theory reproductions
   "lm": lm_job.run,  # LM distillation: token-level, sequence-level and on-policy (GKD) KD
+  "distillspec": distillspec.run,  # DistillSpec drafts, judged by speculative decoding
 }
 
 

@@ -1,0 +1,257 @@
+r"""``run(config, workdir)``: DistillSpec drafts for speculative decoding (``job='distillspec'``).
+
+Zhou et al. (2024), "DistillSpec: Improving Speculative Decoding via Knowledge
+Distillation": a small draft is distilled for *acceptance* (how often the target keeps its
+tokens) rather than for perplexity; which divergence and which data (fixed data, target
+samples, draft samples) work best depends on the decoding (greedy or sampling).
+
+The target is the lm job's teacher; every draft is an lm job student of the same
+architecture, steps and data order, trained in its own lm run (``WORKDIR/<draft>``; the
+first, ``ce``, also trains the target, which the others load read-only, unless
+``config.teacher_workdir`` names a finished lm run whose teacher every draft then uses).
+Each entry of ``config.drafts`` is ``{'mode', 'divergence', 'lam', 'beta'}`` (lm job keys):
+
+* ``ce``: cross-entropy on the data;
+* ``fkl``, ``rkl``, ``jsd``, ``tvd``: token KD on the data under KL(target || draft),
+  KL(draft || target), JSD(0.5) and total variation (``token_kd``);
+* ``onpolicy_jsd``: GKD with draft samples only (``gkd``, ``lam`` = 1, JSD(0.5)), and
+  ``seqkd``: cross-entropy on target samples (``seq_kd``), the two on-policy data sources.
+
+Then each draft drafts for the target (:func:`kdjax.models.sampling.speculative_generate`)
+on ``speculative.num_prompts`` validation prompts of ``distill.prompt_len`` bytes,
+``speculative.max_new_tokens`` new tokens each:
+
+* ``acceptance_greedy`` / ``acceptance_sampled``: the per-token acceptance rate
+  ``accepted / (accepted + rejected)`` over all prompts (one batched call, ``k =
+  speculative.acceptance_draft_tokens``), greedy and at T = 1;
+* ``speedup_greedy`` / ``speedup_sampled``: wall time of plain KV-cache decoding of the
+  target (:func:`~kdjax.models.sampling.generate`) over that of speculative decoding, one
+  prompt at a time (batch 1, compiled beforehand), at the best ``k`` of
+  ``speculative.draft_tokens`` (reported as ``best_k_*``); the two decoders alternate
+  prompt by prompt so that a change of machine load hits both;
+* ``eval_bits_per_byte``: the draft's validation bits per byte (its lm run's summary).
+
+``WORKDIR/summary.json``: ``{'target': {...}, 'drafts': {name: {...}}, 'timing': {...}}``
+with ``timing`` holding the target's and a draft's milliseconds per token (plain decoding,
+batch 1) and their ratio, the draft/target cost ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from kdjax import models
+from kdjax.data import text as text_lib
+from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs.checkpoint import Checkpointer
+from kdjax.models import sampling
+from kdjax.train import lm_job, state as state_lib
+
+DRAFT_MODES = ("ce", "token_kd", "seq_kd", "gkd")
+_SUMMARY = "summary.json"
+
+
+def _draft_config(config, name: str, spec) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict(config.to_dict())
+  for key in ("drafts", "speculative"):
+    del c[key]
+  c.job = "lm"
+  c.modes = str(spec["mode"])
+  if "divergence" in spec:
+    c.distill.divergence = str(spec["divergence"])
+  for key in ("lam", "beta"):
+    if key in spec:
+      c.distill[key] = float(spec[key])
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the draft list and the speculative-decoding keys; raises ValueError naming them."""
+  drafts = config.drafts.to_dict() if hasattr(config.drafts, "to_dict") else dict(config.drafts)
+  if "ce" not in drafts:
+    raise ValueError(f"config.drafts must include a 'ce' draft, got {sorted(drafts)}")
+  for name, spec in drafts.items():
+    if spec.get("mode") not in DRAFT_MODES:
+      raise ValueError(
+        f"config.drafts.{name}.mode must be one of {DRAFT_MODES}, got {spec.get('mode')!r}"
+      )
+  if drafts["ce"]["mode"] != "ce":
+    raise ValueError("config.drafts.ce.mode must be 'ce'")
+  s = config.speculative
+  grid = [int(k) for k in str(s.draft_tokens).split(",") if k]
+  if not grid or min(grid) < 1:
+    raise ValueError(f"config.speculative.draft_tokens must list ints >= 1, got {s.draft_tokens!r}")
+  if int(s.acceptance_draft_tokens) < 1:
+    raise ValueError(
+      f"config.speculative.acceptance_draft_tokens must be >= 1, got {s.acceptance_draft_tokens}"
+    )
+  for key in ("num_prompts", "timing_prompts", "max_new_tokens"):
+    if int(s[key]) < 1:
+      raise ValueError(f"config.speculative.{key} must be >= 1, got {s[key]}")
+  if int(s.timing_prompts) > int(s.num_prompts):
+    raise ValueError(
+      f"config.speculative.timing_prompts={s.timing_prompts} exceeds num_prompts={s.num_prompts}"
+    )
+  need = int(config.distill.prompt_len) + int(s.max_new_tokens) - 1
+  for role in ("teacher", "student"):
+    if need > int(config[role].model.max_len):
+      raise ValueError(
+        f"distill.prompt_len + speculative.max_new_tokens - 1 = {need} exceeds "
+        f"config.{role}.model.max_len={config[role].model.max_len}"
+      )
+  for name in drafts:
+    lm_job._modes(_draft_config(config, name, drafts[name]))
+
+
+def _restore(config, role: str, phase_dir: str) -> Any:
+  """The final parameters of ``role``'s model trained in ``phase_dir`` (host NumPy)."""
+  model = models.from_config(config[role].model)
+  tx = lm_job._optimizer(config[role].optimizer, int(config[role].num_steps), role)
+  sample = np.zeros((int(config.batch_size), int(config.dataset.seq_len)), np.int32)
+  from kdjax.jobs import mesh as mesh_lib
+
+  state, shardings = state_lib.create_state(
+    model, tx, sample, int(config.seed), mesh_lib.make_mesh()
+  )
+  checkpointer = Checkpointer(os.path.join(phase_dir, "checkpoints"), keep=1)
+  try:
+    step, state = checkpointer.restore_latest(jax.eval_shape(lambda: state), shardings)
+  finally:
+    checkpointer.close()
+  if step != int(config[role].num_steps):
+    raise ValueError(f"{phase_dir} holds no finished model (last checkpoint {step})")
+  return model, jax.device_get(state.params)
+
+
+def _prompts(config, data: text_lib.TextData) -> np.ndarray:
+  s = config.speculative
+  tok = data.tokenizer
+  windows = text_lib.pack(
+    data.validation,
+    int(config.dataset.seq_len),
+    pad_id=tok.pad_id,
+    bos_id=tok.bos_id,
+    max_sequences=int(s.num_prompts),
+  )["inputs"]
+  return windows[:, : int(config.distill.prompt_len)]
+
+
+def _timed(fn) -> float:
+  began = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - began
+
+
+def evaluate_draft(
+  target, target_params, draft, draft_params, prompts: np.ndarray, spec, *, eos_id: int
+) -> dict:
+  """Acceptance rates (batched) and tuned wall-time speedups (batch 1) of one draft."""
+  t_vars, d_vars = {"params": target_params}, {"params": draft_params}
+  new = int(spec.max_new_tokens)
+  out = {}
+  for label, greedy in (("greedy", True), ("sampled", False)):
+    common = dict(rng=jax.random.PRNGKey(0), max_new_tokens=new, greedy=greedy, eos_id=eos_id)
+    res = sampling.speculative_generate(
+      target,
+      t_vars,
+      draft,
+      d_vars,
+      prompts,
+      num_draft_tokens=int(spec.acceptance_draft_tokens),
+      **common,
+    )
+    accepted, rejected = int(np.sum(res["num_accepted"])), int(np.sum(res["num_rejected"]))
+    out[f"acceptance_{label}"] = accepted / max(accepted + rejected, 1)
+    out[f"tokens_per_call_{label}"] = float(
+      np.sum(res["lengths"]) / max(int(np.sum(res["num_target_calls"])), 1)
+    )
+    # Wall time, batch 1: plain target decoding and speculative decoding, alternating.
+    best = (0.0, 0)
+    for k in [int(v) for v in str(spec.draft_tokens).split(",") if v]:
+
+      def spec_call(p, k=k):
+        return sampling.speculative_generate(
+          target, t_vars, draft, d_vars, p, num_draft_tokens=k, **common
+        )
+
+      def plain_call(p):
+        return sampling.generate(target, t_vars, p, **common)
+
+      first = prompts[:1]
+      _timed(lambda: spec_call(first))  # compile
+      _timed(lambda: plain_call(first))
+      plain = spec_time = 0.0
+      for i in range(int(spec.timing_prompts)):
+        p = prompts[i : i + 1]
+        plain += _timed(lambda: plain_call(p))
+        spec_time += _timed(lambda: spec_call(p))
+      speedup = plain / spec_time
+      out.setdefault(f"speedups_{label}", {})[str(k)] = speedup
+      if speedup > best[0]:
+        best = (speedup, k)
+    out[f"speedup_{label}"], out[f"best_k_{label}"] = best
+  return out
+
+
+def _cost(model, variables, prompts: np.ndarray, new: int) -> float:
+  """Milliseconds per token of plain greedy decoding, batch 1 (after compiling)."""
+  call = lambda p: sampling.generate(  # noqa: E731
+    model, variables, p, rng=jax.random.PRNGKey(0), max_new_tokens=new, greedy=True
+  )
+  _timed(lambda: call(prompts[:1]))
+  total = sum(_timed(lambda i=i: call(prompts[i : i + 1])) for i in range(len(prompts)))
+  return 1000 * total / (len(prompts) * new)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains the target and the drafts (lm runs), then evaluates speculative decoding."""
+  validate(config)
+  drafts = config.drafts.to_dict()
+  order = ["ce"] + [n for n in drafts if n != "ce"]
+  os.makedirs(workdir, exist_ok=True)
+  summaries = {}
+  # The target: config.teacher_workdir's finished lm run, else trained in the ce run.
+  target_run = str(config.teacher_workdir) or os.path.join(workdir, "ce")
+  for name in order:
+    c = _draft_config(config, name, drafts[name])
+    c.teacher_workdir = "" if name == "ce" and not config.teacher_workdir else target_run
+    summaries[name] = lm_job.run(c, os.path.join(workdir, name))
+  with workdir_lib.open_workdir(os.path.join(workdir, "speculative"), config) as wd:
+    data = lm_job._load_data(config)
+    prompts = _prompts(config, data)
+    target_config = ml_collections.ConfigDict(config.to_dict())
+    if config.teacher_workdir:
+      target_config.teacher = lm_job._load_teacher_config(target_run).teacher
+    target, target_params = _restore(target_config, "teacher", os.path.join(target_run, "teacher"))
+    spec = config.speculative
+    results = {"target": {"eval_bits_per_byte": summaries["ce"]["teacher"]["eval_bits_per_byte"]}}
+    results["drafts"] = {}
+    for name in order:
+      mode = str(drafts[name]["mode"])
+      draft, params = _restore(config, "student", os.path.join(workdir, name, mode))
+      figures = evaluate_draft(
+        target, target_params, draft, params, prompts, spec, eos_id=data.tokenizer.eos_id
+      )
+      figures["eval_bits_per_byte"] = summaries[name][mode]["eval_bits_per_byte"]
+      results["drafts"][name] = figures
+      print(f"[distillspec] {name}: " + json.dumps(figures), flush=True)
+    timing = prompts[: int(spec.timing_prompts)]
+    target_ms = _cost(target, {"params": target_params}, timing, int(spec.max_new_tokens))
+    draft_ms = _cost(draft, {"params": params}, timing, int(spec.max_new_tokens))
+    results["timing"] = {
+      "target_ms_per_token": target_ms,
+      "draft_ms_per_token": draft_ms,
+      "draft_target_cost_ratio": draft_ms / target_ms,
+    }
+    if jax.process_index() == 0:
+      text = json.dumps(results, indent=1)
+      workdir_lib.atomic_write(os.path.join(wd.path, _SUMMARY), text)
+      workdir_lib.atomic_write(os.path.join(workdir, _SUMMARY), text)
+  return results
