@@ -22,7 +22,7 @@ of the drafts, ``+``-separated; ``ce`` is always trained).
 
 import ml_collections
 
-from experiments import common, lm_kd_pystdlib
+from experiments import common
 
 DRAFTS = {
   "ce": {"mode": "ce"},
@@ -36,7 +36,7 @@ DRAFTS = {
 
 
 def base_config(*, seed: int = 0, drafts: str = ",".join(DRAFTS)) -> ml_collections.ConfigDict:
-  c = lm_kd_pystdlib.base_config(seed=seed, modes="ce")
+  c = common.lm_base(seed=seed, methods="ce")
   c.job = "distillspec"
   c.teacher.model.update(embed_dim=128, num_layers=4, num_heads=4, mlp_dim=512)
   c.student.model.update(embed_dim=32, num_layers=1, num_heads=2, mlp_dim=128)
@@ -57,7 +57,7 @@ def base_config(*, seed: int = 0, drafts: str = ",".join(DRAFTS)) -> ml_collecti
 
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks ``c`` in place to a smoke run."""
-  lm_kd_pystdlib.runlocal(c)
+  common.lm_runlocal(c)
   c.student.model.update(embed_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
   c.teacher.num_steps, c.student.num_steps = 20, 10
   c.speculative.update(

@@ -17,17 +17,17 @@ split (every 8th file; ``WORKDIR/student_tokenizer/``), on windows of
   python -m launch.main --config=experiments/xtok_pystdlib.py:runlocal --workdir=/tmp/xtok
 
 Arg (comma-separated): ``runlocal`` (a smoke run of a minute or two), ``seed=N``,
-``modes=ce+uld+alm`` (``+``-separated), ``teacher_workdir=PATH`` (a finished run of this
+``methods=ce+uld+alm`` (``+``-separated), ``teacher_workdir=PATH`` (a finished run of this
 experiment, or of the lm job with ``dataset.seq_len`` 128, whose teacher to reuse).
 """
 
 import ml_collections
 
-from experiments import common, lm_kd_pystdlib
+from experiments import common
 
 
-def base_config(*, seed: int = 0, modes: str = "ce,uld,alm") -> ml_collections.ConfigDict:
-  c = lm_kd_pystdlib.base_config(seed=seed, modes=modes)
+def base_config(*, seed: int = 0, methods: str = "ce,uld,alm") -> ml_collections.ConfigDict:
+  c = common.lm_base(seed=seed, methods=methods)
   c.dataset.seq_len = 128  # the teacher's windows and its view of a student window (bytes)
   c.teacher.model.max_len = 128
   c.teacher.num_steps = 600
@@ -53,7 +53,7 @@ def base_config(*, seed: int = 0, modes: str = "ce,uld,alm") -> ml_collections.C
 
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks ``c`` in place to a smoke run."""
-  lm_kd_pystdlib.runlocal(c)
+  common.lm_runlocal(c)
   c.dataset.seq_len = 48
   c.teacher.model.max_len = 48
   c.student.model.update(vocab_size=400, max_len=16)
@@ -64,7 +64,7 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runlocal=False, seed=0, modes="ce+uld+alm", teacher_workdir="")
-  c = base_config(seed=a.seed, modes=a.modes.replace("+", ","))
+  a = common.parse_arg(arg, runlocal=False, seed=0, methods="ce+uld+alm", teacher_workdir="")
+  c = base_config(seed=a.seed, methods=a.methods.replace("+", ","))
   c.teacher_workdir = a.teacher_workdir
   return runlocal(c) if a.runlocal else c

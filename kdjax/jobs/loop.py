@@ -54,9 +54,10 @@ How to write a job's loop (a complete, runnable example)::
       ckpt.close()
     loop.write_summary(wd.path, {"test_loss": float(jnp.mean(state["w"] ** 2))})
 
-A job module is ``validate(config)`` (every key, before any work) and ``run(config,
-workdir) -> flat summary dict`` that ends with :func:`write_summary`; a phase (a teacher,
-a generation, one student) counts as finished when :func:`finished` says so.
+A job module (registered in ``launch/jobs.py``) is ``validate(config)`` (every key, before
+any work) and ``run(config, workdir) -> flat summary dict`` that ends with
+:func:`write_summary`; a phase (a teacher, a generation, one student) counts as finished
+when :func:`finished` says so.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 from kdjax.jobs import workdir as workdir_lib
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
@@ -75,10 +77,13 @@ from kdjax.jobs.metrics import MetricsWriter, check_finite
 from kdjax.jobs.preemption import Preempted, stop_requested
 
 __all__ = [
+  "CHECKPOINT_DIR",
   "Every",
   "Preempted",
   "PreemptionFlag",
+  "finished",
   "itstime",
+  "last_checkpoint",
   "resume",
   "run_steps",
   "say",
@@ -86,6 +91,7 @@ __all__ = [
 ]
 
 SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
 
 State = Any
 Record = Mapping[str, Any]
@@ -248,14 +254,14 @@ def _numbers(record: Record) -> dict:
 def write_summary(workdir: str, summary: Mapping[str, Any]) -> dict:
   """Writes ``WORKDIR/summary.json`` (sorted keys, atomic, process 0) and prints it.
 
-  Every job ends with this. ``summary`` is flat: names to numbers, strings, booleans or
-  ``None`` (a value that does not exist, e.g. a round that was not reached: ``null`` in
-  the JSON). Returns it as a dict.
+  Every job ends with this. ``summary`` is flat: names to numbers (NumPy scalars become
+  Python numbers), strings, booleans or ``None`` (a value that does not exist, e.g. a
+  round that was not reached: ``null`` in the JSON). Returns it as a dict.
 
   Raises:
     ValueError: a value is a list, dict or array (the summary must be flat).
   """
-  summary = dict(summary)
+  summary = {k: v.item() if isinstance(v, np.generic) else v for k, v in summary.items()}
   nested = [k for k, v in summary.items() if v is not None and not isinstance(v, (int, float, str))]
   if nested:
     raise ValueError(f"a job's summary must be flat (numbers, strings, None); not: {nested}")
@@ -264,3 +270,28 @@ def write_summary(workdir: str, summary: Mapping[str, Any]) -> dict:
     workdir_lib.atomic_write(os.path.join(workdir, SUMMARY_FILE), text + "\n")
   say("summary: " + json.dumps(summary, sort_keys=True))
   return summary
+
+
+def last_checkpoint(phase_dir: str) -> int | None:
+  """The step of the newest complete checkpoint in ``phase_dir/checkpoints``, or None.
+
+  Reads only: a missing directory is None and is not created.
+  """
+  directory = os.path.join(phase_dir, CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return None
+  checkpointer = Checkpointer(directory, keep=1)
+  try:
+    return checkpointer.latest_step()
+  finally:
+    checkpointer.close()
+
+
+def finished(phase_dir: str, total: int) -> bool:
+  """Whether the run in ``phase_dir`` (a job, or a phase of one: a teacher, a generation, a
+  student) is finished: its newest complete checkpoint is at step ``total``.
+
+  The one test every job uses before it reuses a phase (e.g. a teacher from
+  ``config.teacher_workdir``) instead of training it; reads only.
+  """
+  return last_checkpoint(phase_dir) == int(total)

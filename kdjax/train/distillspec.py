@@ -32,9 +32,11 @@ on ``speculative.num_prompts`` validation prompts of ``distill.prompt_len`` byte
   alternating so that a change of machine load hits both;
 * ``eval_bits_per_byte``: the draft's validation bits per byte (its lm run's summary).
 
-``WORKDIR/summary.json``: ``{'target': {...}, 'drafts': {name: {...}}, 'timing': {...}}``
-with ``timing`` holding the target's and a draft's milliseconds per token (plain decoding,
-batch 1) and their ratio, the draft/target cost ratio.
+``WORKDIR/summary.json`` is flat (``"<draft>/<figure>"``, grouped by
+:func:`kdjax.train.lm_job.by_model`): each draft's figures above (and
+``speedup_<greedy|sampled>_k<k>`` for every ``k`` tried), ``target/eval_bits_per_byte``,
+and ``timing/target_ms_per_token``, ``timing/draft_ms_per_token`` (plain decoding, batch 1)
+and their ratio ``timing/draft_target_cost_ratio``.
 """
 
 from __future__ import annotations
@@ -48,15 +50,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from kdjax import models
+from kdjax import mesh as mesh_lib, models
 from kdjax.data import text as text_lib
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs import (
+  config as config_lib,
+  loop as jobs_loop,
+  workdir as workdir_lib,
+)
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.models import sampling
 from kdjax.train import lm_job, state as state_lib
 
 DRAFT_MODES = ("ce", "token_kd", "seq_kd", "gkd")
-_SUMMARY = "summary.json"
 
 
 def _draft_config(config, name: str, spec) -> ml_collections.ConfigDict:
@@ -64,7 +69,7 @@ def _draft_config(config, name: str, spec) -> ml_collections.ConfigDict:
   for key in ("drafts", "speculative"):
     del c[key]
   c.job = "lm"
-  c.modes = str(spec["mode"])
+  c.methods = str(spec["mode"])
   if "divergence" in spec:
     c.distill.divergence = str(spec["divergence"])
   for key in ("lam", "beta"):
@@ -108,16 +113,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.{role}.model.max_len={config[role].model.max_len}"
       )
   for name in drafts:
-    lm_job._modes(_draft_config(config, name, drafts[name]))
+    lm_job._methods(_draft_config(config, name, drafts[name]))
 
 
 def _restore(config, role: str, phase_dir: str) -> Any:
   """The final parameters of ``role``'s model trained in ``phase_dir`` (host NumPy)."""
   model = models.from_config(config[role].model)
-  tx = lm_job._optimizer(config[role].optimizer, int(config[role].num_steps), role)
+  block = config_lib.Optimizer.from_config(config[role].optimizer, f"config.{role}.optimizer")
+  tx = block.make(int(config[role].num_steps))
   sample = np.zeros((int(config.batch_size), int(config.dataset.seq_len)), np.int32)
-  from kdjax.jobs import mesh as mesh_lib
-
   state, shardings = state_lib.create_state(
     model, tx, sample, int(config.seed), mesh_lib.make_mesh()
   )
@@ -199,7 +203,7 @@ def evaluate_draft(
         plain += min(plain_times)
         spec_time += min(spec_times)
       speedup = plain / spec_time
-      out.setdefault(f"speedups_{label}", {})[str(k)] = speedup
+      out[f"speedup_{label}_k{k}"] = speedup
       if speedup > best[0]:
         best = (speedup, k)
     out[f"speedup_{label}"], out[f"best_k_{label}"] = best
@@ -241,28 +245,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       target_config.teacher = lm_job._load_teacher_config(target_run).teacher
     target, target_params = _restore(target_config, "teacher", os.path.join(target_run, "teacher"))
     spec = config.speculative
-    results = {"target": {"eval_bits_per_byte": summaries["ce"]["teacher"]["eval_bits_per_byte"]}}
-    results["drafts"] = {}
+    flat = {"target/eval_bits_per_byte": summaries["ce"]["teacher/eval_bits_per_byte"]}
     for name in order:
       mode = str(drafts[name]["mode"])
       draft, params = _restore(config, "student", os.path.join(workdir, name, mode))
       figures = evaluate_draft(
         target, target_params, draft, params, prompts, spec, eos_id=data.tokenizer.eos_id
       )
-      figures["eval_bits_per_byte"] = summaries[name][mode]["eval_bits_per_byte"]
-      results["drafts"][name] = figures
-      print(f"[distillspec] {name}: " + json.dumps(figures), flush=True)
+      figures["eval_bits_per_byte"] = summaries[name][f"{mode}/eval_bits_per_byte"]
+      flat.update({f"{name}/{k}": v for k, v in figures.items()})
+      jobs_loop.say(f"[distillspec] {name}: " + json.dumps(figures))
     timing = prompts[: int(spec.timing_prompts)]
     args = (timing, int(spec.max_new_tokens), int(spec.timing_repeats))
     target_ms = _cost(target, {"params": target_params}, *args)
     draft_ms = _cost(draft, {"params": params}, *args)
-    results["timing"] = {
-      "target_ms_per_token": target_ms,
-      "draft_ms_per_token": draft_ms,
-      "draft_target_cost_ratio": draft_ms / target_ms,
-    }
-    if jax.process_index() == 0:
-      text = json.dumps(results, indent=1)
-      workdir_lib.atomic_write(os.path.join(wd.path, _SUMMARY), text)
-      workdir_lib.atomic_write(os.path.join(workdir, _SUMMARY), text)
-  return results
+    flat["timing/target_ms_per_token"] = target_ms
+    flat["timing/draft_ms_per_token"] = draft_ms
+    flat["timing/draft_target_cost_ratio"] = draft_ms / target_ms
+    del wd
+  return jobs_loop.write_summary(workdir, flat)

@@ -1,6 +1,6 @@
 r"""Cross-tokenizer students of the ``lm`` job: modes ``uld`` and ``alm``.
 
-When ``config.xtok.student_tokenizer`` is set (or ``config.modes`` holds ``uld`` or
+When ``config.xtok.student_tokenizer`` is set (or ``config.methods`` holds ``uld`` or
 ``alm``), :func:`kdjax.train.lm_job.run` hands the run to :func:`run` here. The teacher is
 the lm job's byte-level teacher (trained or loaded exactly as there, on windows of
 ``dataset.seq_len`` bytes); the students use a second tokenizer, a SentencePiece
@@ -21,14 +21,14 @@ Each student batch carries the teacher's view of the same text
 Every student trains ``student.num_steps`` steps on the same windows in the same order.
 Losses are sums over the batch divided by its number of real student tokens. Validation
 bits per byte make the teacher's bytes and the students' pieces comparable.
-``WORKDIR/summary.json``: ``{name: {'eval_bits_per_byte', 'gap_closed',
-'tokens_per_second', 'wall_time_s', 'step'}}`` for ``teacher`` and each mode, plus
-``'student_tokenizer'`` facts (vocabulary, bytes per token).
+``WORKDIR/summary.json`` is flat like the lm job's: ``"<model>/<figure>"`` for ``teacher``
+and each method (``eval_bits_per_byte``, ``gap_closed``, ``tokens_per_second``,
+``wall_time_s``, ``step``; :func:`kdjax.train.lm_job.by_model` groups them) and
+``student_tokenizer/vocab_size``, ``student_tokenizer/validation_bytes_per_token``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -38,7 +38,7 @@ import ml_collections
 
 from kdjax import losses
 from kdjax.data import text as text_lib, xtok as xtok_data
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.jobs import loop as jobs_loop, workdir as workdir_lib
 from kdjax.jobs.checkpoint import PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter
 from kdjax.train import lm, lm_job
@@ -49,7 +49,7 @@ STUDENT_MODES = ("ce", "uld", "alm")
 
 def enabled(config) -> bool:
   """Whether ``config`` asks for cross-tokenizer students."""
-  modes = [m for m in str(config.modes).split(",") if m]
+  modes = [m for m in str(config.methods).split(",") if m] if "methods" in config else []
   has_xtok = "xtok" in config and bool(config.xtok.student_tokenizer)
   return has_xtok or any(m in XTOK_MODES for m in modes)
 
@@ -126,7 +126,7 @@ def _objective_arguments(config) -> dict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the cross-tokenizer keys; raises ValueError naming the key."""
-  modes = [m for m in str(config.modes).split(",") if m]
+  modes = [m for m in str(config.methods).split(",") if m]
   if "xtok" not in config or not config.xtok.student_tokenizer:
     raise ValueError(
       f"cross-tokenizer modes {XTOK_MODES} need a second tokenizer: set "
@@ -140,8 +140,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   bad = [m for m in modes if m not in STUDENT_MODES]
   if bad or not modes or len(set(modes)) != len(modes):
     raise ValueError(
-      f"config.modes must be distinct names from {STUDENT_MODES} for cross-tokenizer "
-      f"students (the others need one vocabulary), got {config.modes!r}"
+      f"config.methods must be distinct names from {STUDENT_MODES} for cross-tokenizer "
+      f"students (the others need one vocabulary), got {config.methods!r}"
     )
   if config.dataset.name != "pystdlib" or config.dataset.tokenizer != "byte":
     raise ValueError(
@@ -172,14 +172,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"vocabulary mismatch: config.student.model.vocab_size={config.student.model.vocab_size}"
       f" but the student tokenizer has config.xtok.vocab_size={x.vocab_size} pieces"
     )
+  lm_job.validate(_views(config)[0])  # every lm key, as the teacher phase reads them
 
 
 def _views(config) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   """The lm job's configs of the teacher phase (bytes, ``dataset.seq_len``) and of the
   student phases (the student vocabulary for both roles, ``xtok.student_seq_len``)."""
   teacher = ml_collections.ConfigDict(config.to_dict())
-  teacher.modes = "ce"
+  teacher.methods = "ce"
   teacher.student = teacher.teacher  # (no student trains in this view)
+  del teacher["xtok"]
   student = ml_collections.ConfigDict(config.to_dict())
   student.dataset.seq_len = int(config.xtok.student_seq_len)
   student.distill.prompt_len = min(int(config.distill.prompt_len), student.dataset.seq_len - 1)
@@ -262,25 +264,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sctx.teacher, sctx.teacher_params = tctx.model("teacher"), params
     sctx.teacher_shardings = jax.tree.map(lambda x: x.sharding, params)
     results = {"teacher": teacher_summary}
-    for mode in [m for m in str(config.modes).split(",") if m]:
+    for mode in [m for m in str(config.methods).split(",") if m]:
       _, results[mode] = lm_job._train(sctx, mode, "student", mode)
     lm_job._compare(results, wd.path)
     info = student_data.info
-    results["student_tokenizer"] = {
-      "vocab_size": tokenizer.vocab_size,
-      "model": os.path.relpath(tokenizer.model_path, wd.path)
-      if tokenizer.model_path.startswith(wd.path)
-      else tokenizer.model_path,
-      "validation_bytes_per_token": info["validation_bytes"] / info["validation_tokens"],
-    }
     log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="xtok")
     try:
-      for index, name in enumerate(["teacher", *str(config.modes).split(",")]):
-        if name:
-          summary = results[name]
-          log.write(index, model=name, **{k: v for k, v in summary.items() if k != "step"})
+      for index, (name, summary) in enumerate(results.items()):
+        log.write(index, model=name, **{k: v for k, v in summary.items() if k != "step"})
     finally:
       log.close()
-    if jax.process_index() == 0:
-      workdir_lib.atomic_write(os.path.join(wd.path, "summary.json"), json.dumps(results, indent=1))
-  return results
+    results["student_tokenizer"] = {
+      "vocab_size": tokenizer.vocab_size,
+      "validation_bytes_per_token": info["validation_bytes"] / info["validation_tokens"],
+    }
+    flat = {f"{name}/{k}": v for name, figures in results.items() for k, v in figures.items()}
+    return jobs_loop.write_summary(wd.path, flat)

@@ -136,3 +136,12 @@ def test_write_summary_is_flat_sorted_and_null_for_missing_values(tmp_path, caps
   with pytest.raises(ValueError, match=r"must be flat.*\['d'\]"):
     loop.write_summary(str(tmp_path), {"d": [1, 2]})
   assert json.loads((tmp_path / "summary.json").read_text())["b"] == 1.5  # unchanged
+
+
+def test_finished_is_the_newest_checkpoint_at_the_last_step(tmp_path):
+  _run(str(tmp_path / "run"), 9, loop.Every(log=3, eval=3, checkpoint=4))
+  assert loop.last_checkpoint(str(tmp_path / "run")) == 9
+  assert loop.finished(str(tmp_path / "run"), 9)
+  assert not loop.finished(str(tmp_path / "run"), 12)  # the same run with more steps
+  assert not loop.finished(str(tmp_path / "missing"), 9)
+  assert not (tmp_path / "missing").exists()  # reads only

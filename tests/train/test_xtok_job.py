@@ -93,7 +93,7 @@ def _runlocal(**overrides):
   "overrides, message",
   [
     ({"xtok.student_tokenizer": ""}, "need a second tokenizer"),
-    ({"modes": "ce,token_kd"}, "config.modes must be distinct names from"),
+    ({"methods": "ce,token_kd"}, "config.methods must be distinct names from"),
     ({"xtok.alm_temperature": 0.0}, "config.xtok.alm_temperature must be > 0"),
     ({"xtok.alm_divergence": "tv"}, "config.xtok.alm_divergence must be one of"),
     ({"student.model.vocab_size": 500}, "student.model.vocab_size=500 but the student tokenizer"),
@@ -109,7 +109,7 @@ def test_bad_cross_tokenizer_configs_raise_value_errors(tmp_path, overrides, mes
 def test_cross_tokenizer_modes_without_a_second_tokenizer_are_refused(tmp_path):
   c = _runlocal()
   del c["xtok"]
-  c.modes = "ce,alm"
+  c.methods = "ce,alm"
   with pytest.raises(ValueError, match="need a second tokenizer"):
     lm_job.run(c, str(tmp_path / "run"))
 

@@ -37,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from kdjax import data
+from kdjax import data, mesh as mesh_lib
 from kdjax.distill import kip
-from kdjax.jobs import datasets, loop as jobs_loop, mesh as mesh_lib
+from kdjax.jobs import data_loading, loop as jobs_loop
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
@@ -93,7 +93,7 @@ def support_problem(config: Any, section: str) -> SupportProblem:
       larger than the smallest class, a target batch larger than the training set or not
       divisible by the number of devices.
   """
-  ds, r = datasets.load_dataset(config.dataset), config[section]
+  ds, r = data_loading.load_dataset(config.dataset), config[section]
   for split, labels in (("train", ds.y_train), ("test", ds.y_test)):
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= ds.num_classes):
