@@ -257,18 +257,18 @@ def _roll_back(cache: dict, index: jax.Array) -> dict:
   return {**cache, "index": index, "valid": cache["valid"] & (slots < index)[None]}
 
 
-def _probs(logits: jax.Array, temperature: jax.Array, greedy: bool) -> jax.Array:
-  """``softmax(logits / T)`` (float32), or the one-hot of the argmax when ``greedy``."""
-  if greedy:
-    return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
-  return jax.nn.softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+def _probs(logits: jax.Array, temperature: jax.Array, greedy: jax.Array) -> jax.Array:
+  """``softmax(logits / T)`` (float32), or the one-hot of the argmax when ``greedy`` (a
+  traced bool: greedy and sampled decoding share one compiled program)."""
+  one_hot = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
+  soft = jax.nn.softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+  return jnp.where(greedy, one_hot, soft)
 
 
-def _draw(key: jax.Array, probs: jax.Array, greedy: bool) -> jax.Array:
+def _draw(key: jax.Array, probs: jax.Array, greedy: jax.Array) -> jax.Array:
   """One token from unnormalised ``probs [..., V]`` (the argmax when ``greedy``)."""
-  if greedy:
-    return jnp.argmax(probs, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(key, jnp.log(probs), axis=-1).astype(jnp.int32)
+  drawn = jax.random.categorical(key, jnp.log(probs), axis=-1)
+  return jnp.where(greedy, jnp.argmax(probs, axis=-1), drawn).astype(jnp.int32)
 
 
 def _speculative_row(
@@ -280,10 +280,10 @@ def _speculative_row(
   length: jax.Array,
   rng: jax.Array,
   temperature: jax.Array,
+  greedy: jax.Array,
   *,
   max_new_tokens: int,
   num_draft_tokens: int,
-  greedy: bool,
   eos_id: int | None,
   pad_id: int,
 ) -> dict:
@@ -433,22 +433,30 @@ def _speculative_row(
     "draft",
     "max_new_tokens",
     "num_draft_tokens",
-    "greedy",
     "eos_id",
     "pad_id",
   ),
 )
 def _speculative(
-  target, target_variables, draft, draft_variables, prompts, lengths, rng, temperature, **static
+  target,
+  target_variables,
+  draft,
+  draft_variables,
+  prompts,
+  lengths,
+  rng,
+  temperature,
+  greedy,
+  **static,
 ) -> dict:
   row = functools.partial(
     _speculative_row, target, target_variables, draft, draft_variables, **static
   )
   keys = jax.random.split(rng, prompts.shape[0])
   if prompts.shape[0] == 1:  # no vmap: plain dynamic slices, an unbatched loop
-    out = jax.tree.map(lambda v: v[None], row(prompts[0], lengths[0], keys[0], temperature))
+    out = jax.tree.map(lambda v: v[None], row(prompts[0], lengths[0], keys[0], temperature, greedy))
   else:
-    out = jax.vmap(row, in_axes=(0, 0, 0, None))(prompts, lengths, keys, temperature)
+    out = jax.vmap(row, in_axes=(0, 0, 0, None, None))(prompts, lengths, keys, temperature, greedy)
   accepted = out["num_accepted"].astype(jnp.float32)
   judged = accepted + out["num_rejected"]
   out["acceptance_rate"] = accepted / jnp.maximum(judged, 1)
@@ -571,9 +579,9 @@ def speculative_generate(
     lengths,
     rng,
     jnp.float32(temperature),
+    jnp.bool_(greedy),
     max_new_tokens=int(max_new_tokens),
     num_draft_tokens=int(num_draft_tokens),
-    greedy=bool(greedy),
     eos_id=eos_id,
     pad_id=int(pad_id),
   )

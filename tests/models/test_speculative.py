@@ -22,7 +22,7 @@ TINY = models.TransformerLM(
 
 @functools.cache
 def _tiny_variables(seed, scale):
-  v = TINY.init(jax.random.PRNGKey(seed), jnp.zeros((1, 4), jnp.int32))
+  v = jax.jit(TINY.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 4), jnp.int32))
   return jax.tree.map(lambda x: x * scale, v)
 
 
@@ -107,6 +107,43 @@ def test_speculative_samples_have_exactly_the_targets_distribution():
   assert float(np.mean(same["acceptance_rate"])) > 0.99
 
 
+# The same shapes and static arguments as the chi-square test: one compiled program serves
+# both (greedy is a traced flag).
+N, NEW, K, EOS = 4000, 3, 2, 4
+
+
+def test_greedy_speculative_decoding_equals_greedy_target_decoding():
+  target, draft = _tiny_variables(2, 3.0), _tiny_variables(1, 3.0)  # (a target that emits EOS)
+  rs = np.random.RandomState(0)
+  lengths = rs.randint(1, 5, size=N)
+  prompts = rs.randint(0, 5, size=(N, 4))
+  greedy = dict(rng=jax.random.PRNGKey(1), max_new_tokens=NEW, greedy=True, eos_id=EOS)
+  plain = sampling.generate(TINY, target, prompts, lengths, **greedy)
+  assert 0 < (np.asarray(plain["lengths"]) < NEW).sum() < N  # some rows emit EOS early
+  spec = sampling.speculative_generate(
+    TINY, target, TINY, draft, prompts, lengths, num_draft_tokens=K, **greedy
+  )
+  for key in ("tokens", "mask", "lengths"):
+    np.testing.assert_array_equal(spec[key], plain[key])
+  accepted, rejected = np.asarray(spec["num_accepted"]), np.asarray(spec["num_rejected"])
+  assert (accepted > 0).any() and (rejected > 0).any()
+  assert (np.asarray(spec["num_target_calls"]) < np.asarray(spec["lengths"])).any()
+  # A single prompt runs without vmap: the same tokens and counts as its row of the batch.
+  row = int(np.argmax((rejected > 0) & (accepted > 0)))
+  one = sampling.speculative_generate(
+    TINY,
+    target,
+    TINY,
+    draft,
+    prompts[row : row + 1],
+    lengths[row : row + 1],
+    num_draft_tokens=K,
+    **greedy,
+  )
+  for key in ("tokens", "num_target_calls", "num_accepted", "num_rejected"):
+    np.testing.assert_array_equal(one[key][0], spec[key][row])
+
+
 TARGET = models.TransformerLM(
   vocab_size=17, max_len=24, embed_dim=16, num_layers=2, num_heads=2, mlp_dim=32
 )
@@ -115,40 +152,8 @@ DRAFT = models.TransformerLM(
 )
 
 
-@pytest.fixture(scope="module")
-def pair():
-  t = TARGET.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
-  d = DRAFT.init(jax.random.PRNGKey(5), jnp.zeros((1, 4), jnp.int32))
-  return jax.tree.map(lambda x: x * 3.0, t), jax.tree.map(lambda x: x * 3.0, d)
-
-
-def test_greedy_speculative_decoding_equals_greedy_target_decoding(pair):
-  target, draft = pair
-  rs = np.random.RandomState(0)
-  lengths = np.array([5, 1, 7, 3])
-  prompts = rs.randint(0, 17, size=(4, 7))
-  greedy = dict(rng=jax.random.PRNGKey(1), max_new_tokens=12, greedy=True, eos_id=7, pad_id=16)
-  plain = sampling.generate(TARGET, target, prompts, lengths, **greedy)
-  np.testing.assert_array_equal(plain["lengths"], [12, 12, 12, 4])  # row 3 emits EOS
-  spec = sampling.speculative_generate(
-    TARGET, target, DRAFT, draft, prompts, lengths, num_draft_tokens=3, **greedy
-  )
-  for key in ("tokens", "mask", "lengths"):
-    np.testing.assert_array_equal(spec[key], plain[key])
-  calls, accepted = np.asarray(spec["num_target_calls"]), np.asarray(spec["num_accepted"])
-  assert (
-    (calls < 12).any() and (accepted > 0).any() and (np.asarray(spec["num_rejected"]) > 0).any()
-  )
-  # A single prompt runs without vmap: the same tokens as row 2 of the batch.
-  one = sampling.speculative_generate(
-    TARGET, target, DRAFT, draft, prompts[2:3], lengths[2:3], num_draft_tokens=3, **greedy
-  )
-  for key in ("tokens", "num_target_calls", "num_accepted", "num_rejected"):
-    np.testing.assert_array_equal(one[key][0], spec[key][2])
-
-
-def test_bad_speculative_arguments_raise_value_errors(pair):
-  target, draft = pair
+def test_bad_speculative_arguments_raise_value_errors():
+  target = draft = {}  # (refused before any model runs)
   prompts, key = np.zeros((2, 4), np.int32), jax.random.PRNGKey(0)
   call = functools.partial(sampling.speculative_generate, TARGET, target, DRAFT, draft, rng=key)
   with pytest.raises(ValueError, match="num_draft_tokens must be >= 1"):
