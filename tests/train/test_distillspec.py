@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import distillspec_pystdlib
-from kdjax.train import distillspec
+from kdjax.train import distillspec, lm_job
 
 
 @pytest.mark.parametrize(
@@ -48,9 +48,9 @@ def test_distillspec_runlocal_through_the_launcher(tmp_path):
     cwd=root,
   )
   with open(tmp_path / "summary.json") as f:
-    summary = json.load(f)
-  assert set(summary["drafts"]) == {"ce", "rkl"}
-  for figures in summary["drafts"].values():
+    summary = lm_job.by_model(json.load(f))
+  assert set(summary) == {"ce", "rkl", "target", "timing"}
+  for name in ("ce", "rkl"):
     for key in ("acceptance_greedy", "acceptance_sampled", "speedup_greedy", "speedup_sampled"):
-      assert np.isfinite(figures[key]) and figures[key] > 0
+      assert np.isfinite(summary[name][key]) and summary[name][key] > 0
   assert 0 < summary["timing"]["draft_target_cost_ratio"]

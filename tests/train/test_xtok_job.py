@@ -129,7 +129,7 @@ def test_xtok_runlocal_through_the_launcher(tmp_path):
     cwd=root,
   )
   with open(tmp_path / "summary.json") as f:
-    summary = json.load(f)
+    summary = lm_job.by_model(json.load(f))
   assert {"teacher", "ce", "uld", "alm", "student_tokenizer"} <= set(summary)
   for name in ("ce", "uld", "alm"):
     assert np.isfinite(summary[name]["eval_bits_per_byte"]) and "gap_closed" in summary[name]
