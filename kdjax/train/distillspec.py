@@ -65,7 +65,7 @@ DRAFT_MODES = ("ce", "token_kd", "seq_kd", "gkd")
 
 
 def _draft_config(config, name: str, spec) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict(config.to_dict())
+  c = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
   for key in ("drafts", "speculative"):
     del c[key]
   c.job = "lm"
@@ -79,7 +79,8 @@ def _draft_config(config, name: str, spec) -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the draft list and the speculative-decoding keys; raises ValueError naming them."""
+  """Checks the drafts, the speculative-decoding keys and every lm key of every draft's run;
+  raises ValueError naming the key."""
   drafts = config.drafts.to_dict() if hasattr(config.drafts, "to_dict") else dict(config.drafts)
   if "ce" not in drafts:
     raise ValueError(f"config.drafts must include a 'ce' draft, got {sorted(drafts)}")
@@ -88,32 +89,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(
         f"config.drafts.{name}.mode must be one of {DRAFT_MODES}, got {spec.get('mode')!r}"
       )
+    for key in ("lam", "beta"):
+      if key in spec:
+        config_lib.check_number(spec[key], f"config.drafts.{name}.{key}", minimum=0, maximum=1)
   if drafts["ce"]["mode"] != "ce":
     raise ValueError("config.drafts.ce.mode must be 'ce'")
   s = config.speculative
-  grid = [int(k) for k in str(s.draft_tokens).split(",") if k]
-  if not grid or min(grid) < 1:
+  grid = str(s.draft_tokens).split(",")
+  if not all(k.strip().isdigit() and int(k) >= 1 for k in grid):
     raise ValueError(f"config.speculative.draft_tokens must list ints >= 1, got {s.draft_tokens!r}")
-  if int(s.acceptance_draft_tokens) < 1:
-    raise ValueError(
-      f"config.speculative.acceptance_draft_tokens must be >= 1, got {s.acceptance_draft_tokens}"
-    )
+  config_lib.check_int(s.acceptance_draft_tokens, "config.speculative.acceptance_draft_tokens")
   for key in ("num_prompts", "timing_prompts", "timing_repeats", "max_new_tokens"):
-    if int(s[key]) < 1:
-      raise ValueError(f"config.speculative.{key} must be >= 1, got {s[key]}")
+    config_lib.check_int(s[key], f"config.speculative.{key}")
   if int(s.timing_prompts) > int(s.num_prompts):
     raise ValueError(
       f"config.speculative.timing_prompts={s.timing_prompts} exceeds num_prompts={s.num_prompts}"
     )
+  for name in drafts:
+    lm_job.validate(_draft_config(config, name, drafts[name]))
   need = int(config.distill.prompt_len) + int(s.max_new_tokens) - 1
   for role in ("teacher", "student"):
     if need > int(config[role].model.max_len):
       raise ValueError(
-        f"distill.prompt_len + speculative.max_new_tokens - 1 = {need} exceeds "
+        f"distill.prompt_len + config.speculative.max_new_tokens - 1 = {need} exceeds "
         f"config.{role}.model.max_len={config[role].model.max_len}"
       )
-  for name in drafts:
-    lm_job._methods(_draft_config(config, name, drafts[name]))
 
 
 def _restore(config, role: str, phase_dir: str) -> Any:

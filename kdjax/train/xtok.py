@@ -125,7 +125,10 @@ def _objective_arguments(config) -> dict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the cross-tokenizer keys; raises ValueError naming the key."""
+  """Checks every key (the lm keys of the teacher and the student phases, and ``xtok``)
+  before any work; raises ValueError naming the key."""
+  from kdjax.jobs import config as config_lib
+
   modes = [m for m in str(config.methods).split(",") if m]
   if "xtok" not in config or not config.xtok.student_tokenizer:
     raise ValueError(
@@ -150,11 +153,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"{config.dataset.name!r}, {config.dataset.tokenizer!r}"
     )
   for key in ("ce_weight", "uld_weight", "alm_weight"):
-    if not float(x[key]) >= 0:
-      raise ValueError(f"config.xtok.{key} must be >= 0, got {x[key]}")
+    config_lib.check_number(x[key], f"config.xtok.{key}", minimum=0)
   for key in ("uld_temperature", "alm_temperature"):
-    if not float(x[key]) > 0:
-      raise ValueError(f"config.xtok.{key} must be > 0, got {x[key]}")
+    config_lib.check_number(x[key], f"config.xtok.{key}", above=0)
   if x.alm_divergence not in losses.ALM_DIVERGENCES:
     raise ValueError(
       f"config.xtok.alm_divergence must be one of {losses.ALM_DIVERGENCES}, got "
@@ -162,29 +163,43 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
   if x.model_type not in ("bpe", "unigram"):
     raise ValueError(f"config.xtok.model_type must be 'bpe' or 'unigram', got {x.model_type!r}")
-  if int(x.student_seq_len) > int(config.student.model.max_len) or int(x.student_seq_len) < 2:
+  config_lib.check_int(x.vocab_size, "config.xtok.vocab_size", minimum=261)
+  config_lib.check_int(x.spm_every, "config.xtok.spm_every")
+  seq_len = config_lib.check_int(x.student_seq_len, "config.xtok.student_seq_len", minimum=2)
+  teacher_view, student_view = _views(config)
+  lm_job.validate(teacher_view)  # every lm key, as the teacher phase reads them
+  max_len = config_lib.check_int(config.student.model.max_len, "config.student.model.max_len")
+  if seq_len > max_len:
     raise ValueError(
-      f"config.xtok.student_seq_len={x.student_seq_len} must be in [2, "
-      f"student.model.max_len={config.student.model.max_len}]"
+      f"config.xtok.student_seq_len={seq_len} must be in [2, student.model.max_len={max_len}]"
     )
-  if int(config.student.model.vocab_size) != int(x.vocab_size):
+  if config_lib.check_int(
+    config.student.model.vocab_size, "config.student.model.vocab_size"
+  ) != int(x.vocab_size):
     raise ValueError(
       f"vocabulary mismatch: config.student.model.vocab_size={config.student.model.vocab_size}"
       f" but the student tokenizer has config.xtok.vocab_size={x.vocab_size} pieces"
     )
-  lm_job.validate(_views(config)[0])  # every lm key, as the teacher phase reads them
+  # The student phases' keys: the lm checks with a teacher of the student's vocabulary.
+  check = ml_collections.ConfigDict(student_view.to_dict(), type_safe=False)
+  check.teacher.model.vocab_size = check.student.model.vocab_size
+  check.teacher.model.max_len = max(int(check.teacher.model.max_len), seq_len)
+  check.teacher_workdir = ""
+  check.methods = "ce"
+  del check["xtok"]
+  lm_job.validate(check)
 
 
 def _views(config) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   """The lm job's configs of the teacher phase (bytes, ``dataset.seq_len``) and of the
-  student phases (the student vocabulary for both roles, ``xtok.student_seq_len``)."""
-  teacher = ml_collections.ConfigDict(config.to_dict())
+  student phases (``xtok.student_seq_len``)."""
+  teacher = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
   teacher.methods = "ce"
   teacher.student = teacher.teacher  # (no student trains in this view)
   del teacher["xtok"]
-  student = ml_collections.ConfigDict(config.to_dict())
-  student.dataset.seq_len = int(config.xtok.student_seq_len)
-  student.distill.prompt_len = min(int(config.distill.prompt_len), student.dataset.seq_len - 1)
+  student = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+  student.dataset.seq_len = config.xtok.student_seq_len
+  student.distill.prompt_len = min(config.distill.prompt_len, config.xtok.student_seq_len - 1)
   return teacher, student
 
 

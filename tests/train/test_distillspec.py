@@ -19,7 +19,7 @@ from kdjax.train import distillspec, lm_job
     ("drafts", {"fkl": {"mode": "token_kd"}}, "must include a 'ce' draft"),
     ("drafts", {"ce": {"mode": "ce"}, "x": {"mode": "dpo"}}, "drafts.x.mode must be one of"),
     ("speculative.draft_tokens", "0,2", "draft_tokens must list ints >= 1"),
-    ("speculative.acceptance_draft_tokens", 0, "acceptance_draft_tokens must be >= 1"),
+    ("speculative.acceptance_draft_tokens", 0, "acceptance_draft_tokens must be an integer >= 1"),
     ("speculative.timing_prompts", 99, "timing_prompts=99 exceeds num_prompts"),
     ("speculative.max_new_tokens", 40, "exceeds config.teacher.model.max_len=32"),
   ],
