@@ -97,7 +97,7 @@ def _job_rows(dataset, per_class, method, random_real):
       {"mean": s["transfer_test_accuracy_init"], "std": s["transfer_test_accuracy_init_std"]},
       None,
     )
-  per_step = s["distill_seconds"] / config.num_steps
+  per_step = s["distill_seconds"] / s["distill_timed_steps"]  # a resumed run times its own
   _row(
     dataset,
     per_class,
@@ -135,7 +135,7 @@ def _kip_row(dataset, per_class, ds, base_dataset, protocol):
     num_classes=ds.num_classes,
     seed=config.seed,
   )
-  per_step = s["kip_seconds"] / config.num_steps
+  per_step = s["kip_seconds"] / s["kip_timed_steps"]  # a resumed run times its own
   _row(
     dataset,
     per_class,

@@ -33,7 +33,9 @@ __all__ = [
   "check_kernel",
   "kernel_is_valid",
   "check_targets",
-  "check_reg",
+  "check_positive",
+  "check_nonnegative",
+  "check_unit_interval",
   "not_positive_definite",
 ]
 
@@ -136,10 +138,24 @@ def check_targets(y: jax.typing.ArrayLike, n: int, dtype) -> jax.Array:
   return y.astype(dtype)
 
 
-def check_reg(reg) -> None:
-  """A relative ridge `reg >= 0` (concrete only)."""
-  if is_concrete(reg) and not float(reg) >= 0:
-    raise ValueError(f"reg must be >= 0, got {reg}")
+def check_positive(name: str, value) -> None:
+  """Raises unless every entry of `value` is `> 0` (NaN fails); concrete values only."""
+  if is_concrete(value) and not np.all(np.asarray(value) > 0):
+    raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def check_nonnegative(name: str, value) -> None:
+  """Raises unless every entry of `value` is `>= 0` (NaN fails); concrete values only."""
+  if is_concrete(value) and not np.all(np.asarray(value) >= 0):
+    raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def check_unit_interval(name: str, value) -> None:
+  """Raises unless every entry of `value` is in `[0, 1]` (NaN fails); concrete values only."""
+  if is_concrete(value):
+    v = np.asarray(value)
+    if not np.all((v >= 0) & (v <= 1)):
+      raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
 def not_positive_definite(k: jax.Array, reg) -> ValueError:

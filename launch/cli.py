@@ -12,7 +12,7 @@ makes every bad flag one line on stderr and exit status 1::
     (config.num_steps is of type int, default 20)                      [one line]
 
 and :func:`one_line_config_errors` does the same for a job's ``ValueError`` that names a
-``config.`` key (``error: config.num_steps must be positive, got -1 (kd)``). ``--verbosity=1``
+``config.`` key (``error: config.num_steps must be an integer >= 1, got -1``). ``--verbosity=1``
 also logs the traceback.
 """
 

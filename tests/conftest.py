@@ -1,6 +1,9 @@
-"""Test-wide setup: 8 fake CPU devices so sharding is tested for real on one machine."""
+"""Test-wide setup: 8 fake CPU devices so sharding is tested for real on one machine; and the
+fixtures that several test files share."""
 
 import os
+
+import pytest
 
 # `--xla_cpu_use_fusion_emitters=false`: XLA CPU's classic LLVM emitters compile our small
 # programs about twice as fast as the default MLIR fusion emitters (tests/models +
@@ -15,3 +18,14 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def digits_regression():
+  """scikit-learn's digits train split: standardised images ``[n, 8, 8, 1]``, one-hot
+  regression targets ``[n, 10]`` (``kdjax.data.regression_targets``) and the labels."""
+  from kdjax import data  # here, so that collecting the tests imports no kdjax
+
+  ds = data.load("digits")
+  x = data.standardize_images(ds.x_train)
+  return x, data.regression_targets(ds.y_train, 10), ds.y_train

@@ -150,7 +150,7 @@ def test_bad_override_is_one_line_naming_the_key_and_the_valid_choices(override,
 def test_job_refusing_a_config_value_is_one_line_and_other_errors_keep_their_traceback(tmp_path):
   config = kd_mnist5k.get_config("runlocal")
   config.num_steps = -1
-  with pytest.raises(SystemExit, match=r"^error: config.num_steps must be positive, got -1"):
+  with pytest.raises(SystemExit, match=r"^error: config.num_steps must be an integer >= 1, got -1"):
     cli.run_job(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
   with pytest.raises(ValueError, match="^unrelated$"):

@@ -137,7 +137,9 @@ def run(config: Any, workdir: str) -> dict:
     ``test_accuracy`` / ``test_accuracy_init`` (KRR, the method's kernel, on the final /
     random real support), ``transfer_test_accuracy`` (+ ``_std``) /
     ``transfer_test_accuracy_init`` (finite networks, mean over seeds),
-    ``num_support``, ``num_steps``, ``distill_seconds``.
+    ``num_support``, ``num_steps``, ``distill_seconds`` and ``distill_timed_steps`` (the
+    steps' wall seconds and their number, :func:`kdjax.distill.support.timings`: a re-run
+    of a finished job keeps the timings of the run that did the steps).
 
   Raises:
     ValueError: a bad config (before any work): unknown method or network, ``per_class``
@@ -184,7 +186,7 @@ def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
     "test_accuracy_init": result.test_accuracy_init,
     "num_support": int(len(x_final)),
     "num_steps": int(config.num_steps),
-    "distill_seconds": result.seconds,
+    **support.timings(workdir, "distill", result),
   }
   outputs.save_support_set(
     workdir,

@@ -172,7 +172,9 @@ def run(config: Any, workdir: str) -> dict:
     KIP loss on the whole training set before/after (``kip_train_loss``,
     ``label_solve_train_loss``), ``transfer_test_accuracy`` and
     ``transfer_test_accuracy_init`` (finite network on the final / initial support),
-    ``num_support``, ``kip_seconds``, ``num_steps``.
+    ``num_support``, ``num_steps``, ``kip_seconds`` and ``kip_timed_steps`` (the KIP
+    steps' wall seconds and their number, :func:`kdjax.distill.support.timings`: a
+    re-run of a finished job keeps the timings of the run that did the steps).
 
   Raises:
     ValueError: a bad config (before any work), or a workdir with old npz checkpoints.
@@ -217,7 +219,7 @@ def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
     "kip_test_accuracy": kip_acc,
     "num_support": int(len(x_final)),
     "num_steps": int(config.num_steps),
-    "kip_seconds": result.seconds,
+    **support.timings(workdir, "kip", result),
   }
   if k.label_solve:
     x_train_j = jnp.asarray(ds.x_train)

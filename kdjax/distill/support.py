@@ -27,6 +27,7 @@ labels) and ``step``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from kdjax.jobs import data_loading, loop as jobs_loop
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
-__all__ = ["SupportProblem", "Result", "support_problem", "train", "write_summary"]
+__all__ = ["SupportProblem", "Result", "support_problem", "timings", "train", "write_summary"]
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -73,13 +74,16 @@ class Result(NamedTuple):
     state: the method's final state.
     records: every metrics record of the run (from step 0, also across resumes).
     test_accuracy_init: ``accuracy`` of the initial state.
-    seconds: wall seconds of this process's steps (not of earlier, resumed-from runs).
+    seconds: wall seconds of the steps this process ran (not of earlier, resumed-from
+      runs), or None when it ran none (the run was finished).
+    steps_run: how many steps this process ran.
   """
 
   state: Any
   records: list
   test_accuracy_init: float
-  seconds: float
+  seconds: float | None
+  steps_run: int
 
 
 def support_problem(config: Any, section: str) -> SupportProblem:
@@ -217,7 +221,27 @@ def train(
     checkpointer.close()
   state = full[state_key]
   check_finite(name, int(state.step), support_images=state.x, support_labels=state.y)
-  return Result(state, log.records, acc_init, seconds)
+  steps_run = int(config.num_steps) - start
+  return Result(state, log.records, acc_init, seconds if steps_run else None, steps_run)
+
+
+def timings(workdir: str, prefix: str, result: Result) -> dict:
+  """``<prefix>_seconds`` and ``<prefix>_timed_steps`` of the summary: the wall seconds of
+  the steps the finishing process ran and their number (a resumed run times its own steps
+  only; seconds / timed_steps is the time per step, compilation of the first included).
+
+  Re-running a finished job runs no step: its timings are those of the run that did, read
+  from ``summary.json``, or None (``null``) when that file is gone.
+  """
+  keys = (f"{prefix}_seconds", f"{prefix}_timed_steps")
+  if result.steps_run:
+    return dict(zip(keys, (result.seconds, result.steps_run)))
+  path = os.path.join(workdir, jobs_loop.SUMMARY_FILE)
+  previous = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+  return {key: previous.get(key) for key in keys}
 
 
 def write_summary(workdir: str, summary: dict) -> None:

@@ -224,7 +224,7 @@ def _manifest_temporary_path(directory: str) -> type:
   sub-directory (``default/``) with the same class first: only the step directories of
   ``directory`` get a manifest.
   """
-  from orbax.checkpoint._src.path import atomicity  # pylint: disable=import-outside-toplevel
+  from orbax.checkpoint.path import atomicity  # pylint: disable=import-outside-toplevel
 
   class ManifestTemporaryPath(atomicity.AtomicRenameTemporaryPath):
     async def finalize(self, *args, **kwargs):

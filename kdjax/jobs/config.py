@@ -84,7 +84,7 @@ def _is_number(value: Any) -> bool:
 
 def check_int(value: Any, path: str, *, minimum: int = 1) -> int:
   """``value`` as an int ``>= minimum``; a ValueError names ``path`` otherwise."""
-  ok = _is_number(value) and math.isfinite(value) and float(value).is_integer()
+  ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
   if not ok or value < minimum:
     raise ValueError(f"{path} must be an integer >= {minimum}, got {value!r}")
   return int(value)
@@ -405,35 +405,40 @@ def check_model(block: Any, path: str) -> dict:
       for i, item in enumerate(value):
         check_int(item, f"{path}.{key}[{i}]")
     elif _is_number(value):
-      if isinstance(value, float) and not float(value).is_integer():
-        check_number(value, f"{path}.{key}", above=0)
-      else:
+      if isinstance(value, numbers.Integral):
         check_int(value, f"{path}.{key}")
+      else:
+        check_number(value, f"{path}.{key}", above=0)
   return values
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict:
-  if isinstance(tree, Mapping):
-    out = {}
-    for key, value in tree.items():
-      out.update(_flatten(value, f"{prefix}{key}."))
-      out[f"{prefix}{key}"] = value
-    return out
-  return {}
+def _has(tree: Any, dotted: str) -> bool:
+  """Whether the nested mapping or ConfigDict (not a ``Mapping``) ``tree`` has ``dotted``."""
+  for part in dotted.split("."):
+    if not (isinstance(tree, Mapping) or hasattr(tree, "keys")) or part not in tree:
+      return False
+    tree = tree[part]
+  return True
 
 
-def check_migrated(recorded: Mapping[str, Any], where: str) -> None:
-  """Raises a ValueError naming every old key (:data:`MIGRATIONS`) of a recorded config.
+def check_migrated(recorded: Mapping[str, Any], where: str = "the config") -> None:
+  """Raises a ValueError naming every old key (:data:`MIGRATIONS`) of a config.
 
   Args:
-    recorded: a config as read from a workdir's ``config.json``.
-    where: what holds it, quoted in the message (e.g. ``"workdir 'runs/kd'"``).
+    recorded: a config: the job's own, or one read from a workdir's ``config.json``.
+    where: what holds it, quoted in the message (``"the config"``, or e.g.
+      ``"workdir 'runs/kd'"`` for a recorded one, whose message says how to go on).
   """
-  keys = _flatten(recorded)
-  old = [f"{k} -> {MIGRATIONS[k]}" for k in MIGRATIONS if k in keys]
-  if old:
+  old = [f"{k} -> {MIGRATIONS[k]}" for k in MIGRATIONS if _has(recorded, k)]
+  if not old:
+    return
+  if where == "the config":
     raise ValueError(
-      f"{where} holds a config written by an older kdjax, with renamed keys "
-      f"({'; '.join(old)}); kdjax does not translate them: start a new --workdir "
-      "(or rename the keys of its config.json if its checkpoints are still wanted)"
+      f"the config has keys of an older kdjax ({'; '.join(old)}); rename them "
+      "(experiments/common.py has the current blocks)"
     )
+  raise ValueError(
+    f"{where} holds a config written by an older kdjax, with renamed keys "
+    f"({'; '.join(old)}); kdjax does not translate them: start a new --workdir "
+    "(or rename the keys of its config.json if its checkpoints are still wanted)"
+  )

@@ -23,36 +23,49 @@ step)`` and everything a record needs is in the checkpointed state (e.g. a runni
 sum, see the example), a run resumed from any checkpoint logs the records and ends with
 the state of an uninterrupted run, bit for bit.
 
-How to write a job's loop (a complete, runnable example)::
+How to write a job on it: a complete job module (``tests/jobs/test_loop.py`` runs it)::
 
   import jax, jax.numpy as jnp
   from kdjax import jobs
   from kdjax.jobs import loop
 
-  def step_fn(state, step):  # the batch of `step` is a function of (seed, step)
-    x = jax.random.normal(jax.random.fold_in(jax.random.key(0), step), (8,))
-    loss = jnp.mean((state["w"] - x) ** 2)
-    new = {"w": state["w"] - 0.1 * (state["w"] - x), "loss_sum": state["loss_sum"] + loss}
-    return new, {"loss": loss}
+  def validate(config):  # every key the job reads, before any work
+    for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+      if not int(config[key]) >= 1:
+        raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
 
-  def on_log(state, step, metrics):  # -> (state, record): mean loss since the last record
-    return {**state, "loss_sum": state["loss_sum"] * 0}, {"train_loss": state["loss_sum"]}
+  def run(config, workdir):
+    validate(config)
 
-  with jobs.workdir.open_workdir(workdir, config) as wd:
-    ckpt = jobs.checkpoint.Checkpointer(f"{wd.path}/checkpoints", keep=3)
-    try:
-      start, state = loop.resume(ckpt, {"w": jnp.zeros(8), "loss_sum": jnp.float32(0)}, "toy")
-      log = jobs.metrics.MetricsWriter(wd.path, resume_step=start, total_steps=100, name="toy")
-      state = loop.run_steps(
-        state, step_fn, start=start, total=100, name="toy",
-        every=loop.Every(log=10, eval=50, checkpoint=20),
-        checkpointer=ckpt, metrics=log, on_log=on_log,
-        on_eval=lambda state, step: {"test_loss": jnp.mean(state["w"] ** 2)},
-      )
-      log.close()
-    finally:
-      ckpt.close()
-    loop.write_summary(wd.path, {"test_loss": float(jnp.mean(state["w"] ** 2))})
+    def step_fn(state, step):  # the batch of `step` depends only on (seed, step)
+      x = jax.random.normal(jax.random.fold_in(jax.random.key(config.seed), step), (8,))
+      loss = jnp.mean((state["w"] - x) ** 2)
+      w = state["w"] - 0.1 * (state["w"] - x)
+      return {"w": w, "sum": state["sum"] + loss, "n": state["n"] + 1}, {"loss": loss}
+
+    def on_log(state, step, metrics):  # the mean loss since the last record, then reset
+      record = {"train_loss": state["sum"] / state["n"]}
+      return {**state, "sum": state["sum"] * 0, "n": state["n"] * 0}, record
+
+    with jobs.workdir.open_workdir(workdir, config) as wd:
+      ckpt = jobs.checkpoint.Checkpointer(f"{wd.path}/checkpoints", keep=config.keep_checkpoints)
+      try:
+        init = {"w": jnp.zeros(8), "sum": jnp.float32(0), "n": jnp.int32(0)}
+        start, state = loop.resume(ckpt, init, "toy")
+        log = jobs.metrics.MetricsWriter(
+          wd.path, resume_step=start, total_steps=config.num_steps, name="toy"
+        )
+        try:
+          state = loop.run_steps(
+            state, step_fn, start=start, total=config.num_steps, name="toy",
+            every=loop.Every.of(config), checkpointer=ckpt, metrics=log, on_log=on_log,
+            on_eval=lambda state, step: {"test_loss": jnp.mean(state["w"] ** 2)},
+          )
+        finally:
+          log.close()
+      finally:
+        ckpt.close()
+      return loop.write_summary(wd.path, {"test_loss": float(jnp.mean(state["w"] ** 2))})
 
 A job module (registered in ``launch/jobs.py``) is ``validate(config)`` (every key, before
 any work) and ``run(config, workdir) -> flat summary dict`` that ends with
@@ -66,15 +79,17 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import numpy as np
 
 from kdjax.jobs import workdir as workdir_lib
-from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
-from kdjax.jobs.preemption import Preempted, stop_requested
+from kdjax.jobs.preemption import Preempted, PreemptionFlag, stop_requested
+
+if TYPE_CHECKING:  # the loop only calls a Checkpointer's methods
+  from kdjax.jobs.checkpoint import Checkpointer
 
 __all__ = [
   "CHECKPOINT_DIR",
@@ -277,6 +292,8 @@ def last_checkpoint(phase_dir: str) -> int | None:
 
   Reads only: a missing directory is None and is not created.
   """
+  from kdjax.jobs.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+
   directory = os.path.join(phase_dir, CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     return None

@@ -64,10 +64,21 @@ class MetricsWriter:
       dropped); None or 0 starts a fresh log.
     total_steps: the job's last step (for the progress line's ETA), or None.
     name: the prefix of the progress line.
+    rate: whether the progress line shows steps/s and the ETA: only when ``step`` counts
+      steps that take time as they run (not for records written at once, such as one per
+      model or per theory round computed beforehand).
   """
 
-  def __init__(self, workdir: str, *, resume_step: int | None, total_steps: int | None, name: str):
-    self.workdir, self.total_steps, self.name = workdir, total_steps, name
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    resume_step: int | None,
+    total_steps: int | None,
+    name: str,
+    rate: bool = True,
+  ):
+    self.workdir, self.total_steps, self.name, self.rate = workdir, total_steps, name, rate
     self.main = jax.process_index() == 0
     self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     resume_step = resume_step or 0  # 0: a fresh start, every earlier record goes
@@ -117,6 +128,8 @@ class MetricsWriter:
     )
     line = f"[{self.name}] step {step}" + (f"/{self.total_steps}" if self.total_steps else "")
     line += f"  {shown}" if shown else ""
+    if not self.rate:
+      return line
     now = time.time()
     if self._start_time is None:  # the first record's time: compilation is not counted
       self._start_time, self._start_step = now, step

@@ -80,14 +80,6 @@ def _check_targets(y_train) -> jax.Array:
   return y
 
 
-def _check_scalar(name: str, value, minimum: float, strict: bool) -> None:
-  if not checks.is_concrete(value):
-    return
-  v = float(value)
-  if not (v > minimum if strict else v >= minimum):
-    raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
-
-
 def _check_times(t) -> jax.Array:
   t = jnp.asarray(t, dtype=jnp.result_type(float))
   if checks.is_concrete(t) and not bool(jnp.all(t >= 0)):
@@ -232,8 +224,8 @@ def gradient_descent_mse(
   k = _check_kernel("k_train_train", jnp.asarray(k_train_train), n, n)
   k = _check_train_kernel("k_train_train", k.astype(jnp.result_type(k, float)), n)
   y = y.astype(k.dtype)
-  _check_scalar("learning_rate", learning_rate, 0.0, strict=True)
-  _check_scalar("diag_reg", diag_reg, 0.0, strict=False)
+  checks.check_positive("learning_rate", learning_rate)
+  checks.check_nonnegative("diag_reg", diag_reg)
   k_reg = _regularize(k, diag_reg, diag_reg_absolute_scale)
   cache = {}
 
@@ -330,7 +322,7 @@ def gp_inference(
   _check_trace_axes(trace_axes)
   y = _check_targets(y_train)
   n = y.shape[0]
-  _check_scalar("diag_reg", diag_reg, 0.0, strict=False)
+  checks.check_nonnegative("diag_reg", diag_reg)
   factors = {}
 
   def factor(g):
@@ -442,8 +434,8 @@ def gradient_descent_mse_ensemble(
     raise ValueError(
       f"x_train has {x_train.shape[:1]} examples and y_train {y.shape[:1]}: they must match"
     )
-  _check_scalar("learning_rate", learning_rate, 0.0, strict=True)
-  _check_scalar("diag_reg", diag_reg, 0.0, strict=False)
+  checks.check_positive("learning_rate", learning_rate)
+  checks.check_nonnegative("diag_reg", diag_reg)
   size = y.size
   k_dd = {}
 

@@ -40,7 +40,7 @@ def regularized(k_train_train: jax.typing.ArrayLike, reg: float) -> jax.Array:
     `[n, n]` regularised kernel.
   """
   k = checks.check_square("k_train_train", k_train_train)
-  checks.check_reg(reg)
+  checks.check_nonnegative("reg", reg)
   n = k.shape[0]
   return k + (reg * jnp.trace(k) / n) * jnp.eye(n, dtype=k.dtype)
 

@@ -6,24 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.checks import is_concrete
-
-
-def check_positive(name, value):
-  if is_concrete(value) and not np.all(np.asarray(value) > 0):
-    raise ValueError(f"{name} must be > 0, got {value!r}")
-
-
-def check_nonnegative(name, value):
-  if is_concrete(value) and not np.all(np.asarray(value) >= 0):
-    raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-def check_unit_interval(name, value):
-  if is_concrete(value):
-    v = np.asarray(value)
-    if not np.all((v >= 0) & (v <= 1)):
-      raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+from kdjax.checks import check_unit_interval, is_concrete
 
 
 def check_same_shape(student_logits, other, other_name):

@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from kdjax.checks import check_unit_interval
 from kdjax.losses._common import (
   apply_mask,
   check_temperature,
-  check_unit_interval,
   interior_weight,
   kl_from_log_probs,
   log_mixture,

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from kdjax.checks import check_nonnegative
 from kdjax.losses._common import (
   apply_mask,
-  check_nonnegative,
   check_temperature,
   class_last,
   compute_dtype,

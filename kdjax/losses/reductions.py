@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from kdjax.losses._common import check_nonnegative, example_mask
+from kdjax.checks import check_nonnegative
+from kdjax.losses._common import example_mask
 
 __all__ = ["mean_over_examples", "masked_mean"]
 

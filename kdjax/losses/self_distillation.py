@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from kdjax.losses._common import apply_mask, check_unit_interval, prepare_labels, prepare_pair
+from kdjax.checks import check_unit_interval
+from kdjax.losses._common import apply_mask, prepare_labels, prepare_pair
 from kdjax.losses.reductions import masked_mean
 
 __all__ = ["cwtm_weights", "dkpp_targets", "ground_truth_weighted_targets"]

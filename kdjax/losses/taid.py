@@ -12,14 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from kdjax.losses._common import (
-  apply_mask,
-  check_nonnegative,
-  check_positive,
-  check_unit_interval,
-  kl_from_log_probs,
-  prepare_pair,
-)
+from kdjax.checks import check_nonnegative, check_positive, check_unit_interval
+from kdjax.losses._common import apply_mask, kl_from_log_probs, prepare_pair
 
 __all__ = [
   "taid_target_log_probs",

@@ -5,7 +5,9 @@
 * ``mobahi``: Mobahi, Farajtabar & Bartlett (2020), "Self-Distillation Amplifies
   Regularization in Hilbert Space": the diagonal ``B_t`` sparsifying over rounds, the
   collapse of the fit-error-budget rounds, test error against rounds, and the numerical
-  collapse round between its lower and upper bounds (:mod:`kdjax.theory.collapse`).
+  collapse round between its lower and upper bounds (:mod:`kdjax.theory.collapse`);
+  ``collapse_round`` is ``null`` in ``summary.json`` when the rounds did not collapse
+  within ``num_steps``.
 * ``borup``: Borup & Andersen (2021), "Even your Teacher Needs Guidance": test error
   against rounds for several label weights ``alpha`` and for the optimal weights.
 * ``gp``: Borup & Andersen (2023), "Self-Distillation for Gaussian Process Regression and
@@ -148,8 +150,8 @@ def run(config: Any, workdir: str) -> dict:
     start = time.time()
     with jax.enable_x64(True):
       result = results.compute(config)
-    writer = jobs.metrics.MetricsWriter(
-      wd.path, resume_step=None, total_steps=None, name=f"theory/{name}"
+    writer = jobs.metrics.MetricsWriter(  # rounds computed beforehand: no rate
+      wd.path, resume_step=None, total_steps=None, name=f"theory/{name}", rate=False
     )
     for i, step in enumerate(result.steps):
       writer.write(

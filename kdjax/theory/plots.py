@@ -37,7 +37,7 @@ def _shown_rounds(last):
 def _mobahi(config, r: Result):
   a, steps = r.arrays, config.num_steps
   d, diag_b, diag_fixed = a["eigvals"], a["diag_b"], a["diag_fixed"]
-  collapse = r.summary["collapse_round"] or None
+  collapse = r.summary["collapse_round"]  # None: no collapse within num_steps
   live = steps if collapse is None else collapse - 1
   rounds, out = r.steps, {}
 

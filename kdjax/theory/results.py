@@ -111,7 +111,21 @@ def _collapse_sweep(config, problem):
   return np.array(rows, dtype=np.float64)
 
 
+def collapse_round_entry(collapse_round: int | None) -> int | None:
+  """The summary's ``collapse_round``: the first budget round whose solution is the zero
+  function, or ``None`` (``null`` in ``summary.json``) when the iterates did not collapse
+  within ``num_steps`` rounds; never a number outside Mobahi et al.'s bounds."""
+  return None if collapse_round is None else int(collapse_round)
+
+
 def _mobahi(config):
+  """Mobahi et al.'s budget and fixed-regularisation rounds.
+
+  Summary: ``collapse_round`` (:func:`collapse_round_entry`: ``None`` when not reached in
+  ``num_steps`` rounds), its ``collapse_round_lower_bound`` / ``_upper_bound``, ``eps``
+  (the fit-error budget), ``test_mse_round1``, and the best round and test MSE of each
+  schedule.
+  """
   problem = _problem(config.dataset, config.seed)
   K, k_test, _, _ = _kernels(config, problem)
   y, steps = problem.y_train, config.num_steps
@@ -146,7 +160,7 @@ def _mobahi(config):
   fixed = series["test_mse/fixed_reg"]
   budget_mse = series["test_mse/budget"][: max(live, 1)]
   summary = {
-    "collapse_round": int(collapse_round or 0),
+    "collapse_round": collapse_round_entry(collapse_round),
     "eps": eps,
     "collapse_round_lower_bound": int(bounds.lower),
     "collapse_round_upper_bound": float(bounds.upper),

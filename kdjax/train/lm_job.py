@@ -20,15 +20,17 @@ The teacher lives in ``WORKDIR/teacher`` or, when ``config.teacher_workdir`` is 
 finished teacher of that earlier run (loaded read-only, frozen). Each model trains in its
 own ``WORKDIR/<name>`` (config.json, metrics.jsonl, TensorBoard events, checkpoints/,
 ``curves.png``, ``summary.json``) and resumes from its checkpoints; a finished model is
-not retrained. ``WORKDIR/summary.json`` is flat, ``"<model>/<figure>"`` (:func:`by_model`
-groups it), with ``eval_bits_per_byte`` (validation bits per byte), ``teacher_nll_of_samples`` (the
-teacher's NLL per token of the model's own samples, GKD's on-policy quality proxy),
-``gap_closed`` (students: :math:`(b_{ce} - b) / (b_{ce} - b_{teacher})`, the fraction of
-the teacher-student gap closed against the CE-only student at equal steps; needs ``ce``
-in ``methods``), ``tokens_per_second`` and ``wall_time_s``; ``WORKDIR/metrics.jsonl`` holds
-the same figures, one record per model (``step`` = its index: 0 the teacher, then
-``methods`` in order, with ``model`` = its name), and ``WORKDIR/bits_per_byte.png`` compares
-them.
+not retrained. ``WORKDIR/summary.json`` is flat, ``"<model>/<figure>"``
+(:func:`by_model` groups it), with ``eval_bits_per_byte`` (validation bits per byte),
+``teacher_nll_of_samples`` (the teacher's NLL per token of the model's own samples, GKD's
+on-policy quality proxy), ``gap_closed`` (students: :math:`(b_{ce} - b) / (b_{ce} -
+b_{teacher})`, the fraction of the teacher-student gap closed against the CE-only student
+at equal steps; needs ``ce`` in ``methods``), ``tokens_per_second`` and ``wall_time_s`` (of
+the process that ran the steps; ``null`` if it ran none, e.g. after a kill between the
+last checkpoint and the model's ``summary.json``); a finished model keeps its figures.
+``WORKDIR/metrics.jsonl`` holds the same figures, one record per model (``step`` = its
+index: 0 the teacher, then ``methods`` in order, with ``model`` = its name), and
+``WORKDIR/bits_per_byte.png`` compares them.
 
 SIGTERM (``kdjax.jobs.preemption``) makes the running model save its checkpoint and the
 job raise ``Preempted``; the same command then resumes it. Batches, sampling keys, the
@@ -395,7 +397,7 @@ def _loop(
     "step": total,
     "eval_bits_per_byte": records[-1]["eval_bits_per_byte"],
     "tokens_per_second": speeds[-1] if speeds else float("nan"),
-    "wall_time_s": time.time() - began,
+    "wall_time_s": time.time() - began if start < total else None,  # None: no step ran here
   }
   if ctx.teacher is not None and getattr(ctx, "same_vocabulary", True):
     summary["teacher_nll_of_samples"] = _sample_nll(ctx, model, state.params)
@@ -553,7 +555,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for method in _methods(config):
       _, results[method] = _train(ctx, method, "student", method)
     _compare(results, wd.path)
-    log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm")
+    log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm", rate=False)
     try:
       for index, (name, summary) in enumerate(results.items()):
         figures_of = {k: v for k, v in summary.items() if k != "step"}

@@ -426,7 +426,9 @@ def load_teacher(teacher_workdir: str, ds: data_lib.Dataset):
 def _generations(config, workdir, ds, preemption, student_objective: Callable[[], Any]):
   generations = int(config.generations)
   teacher, rows = None, []
-  log = MetricsWriter(workdir, resume_step=None, total_steps=generations - 1, name=config.method)
+  log = MetricsWriter(
+    workdir, resume_step=None, total_steps=generations - 1, name=config.method, rate=False
+  )
   try:
     for g in range(generations):
       gen_config = _phase_config(config, method=f"{config.method}_gen{g}")
@@ -462,7 +464,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   The summary (also ``WORKDIR/summary.json``) holds the final record's figures:
   ``test_accuracy``, ``test_loss``, ``train_loss``, ``train_accuracy`` (and what else the
-  objective logs); in ``kd`` mode the teacher's as ``teacher_<figure>`` (when it was
+  objective logs); with method ``kd`` the teacher's as ``teacher_<figure>`` (when it was
   trained here); for generations ``gen<k>_test_accuracy`` and the last generation's
   ``test_accuracy``. A finished run re-run returns and writes the same summary.
   """

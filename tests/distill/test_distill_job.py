@@ -1,6 +1,7 @@
 """The distillation job (kdjax.distill.job) on its runlocal configs."""
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -10,8 +11,8 @@ import pytest
 
 from experiments import frepo_cifar10, frepo_mnist5k, rfad_cifar10, rfad_digits, rfad_mnist5k
 from kdjax import data
-from kdjax.distill import evaluation, job
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.distill import evaluation, job, support
+from kdjax.jobs import checkpoint, loop as jobs_loop, workdir as workdir_lib
 from launch import jobs
 
 
@@ -64,6 +65,9 @@ def test_runlocal_writes_the_workdir_and_resumes(tmp_path, monkeypatch):
   with np.load(tmp_path / "support.npz") as f:
     np.testing.assert_array_equal(f["x"], x)
   assert again["test_accuracy"] == summary["test_accuracy"]
+  # ... and, having run no step, keeps the timings of the run that did the steps
+  assert summary["distill_timed_steps"] == 4 and summary["distill_seconds"] > 0
+  assert again == summary
 
 
 @pytest.mark.slow
@@ -78,6 +82,62 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(tmp_path):
   job.run(config, str(tmp_path))
   with np.load(tmp_path / "support.npz") as f:
     np.testing.assert_allclose(f["x"], uninterrupted, rtol=1e-6, atol=1e-6)
+
+
+@functools.cache
+def _rfad_digits():
+  """RFAD's runlocal digits problem and its step, compiled once for the runs below."""
+  config = rfad_digits.get_config("1,runlocal")
+  problem = support.support_problem(config, "rfad")
+  init, step, _ = job._method(config, problem.mesh, problem.ds.num_classes)
+  return config, problem, init, step
+
+
+def _rfad_train(workdir):
+  """The RFAD job's training (kdjax.distill.support.train, 4 steps, checkpoints at 2 and 4)
+  without its KRR evaluation (``test_accuracy`` is 0 here)."""
+  config, problem, init, step = _rfad_digits()
+  return support.train(
+    config,
+    str(workdir),
+    name="rfad",
+    state_key="support",
+    state=init(problem.x0, problem.y0),
+    step_fn=step,
+    accuracy=lambda state: 0.0,
+    problem=problem,
+  )
+
+
+class _StopAt(checkpoint.PreemptionFlag):
+  """A SIGTERM during step ``at`` (the loop asks once per step, after it)."""
+
+  at = 0
+
+  def __init__(self):
+    super().__init__()
+    self.calls = 0
+
+  def is_set(self):
+    self.calls += 1
+    return self.calls >= self.at
+
+
+def test_rfad_sigterm_saves_exits_and_resumes_to_the_uninterrupted_support_set(
+  tmp_path, monkeypatch
+):
+  full = _rfad_train(tmp_path / "full")
+  monkeypatch.setattr(jobs_loop, "PreemptionFlag", _StopAt)
+  _StopAt.at = 3  # between the checkpoints at 2 and 4
+  with pytest.raises(jobs_loop.Preempted):
+    _rfad_train(tmp_path / "stopped")
+  assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["2", "3"]
+  _StopAt.at = 10**6
+  resumed = _rfad_train(tmp_path / "stopped")
+  np.testing.assert_array_equal(resumed.state.x, full.state.x)  # bit for bit
+  np.testing.assert_array_equal(resumed.state.y, full.state.y)
+  assert resumed.records == full.records  # identical train_loss values, step by step
+  assert [r["step"] for r in full.records] == [0, 2, 4]
 
 
 def test_finite_task_regresses_learned_labels_and_classifies_class_labels():

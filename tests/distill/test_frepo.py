@@ -11,13 +11,6 @@ from kdjax import data, models
 from kdjax.distill import frepo
 
 
-@pytest.fixture(scope="module")
-def digits():
-  ds = data.load("digits")
-  x = data.standardize_images(ds.x_train)
-  return x, data.regression_targets(ds.y_train, 10), ds.y_train
-
-
 def test_features_are_the_readout_input():
   model = models.ConvNet(num_classes=3, width=4, depth=2, normalization="none")
   x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8, 8, 1)), jnp.float32)
@@ -44,8 +37,8 @@ def _make(pool_size=2, max_updates=2):
 
 
 @pytest.mark.slow
-def test_meta_gradient_matches_a_reference_krr_loss(digits):
-  x, y, labels = digits
+def test_meta_gradient_matches_a_reference_krr_loss(digits_regression):
+  x, y, labels = digits_regression
   index = data.class_balanced_indices(labels, 1, seed=0)
   model, (init, step, init_model) = _make()
   state = init(x[index], y[index])
@@ -70,8 +63,8 @@ def test_meta_gradient_matches_a_reference_krr_loss(digits):
   np.testing.assert_array_equal(np.sign(moved[big]), -np.sign(expected_grad[big]))
 
 
-def test_pool_models_train_online_and_reset(digits):
-  x, y, labels = digits
+def test_pool_models_train_online_and_reset(digits_regression):
+  x, y, labels = digits_regression
   index = data.class_balanced_indices(labels, 1, seed=0)
   model, (init, step, init_model) = _make(pool_size=2, max_updates=2)
   state = init(x[index], y[index])
@@ -92,8 +85,8 @@ def test_pool_models_train_online_and_reset(digits):
 
 
 @pytest.mark.slow
-def test_loss_decreases(digits):
-  x, y, labels = digits
+def test_loss_decreases(digits_regression):
+  x, y, labels = digits_regression
   index = data.class_balanced_indices(labels, 1, seed=1)
   _, (init, step, _) = _make(pool_size=3, max_updates=20)
   state = init(x[index], y[index])

@@ -78,18 +78,11 @@ def test_meta_gradient_matches_finite_differences(loss):
     np.testing.assert_allclose(float(g_s), fd_s, rtol=1e-5, atol=1e-10)
 
 
-@pytest.fixture(scope="module")
-def digits():
-  ds = data.load("digits")
-  x = data.standardize_images(ds.x_train)
-  return x, data.regression_targets(ds.y_train, 10), ds.y_train
-
-
 @pytest.mark.parametrize(
   "loss,learn_labels", [pytest.param("mse", False, marks=pytest.mark.slow), ("platt", True)]
 )
-def test_steps_lower_the_loss_with_finite_gradients(digits, loss, learn_labels):
-  x, y, labels = digits
+def test_steps_lower_the_loss_with_finite_gradients(digits_regression, loss, learn_labels):
+  x, y, labels = digits_regression
   index = data.class_balanced_indices(labels, 1, seed=0)
   init, step = rfad.make_rfad_step(
     rfad.convnet(16, 2),
@@ -116,8 +109,8 @@ def test_steps_lower_the_loss_with_finite_gradients(digits, loss, learn_labels):
     np.testing.assert_array_equal(np.asarray(state.y), y[index])
 
 
-def test_sharded_step_equals_unsharded(digits):
-  x, y, labels = digits
+def test_sharded_step_equals_unsharded(digits_regression):
+  x, y, labels = digits_regression
   index = data.class_balanced_indices(labels, 1, seed=1)
   mesh = Mesh(np.array(jax.devices()), ("data",))
   results = []

@@ -5,8 +5,10 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +16,8 @@ import pytest
 
 from experiments import kip_mnist5k
 from kdjax import data
-from kdjax.distill import runner
-from kdjax.jobs import workdir as workdir_lib
+from kdjax.distill import runner, support
+from kdjax.jobs import checkpoint, loop as jobs_loop, workdir as workdir_lib
 from kdjax.kernels import stax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -103,6 +105,108 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, uninterrupted
   np.testing.assert_array_equal(a["y"], b["y"])
   assert again["test_accuracy"] == full["test_accuracy"]
   assert (full_dir / "metrics.jsonl").read_text() == (resumed_dir / "metrics.jsonl").read_text()
+
+
+class StopAt(checkpoint.PreemptionFlag):
+  """A SIGTERM during step ``at`` (the loop asks once per step, after it)."""
+
+  at = 0
+
+  def __init__(self):
+    super().__init__()
+    self.calls = 0
+
+  def is_set(self):
+    self.calls += 1
+    return self.calls >= self.at
+
+
+def test_sigterm_saves_exits_and_the_rerun_ends_like_an_uninterrupted_run(
+  tmp_path, uninterrupted, monkeypatch
+):
+  """SIGTERM during step 3 (between the checkpoints at 2 and 4): the job saves step 3 and
+  exits cleanly; the same call resumes from it to the uninterrupted support set."""
+  full_dir, full = uninterrupted
+  monkeypatch.setattr(jobs_loop, "PreemptionFlag", StopAt)
+  StopAt.at = 3
+  with pytest.raises(jobs_loop.Preempted) as stopped:
+    runner.run(tiny(), str(tmp_path))
+  assert stopped.value.code == 0
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
+  assert not (tmp_path / "summary.json").exists()
+  StopAt.at = 10**6
+  again = runner.run(tiny(), str(tmp_path))
+  a, b = np.load(full_dir / "support.npz"), np.load(tmp_path / "support.npz")
+  np.testing.assert_array_equal(a["x"], b["x"])  # bit for bit
+  np.testing.assert_array_equal(a["y"], b["y"])
+  assert again["test_accuracy"] == full["test_accuracy"]
+  assert workdir_lib.read_metrics(str(tmp_path)) == workdir_lib.read_metrics(str(full_dir))
+  assert again["kip_timed_steps"] == 3 and full["kip_timed_steps"] == 6  # steps 4..6 timed
+
+
+def test_a_finished_rerun_keeps_the_timings_of_the_run_that_did_the_steps(tmp_path):
+  ran = support.Result(None, [], 0.5, 12.5, 6)
+  assert support.timings(str(tmp_path), "kip", ran) == {"kip_seconds": 12.5, "kip_timed_steps": 6}
+  finished = support.Result(None, [], 0.5, None, 0)
+  assert support.timings(str(tmp_path), "kip", finished) == {  # no summary.json: unknown
+    "kip_seconds": None,
+    "kip_timed_steps": None,
+  }
+  (tmp_path / "summary.json").write_text(json.dumps({"kip_seconds": 12.5, "kip_timed_steps": 6}))
+  assert support.timings(str(tmp_path), "kip", finished) == {
+    "kip_seconds": 12.5,
+    "kip_timed_steps": 6,
+  }
+
+
+def _launch_tiny(workdir):
+  overrides = {
+    "dataset.name": "digits",
+    "kip.per_class": 2,
+    "kip.target_batch_size": 64,
+    "num_steps": 300,
+    "log_every": 10,
+    "eval_every": 100,
+    "checkpoint_every": 50,
+    "evaluation.enabled": False,
+  }
+  return subprocess.Popen(
+    [sys.executable, "-m", "launch.main", f"--config={CONFIG}:2", f"--workdir={workdir}"]
+    + [f"--config.{k}={v}" for k, v in overrides.items()],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+
+
+@pytest.mark.slow  # the fast sibling sets the flag in-process (test_sigterm_saves_exits_...)
+def test_real_sigterm_to_the_launcher_saves_and_the_rerun_ends_like_an_uninterrupted_run(
+  tmp_path,
+):
+  reference = tmp_path / "reference"
+  out = _launch_tiny(reference).communicate(timeout=600)[0]
+  assert "summary: " in out, out[-2000:]
+  workdir = tmp_path / "killed"
+  proc = _launch_tiny(workdir)
+  start = time.time()
+  while not (workdir_lib.read_metrics(str(workdir)) if workdir.exists() else []) or (
+    workdir_lib.read_metrics(str(workdir))[-1]["step"] < 60
+  ):
+    assert proc.poll() is None, proc.communicate()[0][-2000:]
+    assert time.time() - start < 300
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode == 0 and "SIGTERM: saved the checkpoint" in out, out[-2000:]
+  saved = max(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+  assert 60 <= saved < 300
+  out = _launch_tiny(workdir).communicate(timeout=600)[0]
+  assert f"resumed from the checkpoint at step {saved}" in out, out[-2000:]
+  a, b = np.load(reference / "support.npz"), np.load(workdir / "support.npz")
+  np.testing.assert_array_equal(a["x"], b["x"])
+  np.testing.assert_array_equal(a["y"], b["y"])
+  assert workdir_lib.read_metrics(str(workdir)) == workdir_lib.read_metrics(str(reference))
 
 
 @pytest.mark.slow

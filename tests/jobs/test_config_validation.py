@@ -283,3 +283,10 @@ def test_a_workdir_with_old_keys_gets_a_migration_error(tmp_path, old_key, old_v
   (tmp_path / "config.json").write_text(json.dumps(recorded))
   with pytest.raises(ValueError, match=f"workdir .* older kdjax.*{message}"):
     workdir_lib.record_config(str(tmp_path), config)
+
+
+def test_a_config_with_old_keys_is_refused_naming_them():
+  config = ml_collections.ConfigDict(CONFIGS["kip_mnist5k:runlocal"].to_dict())
+  config.kip.learning_rate = 0.03
+  with pytest.raises(ValueError, match=r"the config has keys .*kip.learning_rate -> optimizer"):
+    jobs.module(config).validate(config)

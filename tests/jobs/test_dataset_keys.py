@@ -3,7 +3,7 @@
 import pytest
 
 from experiments import common, lm_kd_lm1b, lm_kd_pystdlib
-from kdjax.jobs import datasets
+from kdjax.jobs import data_loading
 from kdjax.train import lm_job
 from launch import cli
 
@@ -11,15 +11,15 @@ from launch import cli
 def test_image_dataset_block_refuses_a_data_dir_for_an_embedded_dataset_and_unknown_names():
   for name in ("mnist5k", "digits"):
     block = common.dataset(name)
-    assert datasets.dataset_spec(block)[:2] == (name, None)
+    assert data_loading.dataset_spec(block)[:2] == (name, None)
     block.data_dir = "/data/tfds"  # silently ignored before
     with pytest.raises(ValueError, match=rf"^config.dataset.data_dir='/data/tfds' .* {name!r} is"):
-      datasets.dataset_spec(block)
+      data_loading.dataset_spec(block)
   block = common.dataset("mnist")
   block.data_dir = "/data/tfds"
-  assert datasets.dataset_spec(block)[:2] == ("mnist", "/data/tfds")
+  assert data_loading.dataset_spec(block)[:2] == ("mnist", "/data/tfds")
   with pytest.raises(ValueError, match=r"^config.dataset.name must be one of \['mnist5k'"):
-    datasets.dataset_spec(common.dataset("imagenet21k"))
+    data_loading.dataset_spec(common.dataset("imagenet21k"))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import textwrap
 
 import jax.numpy as jnp
 import numpy as np
@@ -145,3 +146,21 @@ def test_finished_is_the_newest_checkpoint_at_the_last_step(tmp_path):
   assert not loop.finished(str(tmp_path / "run"), 12)  # the same run with more steps
   assert not loop.finished(str(tmp_path / "missing"), 9)
   assert not (tmp_path / "missing").exists()  # reads only
+
+
+def test_the_docstring_example_job_runs_resumes_and_writes_its_summary(tmp_path):
+  import ml_collections
+
+  block = loop.__doc__.split("runs it)::\n")[1].split("\nA job module")[0]
+  example = {}
+  exec(textwrap.dedent(block), example)  # the docstring's code, verbatim
+  config = ml_collections.ConfigDict(
+    dict(num_steps=8, log_every=3, eval_every=4, checkpoint_every=4, keep_checkpoints=2, seed=0)
+  )
+  summary = example["run"](config, str(tmp_path))
+  assert [r["step"] for r in workdir_lib.read_metrics(str(tmp_path))] == [3, 4, 6, 8]
+  assert json.loads((tmp_path / "summary.json").read_text()) == summary
+  assert example["run"](config, str(tmp_path)) == summary  # finished: resumes at step 8
+  config.log_every = 0
+  with pytest.raises(ValueError, match="config.log_every must be >= 1"):
+    example["validate"](config)

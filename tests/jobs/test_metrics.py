@@ -53,3 +53,13 @@ def test_check_finite_names_phase_step_and_value():
     metrics.check_finite("teacher", 7, train_loss=float("nan"), accuracy=0.5)
   with pytest.raises(FloatingPointError, match=r"logits=\[1.0, inf"):
     metrics.check_finite("student", 1, logits=np.array([1.0, np.inf]))
+
+
+def test_writer_without_rate_prints_no_steps_per_second(tmp_path, capsys):
+  """Records written at once (one per model, per precomputed round) have no rate to show."""
+  log = metrics.MetricsWriter(str(tmp_path), resume_step=None, total_steps=3, name="lm", rate=False)
+  for index in range(3):
+    log.write(index, model=f"m{index}", eval_bits_per_byte=1.5)
+  log.close()
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == [f"[lm] step {i}/3  model=m{i}  eval_bits_per_byte=1.5" for i in range(3)]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from kdjax.kernels import stax
+from tests._helpers import relative_error
 
 from .reference import stax_spec
 
@@ -31,10 +32,6 @@ KEYS = ("nngp", "ntk", "nngp_11", "ntk_11")
 def build(spec):
   """kdjax network from a JSON spec in neural-tangents' names (as generate.py builds NT's)."""
   return stax_spec.build(stax, spec)
-
-
-def relative_error(got, want):
-  return float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want)))
 
 
 @functools.cache

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kdjax.kernels import stax
+from tests._helpers import relative_error
 
 from .reference import stax_spec
 
@@ -26,10 +27,6 @@ FILES = [os.path.join(REFERENCE_DIR, f"{name}.npz") for name in NETWORK_NAMES]
 def build(spec):
   """kdjax network from a reference file's JSON `spec` (as generate.py builds NT's)."""
   return stax_spec.build(stax, spec)
-
-
-def relative_error(got, want):
-  return np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want))
 
 
 def test_reference_files_exist():

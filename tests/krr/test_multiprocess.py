@@ -1,48 +1,23 @@
 """Two processes on 127.0.0.1 (jax.distributed + gloo) solve KRR by CG with K's rows split."""
 
 import os
-import socket
-import subprocess
 import sys
 
 import jax
 import numpy as np
 
 from kdjax import krr
+from tests._helpers import free_port, run_processes
 
 WORKER = os.path.join(os.path.dirname(__file__), "cg_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_hold_half_the_rows_each_and_match_cholesky(tmp_path):
-  port = _free_port()
+  port = free_port()
   env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
   outs = [str(tmp_path / f"p{i}.npz") for i in range(2)]
-  procs = [
-    subprocess.Popen(
-      [sys.executable, WORKER, str(port), str(i), outs[i]],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  logs = []
-  for p in procs:
-    try:
-      logs.append(p.communicate(timeout=240)[0])
-    finally:
-      if p.poll() is None:
-        p.kill()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
+  run_processes([[sys.executable, WORKER, str(port), str(i), outs[i]] for i in range(2)], env=env)
   results = [dict(np.load(o)) for o in outs]
   for r in results:
     assert int(r["processes"]) == 2 and int(r["devices"]) == 4

@@ -13,36 +13,10 @@ import pytest
 from jax.test_util import check_grads
 
 from kdjax import losses as L
+from tests._helpers import np_kl, np_kl_log, np_log_softmax, np_softmax, random_logits
 
 # ----------------------------------------------------------------------------------------
 # Independent float64 references.
-
-
-def np_softmax(x, temperature=1.0, axis=-1):
-  z = np.asarray(x, np.float64) / temperature
-  z = z - np.max(z, axis=axis, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=axis, keepdims=True)
-
-
-def np_log_softmax(x, temperature=1.0, axis=-1):
-  z = np.asarray(x, np.float64) / temperature
-  z = z - np.max(z, axis=axis, keepdims=True)
-  with np.errstate(divide="ignore"):
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
-
-
-def np_kl_log(log_p, log_q, axis=-1):
-  """sum p (log p - log q) from log-probabilities, with 0 log 0 = 0."""
-  with np.errstate(invalid="ignore"):
-    terms = np.where(np.isneginf(log_p), 0.0, np.exp(log_p) * (log_p - log_q))
-  return terms.sum(axis=axis)
-
-
-def np_kl(p, q, axis=-1):
-  """sum p log(p / q) with 0 log 0 = 0."""
-  with np.errstate(divide="ignore"):
-    return np_kl_log(np.log(p), np.log(q), axis)
 
 
 def ref_kl(s, t, temperature=1.0, axis=-1):
@@ -108,11 +82,6 @@ FINITE_WITH_TEACHER_NEG_INF = {
   "kd_loss",
   "kl_divergence",
 }
-
-
-def random_logits(seed, shape, scale=2.0):
-  rng = np.random.default_rng(seed)
-  return scale * rng.standard_normal(shape), scale * rng.standard_normal(shape)
 
 
 @functools.cache

@@ -13,20 +13,10 @@ import pytest
 from jax.test_util import check_grads
 
 from kdjax import losses as L
+from tests._helpers import np_kl, np_softmax, random_logits
 
 # ----------------------------------------------------------------------------------------
 # Independent float64 references.
-
-
-def np_softmax(x, temperature=1.0):
-  z = np.asarray(x, np.float64) / temperature
-  e = np.exp(z - z.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def np_kl(p, q):
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0).sum(-1)
 
 
 def ref_dkd(s, t, labels, alpha=1.0, beta=8.0, temperature=4.0):
@@ -85,11 +75,6 @@ def values_and_grads(fn, *args):
     jax.value_and_grad(total, argnums=tuple(range(len(args))), has_aux=True)
   )(*args)
   return np.asarray(values), tuple(np.asarray(g) for g in grads)
-
-
-def random_logits(seed, shape, scale=2.0):
-  rng = np.random.default_rng(seed)
-  return scale * rng.standard_normal(shape), scale * rng.standard_normal(shape)
 
 
 LABELS = np.array([0, 3, 5, 2, 1, 5])

@@ -6,6 +6,7 @@ import pytest
 import scipy.linalg
 
 from kdjax.theory import gp
+from tests._helpers import relative_error as rel_err
 
 
 def rbf(a, b, scale=1.5, length=0.7):
@@ -25,10 +26,6 @@ def condition(mean, cov, train, y, noise):
     cov[np.ix_(train, train)] + noise * np.eye(len(train)), cov[train], assume_a="pos"
   ).T
   return mean + gain @ (y - mean[train]), cov - gain @ cov[train]
-
-
-def rel_err(a, b):
-  return np.max(np.abs(np.asarray(a) - b)) / np.max(np.abs(b))
 
 
 @pytest.mark.parametrize("noise", [0.01, 0.3])

@@ -55,6 +55,18 @@ def test_mobahi(tmp_path):
   check_pngs(tmp_path, ["mobahi_bounds.png"])
   # Re-running the same command on the workdir works and gives the same summary.
   assert jobs.runner(config)(config, str(tmp_path)) == summary
+  with open(os.path.join(tmp_path, "summary.json")) as f:
+    assert json.load(f) == summary
+
+
+def test_a_collapse_not_reached_is_null_not_zero():
+  from kdjax.theory import results
+
+  assert results.collapse_round_entry(None) is None  # summary.json: "collapse_round": null
+  assert results.collapse_round_entry(np.int64(7)) == 7
+  assert json.dumps({"collapse_round": results.collapse_round_entry(None)}) == (
+    '{"collapse_round": null}'
+  )
 
 
 @pytest.mark.parametrize("data", ["synthetic", "digits"])

@@ -8,6 +8,7 @@ import scipy.linalg
 import scipy.optimize
 
 from kdjax.theory import kernel_distillation
+from tests._helpers import relative_error as rel_err
 
 
 def random_psd(rng, n, rank=None, scale=1.0):
@@ -35,10 +36,6 @@ def iterate(K, y, reg, steps, alpha, k_test=None):
       test.append(k_test @ coef)
     targets = alpha * y + (1 - alpha) * train[-1]
   return np.array(train), (np.array(test) if k_test is not None else None)
-
-
-def rel_err(a, b):
-  return np.max(np.abs(np.asarray(a) - b)) / max(np.max(np.abs(b)), 1e-300)
 
 
 @pytest.mark.parametrize("reg", [1e-3, 0.1, 3.0])

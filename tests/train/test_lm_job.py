@@ -125,7 +125,7 @@ def _check_two_model_run(workdir: str, summary: dict, mode: str) -> None:
 
 
 def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_step(
-  tmp_path, monkeypatch
+  tmp_path, monkeypatch, capsys
 ):
   """The default run's end-to-end LM job: a 1-layer teacher and a seq_kd student of the same
   architecture and optimizer share their train step, init, sampling and evaluation
@@ -136,6 +136,8 @@ def test_a_teacher_and_a_sequence_kd_student_of_its_size_run_one_compiled_train_
   workdir, summary = _two_step_run(tmp_path, "seq_kd", same_size=True)
   assert len(jitted) == 1
   _check_two_model_run(workdir, summary, "seq_kd")
+  per_model = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[lm] ")]
+  assert len(per_model) == 2 and not any("steps/s" in l for l in per_model)  # no rate there
 
 
 # Slow: 13 s of CPU, 20 s wall (un-niced at load 10): a teacher and a student of different
