@@ -15,7 +15,7 @@ from typing import Any
 
 from kdjax.distill import job as distill_job, runner as kip_runner
 from kdjax.theory import job as theory_job
-from kdjax.train import lm_job, train_job
+from kdjax.train import distillspec, lm_job, train_job
 
 Job = Callable[[Any, str], dict]
 
@@ -25,6 +25,7 @@ JOBS: dict[str, ModuleType] = {
   "distill": distill_job,  # RFAD / FRePo dataset distillation + finite-network evaluation
   "theory": theory_job,  # self-distillation theory reproductions
   "lm": lm_job,  # LM distillation: token-level, sequence-level and on-policy (GKD) KD
+  "distillspec": distillspec,  # DistillSpec drafts, judged by speculative decoding
 }
 
 

@@ -19,10 +19,13 @@ Modules:
   chunked            memory-bounded KD over large vocabularies from hidden states and
                      projections (chunked_kd_loss per token; chunked_kd_sum_and_count).
   registry           ``get(name)``: the one lookup of a distillation loss by its config name.
+  cross_tokenizer    teacher and student with different tokenizers: ULD (sorted probability
+                     vectors), ALM (likelihoods of byte-aligned chunks) and the chunk alignment.
 """
 
 from kdjax.losses import (
   chunked,
+  cross_tokenizer,
   features,
   logits,
   methods,
@@ -32,6 +35,7 @@ from kdjax.losses import (
   taid,
 )
 from kdjax.losses.chunked import *  # noqa: F401,F403
+from kdjax.losses.cross_tokenizer import *  # noqa: F401,F403
 from kdjax.losses.features import *  # noqa: F401,F403
 from kdjax.losses.logits import *  # noqa: F401,F403
 from kdjax.losses.methods import *  # noqa: F401,F403
@@ -50,6 +54,7 @@ __all__ = [
   *features.__all__,
   *sequence.__all__,
   *chunked.__all__,
+  *cross_tokenizer.__all__,
   "LOSSES",
   "get",
 ]

@@ -66,7 +66,7 @@ from kdjax.jobs.metrics import MetricsWriter
 from kdjax.models import hf
 from kdjax.train import lm, state as state_lib
 
-METHODS = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
+METHODS = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd", "uld", "alm")
 _SUMMARY = "summary.json"
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _HF_FAMILIES = ("llama", "gpt2")
@@ -89,8 +89,14 @@ def validate(config: ml_collections.ConfigDict, vocab_size: int | None = None) -
   With ``config.teacher_workdir``, the teacher block is the finished run's there (read
   only, checked too). ``vocab_size`` is the tokenizer's (compared with the models'
   ``vocab_size`` by :func:`check_models`); ``run`` passes it once the tokenizer is loaded,
-  the launcher's early check does not.
+  the launcher's early check does not. Cross-tokenizer configs (methods ``uld``/``alm``,
+  ``config.xtok``) are :func:`kdjax.train.xtok.validate`'s.
   """
+  from kdjax.train import xtok  # (imports this module)
+
+  if xtok.enabled(config):
+    xtok.validate(config)
+    return
   _check_keys(config)
   if config.teacher_workdir:
     _check_keys(_with_finished_teacher(config))
@@ -477,7 +483,7 @@ def _loop(
     "tokens_per_second": speeds[-1] if speeds else float("nan"),
     "wall_time_s": time.time() - began if start < total else None,  # None: no step ran here
   }
-  if ctx.teacher is not None:
+  if ctx.teacher is not None and getattr(ctx, "same_vocabulary", True):
     summary["teacher_nll_of_samples"] = _sample_nll(ctx, model, state.params)
   if jax.process_index() == 0:
     figures.plot_curves(records, ["train_loss"], os.path.join(phase_dir, "loss.png"), title=name)
@@ -665,7 +671,12 @@ def _export(ctx: _Context, model, params, subdir: str) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the LM distillation job; returns the flat summary (also ``summary.json``):
   ``"<model>/<figure>"`` for each model (``teacher``, then ``methods``) and figure
-  (``step``, ``eval_bits_per_byte``, ...); :func:`by_model` groups it by model."""
+  (``step``, ``eval_bits_per_byte``, ...); :func:`by_model` groups it by model.
+  Cross-tokenizer students (methods ``uld``, ``alm``) run in :func:`kdjax.train.xtok.run`."""
+  from kdjax.train import xtok
+
+  if xtok.enabled(config):
+    return xtok.run(config, workdir)
   validate(config)  # every key, before the data is loaded or the workdir touched
   if config.teacher_workdir:
     config = _with_finished_teacher(config)
