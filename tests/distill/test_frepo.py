@@ -14,13 +14,11 @@ from kdjax.distill import frepo
 def test_features_are_the_readout_input():
   model = models.ConvNet(num_classes=3, width=4, depth=2, normalization="none")
   x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8, 8, 1)), jnp.float32)
-  variables = model.init(jax.random.key(0), x)
-  phi = frepo.features(model, variables, x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)  # jitted: op by op compiles every op
+  phi, logits = jax.jit(lambda v: (frepo.features(model, v, x), model.apply(v, x)))(variables)
   dense = variables["params"]["Dense_0"]
   assert phi.shape == (5, 4 * 2 * 2)
-  np.testing.assert_allclose(
-    phi @ dense["kernel"] + dense["bias"], model.apply(variables, x), rtol=1e-5, atol=1e-5
-  )
+  np.testing.assert_allclose(phi @ dense["kernel"] + dense["bias"], logits, rtol=1e-5, atol=1e-5)
 
 
 def _make(pool_size=2, max_updates=2):
@@ -67,7 +65,7 @@ def test_pool_models_train_online_and_reset(digits_regression):
   x, y, labels = digits_regression
   index = data.class_balanced_indices(labels, 1, seed=0)
   model, (init, step, init_model) = _make(pool_size=2, max_updates=2)
-  state = init(x[index], y[index])
+  state = jax.jit(init)(x[index], y[index])  # jitted: op by op compiles every op
   x_t, y_t = jnp.asarray(x[:64]), jnp.asarray(y[:64])
   pool0 = jax.tree.map(np.asarray, state.pool)
   ages = []
@@ -76,7 +74,7 @@ def test_pool_models_train_online_and_reset(digits_regression):
     ages.append(np.asarray(state.age).tolist())
   assert ages == [[1, 0], [1, 1], [0, 1], [0, 0]]
   # Model 0 was reset at step 2 to init_model(fold_in(key(0), 2 + pool_size)).
-  fresh, _ = init_model(jax.random.fold_in(jax.random.key(0), 4), state.x)
+  fresh, _ = jax.jit(init_model)(jax.random.fold_in(jax.random.key(0), 4), state.x)
   got = jax.tree.map(lambda a: a[0], state.pool)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, fresh)
   assert not np.allclose(

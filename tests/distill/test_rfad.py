@@ -28,10 +28,13 @@ def test_random_features_converge_to_the_analytic_convnet_nngp():
 def test_dual_and_primal_krr_agree():
   rng = np.random.default_rng(1)
   with jax.enable_x64(True):
+    # Both forms in one compiled program per shape (op by op compiles every op).
+    both = jax.jit(
+      lambda *a: [rfad.krr_predict(*a, reg=0.1, form=form) for form in ("dual", "primal")]
+    )
     for m, f in ((5, 12), (12, 5)):
       phi_s, phi_t, y = rng.normal(size=(m, f)), rng.normal(size=(7, f)), rng.normal(size=(m, 3))
-      dual = np.asarray(rfad.krr_predict(phi_t, phi_s, y, reg=0.1, form="dual"))
-      primal = np.asarray(rfad.krr_predict(phi_t, phi_s, y, reg=0.1, form="primal"))
+      dual, primal = map(np.asarray, both(phi_t, phi_s, y))
       lam = 0.1 * np.trace(phi_s @ phi_s.T) / m
       reference = phi_t @ phi_s.T @ np.linalg.solve(phi_s @ phi_s.T + lam * np.eye(m), y)
       np.testing.assert_allclose(dual, reference, rtol=1e-9, atol=1e-10)

@@ -1,5 +1,7 @@
 """Tests of kdjax.models: forward passes against NumPy, published sizes, causality, errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,12 +18,13 @@ def _param_count(model, x):
 def test_mlp_matches_numpy_forward():
   model = models.MLP(num_classes=3, hidden=(5, 4))
   x = np.random.RandomState(0).randn(6, 2, 3).astype(np.float32)
-  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), x)["params"]  # jitted, as below:
   h = x.reshape(6, -1).astype(np.float64)
   for name in ("Dense_0", "Dense_1"):
     h = np.maximum(h @ np.asarray(params[name]["kernel"], np.float64) + params[name]["bias"], 0)
   expected = h @ np.asarray(params["Dense_2"]["kernel"], np.float64) + params["Dense_2"]["bias"]
-  np.testing.assert_allclose(model.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-5)
+  logits = jax.jit(model.apply)({"params": params}, x)  # op by op compiles every op
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("factory, millions", [(models.resnet8x4, 1.23), (models.resnet32x4, 7.43)])
@@ -48,23 +51,24 @@ def test_convnet_size_matches_the_layer_formula():
 def test_convnet_instance_norm_makes_examples_independent_of_the_batch():
   model = models.ConvNet(num_classes=4, width=8, depth=2)
   x = np.random.RandomState(0).randn(3, 16, 16, 1).astype(np.float32)
-  variables = model.init(jax.random.PRNGKey(0), x)
-  full = model.apply(variables, x, train=True)
-  alone = model.apply(variables, x[1:2], train=True)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  apply = jax.jit(functools.partial(model.apply, train=True))
+  full = apply(variables, x)
+  alone = apply(variables, x[1:2])
   np.testing.assert_allclose(full[1:2], alone, rtol=1e-5, atol=1e-5)
   # Rescaling one example changes no other example's logits (no statistics across the batch).
   x2 = x.copy()
   x2[0] *= 10.0
-  np.testing.assert_allclose(
-    model.apply(variables, x2, train=True)[1:], full[1:], rtol=1e-5, atol=1e-5
-  )
+  np.testing.assert_allclose(apply(variables, x2)[1:], full[1:], rtol=1e-5, atol=1e-5)
 
 
 def test_resnet_batch_norm_uses_batch_stats_in_training_and_running_stats_in_eval():
   model = models.CifarResNet(num_classes=5, depth=8, widths=(4, 4, 8, 8))
   x = np.random.RandomState(0).randn(4, 8, 8, 3).astype(np.float32) * 3 + 1
-  variables = model.init(jax.random.PRNGKey(0), x)
-  logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  logits, updates = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+    variables, x
+  )
   assert logits.shape == (4, 5)
   stem_mean = updates["batch_stats"]["BatchNorm_0"]["mean"]
   conv = jax.lax.conv_general_dilated(
@@ -78,7 +82,7 @@ def test_resnet_batch_norm_uses_batch_stats_in_training_and_running_stats_in_eva
   np.testing.assert_allclose(
     stem_mean, 0.1 * np.asarray(conv).mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5
   )
-  eval_logits = model.apply(variables, x, train=False)
+  eval_logits = jax.jit(functools.partial(model.apply, train=False))(variables, x)
   assert not np.allclose(eval_logits, logits)
 
 
@@ -92,12 +96,13 @@ def test_transformer_is_causal():
     vocab_size=11, max_len=8, embed_dim=16, num_layers=2, num_heads=2, mlp_dim=32
   )
   tokens = np.random.RandomState(0).randint(0, 11, size=(2, 8))
-  variables = model.init(jax.random.PRNGKey(0), tokens)
-  logits = model.apply(variables, tokens)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
+  apply = jax.jit(model.apply)
+  logits = apply(variables, tokens)
   assert logits.shape == (2, 8, 11)
   changed = tokens.copy()
   changed[:, 5] = (changed[:, 5] + 1) % 11
-  new = model.apply(variables, changed)
+  new = apply(variables, changed)
   np.testing.assert_allclose(new[:, :5], logits[:, :5], rtol=1e-5, atol=1e-6)
   assert np.abs(np.asarray(new[:, 5:]) - np.asarray(logits[:, 5:])).max() > 1e-4
 

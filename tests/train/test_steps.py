@@ -245,17 +245,19 @@ def test_nan_in_a_masked_example_reaches_neither_loss_nor_gradient():
   clean = dict(batch, mask=mask)
   tx = optax.sgd(0.5)
   step = steps.make_train_step(student, tx, objective, seed=0)
-  # The plain step and the jitted, sharded one (which donates its input state).
-  for run in ("eager", "jit"):
+  _, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
+  # The plain step, op by op (under jit XLA rewrites `loss * mask` into a select, which would
+  # hide a NaN-times-0 bug), and the jitted, sharded one (which donates its input state),
+  # compiled once for both batches.
+  runs = {"eager": step, "jit": steps.jit_train_step(step, mesh, shardings)}
+  for run, step_fn in runs.items():
     results = []
     for data in (poisoned, clean):
-      state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
+      state, _ = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
       if run == "jit":
-        new_state, metrics = steps.jit_train_step(step, mesh, shardings)(
-          state, mesh_lib.global_batch(data, mesh)
-        )
+        new_state, metrics = step_fn(state, mesh_lib.global_batch(data, mesh))
       else:
-        new_state, metrics = step(state, {k: jnp.asarray(v) for k, v in data.items()})
+        new_state, metrics = step_fn(state, {k: jnp.asarray(v) for k, v in data.items()})
       results.append((float(metrics["train_loss"]), jax.device_get(new_state.params)))
     (loss_poisoned, params_poisoned), (loss_clean, params_clean) = results
     assert np.isfinite(loss_poisoned), run

@@ -42,18 +42,19 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatc
   config = _config(
     "experiments/kd_mnist5k.py",
     "runlocal,student_only",
-    num_steps=30,
-    checkpoint_every=10,
-    eval_every=15,
+    num_steps=12,
+    log_every=3,
+    checkpoint_every=4,
+    eval_every=6,
   )
   straight = train_job.run(config, str(tmp_path / "a"))
 
   monkeypatch.setattr(train_job, "PreemptionFlag", _StopAfter)
-  _StopAfter.calls = 17  # SIGTERM during step 18: saved at 18, after the checkpoint at 10
+  _StopAfter.calls = 6  # SIGTERM during step 7: saved at 7, after the checkpoint at 4
   with pytest.raises(train_job.Preempted):
     train_job.run(config, str(tmp_path / "b"))
-  assert [r["step"] for r in workdir_lib.read_metrics(str(tmp_path / "b"))][-1] == 15
-  assert _final_state(str(tmp_path / "b"))[0] == 18
+  assert [r["step"] for r in workdir_lib.read_metrics(str(tmp_path / "b"))][-1] == 6
+  assert _final_state(str(tmp_path / "b"))[0] == 7
   _StopAfter.calls = 10**6
   resumed = train_job.run(config, str(tmp_path / "b"))
 
@@ -62,13 +63,13 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatc
     assert json.loads((tmp_path / d / "summary.json").read_text()) == straight
   assert set(straight) >= {"test_accuracy", "test_loss", "train_loss"}
   logs = [workdir_lib.read_metrics(str(tmp_path / d)) for d in "ab"]
-  assert [r["step"] for r in logs[0]] == [5, 10, 15, 20, 25, 30]
+  assert [r["step"] for r in logs[0]] == [3, 6, 9, 12]
   assert logs[1] == logs[0]  # identical train_loss (and eval) values, step by step
   (step_a, state_a), (step_b, state_b) = (
     _final_state(str(tmp_path / "a")),
     _final_state(str(tmp_path / "b")),
   )
-  assert step_a == step_b == 30
+  assert step_a == step_b == 12
   jax.tree.map(np.testing.assert_array_equal, state_a, state_b)  # bit-identical
   assert os.path.exists(tmp_path / "b" / "loss.png")
   assert os.path.exists(tmp_path / "b" / "config.json")
