@@ -1,4 +1,5 @@
-"""flax linen models for KD: MLP, dataset-distillation ConvNet, CIFAR ResNets, small Transformer LM.
+"""flax linen models for KD: MLP, dataset-distillation ConvNet, CIFAR ResNets, small Transformer LM,
+and the time-conditioned TimeMLP / UNet of diffusion distillation.
 
 Every model is called as ``model.apply(variables, inputs, train=bool)`` and returns logits
 with the classes (or vocabulary) on the last axis. ``create(name, **kwargs)`` builds a
@@ -14,6 +15,7 @@ import flax.linen as nn
 
 from kdjax.models import sampling
 from kdjax.models.convnet import ConvNet
+from kdjax.models.diffusion import TimeMLP, UNet
 from kdjax.models.mlp import MLP
 from kdjax.models.resnet import BasicBlock, CifarResNet, resnet8x4, resnet32x4
 from kdjax.models.transformer import DecoderBlock, TransformerLM, init_cache
@@ -25,6 +27,8 @@ MODELS = {
   "resnet8x4": lambda **kw: CifarResNet(**{"depth": 8, "widths": (32, 64, 128, 256), **kw}),
   "resnet32x4": lambda **kw: CifarResNet(**{"depth": 32, "widths": (32, 64, 128, 256), **kw}),
   "transformer_lm": TransformerLM,
+  "time_mlp": TimeMLP,
+  "unet": UNet,
 }
 
 
@@ -59,6 +63,8 @@ __all__ = [
   "resnet8x4",
   "resnet32x4",
   "TransformerLM",
+  "TimeMLP",
+  "UNet",
   "DecoderBlock",
   "init_cache",
   "sampling",
