@@ -4,15 +4,16 @@ distribution matching distillation", DMD), on the flow path of :mod:`kdjax.diffu
 A one-step generator :math:`G_\theta(z)` (initialised from the teacher) is trained with
 
 * the **distribution-matching gradient** (the paper's eq. (7)-(8)): with
-  :math:`x = G_\theta(z)`, :math:`x_t = (1-t) z' + t x` (:math:`\alpha_t = t`,
-  :math:`\sigma_t = 1 - t`) and the scores :math:`s(x_t) = -(x_t - \alpha_t
-  \mu(x_t, t))/\sigma_t^2` of the frozen teacher (:math:`\mu_\mathrm{real}`) and of an
-  online "fake" denoiser of the generator's samples (:math:`\mu_\mathrm{fake}`),
+  :math:`x = G_\theta(z)` noised on the flow path, :math:`x_t = (1-t) z' + t x`, read in
+  the paper's EDM form (:math:`\alpha = 1`) :math:`y = x_t/t = x + \sigma z'`,
+  :math:`\sigma = (1-t)/t`, and the scores :math:`s(y) = -(y - \mu(x_t, t))/\sigma^2` of
+  the frozen teacher (:math:`\mu_\mathrm{real}`) and of an online "fake" denoiser of the
+  generator's samples (:math:`\mu_\mathrm{fake}`),
 
   .. math::
-    \nabla_\theta D_{KL} = \mathbb E\Big[w_t \alpha_t\big(s_\mathrm{fake} -
+    \nabla_\theta D_{KL} = \mathbb E\Big[w_t \big(s_\mathrm{fake} -
     s_\mathrm{real}\big)\frac{\partial G}{\partial\theta}\Big],\quad
-    w_t = \frac{\sigma_t^2}{\alpha_t}\frac{d}{\lVert \mu_\mathrm{real} - x\rVert_1},
+    w_t = \frac{\sigma^2\, d}{\lVert \mu_\mathrm{real} - x\rVert_1},
 
   i.e. per sample :math:`g = (\mu_\mathrm{fake} - \mu_\mathrm{real}) / \mathrm{mean}|x -
   \mu_\mathrm{real}|` (:func:`distribution_matching_grad`), applied through the surrogate

@@ -79,10 +79,10 @@ class _ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, emb):
-    groups = min(8, x.shape[-1])
+    groups = math.gcd(8, x.shape[-1])
     h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(num_groups=groups)(x)))
     h = h + nn.Dense(self.channels)(nn.silu(emb))[:, None, None, :]
-    h = nn.GroupNorm(num_groups=min(8, self.channels))(h)
+    h = nn.GroupNorm(num_groups=math.gcd(8, self.channels))(h)
     h = nn.Conv(self.channels, (3, 3))(nn.silu(h))
     if x.shape[-1] != self.channels:
       x = nn.Conv(self.channels, (1, 1))(x)
@@ -128,7 +128,7 @@ class UNet(nn.Module):
       h = _ResBlock(self.channels[i])(jnp.concatenate([h, skips[i]], -1), emb)
       if i:
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-    h = nn.silu(nn.GroupNorm(num_groups=min(8, h.shape[-1]))(h))
+    h = nn.silu(nn.GroupNorm(num_groups=math.gcd(8, h.shape[-1]))(h))
     h = nn.Conv(out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
     h = h[..., 0] if squeeze else h
     return h.astype(x.dtype)

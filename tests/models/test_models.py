@@ -115,3 +115,24 @@ def test_create_builds_by_name_and_rejects_unknown_names_and_attributes():
     models.create("vgg")
   with pytest.raises(ValueError, match="bad attributes for model 'mlp'"):
     models.create("mlp", widht=3)
+
+
+def test_diffusion_models_keep_the_input_shape_with_one_or_two_times():
+  import jax
+  import jax.numpy as jnp
+
+  from kdjax.models import TimeMLP, UNet
+
+  t = jnp.array([0.1, 0.9])
+  for model, x in (
+    (TimeMLP(hidden=8, depth=1, time_dim=8), jnp.ones((2, 2))),
+    (UNet(channels=(4, 8), time_dim=8), jnp.ones((2, 8, 8))),
+    (UNet(channels=(4, 8, 8), time_dim=8), jnp.ones((2, 28, 28, 1))),
+  ):
+    for times in ((t,), (t, t)):
+      variables = model.init(jax.random.PRNGKey(0), x, *times)
+      out = model.apply(variables, x, *times)
+      assert out.shape == x.shape and out.dtype == x.dtype
+      np.testing.assert_array_equal(out, 0.0)  # zero-initialised output layer
+  with pytest.raises(ValueError, match="divisible by 4"):
+    UNet(channels=(4, 8, 8)).init(jax.random.PRNGKey(0), jnp.ones((1, 6, 6)), t[:1])
