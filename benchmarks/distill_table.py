@@ -31,7 +31,7 @@ from absl import app, flags
 from benchmarks import common
 from experiments import common as experiments_common
 from kdjax.distill import closed_form, evaluation, job, runner
-from kdjax.jobs import datasets
+from kdjax.jobs import data_loading
 
 METHODS = ("rfad", "frepo", "kip", "closed_form", "full")
 
@@ -111,13 +111,16 @@ def _job_rows(dataset, per_class, method, random_real):
 def _kip_row(dataset, per_class, ds, base_dataset, protocol):
   """KIP-FC: the KIP job (its own MLP check off), then ConvNets on its support set."""
   config = _config(dataset, per_class, "kip")
-  spec, base_spec = datasets.dataset_spec(config.dataset), datasets.dataset_spec(base_dataset)
+  spec, base_spec = (
+    data_loading.dataset_spec(config.dataset),
+    data_loading.dataset_spec(base_dataset),
+  )
   if spec != base_spec:
     raise ValueError(
       f"experiments/kip_{dataset}.py's dataset {spec} must equal experiments/rfad_{dataset}.py's "
       f"{base_spec}: the table scores every method on one preprocessed test set"
     )
-  config.transfer.enabled = False  # the table's finite column is the shared protocol's
+  config.evaluation.enabled = False  # the table's finite column is the shared protocol's
   with tempfile.TemporaryDirectory() as workdir:
     s = runner.run(config, workdir)
     with np.load(os.path.join(workdir, "support.npz")) as f:
@@ -171,7 +174,7 @@ def main(argv):
   print("|---|---|---|---|---|---|---|")
   for dataset in _DATASETS.value:
     base = _config(dataset, 1)
-    ds = datasets.load_dataset(base.dataset)
+    ds = data_loading.load_dataset(base.dataset)
     protocol = job.protocol(base)
     for per_class in map(int, _PER_CLASS.value):
       job_methods = [m for m in ("rfad", "frepo") if m in _METHODS.value]

@@ -21,36 +21,38 @@ import numpy as np
 from absl import app, flags
 
 from experiments import kd_mnist5k
-from kdjax.train import loop
+from kdjax.train import train_job
 
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Number of student seeds.")
 _ROOT = flags.DEFINE_string("root", "/tmp/kdjax_bench_kd_mnist5k", "Directory of the runs.")
 _ARG = flags.DEFINE_string("arg", "", "Extra config arg, e.g. 'hidden=32,temperature=4.0'.")
-ACCURACY = "test_accuracy"  # summary key of kdjax.train.loop.run
+ACCURACY = "test_accuracy"  # summary key of kdjax.train.train_job.run
 
 
 def main(argv):
   del argv
   extra = "," + _ARG.value if _ARG.value else ""
   teacher_run = os.path.join(_ROOT.value, "teacher")
-  teacher = loop.run(loop.teacher_config(kd_mnist5k.get_config("seed=0" + extra)), teacher_run)
+  teacher = train_job.run(
+    train_job.teacher_config(kd_mnist5k.get_config("seed=0" + extra)), teacher_run
+  )
   rows = []
   for seed in range(_SEEDS.value):
     kd_config = kd_mnist5k.get_config(f"seed={seed}{extra}")
     kd_config.teacher_workdir = teacher_run
-    kd = loop.run(kd_config, os.path.join(_ROOT.value, f"kd_seed{seed}"))
-    ce = loop.run(
+    kd = train_job.run(kd_config, os.path.join(_ROOT.value, f"kd_seed{seed}"))
+    ce = train_job.run(
       kd_mnist5k.get_config(f"student_only,seed={seed}{extra}"),
       os.path.join(_ROOT.value, f"ce_seed{seed}"),
     )
     # Is it only the teacher's augmentation? The label-only student with it too.
     ce_aug_config = kd_mnist5k.get_config(f"student_only,seed={seed}{extra}")
     ce_aug_config.augment = ce_aug_config.teacher.augment
-    ce_aug = loop.run(ce_aug_config, os.path.join(_ROOT.value, f"ce_aug_seed{seed}"))
+    ce_aug = train_job.run(ce_aug_config, os.path.join(_ROOT.value, f"ce_aug_seed{seed}"))
     kd_aug_config = kd_mnist5k.get_config(f"seed={seed}{extra}")
     kd_aug_config.teacher_workdir = teacher_run
     kd_aug_config.augment = kd_aug_config.teacher.augment
-    kd_aug = loop.run(kd_aug_config, os.path.join(_ROOT.value, f"kd_aug_seed{seed}"))
+    kd_aug = train_job.run(kd_aug_config, os.path.join(_ROOT.value, f"kd_aug_seed{seed}"))
     rows.append((seed, ce[ACCURACY], kd[ACCURACY], ce_aug[ACCURACY], kd_aug[ACCURACY]))
   c = kd_mnist5k.get_config("seed=0" + extra)
   print(

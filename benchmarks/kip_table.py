@@ -22,7 +22,7 @@ from absl import app, flags
 from experiments import common
 from kdjax import data
 from kdjax.distill import kip, runner
-from kdjax.jobs import datasets
+from kdjax.jobs import data_loading
 
 _PER_CLASS = flags.DEFINE_list("per_class", ["1", "10", "50"], "Support images per class.")
 _STEPS = flags.DEFINE_integer("steps", None, "KIP steps (default: the config's).")
@@ -54,11 +54,11 @@ def main(argv):
   del argv
   rows = []
   base = common.kip_base(10)
-  ds = datasets.load_dataset(base.dataset)
+  ds = data_loading.load_dataset(base.dataset)
   x_train, x_test = ds.x_train, ds.x_test
   for per_class in [int(p) for p in _PER_CLASS.value]:
     config = common.kip_base(per_class)
-    config.transfer.enabled = False
+    config.evaluation.enabled = False
     config.log_every = config.eval_every = 10**9
     if _STEPS.value:
       config.num_steps = _STEPS.value

@@ -49,8 +49,8 @@ _SAMPLING = flags.DEFINE_bool("sampling", True, "Time KV-cache sampling vs recom
 
 
 def table(arg: str, workdir: str) -> dict:
-  """Prints the comparison of modes and returns the job's summary."""
-  summary = lm_job.run(lm_kd_pystdlib.get_config(arg or None), workdir)
+  """Prints the comparison of modes and returns the job's summary by model."""
+  summary = lm_job.by_model(lm_job.run(lm_kd_pystdlib.get_config(arg or None), workdir))
   print(f"\nModes on pystdlib ({workdir}):")
   print("| model | val bits/byte | gap closed vs CE | teacher NLL of own samples | wall s |")
   print("|---|---|---|---|---|")

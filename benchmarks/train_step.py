@@ -22,8 +22,7 @@ from absl import app, flags
 
 from benchmarks import common
 from experiments import kd_cifar100, kd_mnist5k
-from kdjax import models
-from kdjax.jobs import mesh as mesh_lib
+from kdjax import mesh as mesh_lib, models
 from kdjax.train import objectives, state as state_lib, steps
 
 _MODEL = flags.DEFINE_enum("model", "mlp", ["mlp", "resnet"], "Model family.")

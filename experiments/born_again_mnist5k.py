@@ -18,7 +18,7 @@ from experiments import common
 def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False, seed=0, generations=3, weighting="none")
   c = common.train_base(
-    mode="born_again",
+    method="born_again",
     dataset_name="mnist5k",
     model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
     seed=a.seed,

@@ -1,6 +1,9 @@
-"""What the ``experiments/*.py`` configs share (big_vision style): ``parse_arg`` and the
-base configs of the train job (``train_base``, ``train_runlocal``, ``cifar_kd``) and of the
-KIP job (``kip_base``).
+"""What the ``experiments/*.py`` configs share (big_vision style): ``parse_arg``, the blocks
+every job reads the same way (``dataset``, ``optimizer``, ``evaluation``: the typed blocks
+of ``kdjax.jobs.config``) and the base configs of the train job (``train_base``,
+``train_runlocal``, ``cifar_kd``), the KIP job (``kip_base``, ``kip_runlocal``), the distill
+job (``rfad_base``, ``frepo_base``, ``distill_runlocal``, ``frepo_runlocal``) and the LM job
+(``lm_base``, ``lm_runlocal``).
 
 ``parse_arg`` reads the ``:arg`` of ``--config=experiments/x.py:arg``: comma-separated
 items, each ``key=value`` or a bare word. A bare word that names a boolean key sets it
@@ -109,26 +112,89 @@ def dataset(
   )
 
 
+def optimizer(
+  name: str,
+  learning_rate: float,
+  *,
+  schedule: str = "cosine",
+  warmup_steps: int = 0,
+  final_lr_fraction: float = 0.0,
+  momentum: float = 0.9,
+  nesterov: bool = False,
+  weight_decay: float = 0.0,
+  grad_clip_norm: float = 0.0,
+) -> ml_collections.ConfigDict:
+  """The ``optimizer`` block of every job (``kdjax.jobs.config.Optimizer``): ``name`` ('sgd' |
+  'adam' | 'adamw'), the learning-rate schedule, SGD momentum, weight decay, clipping."""
+  return ml_collections.ConfigDict(
+    {
+      "name": name,
+      "learning_rate": learning_rate,
+      "schedule": schedule,
+      "warmup_steps": warmup_steps,
+      "final_lr_fraction": final_lr_fraction,
+      "momentum": momentum,
+      "nesterov": nesterov,
+      "weight_decay": weight_decay,
+      "grad_clip_norm": grad_clip_norm,
+    }
+  )
+
+
+def evaluation(
+  *,
+  network: str = "convnet",
+  width: int = 32,
+  depth: int = 3,
+  num_steps: int = 1000,
+  batch_size: int = 256,
+  learning_rate: float = 1e-3,
+  weight_decay: float = 0.0,
+  loss: str = "xent",
+  max_shift: int = 2,
+  seeds: int = 3,
+  enabled: bool = True,
+) -> ml_collections.ConfigDict:
+  """The ``evaluation`` block of the dataset-distillation jobs (``kdjax.jobs.config.Evaluation``,
+  run by ``kdjax.distill.evaluation``): finite networks trained from scratch on the distilled
+  set; ``batch_size=0`` trains on the whole set at once."""
+  return ml_collections.ConfigDict(
+    {
+      "enabled": enabled,
+      "network": network,
+      "width": width,
+      "depth": depth,
+      "num_steps": num_steps,
+      "batch_size": batch_size,
+      "learning_rate": learning_rate,
+      "weight_decay": weight_decay,
+      "loss": loss,
+      "max_shift": max_shift,
+      "seeds": seeds,
+    }
+  )
+
+
 def train_base(
   *,
-  mode: str,
+  method: str,
   dataset_name: str,
   model: dict,
   seed: int,
   num_steps: int,
   batch_size: int,
   learning_rate: float,
-  optimizer: str = "adam",
+  optimizer_name: str = "adam",
 ) -> ml_collections.ConfigDict:
-  """A complete config of the train job (``kdjax.train.loop``); experiments adjust it.
+  """A complete config of the train job (``kdjax.train.train_job``); experiments adjust it.
 
-  ``mode`` is 'supervised', 'kd', 'born_again' or 'self_distill'; the mode's own block
+  ``method`` is 'supervised', 'kd', 'born_again' or 'self_distill'; the method's own block
   (``kd`` + ``teacher`` + ``teacher_workdir``, ``born_again``, ``self_distill``, with
   ``generations``) is added by the experiment.
   """
   c = ml_collections.ConfigDict()
   c.job = "train"
-  c.mode = mode
+  c.method = method
   c.seed = seed
   c.num_steps = num_steps
   c.batch_size = batch_size
@@ -141,19 +207,7 @@ def train_base(
   c.augment = "none"  # 'none' | 'shift' | 'crop_flip' (kdjax.train.augment)
   c.dataset = dataset(dataset_name)
   c.model = ml_collections.ConfigDict(model)
-  c.optimizer = ml_collections.ConfigDict(
-    {
-      "name": optimizer,
-      "learning_rate": learning_rate,
-      "schedule": "cosine",
-      "warmup_steps": 0,
-      "final_lr_fraction": 0.0,
-      "momentum": 0.9,
-      "nesterov": False,
-      "weight_decay": 0.0,
-      "grad_clip_norm": 0.0,
-    }
-  )
+  c.optimizer = optimizer(optimizer_name, learning_rate)
   # (regex, kind) rules, kind in {'replicate', 'fsdp'}; see kdjax.train.sharding.
   c.sharding = ml_collections.ConfigDict({"rules": ()})
   return c
@@ -192,14 +246,14 @@ def cifar_kd(arg: str | None, *, dataset_name: str, num_classes: int) -> ml_coll
   )
   steps = a.epochs * 50000 // 64
   c = train_base(
-    mode="supervised" if a.student_only else "kd",
+    method="supervised" if a.student_only else "kd",
     dataset_name=dataset_name,
     model={"name": "resnet8x4", "num_classes": num_classes},
     seed=a.seed,
     num_steps=steps,
     batch_size=64,
     learning_rate=0.05,
-    optimizer="sgd",
+    optimizer_name="sgd",
   )
   c.optimizer.weight_decay = 5e-4
   c.augment = "crop_flip"
@@ -266,23 +320,39 @@ def kip_base(per_class: int = 10) -> ml_collections.ConfigDict:
       "per_class": per_class,
       "learn_images": True,
       "learn_labels": per_class == 1,
-      "learning_rate": 0.03,
-      "schedule": "cosine",
-      "warmup_steps": 0,
-      "final_lr_fraction": 0.01,
       "target_batch_size": 1000,
       "reg": 1e-6,
       "label_offset": 0.1,
       "label_solve": False,
     }
   )
+  c.optimizer = optimizer("adam", 0.03, final_lr_fraction=0.01)
   c.log_every = 100
   c.eval_every = 100
   c.checkpoint_every = 200
   c.keep_checkpoints = 2
-  c.transfer = ml_collections.ConfigDict(
-    {"enabled": True, "width": 512, "num_steps": 500, "learning_rate": 1e-3}
+  # The transfer check: a finite network of the kernel's architecture (fc: an MLP with
+  # kernel.depth hidden layers; conv: the ConvNet) trained full batch on the MSE to the
+  # support's real-valued labels, one seed, no augmentation.
+  c.evaluation = evaluation(
+    network="mlp",
+    width=512,
+    depth=2,
+    num_steps=500,
+    batch_size=0,
+    loss="mse",
+    max_shift=0,
+    seeds=1,
   )
+  return c
+
+
+def kip_kernel(c: ml_collections.ConfigDict, name: str, depth: int) -> ml_collections.ConfigDict:
+  """Sets the KIP kernel to ``name`` ('fc' | 'conv') of ``depth`` layers and the transfer
+  network (``evaluation``) to the same architecture."""
+  c.kernel.name, c.kernel.depth = name, depth
+  c.evaluation.network = {"fc": "mlp", "conv": "convnet"}.get(name, name)
+  c.evaluation.depth = depth
   return c
 
 
@@ -293,5 +363,177 @@ def kip_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.kip.target_batch_size = 64
   c.log_every = c.eval_every = c.checkpoint_every = 2
   c.keep_checkpoints = 3
-  c.transfer.num_steps, c.transfer.width = 3, 16
+  c.evaluation.num_steps, c.evaluation.width = 3, 16
+  return c
+
+
+def rfad_base(per_class: int = 10) -> ml_collections.ConfigDict:
+  """The mnist5k RFAD config (``experiments/rfad_mnist5k.py``) the rfad_* and frepo_* configs
+  start from: ``method='rfad'`` and its ``rfad`` block, ``optimizer`` (Adam lr 0.03, cosine to
+  0.003) of the support set, and the finite-network ``evaluation`` (ConvNet width 32, depth
+  3, Adam 1e-3, 1,000 steps, batches of 256, shifts <= 2 px, 3 seeds)."""
+  c = ml_collections.ConfigDict()
+  c.job = "distill"
+  c.method = "rfad"
+  c.seed = 0
+  c.dataset = dataset("mnist5k", preprocess="standardize")
+  c.num_steps = 400
+  c.log_every = 20
+  c.eval_every = 50
+  c.checkpoint_every = 50
+  c.keep_checkpoints = 2
+  c.optimizer = optimizer("adam", 0.03, final_lr_fraction=0.1)
+  c.rfad = ml_collections.ConfigDict(
+    {
+      "per_class": per_class,
+      "width": 32,
+      "depth": 3,
+      "num_models": 1,
+      "num_models_eval": 8,
+      "reg": 1e-4,
+      "loss": "platt",
+      "learn_labels": True,
+      "label_offset": 0.1,
+      "target_batch_size": 256,
+    }
+  )
+  c.evaluation = evaluation()
+  return c
+
+
+def distill_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a distill config in place to a seconds-long smoke run (tests reuse it)."""
+  c.num_steps = 4
+  c.dataset.max_train, c.dataset.max_test = 400, 200
+  if c.method == "rfad":
+    c.rfad.update(
+      {"width": 8, "depth": 2, "num_models": 1, "num_models_eval": 1, "target_batch_size": 64}
+    )
+  c.log_every = c.eval_every = c.checkpoint_every = 2
+  c.keep_checkpoints = 3
+  c.evaluation.update({"width": 8, "depth": 2, "num_steps": 3, "seeds": 2})
+  return c
+
+
+def frepo_base(per_class: int = 10) -> ml_collections.ConfigDict:
+  """The mnist5k FRePo config (``rfad_base`` with ``method='frepo'``, a ``frepo`` block in
+  place of the ``rfad`` one, and Adam lr 0.01 on the support set)."""
+  c = rfad_base(per_class)
+  c.method = "frepo"
+  del c["rfad"]
+  c.optimizer.learning_rate = 0.01
+  c.frepo = ml_collections.ConfigDict(
+    {
+      "per_class": per_class,
+      "width": 32,
+      "depth": 3,
+      "normalization": "instance",
+      "pool_size": 4,
+      "max_updates": 100,
+      "model_learning_rate": 1e-3,
+      "reg": 1e-4,
+      "learn_labels": True,
+      "label_offset": 0.1,
+      "target_batch_size": 256,
+    }
+  )
+  return c
+
+
+def frepo_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``distill_runlocal`` plus a tiny pool."""
+  distill_runlocal(c)
+  c.frepo.update(
+    {"width": 8, "depth": 2, "pool_size": 2, "max_updates": 2, "target_batch_size": 64}
+  )
+  return c
+
+
+def lm_base(
+  *, seed: int = 0, lam: float = 0.5, beta: float = 0.5, methods: str = "ce,token_kd,seq_kd,gkd"
+) -> ml_collections.ConfigDict:
+  """The LM job's config with every key (pystdlib sizes); the LM experiments start here."""
+  c = ml_collections.ConfigDict()
+  c.job = "lm"
+  c.seed = seed
+  c.dataset = {
+    "name": "pystdlib",
+    "seq_len": 64,
+    "data_dir": "",
+    "max_documents": 0,
+    "tokenizer": "byte",
+    "spm_model": "",
+    "spm_vocab_size": 0,
+    "spm_train_documents": 0,
+  }
+  c.batch_size = 32
+  c.micro_batches = 1  # gradient accumulation (exact: sums and token counts)
+  c.fsdp = True  # kdjax.train.lm.LM_RULES; False replicates the parameters
+  c.eval_sequences = 128  # validation windows of dataset.seq_len for bits per byte
+  c.eval_batch_size = 64
+  c.num_sample_prompts = 32  # teacher NLL of samples: validation prompts (a multiple of devices)
+  c.log_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 50, 100, 100, 2
+  c.teacher_workdir = ""  # a finished lm run whose teacher to use instead
+  adamw = optimizer(
+    "adamw",
+    2e-3,
+    warmup_steps=50,
+    final_lr_fraction=0.1,
+    weight_decay=0.01,
+    grad_clip_norm=1.0,
+  ).to_dict()
+  c.teacher = {
+    "model": {
+      "name": "transformer_lm",
+      "vocab_size": 259,
+      "max_len": 64,
+      "embed_dim": 96,
+      "num_layers": 3,
+      "num_heads": 4,
+      "mlp_dim": 384,
+    },
+    "num_steps": 600,
+    "optimizer": adamw,
+  }
+  c.student = {
+    "model": {
+      "name": "transformer_lm",
+      "vocab_size": 259,
+      "max_len": 64,
+      "embed_dim": 48,
+      "num_layers": 2,
+      "num_heads": 2,
+      "mlp_dim": 192,
+    },
+    "num_steps": 200,
+    "optimizer": dict(adamw),
+  }
+  c.methods = methods
+  c.distill = {
+    "divergence": "kl",
+    "loss_temperature": 1.0,
+    "beta": beta,
+    "alpha": 0.1,
+    "lam": lam,
+    "prompt_len": 16,
+    "sample_temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "chunked": False,
+    "chunk_size": 1024,
+  }
+  return c
+
+
+def lm_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks an LM config in place to a smoke run of seconds to a few minutes."""
+  c.dataset.seq_len = 32
+  c.batch_size = 16
+  c.eval_sequences, c.eval_batch_size, c.num_sample_prompts = 32, 32, 16
+  c.log_every, c.eval_every, c.checkpoint_every = 10, 20, 20
+  c.teacher.model.update(max_len=32, embed_dim=32, num_layers=2, num_heads=2, mlp_dim=64)
+  c.student.model.update(max_len=32, embed_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
+  c.teacher.num_steps, c.student.num_steps = 60, 20
+  c.teacher.optimizer.warmup_steps = c.student.optimizer.warmup_steps = 5
+  c.distill.prompt_len = 8
   return c

@@ -8,20 +8,20 @@ target batches of 1,024; finite networks as in ``rfad_cifar10.py``.
 """
 
 from experiments import common
-from experiments.frepo_mnist5k import frepo_base, frepo_runlocal
 from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
   a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
-  c = frepo_base(a.per_class)
+  c = common.frepo_base(a.per_class)
   c.dataset = common.dataset("cifar10", preprocess="zca")
   c.num_steps = 5000
   c.eval_every = c.checkpoint_every = 500
-  c.frepo.update({"width": 128, "pool_size": 10, "target_batch_size": 1024, "learning_rate": 0.001})
-  c.evaluation.update({"width": 128, "steps": 1000, "max_shift": 4})
-  return frepo_runlocal(c) if a.runlocal else c
+  c.frepo.update({"width": 128, "pool_size": 10, "target_batch_size": 1024})
+  c.optimizer.learning_rate = 0.001
+  c.evaluation.update({"width": 128, "num_steps": 1000, "max_shift": 4})
+  return common.frepo_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):

@@ -9,15 +9,15 @@ ConvNets, shifts of at most one pixel). ``sweep()`` is frepo_mnist5k's (images p
 """
 
 from experiments import common
-from experiments.frepo_mnist5k import frepo_base, frepo_runlocal, sweep  # noqa: F401 (same sweep)
+from experiments.frepo_mnist5k import sweep  # noqa: F401 (same sweep)
 from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
   a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
-  c = frepo_base(a.per_class)
+  c = common.frepo_base(a.per_class)
   c.dataset.name = "digits"
   c.frepo.depth = 2
   c.evaluation.update({"depth": 2, "max_shift": 1})
-  return frepo_runlocal(c) if a.runlocal else c
+  return common.frepo_runlocal(c) if a.runlocal else c

@@ -12,52 +12,15 @@ ran at ~0.27 steps/s on 2 shared cores (25 minutes for 400 steps); this setting 
 Finite ConvNets on the 10/class set: 94.2 +- 0.2% (seeds 0-2; random real 93.8, RFAD 96.3).
 """
 
-import ml_collections
-
 from experiments import common
-from experiments.rfad_mnist5k import ARG_HELP, rfad_base, runlocal
-
-
-def frepo_base(per_class: int = 10) -> ml_collections.ConfigDict:
-  """The mnist5k FRePo config (``rfad_base`` with ``method='frepo'`` and a ``frepo`` block)."""
-  c = rfad_base(per_class)
-  c.method = "frepo"
-  c.frepo = ml_collections.ConfigDict(
-    {
-      "per_class": per_class,
-      "width": 32,
-      "depth": 3,
-      "normalization": "instance",
-      "pool_size": 4,
-      "max_updates": 100,
-      "model_learning_rate": 1e-3,
-      "reg": 1e-4,
-      "learn_labels": True,
-      "label_offset": 0.1,
-      "target_batch_size": 256,
-      "learning_rate": 0.01,
-      "schedule": "cosine",
-      "warmup_steps": 0,
-      "final_lr_fraction": 0.1,
-    }
-  )
-  return c
-
-
-def frepo_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``runlocal`` plus a tiny pool."""
-  runlocal(c)
-  c.frepo.update(
-    {"width": 8, "depth": 2, "pool_size": 2, "max_updates": 2, "target_batch_size": 64}
-  )
-  return c
+from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
   a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
-  c = frepo_base(a.per_class)
-  return frepo_runlocal(c) if a.runlocal else c
+  c = common.frepo_base(a.per_class)
+  return common.frepo_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):

@@ -24,5 +24,5 @@ def sweep(arg=None):
   ``--config.teacher_workdir``)."""
   del arg
   return [{"name": f"kd_t{t}", "kd.loss_kwargs.temperature": float(t)} for t in (1, 2, 4, 8)] + [
-    {"name": "student_only", "mode": "supervised"}
+    {"name": "student_only", "method": "supervised"}
   ]

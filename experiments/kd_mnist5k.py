@@ -21,7 +21,7 @@ from experiments import common
 def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False, student_only=False, seed=0, temperature=4.0, hidden=128)
   c = common.train_base(
-    mode="supervised" if a.student_only else "kd",
+    method="supervised" if a.student_only else "kd",
     dataset_name="mnist5k",
     model={"name": "mlp", "num_classes": 10, "hidden": (a.hidden,)},
     seed=a.seed,
@@ -57,8 +57,8 @@ def sweep(arg=None):
   del arg
   points = []
   for seed in range(3):
-    points.append({"name": f"kd_t4_seed{seed}", "seed": seed, "mode": "kd"})
-    points.append({"name": f"ce_seed{seed}", "seed": seed, "mode": "supervised"})
+    points.append({"name": f"kd_t4_seed{seed}", "seed": seed, "method": "kd"})
+    points.append({"name": f"ce_seed{seed}", "seed": seed, "method": "supervised"})
   for t in (1.0, 2.0, 8.0):
     points.append({"name": f"kd_t{t:g}_seed0", "kd.loss_kwargs.temperature": t})
   return points

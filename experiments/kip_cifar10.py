@@ -26,16 +26,15 @@ def get_config(arg=None):
   c.dataset.name = "cifar10"
   c.dataset.preprocess = "zca"
   c.dataset.zca_strength = 0.1
-  c.kernel.name = a.kernel
+  common.kip_kernel(c, a.kernel, 3 if a.kernel == "conv" else c.kernel.depth)
   c.num_steps = 4000
-  c.kip.learning_rate = 0.01
+  c.optimizer.learning_rate = 0.01
   c.kip.learn_labels = True
   c.eval_every = 500
   c.checkpoint_every = 500
   if c.kernel.name == "conv":
-    c.kernel.depth = 3
     c.kip.target_batch_size = 64
-    c.transfer.width = 128
+    c.evaluation.width = 128
   if a.runlocal:
     common.kip_runlocal(c)
   return c

@@ -31,10 +31,9 @@ def get_config(arg=None):
   )
   c = common.kip_base(a.per_class)
   c.dataset.name = "digits"
-  c.kernel.name = a.kernel
+  common.kip_kernel(c, a.kernel, c.kernel.depth)  # depth 2 for fc and conv
   if c.kernel.name == "conv":
-    c.kernel.depth = 2
-    c.transfer.width = 64
+    c.evaluation.width = 64
   c.kip.target_batch_size = 720
   c.num_steps = 1000
   if a.runlocal:
@@ -45,7 +44,12 @@ def get_config(arg=None):
 def sweep(arg=None):
   """Images per class 1/10/50 x kernel fc/conv."""
   return [
-    {"name": f"ipc{n}_{k}", "kip.per_class": n, "kernel.name": k}
+    {
+      "name": f"ipc{n}_{k}",
+      "kip.per_class": n,
+      "kernel.name": k,
+      "evaluation.network": {"fc": "mlp", "conv": "convnet"}[k],
+    }
     for n in (1, 10, 50)
     for k in ("fc", "conv")
   ]

@@ -26,15 +26,14 @@ def get_config(arg=None):
   )
   c = common.kip_base(a.per_class)
   c.dataset.name = "mnist"
-  c.kernel.name = a.kernel
+  common.kip_kernel(c, a.kernel, 3 if a.kernel == "conv" else c.kernel.depth)
   c.num_steps = 4000
   c.eval_every = 500
   c.checkpoint_every = 500
   if c.kernel.name == "conv":
-    c.kernel.depth = 3
     c.kip.target_batch_size = 64
-    c.kip.learning_rate = 0.01
-    c.transfer.width = 128
+    c.optimizer.learning_rate = 0.01
+    c.evaluation.width = 128
   if a.runlocal:
     common.kip_runlocal(c)
   return c

@@ -10,7 +10,7 @@ sentences into ``dataset.spm_model`` the first time (then reused).
   python -m launch.main --config=experiments/lm_kd_lm1b.py:runlocal --workdir=/tmp/lm1b
 
 Arg: ``runlocal`` (tiny; the tests run it on ``tfds.testing.mock_data``), ``seed=N``,
-``lam=L``, ``beta=B``, ``modes=ce+token_kd+seq_kd+gkd``.
+``lam=L``, ``beta=B``, ``methods=ce+token_kd+seq_kd+gkd``.
 """
 
 from experiments import common, lm_kd_pystdlib
@@ -18,11 +18,9 @@ from experiments import common, lm_kd_pystdlib
 
 def get_config(arg=None):
   a = common.parse_arg(
-    arg, runlocal=False, seed=0, lam=0.5, beta=0.5, modes="ce+token_kd+seq_kd+gkd"
+    arg, runlocal=False, seed=0, lam=0.5, beta=0.5, methods="ce+token_kd+seq_kd+gkd"
   )
-  c = lm_kd_pystdlib.base_config(
-    seed=a.seed, lam=a.lam, beta=a.beta, modes=a.modes.replace("+", ",")
-  )
+  c = common.lm_base(seed=a.seed, lam=a.lam, beta=a.beta, methods=a.methods.replace("+", ","))
   c.dataset.update(
     name="lm1b",
     seq_len=128,
@@ -45,7 +43,7 @@ def get_config(arg=None):
   c.student.optimizer.update(learning_rate=1e-3, warmup_steps=2000)
   c.distill.update(chunked=True, chunk_size=4096, prompt_len=32)
   if a.runlocal:
-    lm_kd_pystdlib.runlocal(c)
+    common.lm_runlocal(c)
     c.dataset.update(
       spm_vocab_size=300,
       spm_train_documents=64,

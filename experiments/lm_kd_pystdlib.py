@@ -1,6 +1,6 @@
 r"""LM distillation on the embedded corpus (the Python standard library's .py sources, bytes).
 
-One run trains a byte-level TransformerLM teacher, then one student per mode: ``ce``
+One run trains a byte-level TransformerLM teacher, then one student per method (``methods``): ``ce``
 (cross-entropy only), ``token_kd`` (teacher-forced KL), ``seq_kd`` (Kim & Rush 2016, on
 teacher samples) and ``gkd`` (Agarwal et al. 2024, on-policy generalized JSD); every
 student has the same architecture, steps and data order. ``WORKDIR/summary.json`` has one
@@ -12,103 +12,11 @@ entry per model (``teacher``, ``ce``, ``token_kd``, ``seq_kd``, ``gkd``) with
   python -m launch.sweep --config=experiments/lm_kd_pystdlib.py --workdir=runs/lm_sweep
 
 Arg (comma-separated): ``runlocal`` (a few-minute smoke run), ``seed=N``, ``lam=L`` (GKD's
-on-policy fraction), ``beta=B`` (GKD's JSD mixture), ``modes=ce+token_kd`` (``+``-separated),
+on-policy fraction), ``beta=B`` (GKD's JSD mixture), ``methods=ce+token_kd`` (``+``-separated),
 ``teacher_workdir=PATH`` (the finished teacher of an earlier run, e.g. shared by a sweep).
 """
 
-import ml_collections
-
 from experiments import common
-
-
-def base_config(
-  *, seed: int = 0, lam: float = 0.5, beta: float = 0.5, modes: str = "ce,token_kd,seq_kd,gkd"
-) -> ml_collections.ConfigDict:
-  """The LM job's config with every key (pystdlib sizes); other LM experiments start here."""
-  c = ml_collections.ConfigDict()
-  c.job = "lm"
-  c.seed = seed
-  c.dataset = {
-    "name": "pystdlib",
-    "seq_len": 64,
-    "data_dir": "",
-    "max_documents": 0,
-    "tokenizer": "byte",
-    "spm_model": "",
-    "spm_vocab_size": 0,
-    "spm_train_documents": 0,
-  }
-  c.batch_size = 32
-  c.micro_batches = 1  # gradient accumulation (exact: sums and token counts)
-  c.fsdp = True  # kdjax.train.lm.LM_RULES; False replicates the parameters
-  c.eval_sequences = 128  # validation windows of dataset.seq_len for bits per byte
-  c.eval_batch_size = 64
-  c.num_sample_prompts = 32  # teacher NLL of samples: validation prompts (a multiple of devices)
-  c.log_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 50, 100, 100, 2
-  c.teacher_workdir = ""  # a finished lm run whose teacher to use instead
-  optimizer = {
-    "learning_rate": 2e-3,
-    "schedule": "cosine",
-    "warmup_steps": 50,
-    "final_lr_fraction": 0.1,
-    "weight_decay": 0.01,
-    "grad_clip_norm": 1.0,
-  }
-  c.teacher = {
-    "model": {
-      "name": "transformer_lm",
-      "vocab_size": 259,
-      "max_len": 64,
-      "embed_dim": 96,
-      "num_layers": 3,
-      "num_heads": 4,
-      "mlp_dim": 384,
-    },
-    "num_steps": 600,
-    "optimizer": optimizer,
-  }
-  c.student = {
-    "model": {
-      "name": "transformer_lm",
-      "vocab_size": 259,
-      "max_len": 64,
-      "embed_dim": 48,
-      "num_layers": 2,
-      "num_heads": 2,
-      "mlp_dim": 192,
-    },
-    "num_steps": 200,
-    "optimizer": optimizer,
-  }
-  c.modes = modes
-  c.distill = {
-    "divergence": "kl",
-    "loss_temperature": 1.0,
-    "beta": beta,
-    "alpha": 0.1,
-    "lam": lam,
-    "prompt_len": 16,
-    "sample_temperature": 1.0,
-    "top_k": 0,
-    "top_p": 1.0,
-    "chunked": False,
-    "chunk_size": 1024,
-  }
-  return c
-
-
-def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks ``c`` in place to a smoke run of seconds to a few minutes."""
-  c.dataset.seq_len = 32
-  c.batch_size = 16
-  c.eval_sequences, c.eval_batch_size, c.num_sample_prompts = 32, 32, 16
-  c.log_every, c.eval_every, c.checkpoint_every = 10, 20, 20
-  c.teacher.model.update(max_len=32, embed_dim=32, num_layers=2, num_heads=2, mlp_dim=64)
-  c.student.model.update(max_len=32, embed_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
-  c.teacher.num_steps, c.student.num_steps = 60, 20
-  c.teacher.optimizer.warmup_steps = c.student.optimizer.warmup_steps = 5
-  c.distill.prompt_len = 8
-  return c
 
 
 def get_config(arg=None):
@@ -118,12 +26,12 @@ def get_config(arg=None):
     seed=0,
     lam=0.5,
     beta=0.5,
-    modes="ce+token_kd+seq_kd+gkd",
+    methods="ce+token_kd+seq_kd+gkd",
     teacher_workdir="",
   )
-  c = base_config(seed=a.seed, lam=a.lam, beta=a.beta, modes=a.modes.replace("+", ","))
+  c = common.lm_base(seed=a.seed, lam=a.lam, beta=a.beta, methods=a.methods.replace("+", ","))
   c.teacher_workdir = a.teacher_workdir
-  return runlocal(c) if a.runlocal else c
+  return common.lm_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
@@ -137,7 +45,7 @@ def sweep(arg=None):
   return [
     {
       "name": f"gkd_lam{lam:g}_beta{beta:g}",
-      "modes": "ce,gkd",
+      "methods": "ce,gkd",
       "distill.lam": lam,
       "distill.beta": beta,
     }

@@ -9,13 +9,13 @@ width-128 ConvNets trained 1,000 steps with shifts of up to 4 pixels.
 """
 
 from experiments import common
-from experiments.rfad_mnist5k import ARG_HELP, rfad_base, runlocal
+from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
   a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
-  c = rfad_base(a.per_class)
+  c = common.rfad_base(a.per_class)
   c.dataset = common.dataset("cifar10", preprocess="zca")
   c.num_steps = 5000
   c.eval_every = c.checkpoint_every = 500
@@ -25,11 +25,11 @@ def get_config(arg=None):
       "num_models": 8,
       "num_models_eval": 16,
       "target_batch_size": 1024,
-      "learning_rate": 0.001,
     }
   )
-  c.evaluation.update({"width": 128, "steps": 1000, "max_shift": 4})
-  return runlocal(c) if a.runlocal else c
+  c.optimizer.learning_rate = 0.001
+  c.evaluation.update({"width": 128, "num_steps": 1000, "max_shift": 4})
+  return common.distill_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):

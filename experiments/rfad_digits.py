@@ -8,18 +8,18 @@ r"""RFAD on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
 """
 
 from experiments import common
-from experiments.rfad_mnist5k import ARG_HELP, rfad_base, runlocal
+from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
   a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
-  c = rfad_base(a.per_class)
+  c = common.rfad_base(a.per_class)
   c.dataset.name = "digits"
   c.num_steps = 600
   c.rfad.update({"depth": 2, "num_models": 2})
   c.evaluation.update({"depth": 2, "max_shift": 1})
-  return runlocal(c) if a.runlocal else c
+  return common.distill_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):

@@ -18,7 +18,7 @@ from experiments import common
 def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False, seed=0, generations=4, alpha=0.5, temperature=1.0)
   c = common.train_base(
-    mode="self_distill",
+    method="self_distill",
     dataset_name="mnist5k",
     model={"name": "mlp", "num_classes": 10, "hidden": (256,)},
     seed=a.seed,

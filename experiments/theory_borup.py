@@ -33,7 +33,7 @@ def get_config(arg=None):
     raise ValueError(f"config arg dataset must be one of {sorted(_DATA)}, got {a.dataset!r}")
   config = ml_collections.ConfigDict()
   config.job = "theory"
-  config.experiment = "borup"
+  config.method = "borup"
   config.seed = 0
   config.dataset = ml_collections.ConfigDict({"noise": 0.3, "label_noise": 0.0, **_DATA[a.dataset]})
   config.kernel = ml_collections.ConfigDict(

@@ -17,7 +17,7 @@ def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
   config.job = "theory"
-  config.experiment = "gp"
+  config.method = "gp"
   config.seed = 0
   config.dataset = ml_collections.ConfigDict(
     dict(name="synthetic", n_train=60, n_val=0, n_test=400, noise=0.4, label_noise=0.0)

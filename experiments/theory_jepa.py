@@ -19,7 +19,7 @@ def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
   config.job = "theory"
-  config.experiment = "jepa"
+  config.method = "jepa"
   config.seed = 0
   config.lambdas = (1.0, 0.4, 0.2)  # eigenvalues of Sigma_xx: feature 0 covaries most
   config.rhos = (0.25, 0.55, 0.95)  # regression coefficients: feature 2 most predictive

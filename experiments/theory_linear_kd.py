@@ -20,7 +20,7 @@ def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
   config.job = "theory"
-  config.experiment = "linear_kd"
+  config.method = "linear_kd"
   config.seed = 0
   config.dataset = ml_collections.ConfigDict(dict(name="gaussian", n_train=10, dim=20))
   config.init_scale = 0.3  # w_0 = init_scale * N(0, I)

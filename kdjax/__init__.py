@@ -10,7 +10,11 @@ Subpackages (imports only point downward in this list):
   kdjax.data     input pipelines (tfds and embedded offline datasets).
   kdjax.train    train state, jitted sharded steps, the training loop.
   kdjax.jobs     the parts every job runs on: workdir + lock, orbax checkpoints, metrics
-                 (jsonl + TensorBoard + progress), figures, mesh, schedules.
+                 (jsonl + TensorBoard + progress), figures, schedules.
+
+Leaf modules that every subpackage may import (jax and numpy only):
+  kdjax.mesh     the device mesh: one axis, 'data', over all devices of all processes.
+  kdjax.checks   argument checks shared across subpackages (concreteness, kernel matrices).
 
 Only `kdjax.losses` is imported eagerly, so `import kdjax` stays light.
 """

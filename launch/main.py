@@ -1,18 +1,24 @@
 r"""Runs one experiment: ``python -m launch.main --config=experiments/NAME.py[:arg] --workdir=DIR``.
 
 ``--config.key=value`` overrides any config entry (an unknown key is an error).
-``config.job`` picks the ``run(config, workdir)`` of the registry in ``launch/jobs.py``.
+``config.job`` picks the job module of the registry in ``launch/jobs.py``: its
+``validate(config)`` runs before anything else, then ``run(config, workdir)``.
 The workdir gets config.json, metrics.jsonl, TensorBoard event files, checkpoints/ and PNG
 plots; running the same command again resumes, and a second run on a workdir that is in
 use is refused. For multi-host runs pass ``--distributed`` (TPU VMs and GPU
 clusters discover their peers) or ``--coordinator_address/--num_processes/--process_id``
 (CPU hosts, gloo collectives).
+
+A bad command line is one line on stderr and exit status 1, with no traceback
+(:mod:`launch.cli`): an unknown ``--config.key`` (naming the valid keys at that level and
+the closest one), a value of the wrong type (naming the key's type), a missing flag, and a
+``ValueError`` of the job that names a ``config.`` key (e.g. an out-of-range value).
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from launch import jobs
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if present).")
@@ -44,9 +50,9 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  initialize_distributed()
-  jobs.runner(_CONFIG.value)(_CONFIG.value, _WORKDIR.value)
+  initialize_distributed()  # first: validation may ask jax for the devices
+  cli.run_job(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

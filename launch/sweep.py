@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from kdjax.jobs import workdir as workdir_lib
-from launch import jobs
+from launch import cli, jobs
 
 RESULTS = "results.jsonl"
 
@@ -102,19 +102,28 @@ def run_sweep(base_config, points: list[dict], root: str, only=()) -> list[dict]
   every finished point, in sweep order: this run's and the earlier runs' in ``root``.
 
   Raises:
-    ValueError: a name in ``only`` is not a point of the sweep (the message lists them).
+    ValueError: a name in ``only`` is not a point of the sweep (the message lists them), or
+      a point's config does not validate (named, before any point runs).
   """
   names = [p["name"] for p in points]
   unknown = [name for name in only if name not in names]
   if unknown:
     raise ValueError(f"--only names {unknown} that are not sweep points; valid: {names}")
+  configs = {}
+  for point in points:  # every point is validated before any of them runs
+    if not only or point["name"] in only:
+      config = configs[point["name"]] = apply_point(base_config, point)
+      try:
+        jobs.module(config).validate(config)
+      except ValueError as error:
+        raise ValueError(f"sweep point {point['name']!r}: {error}") from None
   rows = {row["name"]: row for row in read_results(root) if row.get("name") in names}
   for i, point in enumerate(points):
     overrides = {k: v for k, v in point.items() if k != "name"}
     if only and point["name"] not in only:
       continue
     print(f"[sweep] point {i + 1}/{len(points)}: {point['name']} {overrides}", flush=True)
-    config = apply_point(base_config, point)
+    config = configs[point["name"]]
     summary = jobs.runner(config)(config, os.path.join(root, point["name"]))
     rows[point["name"]] = {"name": point["name"], **overrides, **(summary or {})}
     ordered = [rows[name] for name in names if name in rows]
@@ -128,11 +137,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config_arg = config_flags.get_config_filename(flags.FLAGS["config"])  # "path[:arg]"
-  rows = run_sweep(_CONFIG.value, sweep_points(config_arg), _WORKDIR.value, _ONLY.value)
+  with cli.one_line_config_errors():
+    rows = run_sweep(_CONFIG.value, sweep_points(config_arg), _WORKDIR.value, _ONLY.value)
   table = markdown_table(rows)
   workdir_lib.atomic_write(os.path.join(_WORKDIR.value, "results.md"), table)
   print(table)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -68,6 +68,7 @@ SMOKE = {
     ["--batch_size=16", "--student_width=8", "--teacher_width=8", "--iters=1", "--repeats=1"],
     "KD / parts",
   ),
+  "checkpoint_hash": (["--megabytes=4", "--repeats=1"], "| xxh3_64 |"),
   "kip_table": (["--per_class=1", "--steps=2", "--seeds=1"], "| all 4,000 |"),
   "kd_mnist5k": (["--seeds=1", "--arg=runlocal"], "| mean ± std |"),
   "lm_kd": (
@@ -93,7 +94,7 @@ SMOKE = {
       "--per_class=1",
       "--methods=rfad,kip,closed_form",
       "--num_steps=2",
-      "--overrides=evaluation.steps=2,evaluation.seeds=1",
+      "--overrides=evaluation.num_steps=2,evaluation.seeds=1",
       "--kip_overrides=kip.target_batch_size=80",
     ],
     "| digits | 1 | kip fc NTK (2 steps,",

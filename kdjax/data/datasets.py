@@ -136,10 +136,16 @@ def load(
     (copy them to modify them in place).
 
   Raises:
-    ValueError: unknown ``name``, or ``max_train``/``max_test`` not positive.
+    ValueError: unknown ``name``, ``max_train``/``max_test`` not positive, or a
+      ``data_dir`` for an embedded dataset (which would ignore it).
   """
   if name not in DATASETS:
     raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}")
+  if data_dir is not None and name in EMBEDDED:
+    raise ValueError(
+      f"data_dir={data_dir!r} is for the tfds datasets {list(TFDS)}: {name!r} is embedded "
+      "and would ignore it"
+    )
   for arg, value in (("max_train", max_train), ("max_test", max_test)):
     if value is not None and value < 1:
       raise ValueError(f"{arg} must be a positive int or None, got {value!r}")

@@ -276,11 +276,15 @@ def load_text(
     name: one of :data:`TEXT_DATASETS`.
     tokenizer: the tokenizer (default :class:`ByteTokenizer`; pystdlib is byte-level only).
     data_dir: tfds data directory (tfds corpora only).
-    max_documents: keep only the first documents of each tfds split (None = all).
+    max_documents: keep only the first documents of each tfds split (None = all; tfds
+      corpora only).
     root: pystdlib only: scan this directory instead of the running Python's stdlib.
 
   Raises:
-    ValueError: unknown ``name``, a non-byte tokenizer for pystdlib, bad ``max_documents``.
+    ValueError: unknown ``name``, a non-byte tokenizer for pystdlib, bad ``max_documents``,
+      an argument that the corpus would ignore (``data_dir`` or ``max_documents`` for
+      pystdlib, ``root`` for a tfds corpus), a ``root`` that is not a directory or whose
+      train or validation split holds no file.
   """
   if name not in TEXT_DATASETS:
     raise ValueError(f"text dataset name must be one of {list(TEXT_DATASETS)}, got {name!r}")
@@ -288,13 +292,33 @@ def load_text(
     raise ValueError(f"max_documents must be a positive int or None, got {max_documents!r}")
   tokenizer = tokenizer or ByteTokenizer()
   if name == "pystdlib":
+    for arg, value in (("data_dir", data_dir), ("max_documents", max_documents)):
+      if value is not None:
+        raise ValueError(
+          f"{arg}={value!r} is for the tfds corpora {list(_TFDS_SPLITS)}: the pystdlib "
+          "corpus is embedded and would ignore it"
+        )
     if not isinstance(tokenizer, ByteTokenizer):
       raise ValueError(
         "the pystdlib corpus is byte-level: tokenizer must be a ByteTokenizer, "
         f"got {type(tokenizer).__name__}"
       )
+    if root is not None and not os.path.isdir(root):
+      raise ValueError(f"root={os.fspath(root)!r} is not a directory (the pystdlib corpus)")
     train, validation, info = _pystdlib(root and os.fspath(root))
+    for split in ("train", "validation"):
+      if not info[f"{split}_files"]:
+        raise ValueError(
+          f"root={info['root']!r} gives a pystdlib corpus without {split} files "
+          f"({info['train_files'] + info['validation_files']} .py files outside "
+          f"{sorted(EXCLUDED_DIRS)}; about {_VALIDATION_PERCENT}% of them are validation)"
+        )
     return TextData(name, train, validation, tokenizer, dict(info))
+  if root is not None:
+    raise ValueError(
+      f"root={os.fspath(root)!r} is for the pystdlib corpus: {name!r} comes from "
+      "tensorflow-datasets and would ignore it (use data_dir)"
+    )
   streams, info = {}, {}
   for split, tfds_split in zip(("train", "validation"), _TFDS_SPLITS[name]):
     texts = tfds_texts(name, tfds_split, max_documents, data_dir)

@@ -6,8 +6,9 @@ Weng, 2024); ``kdjax.distill.rfad`` RFAD (Loo et al., 2022) and ``kdjax.distill.
 FRePo (Zhou et al., 2022), whose job (``job='distill'``, ``experiments/rfad_*.py``,
 ``experiments/frepo_*.py``) is ``kdjax.distill.job.run``; ``kdjax.distill.kip`` holds the
 KIP algorithm (Nguyen, Chen & Lee, 2021: loss, sharded step, Label Solve);
-``kdjax.distill.loop`` is the support problem and the training loop (metrics, checkpoints,
-resume) both jobs run; ``kdjax.distill.outputs`` writes the support-set files they leave;
+``kdjax.distill.support`` is the support problem and its training (on ``kdjax.jobs.loop``:
+metrics, checkpoints, resume, SIGTERM) both jobs run; ``kdjax.distill.outputs`` writes the
+support-set files they leave;
 ``kdjax.distill.runner.run(config, workdir)`` is the ``job='kip'`` entry point
 (its base config is ``experiments.common.kip_base``).
 """

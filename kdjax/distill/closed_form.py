@@ -34,6 +34,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
+
 __all__ = ["ridge_weights", "distill", "RandomFeatures", "random_features"]
 
 
@@ -104,7 +106,7 @@ def distill(
   if y0.shape != (c, c):
     raise ValueError(f"labels must be [{c}, {c}] (one row per class), got {y0.shape}")
   gram = w.T @ w
-  if not isinstance(gram, jax.core.Tracer) and jnp.linalg.matrix_rank(gram) < c:
+  if checks.is_concrete(gram) and jnp.linalg.matrix_rank(gram) < c:
     raise ValueError(
       f"the full-data ridge weights have rank below the {c} classes; one "
       "point per class cannot reproduce them"

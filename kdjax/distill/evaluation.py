@@ -35,11 +35,20 @@ import numpy as np
 import optax
 
 from kdjax import models
+from kdjax.jobs import config as config_lib
 
-__all__ = ["NETWORKS", "LOSSES", "Protocol", "make_network", "random_shift", "evaluate"]
+__all__ = [
+  "NETWORKS",
+  "LOSSES",
+  "Protocol",
+  "protocol_from_config",
+  "make_network",
+  "random_shift",
+  "evaluate",
+]
 
-NETWORKS = ("convnet", "mlp", "resnet")
-LOSSES = ("xent", "mse")
+NETWORKS = config_lib.EVALUATION_NETWORKS
+LOSSES = config_lib.EVALUATION_LOSSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +97,31 @@ class Protocol:
         f"learning_rate must be > 0 and weight_decay >= 0, got "
         f"{self.learning_rate}, {self.weight_decay}"
       )
+
+
+def protocol_from_config(
+  block: Any, path: str = "config.evaluation", *, num_support: int = 0
+) -> Protocol:
+  """The :class:`Protocol` of an ``evaluation`` config block (:class:`kdjax.jobs.config.Evaluation`;
+  its ``num_steps`` is the protocol's ``steps``, ``batch_size=0`` the whole set of
+  ``num_support`` images). ValueErrors name the key."""
+  e = (
+    block
+    if isinstance(block, config_lib.Evaluation)
+    else config_lib.Evaluation.from_config(block, path)
+  )
+  return Protocol(
+    network=e.network,
+    width=e.width,
+    depth=e.depth,
+    steps=e.num_steps,
+    batch_size=e.batch_size or max(num_support, 1),
+    learning_rate=e.learning_rate,
+    weight_decay=e.weight_decay,
+    loss=e.loss,
+    max_shift=e.max_shift,
+    seeds=e.seeds,
+  )
 
 
 def make_network(protocol: Protocol, num_classes: int) -> nn.Module:

@@ -11,7 +11,8 @@ the features of pool model 0),
 orbax checkpoints (a re-run resumes and ends with the same support set: every target
 batch and every random network is a function of ``(seed, step)``), ``support.npz``,
 ``support.png``, ``learning_curve.png``, ``loss.png`` and ``summary.json`` with
-``test_accuracy`` and ``transfer_test_accuracy`` (finite networks trained from scratch on
+``test_accuracy`` and ``transfer_test_accuracy`` (when ``config.evaluation.enabled``: finite
+networks trained from scratch on
 the support set alone by :func:`kdjax.distill.evaluation.evaluate`, mean over seeds),
 beside the same numbers for the random real initial support (``*_init``).
 
@@ -33,8 +34,8 @@ import numpy as np
 import optax
 
 from kdjax import models
-from kdjax.distill import evaluation, frepo, loop, outputs, rfad
-from kdjax.jobs import schedules, workdir as workdir_lib
+from kdjax.distill import evaluation, frepo, outputs, rfad, support
+from kdjax.jobs import config as config_lib, workdir as workdir_lib
 
 __all__ = ["METHODS", "validate", "protocol", "finite_task", "run"]
 
@@ -43,41 +44,34 @@ NORMALIZATIONS = ("instance", "none")  # kdjax.models.ConvNet's, for FRePo's mod
 
 
 def validate(config: Any) -> None:
-  """Checks every key the job reads, before any work; raises ValueError naming the key."""
-  if config.method not in METHODS:
-    raise ValueError(f"config.method must be one of {list(METHODS)}, got {config.method!r}")
-  name, r = config.method, config[config.method]
+  """Checks every key the job reads, before any work: pure Python, nothing is loaded or
+  written; raises ValueError naming the key."""
+  config_lib.check_migrated(config, "the config")
+  name = config_lib.check_choice(config.method, "config.method", METHODS)
+  config_lib.Loop.from_config(config)
+  config_lib.Dataset.from_config(config.dataset)
+  config_lib.Optimizer.from_config(config.optimizer)
+  config_lib.Evaluation.from_config(config.evaluation)
+  r = config[name]
   specific = ("num_models", "num_models_eval") if name == "rfad" else ("pool_size", "max_updates")
-  for key, value in [
-    ("num_steps", config.num_steps),
-    ("log_every", config.log_every),
-    ("eval_every", config.eval_every),
-    ("checkpoint_every", config.checkpoint_every),
-    ("keep_checkpoints", config.keep_checkpoints),
-  ] + [
-    (f"{name}.{k}", r[k]) for k in ("per_class", "width", "depth", "target_batch_size") + specific
-  ]:
-    if int(value) < 1:
-      raise ValueError(f"config.{key} must be >= 1, got {value}")
-  if not r.reg > 0:
-    raise ValueError(f"config.{name}.reg must be > 0, got {r.reg}")
-  if name == "rfad" and r.loss not in rfad.LOSSES:
-    raise ValueError(f"config.rfad.loss must be one of {list(rfad.LOSSES)}, got {r.loss!r}")
-  if name == "frepo" and not r.model_learning_rate > 0:
-    raise ValueError(f"config.frepo.model_learning_rate must be > 0, got {r.model_learning_rate}")
-  if name == "frepo" and r.normalization not in NORMALIZATIONS:
-    raise ValueError(
-      f"config.frepo.normalization must be one of {list(NORMALIZATIONS)}, got {r.normalization!r}"
-    )
-  schedules.make_schedule(r, config.num_steps, name=name)
-  protocol(config)
+  for key in ("per_class", "width", "depth", "target_batch_size") + specific:
+    config_lib.check_int(r[key], f"config.{name}.{key}")
+  config_lib.check_number(r.reg, f"config.{name}.reg", above=0)
+  config_lib.check_number(r.label_offset, f"config.{name}.label_offset", minimum=0, below=1)
+  if not isinstance(r.learn_labels, bool):
+    raise ValueError(f"config.{name}.learn_labels must be true or false, got {r.learn_labels!r}")
+  if name == "rfad":
+    config_lib.check_choice(r.loss, "config.rfad.loss", rfad.LOSSES)
+  else:
+    config_lib.check_number(r.model_learning_rate, "config.frepo.model_learning_rate", above=0)
+    config_lib.check_choice(r.normalization, "config.frepo.normalization", NORMALIZATIONS)
 
 
 def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
   """``(init, step, features)`` of ``config.method``; ``features(state, x) -> [n, F]`` is
   the method's kernel feature map used for the KRR test accuracy."""
   r = config[config.method]
-  optimizer = optax.adam(schedules.make_schedule(r, config.num_steps, name=config.method))
+  optimizer = config_lib.Optimizer.from_config(config.optimizer).make(config.num_steps)
   if config.method == "rfad":
     network = rfad.convnet(r.width, r.depth)
     init, step = rfad.make_rfad_step(
@@ -118,22 +112,7 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
 
 def protocol(config: Any) -> evaluation.Protocol:
   """The finite-network protocol of ``config.evaluation`` (ValueError names bad keys)."""
-  e = config.evaluation
-  try:
-    return evaluation.Protocol(
-      network=e.network,
-      width=e.width,
-      depth=e.depth,
-      steps=e.steps,
-      batch_size=e.batch_size,
-      learning_rate=e.learning_rate,
-      weight_decay=e.weight_decay,
-      loss=e.loss,
-      max_shift=e.max_shift,
-      seeds=e.seeds,
-    )
-  except ValueError as err:
-    raise ValueError(f"config.evaluation: {err}") from None
+  return evaluation.protocol_from_config(config.evaluation)
 
 
 def finite_task(
@@ -167,12 +146,12 @@ def run(config: Any, workdir: str) -> dict:
     FloatingPointError: the loss or the support set became non-finite (names the step).
   """
   validate(config)
-  problem = loop.support_problem(config, config.method)
+  problem = support.support_problem(config, config.method)
   with workdir_lib.open_workdir(workdir, config) as wd:
     return _run(config, wd.path, problem)
 
 
-def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
+def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
   r, ds = config[config.method], problem.ds
   init, step_fn, features = _method(config, problem.mesh, ds.num_classes)
   x_test, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
@@ -188,7 +167,7 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
       correct += jnp.sum(jnp.argmax(prediction, -1) == labels_test[start : start + 1000])
     return correct / x_test.shape[0]
 
-  result = loop.train(
+  result = support.train(
     config,
     workdir,
     name=config.method,
@@ -198,10 +177,10 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
     accuracy=accuracy,
     problem=problem,
   )
-  support = result.state
-  x_final, y_final = np.asarray(support.x), np.asarray(support.y)
+  final = result.state
+  x_final, y_final = np.asarray(final.x), np.asarray(final.y)
   summary = {
-    "test_accuracy": float(accuracy(support)),
+    "test_accuracy": float(accuracy(final)),
     "test_accuracy_init": result.test_accuracy_init,
     "num_support": int(len(x_final)),
     "num_steps": int(config.num_steps),
@@ -217,8 +196,12 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
   )
   finite = protocol(config)
   for name, (x, y, learned) in (
-    ("", (x_final, y_final, r.learn_labels)),
-    ("_init", (problem.x0, problem.y0, False)),
+    ()
+    if not config.evaluation.enabled
+    else (
+      ("", (x_final, y_final, r.learn_labels)),
+      ("_init", (problem.x0, problem.y0, False)),
+    )
   ):
     p, labels = finite_task(finite, y, learned=learned)
     scores = evaluation.evaluate(
@@ -226,5 +209,5 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
     )
     summary[f"transfer_test_accuracy{name}"] = scores["mean"]
     summary[f"transfer_test_accuracy{name}_std"] = scores["std"]
-  loop.write_summary(workdir, summary)
+  support.write_summary(workdir, summary)
   return summary

@@ -17,7 +17,7 @@ over all devices), and writes to ``workdir`` (with the parts of :mod:`kdjax.jobs
 
 Finally it trains a finite-width network with the kernel's architecture (MLP or ConvNet)
 on the support set alone, by the protocol every distillation method is judged by
-(:func:`kdjax.distill.evaluation.evaluate`, settings in :func:`transfer_protocol`), and
+(:func:`kdjax.distill.evaluation.evaluate`, settings in ``config.evaluation``), and
 reports its test accuracy beside KRR's (``transfer_test_accuracy`` in the summary).
 """
 
@@ -32,11 +32,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from kdjax import data
-from kdjax.distill import evaluation, kip, loop, outputs
-from kdjax.jobs import schedules, workdir as workdir_lib
+from kdjax.distill import evaluation, kip, outputs, support
+from kdjax.jobs import config as config_lib, workdir as workdir_lib
 from kdjax.kernels import stax
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
 ]
 
 KERNELS = ("fc", "conv")
-TRANSFER_NETWORKS = {"fc": "mlp", "conv": "convnet"}
 
 
 def build_kernel(config: Any) -> Callable:
@@ -89,30 +87,13 @@ def build_kernel(config: Any) -> Callable:
 
 
 def transfer_protocol(config: Any, num_support: int) -> evaluation.Protocol:
-  """The finite-network protocol of KIP's transfer check (ValueError names bad keys).
-
-  The network has the kernel's architecture (``fc``: an MLP with ``kernel.depth`` hidden
-  layers of ``transfer.width``; ``conv``: the ConvNet with ``kernel.depth`` blocks of
-  ``transfer.width`` channels), trained full batch (``num_support`` images) for
-  ``transfer.num_steps`` Adam steps at ``transfer.learning_rate`` (cosine-decayed), on
-  the mean squared error to the support labels (KIP's labels are real-valued regression
-  targets), without augmentation, one seed.
-  """
-  t = config.transfer
-  try:
-    return evaluation.Protocol(
-      network=TRANSFER_NETWORKS[config.kernel.name],
-      width=t.width,
-      depth=config.kernel.depth,
-      steps=t.num_steps,
-      batch_size=max(num_support, 1),
-      learning_rate=t.learning_rate,
-      loss="mse",
-      max_shift=0,
-      seeds=1,
-    )
-  except ValueError as err:
-    raise ValueError(f"config.transfer: {err}") from None
+  """The finite-network protocol of KIP's transfer check: ``config.evaluation``
+  (:func:`kdjax.distill.evaluation.protocol_from_config`; ``batch_size=0`` trains full batch
+  on the ``num_support`` images). The KIP configs give it the kernel's architecture (``fc``:
+  an MLP with ``kernel.depth`` hidden layers; ``conv``: the ConvNet with ``kernel.depth``
+  blocks), the mean squared error to the support labels (KIP's labels are real-valued
+  regression targets), no augmentation and one seed."""
+  return evaluation.protocol_from_config(config.evaluation, num_support=num_support)
 
 
 def train_transfer(
@@ -142,35 +123,32 @@ def train_transfer(
 
 
 def validate(config: Any) -> None:
-  """Checks the whole KIP config before any work starts (ValueError naming the key)."""
-  positive_ints = [(f"kip.{key}", config.kip[key]) for key in ("per_class", "target_batch_size")]
-  positive_ints += [
-    (key, config[key])
-    for key in ("num_steps", "eval_every", "checkpoint_every", "log_every", "keep_checkpoints")
-  ]
-  if config.transfer.enabled:
-    positive_ints += [
-      ("transfer.num_steps", config.transfer.num_steps),
-      ("transfer.width", config.transfer.width),
-    ]
-  for key, value in positive_ints:
-    if value < 1:
-      raise ValueError(f"config.{key} must be >= 1, got {value}")
-  if not config.kip.reg > 0:
-    raise ValueError(f"config.kip.reg must be > 0, got {config.kip.reg}")
-  if config.dataset.preprocess not in data.PREPROCESSING:
-    raise ValueError(
-      f"config.dataset.preprocess must be one of {data.PREPROCESSING}, got "
-      f"{config.dataset.preprocess!r}"
-    )
-  schedules.make_schedule(config.kip, config.num_steps, name="kip")
-  build_kernel(config.kernel)
-  if config.transfer.enabled:
-    transfer_protocol(config, 1)
+  """Checks the whole KIP config before any work starts: pure Python, nothing is loaded or
+  written (ValueError naming the key)."""
+  config_lib.check_migrated(config, "the config")
+  config_lib.Loop.from_config(config)
+  config_lib.Dataset.from_config(config.dataset)
+  config_lib.Optimizer.from_config(config.optimizer)
+  config_lib.Evaluation.from_config(config.evaluation)
+  k = config.kip
+  for key in ("per_class", "target_batch_size"):
+    config_lib.check_int(k[key], f"config.kip.{key}")
+  config_lib.check_number(k.reg, "config.kip.reg", above=0)
+  config_lib.check_number(k.label_offset, "config.kip.label_offset", minimum=0, below=1)
+  for key in ("learn_images", "learn_labels", "label_solve"):
+    if not isinstance(k[key], bool):
+      raise ValueError(f"config.kip.{key} must be true or false, got {k[key]!r}")
+  kernel = config.kernel
+  config_lib.check_choice(kernel.name, "config.kernel.name", KERNELS)
+  for key in ("depth", "width"):
+    config_lib.check_int(kernel[key], f"config.kernel.{key}")
+  config_lib.check_number(kernel.W_std, "config.kernel.W_std", above=0)
+  config_lib.check_number(kernel.b_std, "config.kernel.b_std", minimum=0)
+  build_kernel(kernel)
 
 
 def _refuse_npz_checkpoints(workdir: str) -> None:
-  old = glob.glob(os.path.join(workdir, loop.CHECKPOINT_DIR, "ckpt_*.npz"))
+  old = glob.glob(os.path.join(workdir, support.CHECKPOINT_DIR, "ckpt_*.npz"))
   if old:
     raise ValueError(
       f"workdir {workdir!r} holds KIP checkpoints in the old npz format "
@@ -202,15 +180,15 @@ def run(config: Any, workdir: str) -> dict:
   """
   validate(config)
   _refuse_npz_checkpoints(workdir)
-  problem = loop.support_problem(config, "kip")
+  problem = support.support_problem(config, "kip")
   with workdir_lib.open_workdir(workdir, config) as wd:
     return _run(config, wd.path, problem)
 
 
-def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
+def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
   kernel = build_kernel(config.kernel)
   ds, k = problem.ds, config.kip
-  optimizer = optax.adam(schedules.make_schedule(k, config.num_steps, name="kip"))
+  optimizer = config_lib.Optimizer.from_config(config.optimizer).make(config.num_steps)
   init, step_fn = kip.make_kip_step(
     kernel,
     optimizer,
@@ -221,7 +199,7 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
   )
   x_test_j, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
   accuracy = jax.jit(lambda x, y: kip.krr_accuracy(kernel, x, y, x_test_j, labels_test, reg=k.reg))
-  result = loop.train(
+  result = support.train(
     config,
     workdir,
     name="kip",
@@ -265,7 +243,7 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
     records=result.records,
     title=f"KIP {ds.name}, {k.per_class}/class",
   )
-  if config.transfer.enabled:
+  if config.evaluation.enabled:
     summary["transfer_test_accuracy"] = train_transfer(
       config, x_final, y_final, ds.x_test, ds.y_test, seed=config.seed
     )
@@ -273,10 +251,10 @@ def _run(config: Any, workdir: str, problem: loop.SupportProblem) -> dict:
       config, problem.x0, problem.y0, ds.x_test, ds.y_test, seed=config.seed
     )
     print(
-      f"transfer ({config.kernel.name} network, width {config.transfer.width}): "
+      f"transfer ({config.evaluation.network}, width {config.evaluation.width}): "
       f"test_accuracy={summary['transfer_test_accuracy']:.4f} on the KIP support, "
       f"{summary['transfer_test_accuracy_init']:.4f} on the random real support",
       flush=True,
     )
-  loop.write_summary(workdir, summary)
+  support.write_summary(workdir, summary)
   return summary

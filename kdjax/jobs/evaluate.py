@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from jax.sharding import Mesh
 
-from kdjax.jobs import mesh as mesh_lib
+from kdjax import mesh as mesh_lib
 
 __all__ = ["evaluate", "pad_batch"]
 

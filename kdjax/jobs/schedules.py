@@ -15,9 +15,10 @@ with floor fraction :math:`f` and :math:`T` = ``num_steps`` (minus the warmup).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optax
+if TYPE_CHECKING:
+  import optax
 
 SCHEDULES = ("constant", "cosine")
 
@@ -44,6 +45,8 @@ def make_schedule(
     raise ValueError(f"config.{name}.warmup_steps must be >= 0, got {warmup}")
   if not 0.0 <= floor <= 1.0:
     raise ValueError(f"config.{name}.final_lr_fraction must be in [0, 1], got {floor}")
+  import optax  # here, not at import: `import kdjax.jobs` loads no optax
+
   if config.schedule == "cosine":
     if warmup:
       return optax.warmup_cosine_decay_schedule(

@@ -31,6 +31,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from kdjax.jobs import config as config_lib
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
@@ -141,12 +143,15 @@ def record_config(workdir: str, config: Any) -> bool:
   Raises:
     WorkdirConfigMismatch: the workdir holds a run with a different config; the message
       names every differing key.
+    ValueError: the recorded config has keys an older kdjax used (``mode``, ``transfer``,
+      ...); the message names each with its new name (:func:`kdjax.jobs.config.check_migrated`).
   """
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+    config_lib.check_migrated(old, f"workdir {workdir!r}")
     diffs = _differences(old, new)
     if diffs:
       raise WorkdirConfigMismatch(

@@ -21,8 +21,8 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 from jax.typing import ArrayLike
 
-from kdjax.jobs.mesh import make_mesh
-from kdjax.kernels.stax.kernel_fn import KernelFn, get_names, pack
+from kdjax.kernels.stax.layer import KernelFn, get_names, pack
+from kdjax.mesh import make_mesh
 
 __all__ = ["tiled_kernel_fn", "sharded_kernel_fn"]
 
@@ -150,7 +150,7 @@ def sharded_kernel_fn(
   Args:
     kernel_fn: `kernel_fn(x1, x2=None, get=...)`.
     batch_size: tile side, in examples.
-    mesh: a `jax.sharding.Mesh`; default: `kdjax.jobs.mesh.make_mesh()`, all
+    mesh: a `jax.sharding.Mesh`; default: `kdjax.mesh.make_mesh()`, all
       devices on one axis 'data'.
     axis_name: mesh axis (or axes) to split rows over; default all axes.
 

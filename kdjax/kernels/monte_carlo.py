@@ -29,7 +29,7 @@ from jax import lax
 
 from kdjax.kernels.empirical import empirical_ntk_fn
 from kdjax.kernels.gram import tiled_kernel_fn
-from kdjax.kernels.stax.kernel_fn import get_names, pack
+from kdjax.kernels.stax.layer import get_names, pack
 
 __all__ = ["monte_carlo_kernel_fn"]
 

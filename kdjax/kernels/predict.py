@@ -19,6 +19,12 @@ the infinite ensemble are Gaussian; `get='ntk'` gives their mean and covariance 
 training, `get='nngp'` the same formulas with `K` in place of `Theta` (training only the
 readout layer). `t=None` means `t = inf`, computed by a Cholesky solve.
 
+Bad kernels: a train-train kernel that is not finite, not symmetric or not PSD (the
+tolerances of `kdjax.checks`, shared with `kdjax.krr` and `kdjax.theory`) raises a
+ValueError when it is concrete; under `jax.jit` (a traced kernel) the same checks turn
+every output into NaN, never a plausible number. (A kernel with negative eigenvalues has
+no gradient-flow solution that converges: `K - 100 I` grows like `e^{100 eta t / N}`.)
+
 `diag_reg` adds `diag_reg * tr(K) / n * I` to the train-train kernel (neural-tangents'
 relative scale) or `diag_reg * I` with `diag_reg_absolute_scale=True`. Outputs are `[n, c]`
 targets with neural-tangents' default `trace_axes=(-1,)`: kernels are `[n1, n2]`, shared by
@@ -41,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 
+from kdjax import checks
+
 __all__ = [
   "Gaussian",
   "gradient_descent_mse_ensemble",
@@ -55,10 +63,6 @@ class Gaussian(NamedTuple):
 
   mean: jax.Array
   covariance: jax.Array
-
-
-def _concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
 
 
 def _check_trace_axes(trace_axes) -> None:
@@ -77,7 +81,7 @@ def _check_targets(y_train) -> jax.Array:
 
 
 def _check_scalar(name: str, value, minimum: float, strict: bool) -> None:
-  if not _concrete(value):
+  if not checks.is_concrete(value):
     return
   v = float(value)
   if not (v > minimum if strict else v >= minimum):
@@ -86,7 +90,7 @@ def _check_scalar(name: str, value, minimum: float, strict: bool) -> None:
 
 def _check_times(t) -> jax.Array:
   t = jnp.asarray(t, dtype=jnp.result_type(float))
-  if _concrete(t) and not bool(jnp.all(t >= 0)):
+  if checks.is_concrete(t) and not bool(jnp.all(t >= 0)):
     raise ValueError(f"t must be >= 0 (None for t = infinity), got {np.asarray(t)}")
   return t
 
@@ -114,16 +118,40 @@ def _attr(k, g: str) -> jax.Array:
   return jnp.asarray(value)
 
 
+def _ridge(k: jax.Array, diag_reg, absolute: bool) -> jax.Array:
+  """The ridge `r` added to the diagonal: `diag_reg`, or `diag_reg * tr(K) / n`."""
+  return diag_reg if absolute else diag_reg * jnp.trace(k) / k.shape[0]
+
+
 def _regularize(k: jax.Array, diag_reg, absolute: bool) -> jax.Array:
-  n = k.shape[0]
-  scale = diag_reg if absolute else diag_reg * jnp.trace(k) / n
-  return k + scale * jnp.eye(n, dtype=k.dtype)
+  return k + _ridge(k, diag_reg, absolute) * jnp.eye(k.shape[0], dtype=k.dtype)
 
 
 def _check_kernel(name: str, k: jax.Array, rows: int, cols: int) -> jax.Array:
   if k.shape != (rows, cols):
     raise ValueError(f"{name} must be [{rows}, {cols}], got {k.shape}")
   return k
+
+
+def _check_train_kernel(name: str, k: jax.Array, n: int) -> jax.Array:
+  """A `[n, n]` train-train kernel: symmetric and PSD when concrete (`kdjax.checks`)."""
+  k = _check_kernel(name, k, n, n)
+  return checks.check_kernel(name, k) if checks.is_concrete(k) else k
+
+
+def _valid(k: jax.Array, evals: jax.Array | None = None) -> jax.Array | bool:
+  """True for a concrete kernel (checked eagerly); for a traced one, whether it is finite,
+  symmetric and PSD (`kdjax.checks.kernel_is_valid`; `evals` are `k`'s own eigenvalues)."""
+  if checks.is_concrete(k):
+    return True
+  return checks.kernel_is_valid(k, jnp.linalg.eigvalsh(k) if evals is None else evals)
+
+
+def _nan_unless(ok, x):
+  """`x`, or NaN everywhere when the (traced) kernel check `ok` failed."""
+  if ok is True or x is None:
+    return x
+  return jnp.where(ok, x, jnp.nan)
 
 
 def _decay(evals: jax.Array, t: jax.Array, normalization: int) -> jax.Array:
@@ -201,9 +229,8 @@ def gradient_descent_mse(
   _check_trace_axes(trace_axes)
   y = _check_targets(y_train)
   n, size = y.shape[0], y.size
-  k = _check_kernel("k_train_train", jnp.asarray(k_train_train), n, n).astype(
-    jnp.result_type(float)
-  )
+  k = _check_kernel("k_train_train", jnp.asarray(k_train_train), n, n)
+  k = _check_train_kernel("k_train_train", k.astype(jnp.result_type(k, float)), n)
   y = y.astype(k.dtype)
   _check_scalar("learning_rate", learning_rate, 0.0, strict=True)
   _check_scalar("diag_reg", diag_reg, 0.0, strict=False)
@@ -214,6 +241,12 @@ def gradient_descent_mse(
     if "eigh" not in cache:
       cache["eigh"] = jnp.linalg.eigh(k_reg)
     return cache["eigh"]
+
+  def valid(use_eigh: bool):
+    """The traced kernel check; reuses the eigenvalues of `k_reg` when they are computed."""
+    if use_eigh and not checks.is_concrete(k):
+      return _valid(k, eigh()[0] - _ridge(k, diag_reg, diag_reg_absolute_scale))
+    return _valid(k)
 
   def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
     if fx_train_0 is None and fx_test_0 is None:
@@ -248,6 +281,8 @@ def gradient_descent_mse(
         grown = _grown(evals, flat * learning_rate, size)
         test = fx_test_0 - jnp.einsum("mj,ji,ti,ic->tmc", k_td, evecs, grown, coords)
         test = test.reshape(times.shape + (k_td.shape[0], y.shape[1]))
+    ok = valid(use_eigh=t is not None)
+    train, test = _nan_unless(ok, train), _nan_unless(ok, test)
     if fx_test_0 is None:
       return train
     if fx_train_0 is None:
@@ -299,10 +334,12 @@ def gp_inference(
   factors = {}
 
   def factor(g):
+    """Cholesky factor of the regularised `g` kernel, and the (traced) kernel check."""
     if g not in factors:
       k = _check_kernel(f"k_train_train.{g}", _attr(k_train_train, g), n, n)
-      k = k.astype(jnp.result_type(k, float))
-      factors[g] = cho_factor(_regularize(k, diag_reg, diag_reg_absolute_scale), lower=True)
+      k = _check_train_kernel(f"k_train_train.{g}", k.astype(jnp.result_type(k, float)), n)
+      chol = cho_factor(_regularize(k, diag_reg, diag_reg_absolute_scale), lower=True)
+      factors[g] = chol, _valid(k)
     return factors[g]
 
   def predict_fn(get: str | Sequence[str] | None = None, k_test_train=None, k_test_test=None):
@@ -310,7 +347,7 @@ def gp_inference(
     out = {}
     for g in names:
       kind = "nngp" if g == "nngp" else "ntk"
-      chol = factor(kind)
+      chol, ok = factor(kind)
       dtype = chol[0].dtype
       if k_test_train is None:
         mean = y.astype(dtype)
@@ -319,7 +356,7 @@ def gp_inference(
       k_td = _attr(k_test_train, kind).astype(dtype)
       if k_td.ndim != 2 or k_td.shape[1] != n:
         raise ValueError(f"k_test_train must be [m, {n}], got {k_td.shape}")
-      mean = k_td @ cho_solve(chol, y.astype(dtype))
+      mean = _nan_unless(ok, k_td @ cho_solve(chol, y.astype(dtype)))
       if k_test_test is None:
         out[g] = mean
         continue
@@ -336,11 +373,12 @@ def gp_inference(
             "the NTK covariance needs both kernels, nngp and ntk: pass "
             "k_train_train and k_test_train with .nngp and .ntk"
           )
-        k_dd = _check_kernel("k_train_train.nngp", _attr(k_train_train, "nngp"), n, n)
+        k_dd = _check_train_kernel("k_train_train.nngp", _attr(k_train_train, "nngp"), n)
+        ok_dd = _valid(k_dd)
         inv_td = cho_solve(chol, k_td.T)  # A^{-1} Theta_dt
         cross = k_td @ inv_prior_dt
-        cov = k_tt + inv_td.T @ k_dd @ inv_td - (cross + cross.T)
-      out[g] = Gaussian(mean, cov)
+        cov = _nan_unless(ok_dd, k_tt + inv_td.T @ k_dd @ inv_td - (cross + cross.T))
+      out[g] = Gaussian(mean, _nan_unless(ok, cov))
     return _pack(get, names, out)
 
   return predict_fn

@@ -13,7 +13,7 @@ so that CG needs few iterations when `K`'s spectrum decays (as NNGP/NTK spectra 
 
 `K` is held one of two ways, never factored:
   * a dense `[n, n]` matrix whose rows are split over the `'data'` axis of a mesh
-    (`kdjax.jobs.mesh.make_mesh`; all devices of all processes): each device holds `n / D`
+    (`kdjax.mesh.make_mesh`; all devices of all processes): each device holds `n / D`
     rows and each iteration is one sharded mat-vec plus an all-reduce of `c` dot products.
     Over several processes (`jax.distributed`), each process only places its own rows.
     Memory: `n^2 / D` per device, against `n^2` plus the factor for Cholesky;
@@ -41,8 +41,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from kdjax.jobs.mesh import DATA_AXIS, make_mesh
-from kdjax.krr import checks
+from kdjax import checks
+from kdjax.mesh import DATA_AXIS, make_mesh
 
 __all__ = ["BlockGram", "CGInfo", "solve_cg", "predict_cg", "row_sharded"]
 
@@ -61,7 +61,7 @@ class BlockGram:
     batch_size: rows per block (memory `O(batch_size * n)`).
     get: `'nngp'` or `'ntk'`.
     mesh: None (one device), or a mesh with a `'data'` axis to split the row blocks over
-      (e.g. `kdjax.jobs.mesh.make_mesh()`).
+      (e.g. `kdjax.mesh.make_mesh()`).
   """
 
   kernel_fn: Callable

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-from kdjax.krr import checks
+from kdjax import checks
 
 __all__ = ["regularized", "solve", "predict", "posterior"]
 

@@ -18,6 +18,7 @@ Modules:
                      gradient-accumulation reductions.
   chunked            memory-bounded KD over large vocabularies from hidden states and
                      projections (chunked_kd_loss per token; chunked_kd_sum_and_count).
+  registry           ``get(name)``: the one lookup of a distillation loss by its config name.
 """
 
 from kdjax.losses import (
@@ -35,6 +36,7 @@ from kdjax.losses.features import *  # noqa: F401,F403
 from kdjax.losses.logits import *  # noqa: F401,F403
 from kdjax.losses.methods import *  # noqa: F401,F403
 from kdjax.losses.reductions import *  # noqa: F401,F403
+from kdjax.losses.registry import LOSSES, get
 from kdjax.losses.self_distillation import *  # noqa: F401,F403
 from kdjax.losses.sequence import *  # noqa: F401,F403
 from kdjax.losses.taid import *  # noqa: F401,F403
@@ -48,4 +50,6 @@ __all__ = [
   *features.__all__,
   *sequence.__all__,
   *chunked.__all__,
+  "LOSSES",
+  "get",
 ]

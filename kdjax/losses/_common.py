@@ -6,9 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
+from kdjax.checks import is_concrete
 
 
 def check_positive(name, value):

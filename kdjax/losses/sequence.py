@@ -92,9 +92,11 @@ def get_divergence(name: str, *, temperature: ArrayLike = 1.0, **hyperparams) ->
   Raises:
     ValueError: unknown ``name`` or a hyper-parameter that divergence does not take.
   """
-  if name not in DIVERGENCES:
+  if name not in DIVERGENCES:  # the token-level subset of kdjax.losses.get's names
     raise ValueError(f"divergence must be one of {sorted(DIVERGENCES)}, got {name!r}")
-  fn = DIVERGENCES[name]
+  from kdjax.losses import registry  # pylint: disable=import-outside-toplevel
+
+  fn = registry.get(name)
   accepted = [p for p in inspect.signature(fn).parameters if p not in _SHARED_ARGUMENTS]
   unknown = sorted(set(hyperparams) - set(accepted))
   if unknown:

@@ -1,6 +1,6 @@
 """Self-distillation theory: closed forms and training dynamics, checked against simulations.
 
-* :mod:`kdjax.theory.krr`: repeated self-distillation in kernel ridge regression
+* :mod:`kdjax.theory.kernel_distillation`: repeated self-distillation in kernel ridge regression
   (Mobahi, Farajtabar & Bartlett 2020; Borup & Andersen 2021): per-round predictions, the
   infinite-round limit, the fit-error-budget variant with its collapse round, and the
   optimal label weight.
@@ -15,8 +15,8 @@
   on a teacher's outputs (Phuong & Lampert 2019), checked against gradient descent.
 * :mod:`kdjax.theory.jepa`: per-feature dynamics and critical times of deep linear JEPA
   (stop-gradient self-distillation) and MAE (Littwin et al. 2024).
-* :mod:`kdjax.theory.checks`: the argument checks they share (kernel symmetric and PSD, ...).
-* :mod:`kdjax.theory.experiments`: ``run(config, workdir)`` for ``job='theory'`` configs,
+* :mod:`kdjax.theory.arguments`: the argument checks they share (kernel symmetric and PSD, ...).
+* :mod:`kdjax.theory.job`: ``run(config, workdir)`` for ``job='theory'`` configs,
   on :mod:`kdjax.jobs`; the computation is :mod:`kdjax.theory.results`, the figures
   :mod:`kdjax.theory.plots`; data in :mod:`kdjax.theory.problems`.
 
@@ -24,9 +24,9 @@
 used as modules (``from kdjax.theory import jepa``).
 """
 
-from kdjax.theory import gp, gpc, krr
+from kdjax.theory import gp, gpc, kernel_distillation
 from kdjax.theory.gp import *  # noqa: F401,F403
 from kdjax.theory.gpc import *  # noqa: F401,F403
-from kdjax.theory.krr import *  # noqa: F401,F403
+from kdjax.theory.kernel_distillation import *  # noqa: F401,F403
 
-__all__ = krr.__all__ + gp.__all__ + gpc.__all__
+__all__ = kernel_distillation.__all__ + gp.__all__ + gpc.__all__

@@ -2,7 +2,8 @@ r"""Bounds on the round at which Mobahi et al.'s budget self-distillation collap
 
 Mobahi, Farajtabar & Bartlett (2020), "Self-Distillation Amplifies Regularization in
 Hilbert Space", bound the number of meaningful rounds of
-:func:`kdjax.theory.krr.krr_self_distillation_constrained` before the iterates collapse.
+:func:`kdjax.theory.kernel_distillation.krr_self_distillation_constrained` before the iterates
+collapse.
 **The bounds below are kdjax's own derivation in that setting; the paper's exact statement
 (its round counts, constants and round-counting convention) could not be obtained offline
 and has not been compared with them.**
@@ -77,7 +78,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from kdjax.theory import krr
+from kdjax import checks
 
 __all__ = ["CollapseBounds", "RoundBounds", "collapse_round_bounds", "round_bounds"]
 
@@ -180,9 +181,9 @@ def collapse_round_bounds(K: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, e
   Raises:
     ValueError: bad ``K`` or ``y``, ``eps <= 0``, or ``eps`` not above the part of ``y`` in
       K's null space (no fit meets the budget), as in
-      :func:`~kdjax.theory.krr.krr_self_distillation_constrained`.
+      :func:`~kdjax.theory.kernel_distillation.krr_self_distillation_constrained`.
   """
-  K = krr.check_kernel(K)
+  K = checks.check_kernel("K", K)
   k = np.asarray(K, dtype=np.float64)
   n = k.shape[0]
   y = np.asarray(y, dtype=np.float64)

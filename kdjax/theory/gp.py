@@ -8,9 +8,9 @@ labels ``y``:
 * **data-centric**: every round is a fresh GP regression (same prior, same noise) fitted
   to new targets: round 1 to ``y``, round t to ``alpha y + (1 - alpha) m_{t-1}(X)``, the
   previous posterior mean at the training points mixed with the labels (``alpha`` is the
-  label weight, as in :mod:`kdjax.theory.krr`). The posterior mean is KRR with
-  ``reg = noise``, so it is :func:`kdjax.theory.krr.krr_self_distillation`; the posterior
-  covariance does not depend on the targets and is the same in every round.
+  label weight, as in :mod:`kdjax.theory.kernel_distillation`). The posterior mean is KRR
+  with ``reg = noise``, so it is :func:`kdjax.theory.kernel_distillation.krr_self_distillation`;
+  the posterior covariance does not depend on the targets and is the same in every round.
 * **distribution-centric**: round t uses round t-1's posterior as its prior and
   conditions on the same labels ``y`` again. Conditioning ``t`` times on ``y`` with noise
   ``sigma^2`` multiplies the prior by ``prod_{s<=t} N(y | f, sigma^2 I) ∝
@@ -24,8 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from kdjax.theory import krr
-from kdjax.theory.checks import check_joint_kernel
+from kdjax import checks
+from kdjax.theory import arguments, kernel_distillation
 
 __all__ = ["GaussianPosterior", "gpr_data_centric", "gpr_distribution_centric"]
 
@@ -44,30 +44,30 @@ class GaussianPosterior(NamedTuple):
 
 
 def _checked(K, y, noise, steps, k_test, k_test_test):
-  K = krr.check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
-  krr.check_targets(y, n)
-  noise = krr.check_nonnegative(noise, "noise")
-  steps = krr.check_steps(steps)
+  arguments.check_targets(y, n)
+  noise = arguments.check_nonnegative(noise, "noise")
+  steps = arguments.check_steps(steps)
   if (k_test is None) != (k_test_test is None):
     raise ValueError(
       "k_test and k_test_test must be given together (test-train "
       "[n_test, n] and test-test [n_test, n_test] kernels)"
     )
   if k_test is not None:
-    k_test = krr.check_test_kernel(k_test, n)
+    k_test = arguments.check_test_kernel(k_test, n)
     k_test_test = jnp.asarray(k_test_test)
     if k_test_test.shape != (k_test.shape[0],) * 2:
       raise ValueError(
         f"k_test_test must have shape {(k_test.shape[0],) * 2}, got {k_test_test.shape}"
       )
-    check_joint_kernel(K, k_test, k_test_test)
+    arguments.check_joint_kernel(K, k_test, k_test_test)
   return K, noise, steps, k_test, k_test_test
 
 
 def _posterior_cov(eig, noise, k_test, k_test_test):
   r"""``K - K (K + noise I)^{-1} K`` (train) or ``K_** - K_* (K + noise I)^{-1} K_*^T``."""
-  a, inverse = krr.shrinkage_factors(eig.values, noise)
+  a, inverse = kernel_distillation.shrinkage_factors(eig.values, noise)
   if k_test is None:
     return (eig.vectors * (eig.values * (1.0 - a))) @ eig.vectors.T
   projected = k_test @ eig.vectors
@@ -87,9 +87,9 @@ def gpr_data_centric(
      m_t(X_*) = K_* (K + \sigma^2 I)^{-1} b_t, \qquad
      \Sigma_t = K_{**} - K_* (K + \sigma^2 I)^{-1} K_*^\top,
 
-  so the means are :func:`kdjax.theory.krr.krr_self_distillation` with ``reg = noise``
-  (per eigen-direction ``a^t`` for ``alpha = 0``, ``a = d / (d + sigma^2)``) and the
-  covariance is identical in every round.
+  so the means are :func:`kdjax.theory.kernel_distillation.krr_self_distillation` with
+  ``reg = noise`` (per eigen-direction ``a^t`` for ``alpha = 0``, ``a = d / (d + sigma^2)``)
+  and the covariance is identical in every round.
 
   Args:
     K: ``[n, n]`` training kernel. y: ``[n]`` or ``[n, m]`` labels.
@@ -103,8 +103,10 @@ def gpr_data_centric(
     ``[steps, n*, n*]``.
   """
   K, noise, steps, k_test, k_test_test = _checked(K, y, noise, steps, k_test, k_test_test)
-  mean = krr.krr_self_distillation(K, y, reg=noise, steps=steps, alpha=alpha, k_test=k_test)
-  cov = _posterior_cov(krr.kernel_eigensystem(K), noise, k_test, k_test_test)
+  mean = kernel_distillation.krr_self_distillation(
+    K, y, reg=noise, steps=steps, alpha=alpha, k_test=k_test
+  )
+  cov = _posterior_cov(kernel_distillation.kernel_eigensystem(K), noise, k_test, k_test_test)
   return GaussianPosterior(mean, jnp.broadcast_to(cov, (steps,) + cov.shape))
 
 
@@ -134,13 +136,13 @@ def gpr_distribution_centric(
     ``[steps, n*, n*]``.
   """
   K, noise, steps, k_test, k_test_test = _checked(K, y, noise, steps, k_test, k_test_test)
-  eig = krr.kernel_eigensystem(K)
-  y2d, vector = krr.check_targets(y, K.shape[0])
+  eig = kernel_distillation.kernel_eigensystem(K)
+  y2d, vector = arguments.check_targets(y, K.shape[0])
   means, covs = [], []
   for t in range(1, steps + 1):
-    a, inverse = krr.shrinkage_factors(eig.values, noise / t)
+    a, inverse = kernel_distillation.shrinkage_factors(eig.values, noise / t)
     factors = (a if k_test is None else inverse)[None]
-    means.append(krr.apply_eigen_factors(eig, factors, y2d, k_test)[0])
+    means.append(kernel_distillation.apply_eigen_factors(eig, factors, y2d, k_test)[0])
     covs.append(_posterior_cov(eig, noise / t, k_test, k_test_test))
   mean = jnp.stack(means)
   return GaussianPosterior(mean[..., 0] if vector else mean, jnp.stack(covs))

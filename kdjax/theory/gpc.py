@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.theory import krr
+from kdjax import checks
+from kdjax.theory import arguments
 
 __all__ = [
   "continuous_bernoulli_log_normalizer",
@@ -171,7 +172,7 @@ def _check_soft_targets(y, n, name="y"):
   y = jnp.asarray(y)
   if y.shape != (n,):
     raise ValueError(f"{name} must have shape [n] = [{n}], got {y.shape}")
-  if not isinstance(y, jax.core.Tracer) and not np.all((np.asarray(y) >= 0) & (np.asarray(y) <= 1)):
+  if checks.is_concrete(y) and not np.all((np.asarray(y) >= 0) & (np.asarray(y) <= 1)):
     raise ValueError(f"{name} must lie in [0, 1] (continuous Bernoulli targets)")
   return y
 
@@ -197,9 +198,9 @@ def laplace_mode(K, y, *, max_iter=100, tol=1e-12) -> LaplacePosterior:
   Returns:
     A :class:`LaplacePosterior`.
   """
-  K = krr.check_kernel(K)
+  K = checks.check_kernel("K", K)
   y = _check_soft_targets(y, K.shape[0]).astype(K.dtype)
-  krr.check_steps(max_iter, "max_iter")
+  arguments.check_steps(max_iter, "max_iter")
   return _newton(K, y, max_iter, jnp.asarray(tol, K.dtype))
 
 
@@ -224,12 +225,12 @@ def laplace_predict(posterior: LaplacePosterior, k_test, k_test_diag):
       what the training points explain, so the joint prior covariance is not PSD.
   """
   n = posterior.mode.shape[0]
-  k_test = krr.check_test_kernel(k_test, n)
+  k_test = arguments.check_test_kernel(k_test, n)
   k_test_diag = jnp.asarray(k_test_diag)
   if k_test_diag.shape != (k_test.shape[0],):
     raise ValueError(f"k_test_diag must have shape [{k_test.shape[0]}], got {k_test_diag.shape}")
   mean, variance = _predict(posterior, k_test, k_test_diag)
-  if not isinstance(variance, jax.core.Tracer):
+  if checks.is_concrete(variance):
     bad = np.flatnonzero(np.isnan(variance) & np.isfinite(np.asarray(mean)))
     if bad.size:
       raise ValueError(
@@ -248,7 +249,7 @@ def _predict(posterior, k_test, k_test_diag):
   )
   explained = jnp.sum(v**2, axis=0)
   raw = k_test_diag - explained
-  tol = krr.psd_tolerance(raw.dtype) * jnp.maximum(jnp.abs(k_test_diag), explained)
+  tol = checks.psd_tolerance(raw.dtype) * jnp.maximum(jnp.abs(k_test_diag), explained)
   return k_test @ posterior.gradient, jnp.where(raw < -tol, jnp.nan, jnp.maximum(raw, 0.0))
 
 
@@ -307,11 +308,11 @@ def gpc_data_centric(
   Returns:
     A :class:`GPCSelfDistillation`.
   """
-  K = krr.check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
   y = _check_soft_targets(y, n).astype(K.dtype)
-  steps = krr.check_steps(steps)
-  alpha = krr.check_alpha(alpha)
+  steps = arguments.check_steps(steps)
+  alpha = arguments.check_alpha(alpha)
   if (k_test is None) != (k_test_diag is None):
     raise ValueError("k_test and k_test_diag must be given together")
   if k_test is None:
@@ -363,10 +364,10 @@ def gpc_distribution_centric(
   Returns:
     A :class:`GPCSelfDistillation` (``targets`` are ``y`` in every round).
   """
-  K = krr.check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
   y = _check_soft_targets(y, n).astype(K.dtype)
-  steps = krr.check_steps(steps)
+  steps = arguments.check_steps(steps)
   if (k_test is None) != (k_test_diag is None):
     raise ValueError("k_test and k_test_diag must be given together")
   if k_test is None:

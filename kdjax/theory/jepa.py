@@ -61,7 +61,7 @@ import numpy as np
 import scipy.integrate
 import scipy.optimize
 
-from kdjax.theory.checks import check_steps
+from kdjax.theory.arguments import check_steps
 
 __all__ = [
   "OBJECTIVES",

@@ -61,7 +61,7 @@ import numpy as np
 import scipy.integrate
 import scipy.special
 
-from kdjax.theory.checks import check_steps
+from kdjax.theory.arguments import check_steps
 
 __all__ = [
   "StudentFlow",
@@ -239,11 +239,19 @@ def balanced_init(w0, widths) -> list[np.ndarray]:
   Args:
     w0: ``[d]`` non-zero end-to-end weights. widths: hidden widths ``(h_1, ..., h_{L-1})``
       (empty for ``L = 1``).
+
+  Raises:
+    ValueError: ``w0`` is zero or not finite, or a width is not a positive integer.
   """
   w0 = np.asarray(w0, dtype=np.float64).reshape(-1)
   norm = np.linalg.norm(w0)
-  if not norm > 0:
-    raise ValueError("w0 must be non-zero for a balanced initialisation")
+  if not (norm > 0 and np.isfinite(norm)):
+    raise ValueError(f"w0 must be non-zero and finite for a balanced initialisation, got {w0}")
+  widths = list(widths)
+  if not all(
+    isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in widths
+  ):
+    raise ValueError(f"widths must be positive integers (h_1, ..., h_(L-1)), got {widths}")
   depth = len(widths) + 1
   r = norm ** (1.0 / depth)
   units = [np.eye(h)[0] for h in widths]

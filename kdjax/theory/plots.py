@@ -319,5 +319,5 @@ _FIGURES = {"mobahi": _mobahi, "borup": _borup, "gp": _gp, "linear_kd": _linear_
 
 
 def figures(config: Any, result: Result) -> dict:
-  """``{png file name: figure}`` of ``config.experiment``."""
-  return _FIGURES[config.experiment](config, result)
+  """``{png file name: figure}`` of ``config.method``."""
+  return _FIGURES[config.method](config, result)

@@ -1,10 +1,10 @@
 """The computations of the theory experiments: arrays and metric series, no plotting.
 
-``compute(config) -> Result`` for ``config.experiment`` in :data:`EXPERIMENTS`. A
+``compute(config) -> Result`` for ``config.method`` in :data:`EXPERIMENTS`. A
 :class:`Result` holds the per-step metric series (one ``metrics.jsonl`` record per step),
 the summary, and the arrays that :mod:`kdjax.theory.plots` draws and ``arrays.npz`` keeps.
 Everything is float64 NumPy (call inside ``jax.enable_x64(True)``, as
-:func:`kdjax.theory.experiments.run` does) and deterministic given ``config.seed``.
+:func:`kdjax.theory.job.run` does) and deterministic given ``config.seed``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kdjax.theory import collapse, gp, gpc, jepa, krr, linear_distillation as ld
+from kdjax.theory import collapse, gp, gpc, jepa, kernel_distillation, linear_distillation as ld
 from kdjax.theory.problems import load_problem, median_distance, rbf_kernel
 
 __all__ = ["Result", "EXPERIMENTS", "compute"]
@@ -103,7 +103,7 @@ def _collapse_sweep(config, problem):
       except ValueError:  # eps below the null-space residual of y: no fit meets the budget
         rows.append((factor, fraction, np.nan, np.nan, np.nan, np.nan))
         continue
-      found = krr.krr_self_distillation_constrained(
+      found = kernel_distillation.krr_self_distillation_constrained(
         K, y, eps=eps, steps=int(min(bounds.upper, bounds.lower + b.max_extra_rounds))
       )
       found = found.collapse_round or np.nan
@@ -115,10 +115,14 @@ def _mobahi(config):
   problem = _problem(config.dataset, config.seed)
   K, k_test, _, _ = _kernels(config, problem)
   y, steps = problem.y_train, config.num_steps
-  fixed_test = krr.krr_self_distillation(K, y, reg=config.reg, steps=steps, k_test=k_test)
-  fixed_train = krr.krr_self_distillation(K, y, reg=config.reg, steps=steps)
+  fixed_test = kernel_distillation.krr_self_distillation(
+    K, y, reg=config.reg, steps=steps, k_test=k_test
+  )
+  fixed_train = kernel_distillation.krr_self_distillation(K, y, reg=config.reg, steps=steps)
   eps = config.eps_fraction * float(np.mean(y**2))
-  budget = krr.krr_self_distillation_constrained(K, y, eps=eps, steps=steps, k_test=k_test)
+  budget = kernel_distillation.krr_self_distillation_constrained(
+    K, y, eps=eps, steps=steps, k_test=k_test
+  )
   bounds = collapse.collapse_round_bounds(K, y, eps=eps)
   d = np.asarray(budget.eigvals)
   order = np.argsort(-d)
@@ -190,16 +194,18 @@ def _borup(config):
     reference, k_ref = problem.y_val, k_val
   curves = {}
   for alpha in config.alphas:
-    curves[alpha_key(alpha)] = krr.krr_self_distillation(
+    curves[alpha_key(alpha)] = kernel_distillation.krr_self_distillation(
       K, y, reg=reg, steps=steps, alpha=alpha, k_test=k_test
     )
-  alphas_t, _ = krr.stepwise_optimal_alphas(K, y, reference, reg=reg, steps=steps, k_test=k_ref)
+  alphas_t, _ = kernel_distillation.stepwise_optimal_alphas(
+    K, y, reference, reg=reg, steps=steps, k_test=k_ref
+  )
   alphas_t = np.asarray(alphas_t)
-  curves["stepwise optimal"] = krr.krr_self_distillation_schedule(
+  curves["stepwise optimal"] = kernel_distillation.krr_self_distillation_schedule(
     K, y, reg=reg, alphas=alphas_t, k_test=k_test
   )
-  fixed_opt = krr.optimal_alpha(K, y, reference, reg=reg, steps=steps, k_test=k_ref)
-  curves["fixed optimal"] = krr.krr_self_distillation(
+  fixed_opt = kernel_distillation.optimal_alpha(K, y, reference, reg=reg, steps=steps, k_test=k_ref)
+  curves["fixed optimal"] = kernel_distillation.krr_self_distillation(
     K, y, reg=reg, steps=steps, alpha=fixed_opt, k_test=k_test
   )
   series, limits = {}, {}
@@ -209,7 +215,9 @@ def _borup(config):
       series[f"test_acc/{key}"] = _accuracy(pred, problem.labels_test)
   for alpha in config.alphas:
     if alpha > 0:
-      limit = krr.krr_self_distillation_limit(K, y, reg=reg, alpha=alpha, k_test=k_test)
+      limit = kernel_distillation.krr_self_distillation_limit(
+        K, y, reg=reg, alpha=alpha, k_test=k_test
+      )
       limits[alpha_key(alpha)] = float(_mse(np.asarray(limit)[None], problem.clean_test)[0])
   series["alpha/stepwise optimal"] = np.concatenate([[np.nan], alphas_t])
 
@@ -463,9 +471,7 @@ EXPERIMENTS = {
 
 
 def compute(config: Any) -> Result:
-  """Runs the computation of ``config.experiment`` (see :data:`EXPERIMENTS`)."""
-  if config.experiment not in EXPERIMENTS:
-    raise ValueError(
-      f"config.experiment must be one of {sorted(EXPERIMENTS)}, got {config.experiment!r}"
-    )
-  return EXPERIMENTS[config.experiment](config)
+  """Runs the computation of ``config.method`` (see :data:`EXPERIMENTS`)."""
+  if config.method not in EXPERIMENTS:
+    raise ValueError(f"config.method must be one of {sorted(EXPERIMENTS)}, got {config.method!r}")
+  return EXPERIMENTS[config.method](config)

@@ -2,7 +2,7 @@
 
 Modules:
   state        TrainState (arrays only), optimizers from configs, sharded initialisation.
-  sharding     replicate / FSDP parameter-sharding rules (the mesh is kdjax.jobs.mesh).
+  sharding     replicate / FSDP parameter-sharding rules (the mesh is kdjax.mesh).
   objectives   supervised, KD (any kdjax.losses divergence), born-again, self-distillation.
   augment      on-device augmentation (crop/flip, shift) keyed by seed and step.
   steps        pure train_step(state, batch[, teacher_variables]) and eval steps, jitted.

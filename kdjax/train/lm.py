@@ -41,9 +41,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from kdjax import losses
+from kdjax import losses, mesh as mesh_lib
 from kdjax.models import sampling
-from kdjax.train import sharding as sharding_lib
 from kdjax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -223,8 +222,8 @@ def jit_train_step(
   """``jax.jit`` with the state's and the teacher's shardings, batches split over 'data'."""
   return jax.jit(
     step,
-    in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh), teacher_shardings),
-    out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+    in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), teacher_shardings),
+    out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
     donate_argnums=0,
   )
 

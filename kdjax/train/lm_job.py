@@ -1,6 +1,6 @@
 r"""``run(config, workdir)``: the language-model distillation job (``config.job == 'lm'``).
 
-One run trains (or loads) a teacher, then one student per entry of ``config.modes``:
+One run trains (or loads) a teacher, then one student per entry of ``config.methods``:
 
 * ``ce``: cross-entropy on the data (the baseline every student is compared with);
 * ``token_kd``: teacher-forced token KD with ``config.distill.divergence`` at the loss
@@ -20,14 +20,14 @@ The teacher lives in ``WORKDIR/teacher`` or, when ``config.teacher_workdir`` is 
 finished teacher of that earlier run (loaded read-only, frozen). Each model trains in its
 own ``WORKDIR/<name>`` (config.json, metrics.jsonl, TensorBoard events, checkpoints/,
 ``curves.png``, ``summary.json``) and resumes from its checkpoints; a finished model is
-not retrained. ``WORKDIR/summary.json`` has one entry per model with
-``eval_bits_per_byte`` (validation bits per byte), ``teacher_nll_of_samples`` (the
+not retrained. ``WORKDIR/summary.json`` is flat, ``"<model>/<figure>"`` (:func:`by_model`
+groups it), with ``eval_bits_per_byte`` (validation bits per byte), ``teacher_nll_of_samples`` (the
 teacher's NLL per token of the model's own samples, GKD's on-policy quality proxy),
 ``gap_closed`` (students: :math:`(b_{ce} - b) / (b_{ce} - b_{teacher})`, the fraction of
 the teacher-student gap closed against the CE-only student at equal steps; needs ``ce``
-in ``modes``), ``tokens_per_second`` and ``wall_time_s``; ``WORKDIR/metrics.jsonl`` holds
+in ``methods``), ``tokens_per_second`` and ``wall_time_s``; ``WORKDIR/metrics.jsonl`` holds
 the same figures, one record per model (``step`` = its index: 0 the teacher, then
-``modes`` in order, with ``model`` = its name), and ``WORKDIR/bits_per_byte.png`` compares
+``methods`` in order, with ``model`` = its name), and ``WORKDIR/bits_per_byte.png`` compares
 them.
 
 SIGTERM (``kdjax.jobs.preemption``) makes the running model save its checkpoint and the
@@ -50,84 +50,127 @@ import ml_collections
 import numpy as np
 import optax
 
-from kdjax import models
+from kdjax import losses, mesh as mesh_lib, models
 from kdjax.data import text as text_lib
 from kdjax.jobs import (
+  config as config_lib,
   figures,
-  mesh as mesh_lib,
-  preemption as preemption_lib,
+  loop as jobs_loop,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
-from kdjax.jobs.metrics import MetricsWriter, check_finite
-from kdjax.jobs.schedules import make_schedule
+from kdjax.jobs.metrics import MetricsWriter
 from kdjax.train import lm, state as state_lib
 
-MODES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
+METHODS = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
 _SUMMARY = "summary.json"
 
 
-def _modes(config) -> list[str]:
-  modes = [m for m in str(config.modes).split(",") if m]
-  unknown = [m for m in modes if m not in MODES]
-  if unknown or len(set(modes)) != len(modes):
-    raise ValueError(f"config.modes must be distinct names from {MODES}, got {config.modes!r}")
-  return modes
+def _methods(config) -> list[str]:
+  methods = [m for m in str(config.methods).split(",") if m]
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown or len(set(methods)) != len(methods):
+    raise ValueError(
+      f"config.methods must be distinct names from {METHODS}, got {config.methods!r}"
+    )
+  return methods
 
 
-def validate(config: ml_collections.ConfigDict, vocab_size: int) -> None:
-  """Checks every key the job reads; raises ValueError naming the key."""
+def validate(config: ml_collections.ConfigDict, vocab_size: int | None = None) -> None:
+  """Checks every key the job reads, of every phase (teacher and every student), before any
+  work; raises ValueError naming the key. Pure Python: nothing is loaded or written.
+
+  With ``config.teacher_workdir``, the teacher block is the finished run's there (read
+  only, checked too). ``vocab_size`` is the tokenizer's (compared with the models'
+  ``vocab_size`` by :func:`check_vocab`); ``run`` passes it once the tokenizer is loaded,
+  the launcher's early check does not.
+  """
+  _check_keys(config)
+  if config.teacher_workdir:
+    _check_keys(_with_finished_teacher(config))
+  if vocab_size is not None:
+    check_vocab(config, vocab_size)
+
+
+def _check_keys(config: ml_collections.ConfigDict) -> None:
+  config_lib.check_migrated(config, "the config")
+  check = config_lib.check_int
+  check(config.seed, "config.seed", minimum=0)
+  for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    check(config[key], f"config.{key}")
+  for key in ("eval_sequences", "eval_batch_size", "micro_batches"):
+    check(config[key], f"config.{key}")
+  seq_len = config_lib.TextDataset.from_config(config.dataset).seq_len
   d = config.distill
   for key in ("lam", "beta", "alpha"):
-    if not 0.0 <= float(d[key]) <= 1.0:
-      raise ValueError(f"config.distill.{key} must be in [0, 1], got {d[key]}")
+    config_lib.check_number(d[key], f"config.distill.{key}", minimum=0, maximum=1)
   for key in ("loss_temperature", "sample_temperature"):
-    if not float(d[key]) > 0:
-      raise ValueError(f"config.distill.{key} must be > 0, got {d[key]}")
-  if not 0 <= int(d.top_k) <= vocab_size:
-    raise ValueError(f"config.distill.top_k must be in [0, {vocab_size}], got {d.top_k}")
-  if not 0 < float(d.top_p) <= 1:
-    raise ValueError(f"config.distill.top_p must be in (0, 1], got {d.top_p}")
-  if int(config.micro_batches) < 1:
-    raise ValueError(f"config.micro_batches must be >= 1, got {config.micro_batches}")
-  seq_len = int(config.dataset.seq_len)
-  if not 1 <= int(d.prompt_len) < seq_len:
+    config_lib.check_number(d[key], f"config.distill.{key}", above=0)
+  check(d.top_k, "config.distill.top_k", minimum=0)
+  config_lib.check_number(d.top_p, "config.distill.top_p", above=0, maximum=1)
+  check(d.chunk_size, "config.distill.chunk_size")
+  prompt_len = check(d.prompt_len, "config.distill.prompt_len")
+  if prompt_len >= seq_len:
     raise ValueError(
-      f"config.distill.prompt_len must be in [1, dataset.seq_len={seq_len}), got {d.prompt_len}"
+      f"config.distill.prompt_len must be in [1, dataset.seq_len={seq_len}), got {prompt_len}"
     )
   for role in ("teacher", "student"):
-    model = config[role].model
-    if seq_len > int(model.max_len):
+    model = config_lib.check_model(config[role].model, f"config.{role}.model")
+    models.from_config(model)
+    if seq_len > int(model["max_len"]):
       raise ValueError(
-        f"config.dataset.seq_len={seq_len} does not fit config.{role}.model.max_len={model.max_len}"
+        f"config.dataset.seq_len={seq_len} does not fit config.{role}.model.max_len="
+        f"{model['max_len']}"
       )
-    if int(config[role].num_steps) < 1:
-      raise ValueError(f"config.{role}.num_steps must be >= 1, got {config[role].num_steps}")
+    check(config[role].num_steps, f"config.{role}.num_steps")
+    config_lib.Optimizer.from_config(config[role].optimizer, f"config.{role}.optimizer")
   t_vocab, s_vocab = int(config.teacher.model.vocab_size), int(config.student.model.vocab_size)
   if t_vocab != s_vocab:
     raise ValueError(
       f"vocabulary mismatch: teacher vocab_size={t_vocab}, student vocab_size={s_vocab}"
     )
-  if s_vocab != vocab_size:
-    raise ValueError(
-      f"vocabulary mismatch: the tokenizer has {vocab_size} tokens, the models' "
-      f"vocab_size={s_vocab}"
-    )
+  if not 0 <= int(d.top_k) <= s_vocab:
+    raise ValueError(f"config.distill.top_k must be in [0, {s_vocab}], got {d.top_k}")
   per_step = jax.device_count() * int(config.micro_batches)
-  if int(config.batch_size) < 1 or int(config.batch_size) % per_step:
+  if config_lib.check_int(config.batch_size, "config.batch_size") % per_step:
     raise ValueError(
       f"config.batch_size={config.batch_size} must be a positive multiple of "
       f"devices x micro_batches ({per_step})"
     )
-  prompts = int(config.num_sample_prompts)
-  if prompts < 1 or prompts % jax.device_count():
+  prompts = config_lib.check_int(config.num_sample_prompts, "config.num_sample_prompts")
+  if prompts % jax.device_count():
     raise ValueError(
       f"config.num_sample_prompts={prompts} must be a positive multiple of the number of "
       f"devices ({jax.device_count()})"
     )
-  _modes(config)
-  if "gkd" in _modes(config) or "token_kd" in _modes(config):
-    lm.make_objective("kd", None, None, **_kd_arguments(config, "token_kd"))
+  if not isinstance(config.fsdp, bool) or not isinstance(d.chunked, bool):
+    raise ValueError(
+      f"config.fsdp and config.distill.chunked must be true or false, got "
+      f"{config.fsdp!r}, {d.chunked!r}"
+    )
+  methods = _methods(config)
+  for method in ("token_kd", "skew_kl", "gkd"):
+    if method in methods:
+      args = _kd_arguments(config, method)
+      shared = ("divergence", "temperature", "chunked", "chunk_size")
+      try:
+        losses.get_divergence(
+          args["divergence"],
+          temperature=args["temperature"],
+          **{k: v for k, v in args.items() if k not in shared},
+        )
+      except ValueError as err:
+        raise ValueError(f"config.distill.divergence (method {method!r}): {err}") from None
+
+
+def check_vocab(config: ml_collections.ConfigDict, vocab_size: int) -> None:
+  """The models' ``vocab_size`` must be the tokenizer's (ValueError naming both)."""
+  s_vocab = int(config.student.model.vocab_size)
+  if s_vocab != vocab_size:
+    raise ValueError(
+      f"vocabulary mismatch: the tokenizer has {vocab_size} tokens, the models' "
+      f"vocab_size={s_vocab} (config.teacher.model.vocab_size, config.student.model.vocab_size)"
+    )
 
 
 def _kd_arguments(config, mode: str) -> dict:
@@ -145,20 +188,6 @@ def _kd_arguments(config, mode: str) -> dict:
     "chunk_size": int(d.chunk_size),
     **hyper,
   }
-
-
-def _optimizer(config, num_steps: int, name: str) -> optax.GradientTransformation:
-  parts = (
-    [optax.clip_by_global_norm(float(config.grad_clip_norm))]
-    if float(config.grad_clip_norm) > 0
-    else []
-  )
-  return optax.chain(
-    *parts,
-    optax.adamw(
-      make_schedule(config, num_steps, name=name), weight_decay=float(config.weight_decay)
-    ),
-  )
 
 
 class _Context:
@@ -212,7 +241,8 @@ class _Context:
     c = self.config[role]
     key = (json.dumps(c.optimizer.to_dict(), sort_keys=True), int(c.num_steps))
     if key not in self._optimizers:
-      self._optimizers[key] = _optimizer(c.optimizer, int(c.num_steps), f"{role}.optimizer")
+      block = config_lib.Optimizer.from_config(c.optimizer, f"config.{role}.optimizer")
+      self._optimizers[key] = block.make(int(c.num_steps))
     return self._optimizers[key]
 
   def train_step(self, model, tx, mode: str, shardings) -> tuple[Callable, bool]:
@@ -270,9 +300,10 @@ def _train(ctx: _Context, name: str, role: str, mode: str) -> tuple[Any, dict]:
       os.path.join(phase_dir, "checkpoints"), keep=int(c.keep_checkpoints)
     )
     try:
-      start, restored = checkpointer.restore_latest(jax.eval_shape(lambda: state), shardings)
-      state = restored if restored is not None else state
-      start = start or 0
+      start, restored = jobs_loop.resume(
+        checkpointer, jax.eval_shape(lambda: state), name, shardings
+      )
+      state = restored if start else state
       summary_path = os.path.join(phase_dir, _SUMMARY)
       if start >= total and os.path.exists(summary_path):
         with open(summary_path) as f:
@@ -304,44 +335,51 @@ def _loop(
   log = MetricsWriter(phase_dir, resume_step=start, total_steps=total, name=name)
   tokens_per_batch = int(c.batch_size) * int(c.dataset.seq_len)
   began, timed_from = time.time(), None
+
+  def train_step(state, step):
+    nonlocal timed_from
+    batch = ctx.batches.batch(step)
+    key = jax.random.fold_in(jax.random.PRNGKey(int(c.seed)), step)
+    if mode == "seq_kd":
+      batch = lm.generated_batch(ctx.teacher, ctx.teacher_params, batch, key, **sampling)
+    elif mode == "gkd":
+      on_policy = np.random.default_rng([int(c.seed), step]).random() < float(d.lam)
+      if on_policy:
+        batch = lm.generated_batch(model, state.params, batch, key, **sampling)
+      else:
+        batch = lm.mask_prompt(batch, int(d.prompt_len))
+    batch = jax.device_put(batch, ctx.batch_sharding)
+    state, metrics = step_fn(state, batch, teacher_params)
+    if timed_from is None:  # the rate leaves out the first step (compilation)
+      jax.block_until_ready(metrics)
+      timed_from = (time.time(), step + 1)
+    return state, metrics
+
+  def on_log(state, step, metrics):
+    record = {"train_loss": float(metrics["train_loss"])}
+    elapsed = time.time() - timed_from[0]
+    if step > timed_from[1] and elapsed > 0:
+      record["tokens_per_second"] = (step - timed_from[1]) * tokens_per_batch / elapsed
+    return state, record
+
+  def on_eval(state, step):
+    bpb = lm.bits_per_byte(nll_step, state.params, ctx.eval_batches, ctx.token_bytes)
+    return {"eval_bits_per_byte": bpb["bits_per_byte"]}
+
   try:
-    for step in range(start, total):
-      batch = ctx.batches.batch(step)
-      key = jax.random.fold_in(jax.random.PRNGKey(int(c.seed)), step)
-      if mode == "seq_kd":
-        batch = lm.generated_batch(ctx.teacher, ctx.teacher_params, batch, key, **sampling)
-      elif mode == "gkd":
-        on_policy = np.random.default_rng([int(c.seed), step]).random() < float(d.lam)
-        if on_policy:
-          batch = lm.generated_batch(model, state.params, batch, key, **sampling)
-        else:
-          batch = lm.mask_prompt(batch, int(d.prompt_len))
-      batch = jax.device_put(batch, ctx.batch_sharding)
-      state, metrics = step_fn(state, batch, teacher_params)
-      done = step + 1
-      if timed_from is None:
-        jax.block_until_ready(metrics)
-        timed_from = (time.time(), done)
-      record = {}
-      if done % int(c.log_every) == 0 or done == total:
-        check_finite(name, done, train_loss=metrics["train_loss"])
-        record["train_loss"] = float(metrics["train_loss"])
-        elapsed = time.time() - timed_from[0]
-        if done > timed_from[1] and elapsed > 0:
-          record["tokens_per_second"] = (done - timed_from[1]) * tokens_per_batch / elapsed
-      if done % int(c.eval_every) == 0 or done == total:
-        bpb = lm.bits_per_byte(nll_step, state.params, ctx.eval_batches, ctx.token_bytes)
-        record["eval_bits_per_byte"] = bpb["bits_per_byte"]
-      if record:
-        log.write(done, **record)
-      if done % int(c.checkpoint_every) == 0 or done == total:
-        checkpointer.save(done, state)
-      if done < total and preemption_lib.stop_requested(ctx.preemption, done, int(c.log_every)):
-        checkpointer.save(done, state)
-        checkpointer.wait()
-        if jax.process_index() == 0:
-          print(f"[{name}] SIGTERM: saved the checkpoint at step {done}; re-run to resume")
-        raise preemption_lib.Preempted(0)
+    state = jobs_loop.run_steps(
+      state,
+      train_step,
+      start=start,
+      total=total,
+      every=jobs_loop.Every.of(c),
+      name=name,
+      checkpointer=checkpointer,
+      metrics=log,
+      on_log=on_log,
+      on_eval=on_eval,
+      preemption=ctx.preemption,
+    )
     checkpointer.wait()
   finally:
     log.close()
@@ -360,20 +398,41 @@ def _loop(
     figures.plot_curves(
       records, ["eval_bits_per_byte"], os.path.join(phase_dir, "bits_per_byte.png"), title=name
     )
-    workdir_lib.atomic_write(os.path.join(phase_dir, _SUMMARY), json.dumps(summary, indent=1))
+  jobs_loop.write_summary(phase_dir, summary)
   return {**summary, "params": state.params}
 
 
 def _load_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
-  summary = os.path.join(teacher_workdir, "teacher", _SUMMARY)
+  """The config of the lm run in ``teacher_workdir``, whose teacher phase is finished
+  (:func:`kdjax.jobs.loop.finished`) and has its ``summary.json``."""
+  phase_dir = os.path.join(teacher_workdir, "teacher")
   config_path = os.path.join(teacher_workdir, workdir_lib.CONFIG_FILE)
-  if not (os.path.exists(summary) and os.path.exists(config_path)):
+  config = None
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  if (
+    config is None
+    or "teacher" not in config
+    or not jobs_loop.finished(phase_dir, int(config.teacher.num_steps))
+    or not os.path.exists(os.path.join(phase_dir, _SUMMARY))
+  ):
     raise ValueError(
       f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
-      f"(no teacher/{_SUMMARY}); run the lm job there first"
+      f"(no final checkpoint and teacher/{_SUMMARY}); run the lm job there first"
     )
   with open(config_path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    recorded = json.load(f)
+  config_lib.check_migrated(recorded, f"config.teacher_workdir={teacher_workdir!r}")
+  return ml_collections.ConfigDict(recorded)
+
+
+def _with_finished_teacher(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` with the teacher block of the finished run in ``config.teacher_workdir``."""
+  teacher_config = _load_teacher_config(str(config.teacher_workdir))
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.teacher = teacher_config.teacher
+  return config
 
 
 def _load_teacher(ctx: _Context, teacher_workdir: str) -> tuple[Any, dict]:
@@ -423,8 +482,24 @@ def _tokenizer(config):
   return text_lib.SentencePieceTokenizer(path)
 
 
+def _check_dataset_keys(ds) -> None:
+  """A key of the ``dataset`` block that the corpus or tokenizer would ignore is an error."""
+  ignored = []
+  if ds.name == "pystdlib":  # embedded: no tfds directory, every file
+    ignored += ["data_dir", "max_documents"]
+  if ds.tokenizer == "byte":
+    ignored += ["spm_model", "spm_vocab_size", "spm_train_documents"]
+  for key in ignored:
+    if ds[key]:
+      raise ValueError(
+        f"config.dataset.{key}={ds[key]!r} would be ignored by dataset.name={ds.name!r} with "
+        f"dataset.tokenizer={ds.tokenizer!r}: leave it {type(ds[key])()!r}"
+      )
+
+
 def _load_data(config) -> text_lib.TextData:
   ds = config.dataset
+  _check_dataset_keys(ds)
   if ds.name == "pystdlib":
     return text_lib.load_text("pystdlib", tokenizer=_tokenizer(config))
   return text_lib.load_text(
@@ -435,14 +510,24 @@ def _load_data(config) -> text_lib.TextData:
   )
 
 
+def by_model(summary: dict) -> dict[str, dict]:
+  """The flat summary of :func:`run` grouped by model: ``{model: {figure: value}}``."""
+  grouped = {}
+  for key, value in summary.items():
+    model, figure = key.split("/", 1)
+    grouped.setdefault(model, {})[figure] = value
+  return grouped
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the LM distillation job; returns ``{model name: summary}`` (also summary.json)."""
-  data = _load_data(config)
+  """Runs the LM distillation job; returns the flat summary (also ``summary.json``):
+  ``"<model>/<figure>"`` for each model (``teacher``, then ``methods``) and figure
+  (``step``, ``eval_bits_per_byte``, ...); :func:`by_model` groups it by model."""
+  validate(config)  # every key, before the data is loaded or the workdir touched
   if config.teacher_workdir:
-    teacher_config = _load_teacher_config(str(config.teacher_workdir))
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.teacher = teacher_config.teacher
-  validate(config, data.vocab_size)
+    config = _with_finished_teacher(config)
+  data = _load_data(config)
+  check_vocab(config, data.vocab_size)
   with workdir_lib.open_workdir(workdir, config) as wd, PreemptionFlag() as preemption:
     ctx = _Context(config, wd.path, data, preemption)
     if config.teacher_workdir:
@@ -454,8 +539,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # The reference of the students' teacher_nll_of_samples: the teacher's own samples.
     teacher_summary["teacher_nll_of_samples"] = _sample_nll(ctx, ctx.teacher, params)
     results = {"teacher": teacher_summary}
-    for mode in _modes(config):
-      _, results[mode] = _train(ctx, mode, "student", mode)
+    for method in _methods(config):
+      _, results[method] = _train(ctx, method, "student", method)
     _compare(results, wd.path)
     log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="lm")
     try:
@@ -464,9 +549,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         log.write(index, model=name, steps=summary["step"], **figures_of)
     finally:
       log.close()
-    if jax.process_index() == 0:
-      workdir_lib.atomic_write(os.path.join(wd.path, _SUMMARY), json.dumps(results, indent=1))
-  return results
+    flat = {f"{name}/{k}": v for name, figures in results.items() for k, v in figures.items()}
+    return jobs_loop.write_summary(wd.path, flat)
 
 
 def _compare(results: dict, workdir: str) -> None:

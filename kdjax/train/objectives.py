@@ -3,7 +3,7 @@ r"""Per-example training objectives from configs: supervised, KD, born-again, se
 An objective is ``objective(student_logits, teacher_logits, labels, rng) -> [batch, ...]``
 (one loss per example, or per token for sequences); ``teacher_logits`` is None for
 supervised training and ``rng`` is the step's key (used by DKPP). Divergences come from
-``kdjax.losses`` by name.
+the one loss registry, ``kdjax.losses.get(name)``.
 """
 
 from __future__ import annotations
@@ -44,13 +44,11 @@ def supervised(label_smoothing: float = 0.0) -> Objective:
 
 
 def divergence(name: str) -> Callable:
-  """The function ``kdjax.losses.<name>`` (must take student and teacher logits)."""
-  fn = getattr(losses, name, None) if name in losses.__all__ else None
-  if fn is None:
-    raise ValueError(
-      f"kd.loss must name a function of kdjax.losses, one of {sorted(losses.__all__)}; got {name!r}"
-    )
-  return fn
+  """The loss ``kdjax.losses.get(name)`` (it takes student and teacher logits)."""
+  try:
+    return losses.get(name)
+  except ValueError as err:
+    raise ValueError(f"config.kd.loss: {err}") from None
 
 
 def distillation(
@@ -65,7 +63,7 @@ def distillation(
   .. math::
     \ell = w_{kd}\, D\big(z^{s}, z^{t}\big) + w_{ce}\, \mathrm{CE}(z^{s}, y)
 
-  with ``D = kdjax.losses.<loss>(**loss_kwargs)`` (e.g. ``kd_loss`` with ``temperature``:
+  with ``D = kdjax.losses.get(loss)(**loss_kwargs)`` (e.g. ``kd_loss`` with ``temperature``:
   Hinton, Vinyals & Dean (2015), "Distilling the knowledge in a neural network").
   Losses that take ``labels`` (e.g. ``dkd_loss``) receive them.
   """

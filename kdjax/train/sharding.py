@@ -1,7 +1,7 @@
 r"""Parameter shardings: replicated or FSDP-sharded by rules over the ``'data'`` mesh axis.
 
 The mesh (one axis, ``'data'``, over every device of every process) and the placement of
-batches come from :mod:`kdjax.jobs.mesh`. Each parameter (and each optimizer-state leaf, whose
+batches come from :mod:`kdjax.mesh`. Each parameter (and each optimizer-state leaf, whose
 path contains the parameter's path) gets a sharding from the first rule whose regex
 matches its path (``re.search`` on a ``'/'``-joined path such as
 ``'params/Dense_0/kernel'`` or ``'opt_state/0/mu/Dense_0/kernel'``):
@@ -27,15 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-# The mesh and batch placement are the job framework's; imported here for the train steps.
-from kdjax.jobs.mesh import (  # noqa: F401
-  DATA_AXIS,
-  batch_sharding,
-  check_batch_size,
-  global_batch,
-  make_mesh,
-  replicated,
-)
+from kdjax.mesh import DATA_AXIS
 
 KINDS = ("replicate", "fsdp")
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from kdjax.jobs import schedules
+from kdjax.jobs import config as config_lib
 from kdjax.train import sharding as sharding_lib
 
 
@@ -40,7 +40,7 @@ class TrainState:
 def make_optimizer(
   config: Any, num_steps: int, *, name: str = "optimizer"
 ) -> optax.GradientTransformation:
-  r"""An optax optimizer from the ``optimizer`` block of a train config.
+  r"""An optax optimizer from an ``optimizer`` block (:class:`kdjax.jobs.config.Optimizer`).
 
   Keys: ``name`` in {'sgd', 'adam', 'adamw'}; the learning-rate keys of
   :func:`kdjax.jobs.schedules.make_schedule` (``learning_rate``, ``schedule``,
@@ -54,32 +54,10 @@ def make_optimizer(
     name: the block's config path, quoted in errors (e.g. ``'teacher.optimizer'``).
 
   Raises:
-    ValueError: an unknown optimizer or schedule, a learning rate that is not finite and
-      > 0, a negative weight decay or clipping norm.
+    ValueError: naming the key: an unknown optimizer or schedule, a learning rate that is
+      not finite and > 0, a negative weight decay or clipping norm, a missing key, ...
   """
-  lr = schedules.make_schedule(config, num_steps, name=name)
-  weight_decay, clip = float(config.weight_decay), float(config.grad_clip_norm)
-  for key, value in (("weight_decay", weight_decay), ("grad_clip_norm", clip)):
-    if not value >= 0:
-      raise ValueError(f"config.{name}.{key} must be >= 0, got {value}")
-  parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
-  if config.name == "sgd":
-    if weight_decay:
-      parts.append(optax.add_decayed_weights(weight_decay))
-    parts.append(
-      optax.sgd(lr, momentum=float(config.momentum) or None, nesterov=bool(config.nesterov))
-    )
-  elif config.name == "adam":
-    if weight_decay:
-      parts.append(optax.add_decayed_weights(weight_decay))
-    parts.append(optax.adam(lr))
-  elif config.name == "adamw":
-    parts.append(optax.adamw(lr, weight_decay=weight_decay))
-  else:
-    raise ValueError(
-      f"config.{name}.name must be one of 'sgd', 'adam', 'adamw', got {config.name!r}"
-    )
-  return optax.chain(*parts)
+  return config_lib.Optimizer.from_config(config, f"config.{name}").make(num_steps)
 
 
 def _init_state(

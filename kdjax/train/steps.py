@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from kdjax import mesh as mesh_lib
 from kdjax.losses import masked_mean
-from kdjax.train import sharding as sharding_lib
 from kdjax.train.objectives import Objective, cross_entropy
 from kdjax.train.state import TrainState
 
@@ -119,13 +119,13 @@ def jit_train_step(
   Batches are split over the ``'data'`` axis; metrics come back replicated; the teacher's
   variables (when ``teacher_shardings`` is given) keep their own layout.
   """
-  in_shardings = (state_shardings, sharding_lib.batch_sharding(mesh))
+  in_shardings = (state_shardings, mesh_lib.batch_sharding(mesh))
   if teacher_shardings is not None:
     in_shardings += (teacher_shardings,)
   return jax.jit(
     step,
     in_shardings=in_shardings,
-    out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+    out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
     donate_argnums=0,
   )
 
@@ -156,8 +156,8 @@ def jit_eval_step(eval_step: Callable, mesh: Mesh, variables_shardings: Any) -> 
   """``jax.jit`` of an eval step: variables in their layout, batch split over ``'data'``."""
   return jax.jit(
     eval_step,
-    in_shardings=(variables_shardings, sharding_lib.batch_sharding(mesh)),
-    out_shardings=sharding_lib.replicated(mesh),
+    in_shardings=(variables_shardings, mesh_lib.batch_sharding(mesh)),
+    out_shardings=mesh_lib.replicated(mesh),
   )
 
 

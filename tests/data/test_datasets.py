@@ -75,6 +75,7 @@ def test_embedded_datasets_do_not_import_tensorflow():
   [
     ({"name": "imagenet21k"}, "name must be one of"),
     ({"name": "digits", "max_train": 0}, "max_train"),
+    ({"name": "mnist5k", "data_dir": "/data"}, "data_dir='/data' is for the tfds datasets"),
   ],
 )
 def test_bad_arguments(kwargs, match):

@@ -146,3 +146,19 @@ def test_bad_arguments_raise_value_errors(tmp_path):
     text.load_text("lm1b", max_documents=0)
   with pytest.raises(ValueError, match="ByteTokenizer"):
     text.load_text("pystdlib", tokenizer=object())
+  # Arguments that the corpus would ignore.
+  for arg in ({"data_dir": "/data/tfds"}, {"max_documents": 3}):
+    with pytest.raises(ValueError, match=f"^{next(iter(arg))}=.* pystdlib corpus is embedded"):
+      text.load_text("pystdlib", **arg)
+  with pytest.raises(ValueError, match=r"^root='.*' is for the pystdlib corpus: 'lm1b'"):
+    text.load_text("lm1b", root=str(tmp_path))
+  # A missing or empty root gave an empty corpus that failed later, in pack().
+  missing = str(tmp_path / "missing")
+  with pytest.raises(ValueError, match=rf"^root='{missing}' is not a directory"):
+    text.load_text("pystdlib", root=missing)
+  with pytest.raises(ValueError, match=rf"^root='{tmp_path}' .* without train files \(0 .py"):
+    text.load_text("pystdlib", root=str(tmp_path))
+  (tmp_path / "one").mkdir()
+  (tmp_path / "one" / "b.py").write_text("pass\n")  # train: sha256 of its path % 100 = 37
+  with pytest.raises(ValueError, match=r"without validation files \(1 .py files"):
+    text.load_text("pystdlib", root=str(tmp_path / "one"))

@@ -21,7 +21,7 @@ def load(name):
 def shorten(c, per_class=1, batch=16):
   c.kip.per_class, c.num_steps, c.kip.target_batch_size = per_class, 2, batch
   c.eval_every = c.log_every = c.checkpoint_every = 1
-  c.transfer.enabled = False
+  c.evaluation.enabled = False
   return c
 
 

@@ -94,7 +94,7 @@ def test_finite_task_regresses_learned_labels_and_classifies_class_labels():
   "key,value,match",
   [
     ("method", "dc", "config.method must be one of"),
-    ("evaluation.network", "vgg", "config.evaluation: network must be one of"),
+    ("evaluation.network", "vgg", "config.evaluation.network must be one of"),
     ("rfad.per_class", 500, "config.rfad.per_class"),
     (
       "rfad.target_batch_size",
@@ -102,7 +102,7 @@ def test_finite_task_regresses_learned_labels_and_classifies_class_labels():
       "config.rfad.target_batch_size=60 must be a positive multiple of the number of devices",
     ),
     ("rfad.loss", "l1", "config.rfad.loss must be one of"),
-    ("rfad.reg", 0.0, "config.rfad.reg must be > 0"),
+    ("rfad.reg", 0.0, "config.rfad.reg must be a finite number > 0"),
     ("frepo.normalization", "batch", "config.frepo.normalization must be one of"),
   ],
 )
@@ -155,7 +155,8 @@ def test_configs_and_sweeps():
     for arg in ("1", "50", "10,runlocal"):
       config = module.get_config(arg)
       job.validate(config)
-    assert module.get_config("50").rfad.per_class == 50
+    fifty = module.get_config("50")
+    assert fifty[fifty.method].per_class == 50
     names = [p["name"] for p in module.sweep()]
     assert len(names) == len(set(names)) >= 3
   assert rfad_cifar10.get_config("10").dataset.preprocess == "zca"

@@ -26,7 +26,7 @@ def test_kip_mnist5k_reaches_target_accuracy(tmp_path, per_class, target):
       "launch.main",
       f"--config=experiments/kip_mnist5k.py:{per_class}",
       f"--workdir={tmp_path}",
-      "--config.transfer.enabled=False",
+      "--config.evaluation.enabled=False",
     ],
     cwd=ROOT,
     env=env,

@@ -39,7 +39,7 @@ def tiny(**overrides):
     "log_every": 2,
     "checkpoint_every": 2,
     "keep_checkpoints": 3,
-    "transfer.enabled": False,
+    "evaluation.enabled": False,
   }
   return config("2", **{**base, **overrides})
 
@@ -56,11 +56,11 @@ def test_launch_main_writes_metrics_support_and_plots(tmp_path):
     "--config.kip.target_batch_size=200",
     "--config.eval_every=2",
     "--config.checkpoint_every=2",
-    "--config.transfer.num_steps=3",
-    "--config.transfer.width=16",
+    "--config.evaluation.num_steps=3",
+    "--config.evaluation.width=16",
   ]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-  assert "[kip] step 4/4  train_loss=" in out and "transfer (fc network" in out
+  assert "[kip] step 4/4  train_loss=" in out and "transfer (mlp, width 16)" in out
   assert "test_accuracy=" in out.split("[kip] step 4/4")[1].splitlines()[0]
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [0, 2, 4]
@@ -143,10 +143,13 @@ def test_conv_kernel_builds_and_is_symmetric():
     ({"kernel.kind": "both"}, r"config.kernel.kind must be"),
     ({"dataset.preprocess": "pca"}, r"config.dataset.preprocess must be one of"),
     ({"kip.per_class": 500}, r"per_class must be in \[1, "),
-    ({"kip.schedule": "step"}, r"config.kip.schedule must be"),
-    ({"num_steps": 0}, r"config.num_steps must be >= 1"),
-    ({"kip.learning_rate": 0.0}, r"config.kip.learning_rate must be finite and > 0"),
-    ({"kip.learning_rate": float("nan")}, r"config.kip.learning_rate must be finite and > 0"),
+    ({"optimizer.schedule": "step"}, r"config.optimizer.schedule must be"),
+    ({"num_steps": 0}, r"config.num_steps must be an integer >= 1, got 0"),
+    ({"optimizer.learning_rate": 0.0}, r"config.optimizer.learning_rate must be a finite"),
+    (
+      {"optimizer.learning_rate": float("nan")},
+      r"config.optimizer.learning_rate must be a finite number > 0, got nan",
+    ),
     ({"kip.target_batch_size": 60}, "divisible by the 8 devices"),
   ],
 )
@@ -156,8 +159,8 @@ def test_bad_config_is_a_clear_error(tmp_path, overrides, match):
 
 
 def test_bad_transfer_settings_are_refused_before_any_work(tmp_path):
-  bad = tiny(**{"transfer.enabled": True, "transfer.learning_rate": 0.0})
-  with pytest.raises(ValueError, match="config.transfer: learning_rate must be > 0"):
+  bad = tiny(**{"evaluation.enabled": True, "evaluation.learning_rate": 0.0})
+  with pytest.raises(ValueError, match="config.evaluation.learning_rate must be a finite"):
     runner.run(bad, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # no workdir, no KIP step
 
@@ -177,7 +180,7 @@ def test_labels_out_of_range_are_refused_before_any_work(tmp_path, monkeypatch):
 def test_diverging_support_is_a_clear_error(tmp_path):
   with pytest.raises(FloatingPointError, match="non-finite"):
     runner.run(
-      tiny(**{"kip.reg": 1e30, "kip.learning_rate": 1e30, "kip.schedule": "constant"}),
+      tiny(**{"kip.reg": 1e30, "optimizer.learning_rate": 1e30, "optimizer.schedule": "constant"}),
       str(tmp_path),
     )
 
@@ -191,13 +194,18 @@ def test_resumed_run_logs_the_same_metrics_when_checkpoints_fall_between_records
   full_dir, full = uninterrupted
   resumed_dir = tmp_path / "resumed"
   runner.run(c, str(resumed_dir))
-  # The newest checkpoint (step 6) is corrupt: garbage data files. The run falls back to
-  # step 3, keeps the bad one aside and ends as the uninterrupted run did.
-  for path in glob.glob(
-    str(resumed_dir / "checkpoints" / "6" / "default" / "**" / "d" / "*"), recursive=True
-  ):
-    with open(path, "r+b") as f:
-      f.write(np.random.default_rng(0).bytes(os.path.getsize(path)))
+  # The newest checkpoint (step 6) is corrupt: 16 garbled bytes in the middle of its largest
+  # data file (which orbax alone restores as changed arrays). Its manifest check fails: the
+  # run falls back to step 3, keeps the bad one aside and ends as the uninterrupted run did.
+  path = max(
+    glob.glob(
+      str(resumed_dir / "checkpoints" / "6" / "default" / "**" / "d" / "*"), recursive=True
+    ),
+    key=os.path.getsize,
+  )
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2 - 8)
+    f.write(np.random.default_rng(0).bytes(16))
   again = runner.run(c, str(resumed_dir))
   assert [d for d in os.listdir(resumed_dir / "checkpoints") if d.startswith("corrupt-6-")]
   assert again["test_accuracy"] == full["test_accuracy"]

@@ -203,3 +203,60 @@ def test_bad_inputs_raise():
   gp = predict.gp_inference(REF["ntk_dd"], y)
   with pytest.raises(ValueError, match="NTK covariance needs both"):
     gp("ntk", REF["ntk_td"], REF["ntk_tt"])
+
+
+def bad_kernels():
+  """The reference NTK, then that kernel made not symmetric, not PSD (`K - 100 I`, whose
+  gradient flow diverges like `e^{100 eta t / N}`) and not finite."""
+  k = REF["ntk_dd"]
+  skew = k.copy()
+  skew[0, 1] += 1e-3 * np.max(np.abs(k))
+  shifted = k - 100 * np.eye(len(k))
+  assert np.linalg.eigvalsh(shifted)[0] < -60
+  nan = k.copy()
+  nan[2, 2] = np.nan
+  return k, {"not symmetric": skew, "positive semi-definite": shifted, "NaN or infinite": nan}
+
+
+def test_bad_train_kernels_raise_when_concrete():
+  """Issue 23: `K - 100 I` used to give ~0 where the ODE gives values in the hundreds, and a
+  non-symmetric kernel plausible numbers; the checks are kdjax.checks' (kdjax.krr's)."""
+  _, bad = bad_kernels()
+  y = REF["y_train"]
+  with jax.enable_x64(True):
+    for message, k in bad.items():
+      with pytest.raises(ValueError, match=f"k_train_train .*{message}"):
+        predict.gradient_descent_mse(k, y)
+      with pytest.raises(ValueError, match=f"k_train_train.ntk .*{message}"):
+        predict.gp_inference(k, y)("ntk", REF["ntk_td"])
+      kernels = type("K", (), {"nngp": k, "ntk": REF["ntk_dd"]})
+      with pytest.raises(ValueError, match=f"k_train_train.nngp .*{message}"):
+        predict.gp_inference(kernels, y)("nngp", REF["ntk_td"])
+  # Within kdjax.checks' tolerance (max(1e-6, 64 eps) relative) asymmetry is rounding.
+  k = REF["ntk_dd"] + np.triu(np.full((10, 10), 1e-9 * np.max(REF["ntk_dd"])), 1)
+  with jax.enable_x64(True):
+    predict.gradient_descent_mse(k, y)(1.0)
+
+
+def test_bad_train_kernels_give_nan_under_jit():
+  good, bad = bad_kernels()
+  y, ts, k_td = REF["y_train"], REF["ts"], REF["ntk_td"]
+
+  def run(k):
+    gd = predict.gradient_descent_mse(k, y, learning_rate=0.7)
+    gp = predict.gp_inference(k, y)
+    return (
+      gd(ts, REF["fx_train_0"], REF["fx_test_0"], k_td),
+      gd(None, 0.0, REF["fx_test_0"], k_td),
+      gp("ntk", k_td),
+    )
+
+  with jax.enable_x64(True):
+    jitted = jax.jit(run)
+    want = run(good)  # eager, checked
+    got = jitted(good)
+    for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    for message, k in bad.items():
+      for leaf in jax.tree.leaves(jitted(k)):
+        assert np.all(np.isnan(leaf)), message

@@ -16,16 +16,15 @@ import pytest
 
 from kdjax.kernels import stax
 
+from .reference import stax_spec
+
 REFERENCE = np.load(os.path.join(os.path.dirname(__file__), "reference", "attention_apply.npz"))
 CASES = json.loads(str(REFERENCE["specs"]))
-DECAY = {"exp_decay": lambda d: jnp.exp(-d / 3)}  # generate.py's FUNCTIONS["exp_decay"]
 
 
 def _layer(kwargs):
-  kwargs = dict(kwargs)
-  if "pos_emb_decay_fn" in kwargs:
-    kwargs["pos_emb_decay_fn"] = DECAY[kwargs["pos_emb_decay_fn"]]
-  return stax.GlobalSelfAttention(**kwargs)
+  """The kdjax layer of a case, built as generate.py built neural-tangents' one."""
+  return stax_spec.build_layer(stax, "GlobalSelfAttention", kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -21,53 +21,16 @@ import pytest
 
 from kdjax.kernels import stax
 
+from .reference import stax_spec
+
 REFERENCE = np.load(os.path.join(os.path.dirname(__file__), "reference", "layers.npz"))
 CASES = json.loads(str(REFERENCE["specs"]))
 KEYS = ("nngp", "ntk", "nngp_11", "ntk_11")
 
 
-def _erf_nngp(cov12, var1, var2):
-  return jnp.arcsin(2 * cov12 / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2))) * 2 / jnp.pi
-
-
-def _erf_d_nngp(cov12, var1, var2):
-  return 4 / jnp.pi / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2) - 4 * cov12**2)
-
-
-# The same named functions as generate.py's FUNCTIONS.
-FUNCTIONS = {
-  "tanh": jnp.tanh,
-  "erf": jax.scipy.special.erf,
-  "erf_nngp": _erf_nngp,
-  "erf_d_nngp": _erf_d_nngp,
-  "sin": jnp.sin,
-  "exp_decay": lambda d: jnp.exp(-d / 3),
-}
-
-
-def build_layer(name, kwargs):
-  """One kdjax layer from its JSON `[name, kwargs]` (as generate.py builds NT's)."""
-  kwargs = dict(kwargs)
-  if name in ("serial", "parallel"):
-    return getattr(stax, name)(*[build_layer(*item) for item in kwargs["layers"]])
-  if name == "repeat":
-    return stax.repeat(build_layer(*kwargs["layer"]), kwargs["n"])
-  for key in ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn"):
-    if key in kwargs:
-      kwargs[key] = FUNCTIONS[kwargs[key]]
-  for key in ("window_shape", "strides", "filter_shape", "s", "axis", "dimension_numbers"):
-    if isinstance(kwargs.get(key), list):
-      kwargs[key] = tuple(kwargs[key])
-  if name == "Dense":
-    return stax.Dense(kwargs.pop("width"), **kwargs)
-  if name in ("Conv", "ConvTranspose"):
-    return getattr(stax, name)(kwargs.pop("channels"), kwargs.pop("filter_shape"), **kwargs)
-  return getattr(stax, name)(**kwargs)
-
-
 def build(spec):
-  """kdjax network from a JSON spec in neural-tangents' names."""
-  return stax.serial(*[build_layer(*item) for item in spec])
+  """kdjax network from a JSON spec in neural-tangents' names (as generate.py builds NT's)."""
+  return stax_spec.build(stax, spec)
 
 
 def relative_error(got, want):

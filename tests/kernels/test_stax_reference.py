@@ -9,6 +9,8 @@ import pytest
 
 from kdjax.kernels import stax
 
+from .reference import stax_spec
+
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
 NETWORK_NAMES = [
   "conv2_relu_flatten",
@@ -22,21 +24,8 @@ FILES = [os.path.join(REFERENCE_DIR, f"{name}.npz") for name in NETWORK_NAMES]
 
 
 def build(spec):
-  """Network from a reference file's JSON `spec`."""
-  layers = []
-  for name, kwargs in spec:
-    kwargs = dict(kwargs)
-    if name == "Dense":
-      layers.append(stax.Dense(kwargs.pop("width"), **kwargs))
-    elif name == "Conv":
-      layers.append(stax.Conv(kwargs.pop("channels"), tuple(kwargs.pop("filter_shape")), **kwargs))
-    elif name == "AvgPool":
-      layers.append(
-        stax.AvgPool(tuple(kwargs["window_shape"]), tuple(kwargs["strides"]), kwargs["padding"])
-      )
-    else:
-      layers.append(getattr(stax, name)(**kwargs))
-  return stax.serial(*layers)
+  """kdjax network from a reference file's JSON `spec` (as generate.py builds NT's)."""
+  return stax_spec.build(stax, spec)
 
 
 def relative_error(got, want):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from kdjax import krr
-from kdjax.jobs.mesh import make_mesh
 from kdjax.kernels import stax
+from kdjax.mesh import make_mesh
 
 KERNEL_FN = stax.serial(stax.Dense(512, 1.5, 0.1), stax.Relu(), stax.Dense(1, 1.5, 0.1))[2]
 

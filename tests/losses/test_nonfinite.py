@@ -90,6 +90,19 @@ def test_masked_nan_examples_stay_zero_with_zero_gradient():
     np.testing.assert_array_equal(np.asarray(grad)[1], 0.0)
 
 
+def test_total_variation_student_gradient_is_nan_for_a_nan_teacher():
+  """The loss was NaN but its student gradient a finite ~1e-8 (jnp.abs's gradient at NaN is
+  -1). A clean row keeps the float64 gradient -1/2 (diag(q) - q q^T) sign(p - q)."""
+  s, t = _batch()
+  grad = np.asarray(jax.jit(jax.grad(lambda s: jnp.sum(L.total_variation(s, t))))(s))
+  for row, (side, bad) in enumerate(DEFECTS):
+    assert np.all(np.isnan(grad[row])), f"{bad} {side} logit gave the gradient {grad[row]}"
+  s64, t64 = np.asarray(s[-1], np.float64), np.asarray(t[-1], np.float64)
+  p, q = (np.exp(x - x.max()) / np.exp(x - x.max()).sum() for x in (t64, s64))
+  expected = -0.5 * (np.diag(q) - np.outer(q, q)) @ np.sign(p - q)
+  np.testing.assert_allclose(grad[-1], expected, rtol=1e-5, atol=1e-7)
+
+
 def test_chunked_kd_loss_nan_teacher_gives_nan():
   rng = np.random.default_rng(0)
   hs, ht = rng.normal(size=(2, 6, 4)).astype(np.float32)

@@ -10,13 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from kdjax.theory import collapse, krr
+from kdjax.theory import collapse, kernel_distillation
 from kdjax.theory.problems import rbf_kernel
 
 
 def constrained(K, y, eps, steps):
   with jax.enable_x64(True):
-    return krr.krr_self_distillation_constrained(K, y, eps=eps, steps=steps)
+    return kernel_distillation.krr_self_distillation_constrained(K, y, eps=eps, steps=steps)
 
 
 def numeric_collapse(K, y, eps, steps):

@@ -159,7 +159,7 @@ def test_bad_input():
     gpc.gpc_data_centric(K, labels[:-1], steps=2)
   with pytest.raises(ValueError, match="k_test and k_test_diag"):
     gpc.gpc_data_centric(K, labels, steps=2, k_test=K)
-  with pytest.raises(ValueError, match="K must be symmetric"):
+  with pytest.raises(ValueError, match="K is not symmetric"):
     gpc.laplace_mode(K + np.triu(np.ones_like(K), 1), labels)
 
 

@@ -143,6 +143,11 @@ def test_bad_input_names_the_argument():
     )
   with pytest.raises(ValueError, match="layers must hold at least one matrix"):
     ld.deep_linear_flow(x, t, [], [1.0])
+  for widths in ([0], (3, -1), [2.5]):  # [0] raised IndexError, [2.5] TypeError
+    with pytest.raises(ValueError, match=r"widths must be positive integers .*, got \["):
+      ld.balanced_init(w0, widths)
+  with pytest.raises(ValueError, match="w0 must be non-zero and finite"):
+    ld.balanced_init(np.full(8, np.inf), (2,))
   with pytest.raises(ValueError, match="depth must be an integer >= 1"):
     ld.max_stable_step(x, depth=float("nan"))
   with pytest.raises(ValueError, match="num_steps must be an integer >= 0"):

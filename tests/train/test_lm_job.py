@@ -16,9 +16,14 @@ from kdjax.jobs import preemption, workdir as workdir_lib
 from kdjax.train import lm, lm_job
 
 
-def _tiny(modes="ce,gkd"):
+def _run(config, workdir):
+  """The job's flat summary grouped by model (``{model: {figure: value}}``)."""
+  return lm_job.by_model(lm_job.run(config, workdir))
+
+
+def _tiny(methods="ce,gkd"):
   c = lm_kd_pystdlib.get_config("runlocal")
-  c.modes = modes
+  c.methods = methods
   c.dataset.seq_len = 16
   c.eval_sequences, c.eval_batch_size, c.num_sample_prompts = 8, 8, 8
   c.log_every, c.eval_every, c.checkpoint_every = 2, 4, 4
@@ -31,18 +36,20 @@ def _tiny(modes="ce,gkd"):
 @pytest.mark.parametrize(
   "key, value, message",
   [
-    ("distill.lam", 1.5, "distill.lam must be in \\[0, 1\\]"),
-    ("distill.beta", -0.1, "distill.beta must be in \\[0, 1\\]"),
-    ("distill.loss_temperature", 0.0, "distill.loss_temperature must be > 0"),
-    ("distill.sample_temperature", -1.0, "distill.sample_temperature must be > 0"),
+    ("distill.lam", 1.5, "config.distill.lam must be a finite number >= 0 and <= 1, got 1.5"),
+    ("distill.beta", -0.1, "config.distill.beta must be a finite number >= 0 and <= 1"),
+    ("distill.loss_temperature", 0.0, "loss_temperature must be a finite number > 0"),
+    ("distill.sample_temperature", -1.0, "sample_temperature must be a finite number > 0"),
     ("distill.prompt_len", 16, "prompt_len must be in \\[1, dataset.seq_len=16\\)"),
     ("dataset.seq_len", 64, "seq_len=64 does not fit config.teacher.model.max_len=32"),
     ("student.model.vocab_size", 300, "teacher vocab_size=259, student vocab_size=300"),
     ("batch_size", 12, "batch_size=12 must be a positive multiple"),
-    ("modes", "ce,dpo", "config.modes must be"),
-    ("distill.top_p", 0.0, "distill.top_p must be in \\(0, 1\\]"),
-    ("micro_batches", 0, "micro_batches must be >= 1"),
+    ("methods", "ce,dpo", "config.methods must be"),
+    ("distill.top_p", 0.0, "config.distill.top_p must be a finite number > 0 and <= 1"),
+    ("micro_batches", 0, "config.micro_batches must be an integer >= 1"),
     ("num_sample_prompts", 12, "num_sample_prompts=12 must be a positive multiple"),
+    ("student.optimizer.learning_rate", float("nan"), "config.student.optimizer.learning_rate"),
+    ("student.num_steps", -1, "config.student.num_steps must be an integer >= 1, got -1"),
   ],
 )
 def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, message):
@@ -50,7 +57,7 @@ def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, mes
   first, _, last = key.rpartition(".")
   (c[first] if first else c)[last] = value
   with pytest.raises(ValueError, match=message):
-    lm_job.run(c, str(tmp_path / "run"))
+    _run(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")  # validated before any work
 
 
@@ -58,7 +65,7 @@ def test_a_teacher_workdir_without_a_finished_teacher_is_refused(tmp_path):
   c = _tiny()
   c.teacher_workdir = str(tmp_path)
   with pytest.raises(ValueError, match="holds no finished teacher"):
-    lm_job.run(c, str(tmp_path / "run"))
+    _run(c, str(tmp_path / "run"))
 
 
 def _sigterm_after_the_first_step(monkeypatch):
@@ -91,14 +98,14 @@ def _two_step_run(tmp_path, mode: str, same_size: bool) -> tuple[str, dict]:
   c.teacher.num_steps = c.student.num_steps = c.log_every = c.eval_every = 2
   c.checkpoint_every, c.batch_size = 2, 8
   workdir = str(tmp_path / "run")
-  return workdir, lm_job.run(c, workdir)
+  return workdir, _run(c, workdir)
 
 
 def _check_two_model_run(workdir: str, summary: dict, mode: str) -> None:
   """summary.json, finite figures, the top-level metrics records and the last checkpoint."""
   assert list(summary) == ["teacher", mode]
   with open(os.path.join(workdir, "summary.json")) as f:
-    _same(json.load(f), summary)
+    _same(lm_job.by_model(json.load(f)), summary)
   for name, figures in summary.items():
     assert set(figures) == {
       "step",
@@ -152,11 +159,11 @@ def test_tiny_run_of_every_mode_writes_finite_summaries_and_a_metrics_record_per
   c.teacher.num_steps = c.student.num_steps = c.log_every = c.eval_every = 2
   c.batch_size, c.distill.lam = 8, 0.5
   workdir = str(tmp_path / "run")
-  summary = lm_job.run(c, workdir)
+  summary = _run(c, workdir)
   models = ["teacher", "ce", "token_kd", "seq_kd", "gkd"]
   assert list(summary) == models
   with open(os.path.join(workdir, "summary.json")) as f:
-    _same(json.load(f), summary)
+    _same(lm_job.by_model(json.load(f)), summary)
   keys = {"eval_bits_per_byte", "teacher_nll_of_samples", "tokens_per_second", "wall_time_s"}
   for name in models:
     figures = summary[name]
@@ -184,14 +191,14 @@ def test_tiny_gkd_run_resumes_after_sigterm_to_the_figures_of_an_uninterrupted_r
   c = _tiny("gkd")
   c.log_every = 1
   workdir = str(tmp_path / "run")
-  summary = lm_job.run(c, workdir)
+  summary = _run(c, workdir)
   assert set(summary) == {"teacher", "gkd"}
   with open(os.path.join(workdir, "summary.json")) as f:
-    _same(json.load(f), summary)
+    _same(lm_job.by_model(json.load(f)), summary)
   for path in ("teacher/metrics.jsonl", "gkd/checkpoints", "gkd/loss.png", "bits_per_byte.png"):
     assert os.path.exists(os.path.join(workdir, path)), path
   # The same command again: every model is finished, nothing retrains, same summary.
-  _same(lm_job.run(c, workdir), summary)
+  _same(_run(c, workdir), summary)
   # SIGTERM after the first GKD step of a fresh run (its teacher already trained): the job
   # saves step 1 and stops; the same call then resumes it to the uninterrupted figures.
   killed = str(tmp_path / "killed")
@@ -199,10 +206,10 @@ def test_tiny_gkd_run_resumes_after_sigterm_to_the_figures_of_an_uninterrupted_r
   shutil.copy(os.path.join(workdir, "config.json"), killed)
   _sigterm_after_the_first_step(monkeypatch)
   with pytest.raises(preemption.Preempted):
-    lm_job.run(c, killed)
+    _run(c, killed)
   assert sorted(os.listdir(os.path.join(killed, "gkd", "checkpoints"))) == ["1"]
   monkeypatch.undo()
-  resumed = lm_job.run(c, killed)
+  resumed = _run(c, killed)
   for key in ("eval_bits_per_byte", "teacher_nll_of_samples"):
     assert resumed["gkd"][key] == pytest.approx(summary["gkd"][key], rel=1e-5), key
   steps = [r["step"] for r in workdir_lib.read_metrics(os.path.join(killed, "gkd"))]
@@ -212,7 +219,7 @@ def test_tiny_gkd_run_resumes_after_sigterm_to_the_figures_of_an_uninterrupted_r
 @pytest.mark.slow
 def test_gap_closed_and_a_teacher_reused_from_its_own_workdir(tmp_path):
   workdir = str(tmp_path / "run")
-  summary = lm_job.run(_tiny("ce,token_kd"), workdir)
+  summary = _run(_tiny("ce,token_kd"), workdir)
   t, ce = summary["teacher"]["eval_bits_per_byte"], summary["ce"]["eval_bits_per_byte"]
   assert summary["token_kd"]["gap_closed"] == pytest.approx(
     (ce - summary["token_kd"]["eval_bits_per_byte"]) / (ce - t)
@@ -221,7 +228,7 @@ def test_gap_closed_and_a_teacher_reused_from_its_own_workdir(tmp_path):
   # A new run with the finished teacher of the first one (loaded, not retrained).
   c = _tiny("seq_kd")
   c.teacher_workdir = workdir
-  reused = lm_job.run(c, str(tmp_path / "second"))
+  reused = _run(c, str(tmp_path / "second"))
   assert reused["teacher"] == pytest.approx(summary["teacher"])
   assert not os.path.exists(tmp_path / "second" / "teacher")
   # A teacher of another vocabulary size is refused, naming both sizes.
@@ -229,7 +236,7 @@ def test_gap_closed_and_a_teacher_reused_from_its_own_workdir(tmp_path):
   c.teacher_workdir = workdir
   c.student.model.vocab_size = 300
   with pytest.raises(ValueError, match="teacher vocab_size=259, student vocab_size=300"):
-    lm_job.run(c, str(tmp_path / "third"))
+    _run(c, str(tmp_path / "third"))
 
 
 @pytest.mark.slow
@@ -246,7 +253,7 @@ def test_runlocal_comparison_through_the_launcher(tmp_path):
     cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
   )
   with open(tmp_path / "summary.json") as f:
-    summary = json.load(f)
+    summary = lm_job.by_model(json.load(f))
   assert set(summary) == {"teacher", "ce", "token_kd", "seq_kd", "gkd"}
   for name in ("ce", "token_kd", "seq_kd", "gkd"):
     assert {"eval_bits_per_byte", "teacher_nll_of_samples", "gap_closed"} <= set(summary[name])
@@ -271,7 +278,8 @@ def test_lm1b_config_trains_its_sentencepiece_vocabulary_on_mock_data(tmp_path):
     again = lm_job._load_data(c)  # reuses the trained model
   assert data.vocab_size == again.vocab_size == c.student.model.vocab_size == 300
   assert (data.train == again.train).all() and data.train.max() < 300
-  lm_job.validate(c, data.vocab_size)
+  lm_job.validate(c)
+  lm_job.check_vocab(c, data.vocab_size)
   c.dataset.tokenizer = "wordpiece"
   with pytest.raises(ValueError, match="dataset.tokenizer must be"):
     lm_job._load_data(c)
@@ -282,9 +290,9 @@ def test_lm1b_runlocal_job_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 
   c = _lm1b_runlocal(tmp_path)
-  c.modes = "token_kd"
+  c.methods = "token_kd"
   c.dataset.seq_len, c.distill.prompt_len = 16, 4
   c.teacher.num_steps, c.student.num_steps = 4, 4
   with tfds.testing.mock_data(num_examples=64):
-    summary = lm_job.run(c, str(tmp_path / "run"))
+    summary = _run(c, str(tmp_path / "run"))
   assert summary["token_kd"]["eval_bits_per_byte"] > 0

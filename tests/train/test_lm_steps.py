@@ -11,7 +11,7 @@ import optax
 import pytest
 from scipy.special import log_softmax
 
-from kdjax import models
+from kdjax import mesh as mesh_lib, models
 from kdjax.train import lm, sharding, state as state_lib
 
 V, L, B = 13, 8, 8
@@ -91,12 +91,12 @@ def _one_step(mesh, micro_batches, rules=lm.LM_RULES, batch=None, kind="kd"):
     shardings,
     sharding.tree_shardings(t_params, mesh, rules),
   )
-  state, metrics = step(state, sharding.global_batch(batch, mesh), t_params)
+  state, metrics = step(state, mesh_lib.global_batch(batch, mesh), t_params)
   return jax.device_get(state.params), metrics
 
 
 def test_gradient_accumulation_is_exact_with_unequal_token_counts():
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
   full, full_metrics = _one_step(mesh, 1)
   accumulated, metrics = _one_step(mesh, 2)
   np.testing.assert_allclose(
@@ -111,8 +111,8 @@ def test_gradient_accumulation_is_exact_with_unequal_token_counts():
 
 def test_a_step_on_8_fsdp_devices_equals_a_step_on_one():
   assert len(jax.devices()) == 8
-  one, _ = _one_step(sharding.make_mesh(jax.devices()[:1]), 1, kind="ce")
-  mesh = sharding.make_mesh()
+  one, _ = _one_step(mesh_lib.make_mesh(jax.devices()[:1]), 1, kind="ce")
+  mesh = mesh_lib.make_mesh()
   shardings = sharding.tree_shardings(_params(STUDENT, 0), mesh, lm.LM_RULES)
   specs = {
     sharding.path_string(p): s.spec for p, s in jax.tree_util.tree_leaves_with_path(shardings)

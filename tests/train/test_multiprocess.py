@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from kdjax.jobs import workdir as workdir_lib
-from kdjax.train import loop
+from kdjax.train import train_job
 
-from .test_loop import _config, _final_state  # noqa: F401  (importlib mode: same package dir)
+from .test_train_job import _config, _final_state  # noqa: F401  (importlib mode: same package dir)
 
 CONFIG = "experiments/kd_mnist5k.py:runlocal,student_only"
 
@@ -62,7 +62,7 @@ def test_two_processes_agree_with_one_process(tmp_path):
 
   # The same global batch (32) on one process with this test's 8 devices.
   path, _, arg = CONFIG.partition(":")
-  loop.run(_config(path, arg), str(tmp_path / "one"))
+  train_job.run(_config(path, arg), str(tmp_path / "one"))
   two, one = (workdir_lib.read_metrics(str(tmp_path / d)) for d in ("two", "one"))
   assert [r["step"] for r in two] == [r["step"] for r in one] == [5, 10, 15, 20]
   for a, b in zip(two, one):

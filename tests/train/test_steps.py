@@ -8,7 +8,7 @@ import optax
 import pytest
 from scipy.special import log_softmax, softmax
 
-from kdjax import models
+from kdjax import mesh as mesh_lib, models
 from kdjax.jobs import evaluate
 from kdjax.train import objectives, sharding, state as state_lib, steps
 
@@ -61,7 +61,7 @@ def _run_two_steps(mesh, rules=(), student=None):
   step, state, batch, teacher_variables = _kd_setup(mesh, rules, student)
   losses = []
   for _ in range(2):
-    state, metrics = step(state, sharding.global_batch(batch, mesh), teacher_variables)
+    state, metrics = step(state, mesh_lib.global_batch(batch, mesh), teacher_variables)
     losses.append(float(metrics["train_loss"]))
   return jax.device_get(state), losses
 
@@ -69,8 +69,8 @@ def _run_two_steps(mesh, rules=(), student=None):
 @pytest.mark.slow
 def test_resnet_step_on_8_devices_equals_step_on_1_device():
   assert len(jax.devices()) == 8
-  single, single_losses = _run_two_steps(sharding.make_mesh(jax.devices()[:1]))
-  multi, multi_losses = _run_two_steps(sharding.make_mesh())
+  single, single_losses = _run_two_steps(mesh_lib.make_mesh(jax.devices()[:1]))
+  multi, multi_losses = _run_two_steps(mesh_lib.make_mesh())
   np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
   # Parameters and batch-norm statistics (over the global batch, not per device) agree.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), multi, single)
@@ -79,15 +79,15 @@ def test_resnet_step_on_8_devices_equals_step_on_1_device():
 
 def test_replicated_and_fsdp_steps_on_8_devices_equal_the_single_device_step():
   mlp = models.MLP(num_classes=5, hidden=(16, 16))
-  single, single_losses = _run_two_steps(sharding.make_mesh(jax.devices()[:1]), student=mlp)
+  single, single_losses = _run_two_steps(mesh_lib.make_mesh(jax.devices()[:1]), student=mlp)
   for rules in ((), ((".*kernel", "fsdp"),)):
-    multi, multi_losses = _run_two_steps(sharding.make_mesh(), rules=rules, student=mlp)
+    multi, multi_losses = _run_two_steps(mesh_lib.make_mesh(), rules=rules, student=mlp)
     np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), multi, single)
 
 
 def test_fsdp_rules_shard_the_largest_divisible_axis():
-  mesh = sharding.make_mesh()
+  mesh = mesh_lib.make_mesh()
   tree = {
     "params": {
       "Dense_0": {"kernel": jnp.zeros((12, 16)), "bias": jnp.zeros(16)},
@@ -108,11 +108,11 @@ def test_batch_size_not_divisible_by_device_count_is_a_clear_error():
   with pytest.raises(
     ValueError, match="batch_size=12 must be a positive multiple of the number of devices \\(8"
   ):
-    sharding.check_batch_size(12, sharding.make_mesh())
+    mesh_lib.check_batch_size(12, mesh_lib.make_mesh())
 
 
 def test_kd_step_loss_and_update_match_a_numpy_reference():
-  mesh = sharding.make_mesh()
+  mesh = mesh_lib.make_mesh()
   student = models.MLP(num_classes=4, hidden=())  # linear: logits = x W + b
   teacher = models.MLP(num_classes=4, hidden=(6,))
   batch = _data(n=8, shape=(3,), classes=4)
@@ -129,7 +129,7 @@ def test_kd_step_loss_and_update_match_a_numpy_reference():
   )
   w0 = np.asarray(state.params["Dense_0"]["kernel"], np.float64)
   b0 = np.asarray(state.params["Dense_0"]["bias"], np.float64)
-  new_state, metrics = step(state, sharding.global_batch(batch, mesh), teacher_variables)
+  new_state, metrics = step(state, mesh_lib.global_batch(batch, mesh), teacher_variables)
 
   x, y = batch["inputs"].astype(np.float64), batch["labels"]
   tp = teacher_variables["params"]
@@ -182,7 +182,7 @@ def test_unknown_kd_loss_and_kwargs_are_clear_errors():
 
 
 def test_evaluate_pads_the_last_batch_and_matches_numpy_accuracy():
-  mesh = sharding.make_mesh()
+  mesh = mesh_lib.make_mesh()
   model = models.MLP(num_classes=3, hidden=())
   data = _data(n=21, shape=(4,), classes=3)
   variables = model.init(jax.random.PRNGKey(0), data["inputs"])
@@ -200,7 +200,7 @@ def test_evaluate_pads_the_last_batch_and_matches_numpy_accuracy():
 
 @pytest.mark.slow
 def test_sequence_kd_step_averages_over_unmasked_tokens():
-  mesh = sharding.make_mesh()
+  mesh = mesh_lib.make_mesh()
   student = models.TransformerLM(
     vocab_size=13, max_len=6, embed_dim=8, num_layers=1, num_heads=2, mlp_dim=16
   )
@@ -223,7 +223,7 @@ def test_sequence_kd_step_averages_over_unmasked_tokens():
   )
   s = np.asarray(student.apply(state.variables(), batch["inputs"]), np.float64)
   t = np.asarray(teacher.apply(teacher_variables, batch["inputs"]), np.float64)
-  _, metrics = step(state, sharding.global_batch(batch, mesh), teacher_variables)
+  _, metrics = step(state, mesh_lib.global_batch(batch, mesh), teacher_variables)
   p = softmax(t / 2.0, axis=-1)
   per_token = 4.0 * np.sum(p * (np.log(p) - log_softmax(s / 2.0, axis=-1)), axis=-1)
   np.testing.assert_allclose(float(metrics["train_loss"]), per_token[mask].mean(), rtol=1e-4)
@@ -237,7 +237,7 @@ def test_nan_in_a_masked_example_reaches_neither_loss_nor_gradient():
     ce = objectives.cross_entropy(logits, jnp.maximum(labels, 0))
     return jnp.where(labels >= 0, ce, jnp.nan)
 
-  mesh = sharding.make_mesh()
+  mesh = mesh_lib.make_mesh()
   student = models.MLP(num_classes=4, hidden=(5,))
   batch = _data(n=8, shape=(3,), classes=4)
   mask = np.arange(8) < 6
@@ -252,7 +252,7 @@ def test_nan_in_a_masked_example_reaches_neither_loss_nor_gradient():
       state, shardings = state_lib.create_state(student, tx, batch["inputs"], 0, mesh)
       if run == "jit":
         new_state, metrics = steps.jit_train_step(step, mesh, shardings)(
-          state, sharding.global_batch(data, mesh)
+          state, mesh_lib.global_batch(data, mesh)
         )
       else:
         new_state, metrics = step(state, {k: jnp.asarray(v) for k, v in data.items()})

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 from kdjax.jobs import workdir as workdir_lib
-from kdjax.train import loop
+from kdjax.train import train_job
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -26,7 +26,7 @@ def test_cifar_kd_config_runs_on_mock_data(tmp_path, name, classes):
   module, config = _get_config(name, "runlocal")
   assert config.model.num_classes == classes and config.augment == "crop_flip"
   with tfds.testing.mock_data(num_examples=64):
-    summary = loop.run(config, str(tmp_path))
+    summary = train_job.run(config, str(tmp_path))
   assert {"test_accuracy", "teacher_test_accuracy", "train_loss"} <= set(summary)
   records = workdir_lib.read_metrics(str(tmp_path))
   assert [r["step"] for r in records] == [2, 4] and "test_accuracy" in records[-1]

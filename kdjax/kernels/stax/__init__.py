@@ -17,12 +17,12 @@ pixels before a `Flatten` head, only same-pixel covariances (`[n1, n2, H, W]`)
 are kept; a pooling layer downstream makes the kernel keep the full
 pixel-by-pixel covariance (`[n1, n2, H, W, H, W]`).
 
-Modules: `kernel` (the covariance state), `kernel_fn` (the jitted
-`kernel_fn` and output type), `combinators` (`serial`, `parallel`,
+Modules: `covariance` (the covariance state), `layer` (the layer triple, the
+jitted `kernel_fn` and output type), `combinators` (`serial`, `parallel`,
 `repeat`), `branching` (`FanOut`, `FanIn*`), `linear` (`Dense`, `Conv`),
-`pooling`, `normalization` (`LayerNorm`, `Dropout`), `elementwise` and
-`polynomial` (closed-form nonlinearities), `nonlinearity` (`Elementwise`,
-`ElementwiseNumerical`), `attention` (`GlobalSelfAttention`), `windows` (window
+`pooling`, `normalization` (`LayerNorm`, `Dropout`), `elementwise` (pointwise
+nonlinearities: `Elementwise`, `ElementwiseNumerical` and the closed forms),
+`polynomial`, `attention` (`GlobalSelfAttention`), `windows` (window
 sums shared by convolutions and pooling), `layout` (`batch_axis` /
 `channel_axis`).
 
@@ -45,6 +45,8 @@ from kdjax.kernels.stax.elementwise import (
   ABRelu,
   Abs,
   Cos,
+  Elementwise,
+  ElementwiseNumerical,
   Erf,
   Exp,
   ExpNormalized,
@@ -58,9 +60,8 @@ from kdjax.kernels.stax.elementwise import (
   Sign,
   Sin,
 )
-from kdjax.kernels.stax.kernel_fn import Kernel, KernelFn
+from kdjax.kernels.stax.layer import Kernel, KernelFn
 from kdjax.kernels.stax.linear import Conv, ConvTranspose, Dense, Identity
-from kdjax.kernels.stax.nonlinearity import Elementwise, ElementwiseNumerical
 from kdjax.kernels.stax.normalization import Dropout, LayerNorm
 from kdjax.kernels.stax.polynomial import Hermite, Monomial, Polynomial, RectifiedMonomial
 from kdjax.kernels.stax.pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool

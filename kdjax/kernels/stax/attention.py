@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.kernels.stax import layout
-from kdjax.kernels.stax.kernel import batch_diagonal, single
-from kdjax.kernels.stax.kernel_fn import check_std, layer
+from kdjax.kernels.stax.covariance import batch_diagonal, single
+from kdjax.kernels.stax.layer import check_std, layer
 
 _MECHANISMS = {
   "SOFTMAX": lambda g: jax.nn.softmax(g, axis=-1),

@@ -12,8 +12,8 @@ import operator
 
 import jax.numpy as jnp
 
-from kdjax.kernels.stax.kernel import State, single
-from kdjax.kernels.stax.kernel_fn import layer
+from kdjax.kernels.stax.covariance import State, single
+from kdjax.kernels.stax.layer import layer
 
 
 def FanOut(num: int):

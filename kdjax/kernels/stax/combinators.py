@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 from jax import lax
 
-from kdjax.kernels.stax.kernel import to_diagonal
-from kdjax.kernels.stax.kernel_fn import fused_requirements, layer
+from kdjax.kernels.stax.covariance import to_diagonal
+from kdjax.kernels.stax.layer import fused_requirements, layer
 
 
 def _to_diagonal(k):

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from kdjax.kernels.stax import layout
-from kdjax.kernels.stax.kernel import State, single, with_covs
-from kdjax.kernels.stax.kernel_fn import check_parameterization, check_std, layer
+from kdjax.kernels.stax.covariance import State, single, with_covs
+from kdjax.kernels.stax.layer import check_parameterization, check_std, layer
 from kdjax.kernels.stax.windows import (
   check_padding,
   check_window,

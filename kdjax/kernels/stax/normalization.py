@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.kernels.stax import layout
-from kdjax.kernels.stax.kernel import outer, single, variances, with_covs
-from kdjax.kernels.stax.kernel_fn import layer
+from kdjax.kernels.stax.covariance import outer, single, variances, with_covs
+from kdjax.kernels.stax.layer import layer
 
 
 def LayerNorm(

@@ -2,7 +2,7 @@
 
 Kernels follow from Gaussian moments. For the NTK, Price's theorem gives
 `d E[f(u) f(v)] / dc = E[f'(u) f'(v)]`, the `dot` of
-`kdjax.kernels.stax.nonlinearity`.
+`kdjax.kernels.stax.elementwise`.
 
 References:
   Cho and Saul, 2009, "Kernel Methods for Deep Learning" (arc-cosine kernels
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.kernels.stax.nonlinearity import elementwise
+from kdjax.kernels.stax.elementwise import elementwise
 
 
 def _check_degree(name: str, degree) -> int:

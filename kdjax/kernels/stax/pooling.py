@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from kdjax.kernels.stax import layout
-from kdjax.kernels.stax.kernel import map_linear, single, to_diagonal
-from kdjax.kernels.stax.kernel_fn import layer
+from kdjax.kernels.stax.covariance import map_linear, single, to_diagonal
+from kdjax.kernels.stax.layer import layer
 from kdjax.kernels.stax.windows import check_padding, check_window, out_and_pads, pad, shifted_sum
 
 

@@ -28,7 +28,8 @@ names, that `tests/kernels/test_stax_reference.py` builds with
   (= `img.x1`), for the finite-network test of kdjax's `apply_fn`.
 
 Layer arguments that are functions (`Elementwise`, `ElementwiseNumerical`,
-`pos_emb_decay_fn`) are named by a string from `FUNCTIONS`, which the test mirrors.
+`pos_emb_decay_fn`) are named by a key of `stax_spec.FUNCTIONS`; `stax_spec.build` builds a
+spec with neural-tangents' stax here and with kdjax's in the tests.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import stax_spec  # noqa: E402  # next to this script, shared with the tests
 from neural_tangents import stax  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,25 +85,6 @@ LEGACY = [
   ),
 ]
 
-
-def _erf_nngp(cov12, var1, var2):
-  """E[erf(u) erf(v)] (Williams, 1997), neural-tangents' `Elementwise` example."""
-  return jnp.arcsin(2 * cov12 / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2))) * 2 / jnp.pi
-
-
-def _erf_d_nngp(cov12, var1, var2):
-  """E[erf'(u) erf'(v)], the derivative of `_erf_nngp` in `cov12`."""
-  return 4 / jnp.pi / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2) - 4 * cov12**2)
-
-
-FUNCTIONS = {
-  "tanh": jnp.tanh,
-  "erf": jax.scipy.special.erf,
-  "erf_nngp": _erf_nngp,
-  "erf_d_nngp": _erf_d_nngp,
-  "sin": jnp.sin,
-  "exp_decay": lambda d: jnp.exp(-d / 3),
-}
 
 # Newer layers: the first Dense makes the input Gaussian, the last mixes units.
 IN = ["Dense", {"width": 8, "W_std": 1.5, "b_std": 0.3}]
@@ -502,33 +484,8 @@ def cases() -> dict:
   return out
 
 
-def build_layer(name, kwargs):
-  """One neural-tangents layer from its JSON `[name, kwargs]`."""
-  kwargs = dict(kwargs)
-  if name in ("serial", "parallel"):
-    return getattr(stax, name)(*[build_layer(*item) for item in kwargs["layers"]])
-  if name == "repeat":
-    return stax.repeat(build_layer(*kwargs["layer"]), kwargs["n"])
-  for key in ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn"):
-    if key in kwargs:
-      kwargs[key] = FUNCTIONS[kwargs[key]]
-  for key in ("window_shape", "strides", "filter_shape", "s", "axis", "dimension_numbers"):
-    if isinstance(kwargs.get(key), list):
-      kwargs[key] = tuple(kwargs[key])
-  if name == "Dense":
-    return stax.Dense(kwargs.pop("width"), **kwargs)
-  if name in ("Conv", "ConvTranspose"):
-    return getattr(stax, name)(kwargs.pop("channels"), kwargs.pop("filter_shape"), **kwargs)
-  return getattr(stax, name)(**kwargs)
-
-
-def build(spec):
-  """neural-tangents network from a JSON spec."""
-  return stax.serial(*[build_layer(*item) for item in spec])
-
-
 def kernels(spec, x1, x2) -> dict:
-  _, _, kernel_fn = build(spec)
+  _, _, kernel_fn = stax_spec.build(stax, spec)
   k12 = kernel_fn(x1, x2, ("nngp", "ntk"))
   k11 = kernel_fn(x1, None, ("nngp", "ntk"))
   out = {"nngp": k12.nngp, "ntk": k12.ntk, "nngp_11": k11.nngp, "ntk_11": k11.ntk}
@@ -558,7 +515,7 @@ def attention_apply(x) -> dict:
   """`attention_apply.npz`: per case, the parameters NT's init_fn draws and apply_fn's output."""
   out = {"x": x, "specs": json.dumps(ATTENTION_APPLY)}
   for name, kwargs in ATTENTION_APPLY.items():
-    init_fn, apply_fn, _ = build_layer("GlobalSelfAttention", kwargs)
+    init_fn, apply_fn, _ = stax_spec.build_layer(stax, "GlobalSelfAttention", kwargs)
     _, params = init_fn(jax.random.PRNGKey(0), x.shape)
     _, keys, values, w_out, b, pos_emb = params
     arrays = {"keys": keys, "values": values, "w_out": w_out, "b": b, "pos_emb": pos_emb}

@@ -16,8 +16,20 @@ __all__ = ["dataset_spec", "load_spec", "load_dataset"]
 
 def dataset_spec(dataset_config: Any) -> tuple:
   """The hashable ``(name, data_dir, max_train, max_test, preprocess, zca_strength)`` of a
-  ``dataset`` block, with '' and 0 turned into None (a cache key for :func:`load_spec`)."""
+  ``dataset`` block, with '' and 0 turned into None (a cache key for :func:`load_spec`).
+
+  Raises:
+    ValueError: naming the key: an unknown ``name``, or a ``data_dir`` for an embedded
+      dataset (which would ignore it).
+  """
   c = dataset_config
+  if c.name not in data.DATASETS:
+    raise ValueError(f"config.dataset.name must be one of {list(data.DATASETS)}, got {c.name!r}")
+  if c.data_dir and c.name in data.EMBEDDED:
+    raise ValueError(
+      f"config.dataset.data_dir={c.data_dir!r} is for the tfds datasets {list(data.TFDS)}: "
+      f"{c.name!r} is embedded and would ignore it (leave data_dir '')"
+    )
   return (
     c.name,
     c.data_dir or None,

@@ -1,7 +1,20 @@
-"""Input checks shared by the KRR solvers: shapes, symmetry, positive definiteness.
+"""Argument checks shared across kdjax: concreteness, kernel matrices, ridges.
 
-Checks that need values run only on concrete arrays (eagerly); under `jax.jit` the
-inputs are tracers and only the shape checks run (see `kdjax.krr` for what happens then).
+One module, one tolerance: the KRR solvers (`kdjax.krr`), the infinite-width dynamics
+(`kdjax.kernels.predict`), the self-distillation closed forms (`kdjax.theory`) and the
+losses (`kdjax.losses`) all check kernels and values through these functions. A leaf: it
+imports only jax and numpy.
+
+Checks that need values run only on concrete arrays (eagerly); under `jax.jit` the inputs
+are tracers and only shapes can be checked. Callers then turn a bad kernel into NaN
+outputs (never plausible numbers); `kernel_is_valid` is the traced form of
+`check_kernel` for that.
+
+Tolerances (relative, to `max|K|` and to the largest `|eigenvalue|`):
+  * symmetry: `max|K - K^T| <= max(1e-6, 64 eps) max|K|` (1e-6 in float64, 7.6e-6 in
+    float32), `symmetry_tolerance`;
+  * PSD: the smallest eigenvalue `>= -sqrt(eps) max|lambda|` (1.5e-8 in float64, 3.5e-4 in
+    float32), `psd_tolerance`; negatives above that are rounding.
 """
 
 from __future__ import annotations
@@ -13,8 +26,12 @@ import numpy as np
 __all__ = [
   "is_concrete",
   "symmetry_tolerance",
+  "psd_tolerance",
   "check_square",
   "check_symmetric",
+  "check_psd",
+  "check_kernel",
+  "kernel_is_valid",
   "check_targets",
   "check_reg",
   "not_positive_definite",
@@ -31,7 +48,13 @@ def symmetry_tolerance(dtype) -> float:
   return max(1e-6, 64 * float(jnp.finfo(dtype).eps))
 
 
+def psd_tolerance(dtype) -> float:
+  """Relative PSD tolerance `sqrt(eps)` of `dtype`: 1.5e-8 in float64, 3.5e-4 in float32."""
+  return float(np.sqrt(jnp.finfo(dtype).eps))
+
+
 def check_square(name: str, k: jax.typing.ArrayLike) -> jax.Array:
+  """Returns `k` as a floating `[n, n]` array; raises naming `name` for another shape."""
   k = jnp.asarray(k)
   if k.ndim != 2 or k.shape[0] != k.shape[1]:
     raise ValueError(f"{name} must be a square [n, n] matrix, got {k.shape}")
@@ -65,7 +88,48 @@ def check_symmetric(name: str, k: jax.Array) -> None:
     )
 
 
+def check_psd(name: str, k) -> None:
+  r"""Raises unless the smallest eigenvalue of `(K + K^T) / 2` is `>= -psd_tolerance *
+  max|lambda|` (concrete `K` only; call `check_symmetric` first)."""
+  if not is_concrete(k):
+    return
+  a = np.asarray(k, np.float64)
+  values = np.linalg.eigvalsh((a + a.T) / 2) if a.size else np.zeros(1)
+  tol = psd_tolerance(np.asarray(k).dtype) * max(
+    float(np.max(np.abs(values))), np.finfo(np.float64).tiny
+  )
+  if values[0] < -tol:
+    raise ValueError(
+      f"{name} must be positive semi-definite: its smallest eigenvalue is "
+      f"{values[0]:.3g}, below -{tol:.3g} (sqrt(eps) x the largest |eigenvalue|)"
+    )
+
+
+def check_kernel(name: str, k: jax.typing.ArrayLike) -> jax.Array:
+  """`check_square`, then (concrete `k`) `check_symmetric` and `check_psd`; returns `k`."""
+  k = check_square(name, k)
+  check_symmetric(name, k)
+  check_psd(name, k)
+  return k
+
+
+def kernel_is_valid(k: jax.Array, evals: jax.Array | None = None) -> jax.Array:
+  """Traced form of `check_kernel`: a scalar bool, False for a kernel that is not finite,
+  not symmetric, or (given its eigenvalues `evals`) not PSD, with the same tolerances.
+
+  For jitted callers, which cannot raise: `jnp.where(kernel_is_valid(k), out, nan)`.
+  """
+  scale = jnp.max(jnp.abs(k), initial=0.0)
+  ok = jnp.all(jnp.isfinite(k))
+  ok &= jnp.max(jnp.abs(k - k.T), initial=0.0) <= symmetry_tolerance(k.dtype) * scale
+  if evals is not None:
+    largest = jnp.max(jnp.abs(evals), initial=0.0)
+    ok &= jnp.min(evals, initial=0.0) >= -psd_tolerance(evals.dtype) * largest
+  return ok
+
+
 def check_targets(y: jax.typing.ArrayLike, n: int, dtype) -> jax.Array:
+  """KRR targets: `y_train` `[n]` or `[n, c]`, cast to `dtype`."""
   y = jnp.asarray(y)
   if y.ndim not in (1, 2) or y.shape[0] != n:
     raise ValueError(f"y_train must be [n] or [n, c] with n = {n}, got {y.shape}")
@@ -73,6 +137,7 @@ def check_targets(y: jax.typing.ArrayLike, n: int, dtype) -> jax.Array:
 
 
 def check_reg(reg) -> None:
+  """A relative ridge `reg >= 0` (concrete only)."""
   if is_concrete(reg) and not float(reg) >= 0:
     raise ValueError(f"reg must be >= 0, got {reg}")
 

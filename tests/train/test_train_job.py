@@ -1,4 +1,5 @@
-"""Tests of kdjax.train.loop.run: resume after preemption, teacher loading, generations, errors."""
+"""Tests of kdjax.train.train_job.run: resume after preemption, teacher loading, generations,
+errors."""
 
 import glob
 import importlib
@@ -12,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from kdjax.jobs import checkpoint, workdir as workdir_lib
-from kdjax.train import loop
+from kdjax.train import train_job
 
 
 def _config(path, arg="runlocal", **overrides):
@@ -45,18 +46,21 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatc
     checkpoint_every=10,
     eval_every=15,
   )
-  straight = loop.run(config, str(tmp_path / "a"))
+  straight = train_job.run(config, str(tmp_path / "a"))
 
-  monkeypatch.setattr(loop, "PreemptionFlag", _StopAfter)
+  monkeypatch.setattr(train_job, "PreemptionFlag", _StopAfter)
   _StopAfter.calls = 17  # SIGTERM during step 18: saved at 18, after the checkpoint at 10
-  with pytest.raises(loop.Preempted):
-    loop.run(config, str(tmp_path / "b"))
+  with pytest.raises(train_job.Preempted):
+    train_job.run(config, str(tmp_path / "b"))
   assert [r["step"] for r in workdir_lib.read_metrics(str(tmp_path / "b"))][-1] == 15
   assert _final_state(str(tmp_path / "b"))[0] == 18
   _StopAfter.calls = 10**6
-  resumed = loop.run(config, str(tmp_path / "b"))
+  resumed = train_job.run(config, str(tmp_path / "b"))
 
   assert resumed == straight
+  for d in "ab":  # job=train writes its summary (the final record's figures)
+    assert json.loads((tmp_path / d / "summary.json").read_text()) == straight
+  assert set(straight) >= {"test_accuracy", "test_loss", "train_loss"}
   logs = [workdir_lib.read_metrics(str(tmp_path / d)) for d in "ab"]
   assert [r["step"] for r in logs[0]] == [5, 10, 15, 20, 25, 30]
   assert logs[1] == logs[0]  # identical train_loss (and eval) values, step by step
@@ -73,17 +77,17 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_kd_run_trains_its_teacher_then_reuses_it_from_teacher_workdir(tmp_path):
   config = _config("experiments/kd_mnist5k.py", num_steps=10, eval_every=10)
-  first = loop.run(config, str(tmp_path / "kd"))
+  first = train_job.run(config, str(tmp_path / "kd"))
   assert first["teacher_test_accuracy"] > 0.3  # 20 steps of the teacher already learn
   assert 0.0 <= first["test_accuracy"] <= 1.0
   teacher_dir = str(tmp_path / "kd" / "teacher")
-  assert json.load(open(os.path.join(teacher_dir, "config.json")))["mode"] == "supervised"
+  assert json.load(open(os.path.join(teacher_dir, "config.json")))["method"] == "supervised"
   for run_dir, steps in ((str(tmp_path / "kd"), 10), (teacher_dir, 20)):  # orbax + TensorBoard
     assert os.path.exists(os.path.join(run_dir, "checkpoints", str(steps), "default", "_METADATA"))
     assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
 
   config.teacher_workdir = teacher_dir
-  second = loop.run(config, str(tmp_path / "kd_loaded"))
+  second = train_job.run(config, str(tmp_path / "kd_loaded"))
   assert not os.path.exists(tmp_path / "kd_loaded" / "teacher")
   assert second["test_accuracy"] == first["test_accuracy"]
   assert workdir_lib.read_metrics(str(tmp_path / "kd_loaded")) == workdir_lib.read_metrics(
@@ -94,7 +98,7 @@ def test_kd_run_trains_its_teacher_then_reuses_it_from_teacher_workdir(tmp_path)
 @pytest.mark.slow
 def test_generations_train_each_from_the_previous(tmp_path):
   config = _config("experiments/born_again_mnist5k.py", num_steps=10, generations=2)
-  summary = loop.run(config, str(tmp_path / "ban"))
+  summary = train_job.run(config, str(tmp_path / "ban"))
   assert set(summary) >= {"gen0_test_accuracy", "gen1_test_accuracy", "test_accuracy"}
   records = workdir_lib.read_metrics(str(tmp_path / "ban"))
   assert [r["step"] for r in records] == [0, 1]
@@ -106,28 +110,30 @@ def test_generations_train_each_from_the_previous(tmp_path):
 
 def test_bad_inputs_give_clear_errors(tmp_path):
   config = _config("experiments/kd_mnist5k.py", "runlocal,student_only")
-  loop.run(
+  train_job.run(
     _config("experiments/kd_mnist5k.py", "runlocal,student_only", num_steps=5), str(tmp_path / "w")
   )
   with pytest.raises(workdir_lib.WorkdirConfigMismatch, match="num_steps: 5 -> 20"):
-    loop.run(config, str(tmp_path / "w"))
+    train_job.run(config, str(tmp_path / "w"))
   with pytest.raises(ValueError, match="config.batch_size=12 must be a positive multiple"):
-    loop.run(
+    train_job.run(
       _config("experiments/kd_mnist5k.py", "runlocal,student_only", batch_size=12),
       str(tmp_path / "b"),
     )
   with pytest.raises(ValueError, match="config.model.num_classes=7 but dataset 'mnist5k' has 10"):
-    loop.run(
+    train_job.run(
       _config("experiments/kd_mnist5k.py", "runlocal,student_only", **{"model.num_classes": 7}),
       str(tmp_path / "c"),
     )
-  with pytest.raises(ValueError, match="config.model.num_classes=100 but dataset 'mnist5k' has 10"):
-    loop.run(
+  with pytest.raises(
+    ValueError, match="config.teacher.model.num_classes=100 but dataset 'mnist5k' has 10"
+  ):
+    train_job.run(
       _config("experiments/kd_mnist5k.py", **{"teacher.model.num_classes": 100}),
       str(tmp_path / "d"),
     )
   with pytest.raises(ValueError, match="teacher_workdir=.* holds no config.json"):
-    loop.run(
+    train_job.run(
       _config("experiments/kd_mnist5k.py", teacher_workdir=str(tmp_path / "none")),
       str(tmp_path / "e"),
     )
@@ -138,15 +144,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 @pytest.mark.parametrize(
   "overrides, match",
   [
-    ({"mode": "kdd"}, r"config.mode must be one of"),
-    ({"kd.loss": "nope"}, r"kd.loss must name a function of kdjax.losses"),
+    ({"method": "kdd"}, r"config.method must be one of"),
+    ({"kd.loss": "nope"}, r"config.kd.loss: loss must be one of"),
     ({"kd.loss_kwargs.temperature": 0.0}, r"temperature must be .*> 0"),
     ({"kd.loss_kwargs.temperature": float("inf")}, r"temperature must be .*> 0"),
-    ({"optimizer.learning_rate": 0.0}, r"config.optimizer.learning_rate must be finite and > 0"),
-    ({"optimizer.learning_rate": float("nan")}, r"config.optimizer.learning_rate must be finite"),
+    ({"optimizer.learning_rate": 0.0}, r"learning_rate must be a finite number > 0, got 0.0"),
+    ({"optimizer.learning_rate": float("nan")}, r"learning_rate must be a finite .*, got nan"),
     (
       {"teacher.optimizer.learning_rate": float("nan")},
-      r"config.teacher.optimizer.learning_rate must be finite and > 0",
+      r"config.teacher.optimizer.learning_rate must be a finite number > 0",
     ),
     ({"optimizer.schedule": "linear"}, r"config.optimizer.schedule must be one of"),
     ({"teacher.augment": "flip"}, r"config.augment must be one of"),
@@ -156,7 +162,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 def test_whole_config_is_validated_before_any_work(tmp_path, overrides, match):
   config = _config("experiments/kd_mnist5k.py", **overrides)
   with pytest.raises(ValueError, match=match):
-    loop.run(config, str(tmp_path / "w"))
+    train_job.run(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()  # refused before the teacher (or anything) ran
 
 
@@ -164,7 +170,7 @@ def test_kd_loss_kwargs_are_validated_before_the_teacher_trains(tmp_path):
   config = _config("experiments/kd_mnist5k.py")
   config.kd.loss_kwargs = {"temp": 4.0}
   with pytest.raises(ValueError, match=r"kd.loss_kwargs \['temp'\] are not arguments"):
-    loop.run(config, str(tmp_path / "w"))
+    train_job.run(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
 
 
@@ -177,7 +183,7 @@ def test_teacher_workdir_without_a_finished_teacher_is_a_clear_error(tmp_path):
     match=r"teacher_workdir=.* holds no finished teacher \(last "
     r"checkpoint None, num_steps 20\)",
   ):
-    loop.run(
+    train_job.run(
       _config("experiments/kd_mnist5k.py", teacher_workdir=str(unfinished)), str(tmp_path / "w")
     )
 
@@ -189,7 +195,7 @@ def test_diverging_teacher_stops_kd_with_an_error_naming_phase_and_step(tmp_path
     "experiments/kd_mnist5k.py", **{"teacher.optimizer.learning_rate": 1e30, "kd.ce_weight": 0.0}
   )
   with pytest.raises(FloatingPointError, match=r"\[teacher\] step 5: non-finite train_loss"):
-    loop.run(config, str(tmp_path / "kd"))
+    train_job.run(config, str(tmp_path / "kd"))
   assert not os.path.exists(tmp_path / "kd" / "teacher" / "checkpoints" / "10")  # nothing saved
   assert not os.path.exists(tmp_path / "kd" / "metrics.jsonl")  # no student was trained
 

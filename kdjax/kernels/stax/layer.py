@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from kdjax.kernels.stax import layout
-from kdjax.kernels.stax.kernel import input_state
+from kdjax.kernels.stax.covariance import input_state
 
 GET_ALL = ("nngp", "ntk")
 

@@ -1,7 +1,9 @@
 """The device mesh of every kdjax job: one axis, ``'data'``, over all devices of all processes.
 
 Batches are split along their leading axis over ``'data'``; parameters are replicated or
-FSDP-sharded over the same axis by ``kdjax.train.sharding`` rules.
+FSDP-sharded over the same axis by ``kdjax.train.sharding`` rules; the sharded Gram matrices
+of ``kdjax.kernels.gram`` and ``kdjax.krr`` split their rows over it. A leaf module: it
+imports only jax and numpy, so the kernels and KRR need nothing of the job framework.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``run(config, workdir)``: the training job of ``launch.main`` (config.job == 'train').
 
-Modes (``config.mode``):
+Methods (``config.method``):
 
 * ``supervised``: train ``config.model`` on the labels.
 * ``kd``: train ``config.model`` from a frozen teacher. The teacher is the finished run
@@ -37,17 +37,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from kdjax import data as data_lib, models
+from kdjax import data as data_lib, mesh as mesh_lib, models
 from kdjax.jobs import (
-  datasets,
+  config as config_lib,
+  data_loading,
   evaluate as evaluate_lib,
   figures,
-  mesh as mesh_lib,
+  loop as jobs_loop,
   workdir as workdir_lib,
 )
 from kdjax.jobs.checkpoint import Checkpointer, PreemptionFlag
 from kdjax.jobs.metrics import MetricsWriter, check_finite
-from kdjax.jobs.preemption import Preempted, stop_requested
+from kdjax.jobs.preemption import Preempted  # noqa: F401  (re-exported for callers)
 from kdjax.train import (
   augment as augment_lib,
   objectives as objectives_lib,
@@ -56,72 +57,113 @@ from kdjax.train import (
   steps as steps_lib,
 )
 
-MODES = ("supervised", "kd", "born_again", "self_distill")
-
-
-def _print(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
+METHODS = ("supervised", "kd", "born_again", "self_distill")
 
 
 # Phases, generations and sweep points of one process share the loaded arrays.
-_load_cached = functools.lru_cache(maxsize=4)(datasets.load_spec)
+_load_cached = functools.lru_cache(maxsize=4)(data_loading.load_spec)
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
-  """The dataset of ``config.dataset`` (``kdjax.jobs.datasets``), cached per process."""
-  return _load_cached(*datasets.dataset_spec(config.dataset))
+  """The dataset of ``config.dataset`` (``kdjax.jobs.data_loading``), cached per process."""
+  return _load_cached(*data_loading.dataset_spec(config.dataset))
 
 
 def _check_phase(config: ml_collections.ConfigDict, name: str) -> None:
-  """Checks the keys that one phase reads (raises ValueError naming the key)."""
-  for key in (
-    "num_steps",
-    "batch_size",
-    "eval_batch_size",
-    "checkpoint_every",
-    "eval_every",
-    "log_every",
-    "keep_checkpoints",
-  ):
-    if not int(config[key]) > 0:
-      raise ValueError(f"config.{key} must be positive, got {config[key]} ({name})")
-  models.from_config(config.model)
-  state_lib.make_optimizer(
-    config.optimizer,
-    int(config.num_steps),
-    name="teacher.optimizer" if name == "teacher" else "optimizer",
-  )
+  """Checks the keys that one phase reads (raises ValueError naming the key); pure Python,
+  no jax op runs."""
+  config_lib.Loop.from_config(config)
+  devices = jax.device_count()
+  for key in ("batch_size", "eval_batch_size"):
+    value = config_lib.check_int(config[key], f"config.{key}")
+    if value % devices:
+      raise ValueError(
+        f"config.{key}={value} must be a positive multiple of the number of devices ({devices})"
+      )
+  config_lib.Dataset.from_config(config.dataset)
+  prefix = "config.teacher" if name == "teacher" else "config"
+  models.from_config(config_lib.check_model(config.model, f"{prefix}.model"))
+  config_lib.Optimizer.from_config(config.optimizer, f"{prefix}.optimizer")
   augment_lib.get(config.augment)
   sharding_lib.validate_rules(config.sharding.rules)
-  supervised_objective(config)
-  if config.dataset.preprocess not in data_lib.PREPROCESSING:
-    raise ValueError(
-      f"config.dataset.preprocess must be one of {data_lib.PREPROCESSING}, got "
-      f"{config.dataset.preprocess!r}"
+  config_lib.check_number(config.label_smoothing, "config.label_smoothing", minimum=0, below=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_objective(method: str, block_json: str, classes: int) -> None:
+  """Traces the objective of ``method`` with ``config.<method>`` = ``block_json`` on abstract
+  logits (``jax.eval_shape``: nothing is computed), so that the losses check their concrete
+  hyper-parameters (e.g. the temperature). Cached: a sweep's configs trace it once."""
+  block = json.loads(block_json)
+  if method == "kd":
+    objective = objectives_lib.distillation(
+      block["loss"],
+      block["loss_kwargs"],
+      kd_weight=float(block["kd_weight"]),
+      ce_weight=float(block["ce_weight"]),
     )
+  elif method == "born_again":
+    objective = objectives_lib.born_again(**block)
+  else:
+    objective = objectives_lib.self_distillation(**block)
+  logits = jax.ShapeDtypeStruct((2, classes), jnp.float32)
+  labels = jax.ShapeDtypeStruct((2,), jnp.int32)
+  jax.eval_shape(lambda s, t, y: objective(s, t, y, jax.random.PRNGKey(0)), logits, logits, labels)
+
+
+def _objective_block(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config[config.method].to_dict(), sort_keys=True)
+
+
+class _TeacherView:
+  """What :func:`teacher_config` returns, as a read-only view (no copy: validation is cheap)."""
+
+  _OVERRIDES = ("model", "optimizer", "num_steps", "augment")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self._config = config
+
+  def __contains__(self, key: str) -> bool:
+    return key in self._config
+
+  def __getitem__(self, key: str) -> Any:
+    if key in self._OVERRIDES:
+      return self._config.teacher[key]
+    return self._config[key]
+
+  __getattr__ = __getitem__
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the whole config before any work starts (a bad KD loss is found before the
-  teacher trains); raises ValueError naming the offending key."""
-  if config.mode not in MODES:
-    raise ValueError(f"config.mode must be one of {MODES}, got {config.mode!r}")
-  _check_phase(config, config.mode)
+  """Checks the whole config before any work starts (a bad KD loss or teacher key is found
+  before the teacher trains, every key before the workdir is touched); raises ValueError
+  naming the offending key."""
+  config_lib.check_migrated(config, "the config")
+  config_lib.check_choice(config.method, "config.method", METHODS)
+  _check_phase(config, config.method)
   classes = int(config.model.num_classes)
-  if config.mode == "kd":
-    objective = distillation_objective(config)
-    # The divergence checks its hyper-parameters (e.g. the temperature) when called.
-    logits = jnp.zeros((2, classes))
-    objective(logits, logits, jnp.zeros((2,), jnp.int32), jax.random.PRNGKey(0))
+  if config.method == "kd":
+    kd = config.kd
+    for key in ("kd_weight", "ce_weight"):
+      config_lib.check_number(kd[key], f"config.kd.{key}", minimum=0)
+    for key, value in dict(kd.loss_kwargs).items():
+      above = 0 if key == "temperature" else None
+      config_lib.check_number(value, f"config.kd.loss_kwargs.{key}", above=above)
+    _check_objective("kd", _objective_block(config), classes)
     if config.teacher_workdir:
       finished_teacher_config(config.teacher_workdir)
     else:
-      _check_phase(teacher_config(config), "teacher")
-  elif config.mode in ("born_again", "self_distill"):
-    if int(config.generations) < 1:
-      raise ValueError(f"config.generations must be >= 1, got {config.generations}")
-    _generation_objective(config)
+      config_lib.check_int(config.teacher.num_steps, "config.teacher.num_steps")
+      _check_phase(_TeacherView(config), "teacher")
+  elif config.method in ("born_again", "self_distill"):
+    config_lib.check_int(config.generations, "config.generations")
+    block = config[config.method]
+    config_lib.check_number(block.temperature, f"config.{config.method}.temperature", above=0)
+    if config.method == "born_again":
+      config_lib.check_number(block.ce_weight, "config.born_again.ce_weight", minimum=0)
+    else:
+      config_lib.check_number(block.alpha, "config.self_distill.alpha", minimum=0, maximum=1)
+    _check_objective(config.method, _objective_block(config), classes)
 
 
 class Phase:
@@ -147,7 +189,7 @@ class Phase:
     self.eval_batch_size = int(config.eval_batch_size)
     mesh_lib.check_batch_size(self.eval_batch_size, self.mesh, "config.eval_batch_size")
     self.model = models.from_config(config.model)
-    self.tx = state_lib.make_optimizer(config.optimizer, int(config.num_steps))
+    self.tx = config_lib.Optimizer.from_config(config.optimizer).make(int(config.num_steps))
     rules = [tuple(r) for r in config.sharding.rules]
     sample = ds.x_train[: int(config.batch_size)]
     self.state, self.shardings = state_lib.create_state(
@@ -191,13 +233,15 @@ class Phase:
     """Shardings of ``{'params': ..., **model_state}`` (the frozen-teacher pytree)."""
     return {"params": self.shardings.params, **self.shardings.model_state}
 
-  def evaluate(self) -> dict:
-    """``test_loss`` and ``test_accuracy`` of the current parameters on the test split."""
+  def evaluate(self, state: state_lib.TrainState | None = None) -> dict:
+    """``test_loss`` and ``test_accuracy`` of ``state`` (default: the current one) on the
+    test split."""
+    state = self.state if state is None else state
     x, y = self.ds.x_test, self.ds.y_test
     b = self.eval_batch_size
     batches = ({"inputs": x[i : i + b], "labels": y[i : i + b]} for i in range(0, len(y), b))
     return evaluate_lib.evaluate(
-      self.eval_step, self.state.variables(), batches, self.mesh, b, prefix="test"
+      self.eval_step, state.variables(), batches, self.mesh, b, prefix="test"
     )
 
   def checkpointer(self) -> Checkpointer:
@@ -219,7 +263,7 @@ class Phase:
     try:
       start = self.restore(checkpointer)
       if start:
-        _print(f"[{self.name}] resumed from the checkpoint at step {start}")
+        jobs_loop.say(f"[{self.name}] resumed from the checkpoint at step {start}")
       log = MetricsWriter(self.workdir, resume_step=start, total_steps=total, name=self.name)
       try:
         if start >= total:
@@ -241,34 +285,26 @@ class Phase:
     log: MetricsWriter,
     preemption: PreemptionFlag,
   ) -> dict:
-    c = self.config
-    last = {}
-    for step in range(start, total):
+    def step_fn(state, step):
       batch = self.batches.batch(step)
       batch = {"inputs": batch["image"], "labels": batch["label"]}
-      self.state, metrics = self.train_step(self.state, batch, *self.teacher_args)
-      done = step + 1
-      logs = done % int(c.log_every) == 0 or done == total
-      saves = done % int(c.checkpoint_every) == 0 or done == total
-      if logs or saves:  # a non-finite state is neither logged as plausible nor saved
-        check_finite(self.name, done, train_loss=metrics["train_loss"])
-      record = {k: float(v) for k, v in metrics.items()} if logs else {}
-      if done % int(c.eval_every) == 0 or done == total:
-        record.update(self.evaluate())
-      if record:
-        last = {"step": done, **record}
-        log.write(done, **record)
-      if saves:
-        checkpointer.save(done, self.state)
-      if done < total and stop_requested(preemption, done, int(c.log_every)):
-        checkpointer.save(done, self.state)
-        checkpointer.wait()
-        _print(
-          f"[{self.name}] SIGTERM: saved the checkpoint at step {done}; "
-          f"re-run the same command to resume"
-        )
-        raise Preempted(0)
-    return last
+      return self.train_step(state, batch, *self.teacher_args)
+
+    self.state = jobs_loop.run_steps(
+      self.state,
+      step_fn,
+      start=start,
+      total=total,
+      every=jobs_loop.Every.of(self.config),
+      name=self.name,
+      checkpointer=checkpointer,
+      metrics=log,
+      on_eval=lambda state, step: self.evaluate(state),
+      # a non-finite state is neither logged as plausible nor saved
+      check=lambda state, metrics: {"train_loss": metrics["train_loss"]},
+      preemption=preemption,
+    )
+    return log.records[-1]
 
   def _plot(self, records: list[dict]) -> None:
     figures.plot_curves(
@@ -318,7 +354,7 @@ def distillation_objective(config: ml_collections.ConfigDict) -> objectives_lib.
 
 
 def _generation_objective(config: ml_collections.ConfigDict) -> objectives_lib.Objective:
-  if config.mode == "born_again":
+  if config.method == "born_again":
     return objectives_lib.born_again(**dict(config.born_again))
   return objectives_lib.self_distillation(**dict(config.self_distill))
 
@@ -329,7 +365,7 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   teacher = config.teacher
   phase = _phase_config(
     config,
-    mode="supervised",
+    method="supervised",
     model=teacher.model,
     optimizer=teacher.optimizer,
     num_steps=int(teacher.num_steps),
@@ -355,17 +391,14 @@ def finished_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
     )
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
+  config_lib.check_migrated(config, f"config.teacher_workdir={teacher_workdir!r}")
   if "num_steps" not in config:
     raise ValueError(
       f"config.teacher_workdir={teacher_workdir!r} holds a config without "
       "num_steps (written by an older kdjax); train the teacher again"
     )
-  checkpoints = Checkpointer(os.path.join(teacher_workdir, "checkpoints"), keep=1)
-  try:
-    latest = checkpoints.latest_step()
-  finally:
-    checkpoints.close()
-  if latest != int(config.num_steps):
+  if not jobs_loop.finished(teacher_workdir, int(config.num_steps)):
+    latest = jobs_loop.last_checkpoint(teacher_workdir)
     raise ValueError(
       f"config.teacher_workdir={teacher_workdir!r} holds no finished teacher "
       f"(last checkpoint {latest}, num_steps {config.num_steps}); finish it first"
@@ -393,10 +426,10 @@ def load_teacher(teacher_workdir: str, ds: data_lib.Dataset):
 def _generations(config, workdir, ds, preemption, student_objective: Callable[[], Any]):
   generations = int(config.generations)
   teacher, rows = None, []
-  log = MetricsWriter(workdir, resume_step=None, total_steps=generations - 1, name=config.mode)
+  log = MetricsWriter(workdir, resume_step=None, total_steps=generations - 1, name=config.method)
   try:
     for g in range(generations):
-      gen_config = _phase_config(config, mode=f"{config.mode}_gen{g}")
+      gen_config = _phase_config(config, method=f"{config.method}_gen{g}")
       objective = supervised_objective(config) if g == 0 else student_objective()
       phase, summary = _train_phase(
         gen_config,
@@ -417,7 +450,7 @@ def _generations(config, workdir, ds, preemption, student_objective: Callable[[]
       log.records,
       ["test_accuracy"],
       os.path.join(workdir, "generations.png"),
-      title=f"{config.mode}: accuracy per generation",
+      title=f"{config.method}: accuracy per generation",
       xlabel="generation",
     )
   summary = {f"gen{g}_test_accuracy": r["test_accuracy"] for g, r in enumerate(rows)}
@@ -425,33 +458,55 @@ def _generations(config, workdir, ds, preemption, student_objective: Callable[[]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the training job described by ``config`` in ``workdir``; returns a flat summary."""
+  """Runs the training job described by ``config`` in ``workdir``; returns a flat summary.
+
+  The summary (also ``WORKDIR/summary.json``) holds the final record's figures:
+  ``test_accuracy``, ``test_loss``, ``train_loss``, ``train_accuracy`` (and what else the
+  objective logs); in ``kd`` mode the teacher's as ``teacher_<figure>`` (when it was
+  trained here); for generations ``gen<k>_test_accuracy`` and the last generation's
+  ``test_accuracy``. A finished run re-run returns and writes the same summary.
+  """
   validate(config)
-  with workdir_lib.open_workdir(workdir, config), PreemptionFlag() as preemption:
-    ds = load_dataset(config)
-    if config.mode == "supervised":
-      _, summary = _train_phase(
-        config, workdir, ds, supervised_objective(config), "supervised", preemption
+  ds = load_dataset(config)  # checks that need the data run before the workdir is touched
+  models_of = [("config.model", config.model)]
+  if config.method == "kd" and not config.teacher_workdir:
+    models_of.append(("config.teacher.model", config.teacher.model))
+  for key, model in models_of:
+    if int(model.num_classes) != ds.num_classes:
+      raise ValueError(
+        f"{key}.num_classes={model.num_classes} but dataset {ds.name!r} has "
+        f"{ds.num_classes} classes"
       )
-      return _flat(summary)
-    if config.mode == "kd":
-      if config.teacher_workdir:
-        teacher = load_teacher(config.teacher_workdir, ds)
-        teacher_summary = {}
-      else:
-        phase, teacher_summary = _train_phase(
-          teacher_config(config),
-          os.path.join(workdir, "teacher"),
-          ds,
-          supervised_objective(config),
-          "teacher",
-          preemption,
-        )
-        teacher = phase.teacher()
-      phase = Phase(config, workdir, ds, distillation_objective(config), "student", teacher)
-      summary = phase.run(preemption)
-      return {**_flat(summary), **{f"teacher_{k}": v for k, v in _flat(teacher_summary).items()}}
-    return _generations(config, workdir, ds, preemption, lambda: _generation_objective(config))
+  with workdir_lib.open_workdir(workdir, config), PreemptionFlag() as preemption:
+    summary = _run(config, workdir, preemption)
+    return jobs_loop.write_summary(workdir, summary)
+
+
+def _run(config, workdir, preemption) -> dict:
+  ds = load_dataset(config)
+  if config.method == "supervised":
+    _, summary = _train_phase(
+      config, workdir, ds, supervised_objective(config), "supervised", preemption
+    )
+    return _flat(summary)
+  if config.method == "kd":
+    if config.teacher_workdir:
+      teacher = load_teacher(config.teacher_workdir, ds)
+      teacher_summary = {}
+    else:
+      phase, teacher_summary = _train_phase(
+        teacher_config(config),
+        os.path.join(workdir, "teacher"),
+        ds,
+        supervised_objective(config),
+        "teacher",
+        preemption,
+      )
+      teacher = phase.teacher()
+    phase = Phase(config, workdir, ds, distillation_objective(config), "student", teacher)
+    summary = phase.run(preemption)
+    return {**_flat(summary), **{f"teacher_{k}": v for k, v in _flat(teacher_summary).items()}}
+  return _generations(config, workdir, ds, preemption, lambda: _generation_objective(config))
 
 
 def _flat(summary: dict) -> dict:

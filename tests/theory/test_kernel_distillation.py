@@ -1,4 +1,5 @@
-"""Closed forms of kdjax.theory.krr against explicit rounds of KRR (a fresh solve each)."""
+"""Closed forms of kdjax.theory.kernel_distillation against explicit rounds of KRR (a fresh solve
+each)."""
 
 import jax
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import scipy.linalg
 import scipy.optimize
 
-from kdjax.theory import krr
+from kdjax.theory import kernel_distillation
 
 
 def random_psd(rng, n, rank=None, scale=1.0):
@@ -50,8 +51,10 @@ def test_closed_form_equals_explicit_rounds(reg, alpha):
   k_test = rng.normal(size=(7, n))
   train, test = iterate(K, y, reg, steps, alpha, k_test)
   with jax.enable_x64(True):
-    closed = krr.krr_self_distillation(K, y, reg=reg, steps=steps, alpha=alpha)
-    closed_test = krr.krr_self_distillation(K, y, reg=reg, steps=steps, alpha=alpha, k_test=k_test)
+    closed = kernel_distillation.krr_self_distillation(K, y, reg=reg, steps=steps, alpha=alpha)
+    closed_test = kernel_distillation.krr_self_distillation(
+      K, y, reg=reg, steps=steps, alpha=alpha, k_test=k_test
+    )
   assert closed.shape == (steps, n) and closed_test.shape == (steps, 7)
   for t in range(steps):  # per round: late Mobahi rounds are tiny, compare each relatively
     assert rel_err(closed[t], train[t]) < 1e-8, t
@@ -63,8 +66,11 @@ def test_batch_of_target_columns_equals_each_column():
   K = random_psd(rng, 20)
   Y = rng.normal(size=(20, 3))
   with jax.enable_x64(True):
-    batch = krr.krr_self_distillation(K, Y, reg=0.3, steps=6, alpha=0.4)
-    cols = [krr.krr_self_distillation(K, Y[:, j], reg=0.3, steps=6, alpha=0.4) for j in range(3)]
+    batch = kernel_distillation.krr_self_distillation(K, Y, reg=0.3, steps=6, alpha=0.4)
+    cols = [
+      kernel_distillation.krr_self_distillation(K, Y[:, j], reg=0.3, steps=6, alpha=0.4)
+      for j in range(3)
+    ]
   assert batch.shape == (6, 20, 3)
   for j in range(3):
     np.testing.assert_allclose(batch[:, :, j], cols[j], rtol=1e-12, atol=1e-14)
@@ -77,8 +83,8 @@ def test_rank_deficient_kernel_with_zero_reg_is_the_pseudo_inverse():
   K = random_psd(rng, 15, rank=6)
   y = rng.normal(size=15)
   with jax.enable_x64(True):
-    closed = krr.krr_self_distillation(K, y, reg=0.0, steps=5, alpha=0.0)
-    limit = krr.krr_self_distillation_limit(K, y, reg=0.0, alpha=0.0)
+    closed = kernel_distillation.krr_self_distillation(K, y, reg=0.0, steps=5, alpha=0.0)
+    limit = kernel_distillation.krr_self_distillation_limit(K, y, reg=0.0, alpha=0.0)
   projection = K @ np.linalg.pinv(K) @ y
   for t in range(5):
     assert rel_err(closed[t], projection) < 1e-8
@@ -95,8 +101,10 @@ def test_limit_is_krr_with_amplified_reg_and_equals_many_rounds(alpha):
   steps = int(np.ceil(np.log(1e-14) / np.log(1 - alpha)))  # (1 - alpha)^steps < 1e-14
   train, test = iterate(K, y, reg, steps, alpha, k_test)
   with jax.enable_x64(True):
-    limit = krr.krr_self_distillation_limit(K, y, reg=reg, alpha=alpha)
-    limit_test = krr.krr_self_distillation_limit(K, y, reg=reg, alpha=alpha, k_test=k_test)
+    limit = kernel_distillation.krr_self_distillation_limit(K, y, reg=reg, alpha=alpha)
+    limit_test = kernel_distillation.krr_self_distillation_limit(
+      K, y, reg=reg, alpha=alpha, k_test=k_test
+    )
   assert rel_err(limit, train[-1]) < 1e-8
   assert rel_err(limit_test, test[-1]) < 1e-8
   amplified = scipy.linalg.solve(K + reg / alpha * np.eye(n), y)
@@ -109,7 +117,7 @@ def test_limit_without_labels_collapses_to_zero():
   y = rng.normal(size=12)
   train, _ = iterate(K, y, 1.0, 20, 0.0)
   with jax.enable_x64(True):
-    limit = krr.krr_self_distillation_limit(K, y, reg=1.0, alpha=0.0)
+    limit = kernel_distillation.krr_self_distillation_limit(K, y, reg=1.0, alpha=0.0)
   assert np.all(np.asarray(limit) == 0.0)
   assert np.max(np.abs(train[-1])) < 1e-15 * np.max(np.abs(y)) + 1e-20
 
@@ -152,7 +160,9 @@ def test_constrained_rounds_and_collapse_match_brute_force(eps_fraction):
   eps = eps_fraction * (y @ y) / n
   preds, tests, regs, collapse = brute_force_constrained(K, y, eps, 40, k_test)
   with jax.enable_x64(True):
-    out = krr.krr_self_distillation_constrained(K, y, eps=eps, steps=40, k_test=k_test)
+    out = kernel_distillation.krr_self_distillation_constrained(
+      K, y, eps=eps, steps=40, k_test=k_test
+    )
   assert collapse is not None and out.collapse_round == collapse
   assert collapse >= 2
   live = slice(0, collapse - 1)
@@ -177,7 +187,7 @@ def test_optimal_alpha_closed_form_at_step_two_matches_grid():
   grid = np.linspace(0, 1, 2001)
   losses = [np.sum((iterate(K, y, reg, 2, a)[0][-1] - clean) ** 2) for a in grid]
   with jax.enable_x64(True):
-    best = krr.optimal_alpha(K, y, clean, reg=reg, steps=2)
+    best = kernel_distillation.optimal_alpha(K, y, clean, reg=reg, steps=2)
   brute = grid[int(np.argmin(losses))]
   assert abs(best - brute) <= 1e-3
   mine = np.sum((iterate(K, y, reg, 2, best)[0][-1] - clean) ** 2)
@@ -203,7 +213,7 @@ def test_optimal_alpha_at_later_rounds_matches_grid(use_test):
   grid = np.linspace(0, 1, 1001)
   losses = np.array([loss(a) for a in grid])
   with jax.enable_x64(True):
-    best = krr.optimal_alpha(K, y, reference, reg=reg, steps=steps, k_test=kt)
+    best = kernel_distillation.optimal_alpha(K, y, reference, reg=reg, steps=steps, k_test=kt)
   assert abs(best - grid[int(np.argmin(losses))]) <= 2e-3
   assert loss(best) <= losses.min() * (1 + 1e-9)
 
@@ -215,7 +225,7 @@ def test_stepwise_optimal_alphas_match_per_round_grid():
   clean = K @ rng.normal(size=n) / 10
   y = clean + 0.5 * rng.normal(size=n)
   with jax.enable_x64(True):
-    alphas, preds = krr.stepwise_optimal_alphas(K, y, clean, reg=reg, steps=steps)
+    alphas, preds = kernel_distillation.stepwise_optimal_alphas(K, y, clean, reg=reg, steps=steps)
   grid = np.linspace(0, 1, 2001)
   previous = K @ scipy.linalg.solve(K + reg * np.eye(n), y)
   np.testing.assert_allclose(preds[0], previous, rtol=1e-10)
@@ -230,7 +240,7 @@ def test_stepwise_optimal_alphas_match_per_round_grid():
     previous = fit(float(alphas[t]))
     assert rel_err(preds[t + 1], previous) < 1e-8
   with jax.enable_x64(True):
-    replay = krr.krr_self_distillation_schedule(K, y, reg=reg, alphas=alphas)
+    replay = kernel_distillation.krr_self_distillation_schedule(K, y, reg=reg, alphas=alphas)
   assert rel_err(replay, np.asarray(preds)) < 1e-8
 
 
@@ -249,18 +259,20 @@ def test_schedule_equals_explicit_rounds_with_per_round_weights():
     if t < 7:
       targets = alphas[t] * y + (1 - alphas[t]) * train[-1]
   with jax.enable_x64(True):
-    out = krr.krr_self_distillation_schedule(K, y, reg=reg, alphas=alphas)
-    out_test = krr.krr_self_distillation_schedule(K, y, reg=reg, alphas=alphas, k_test=k_test)
+    out = kernel_distillation.krr_self_distillation_schedule(K, y, reg=reg, alphas=alphas)
+    out_test = kernel_distillation.krr_self_distillation_schedule(
+      K, y, reg=reg, alphas=alphas, k_test=k_test
+    )
   assert rel_err(out, np.array(train)) < 1e-8 and rel_err(out_test, np.array(test)) < 1e-8
   with pytest.raises(ValueError, match=r"alphas\[1\]"):
-    krr.krr_self_distillation_schedule(K, y, reg=reg, alphas=[0.1, 1.2])
+    kernel_distillation.krr_self_distillation_schedule(K, y, reg=reg, alphas=[0.1, 1.2])
 
 
 @pytest.mark.parametrize(
   "kwargs, match",
   [
     (dict(K=np.ones((3, 4))), "K must be a square"),
-    (dict(K=np.array([[1.0, 0.5], [0.0, 1.0]])), "K must be symmetric"),
+    (dict(K=np.array([[1.0, 0.5], [0.0, 1.0]])), "K is not symmetric"),
     (dict(reg=-1.0), "reg must be"),
     (dict(alpha=-0.1), "alpha"),
     (dict(alpha=1.5), "alpha"),
@@ -275,26 +287,28 @@ def test_bad_input_names_the_argument(kwargs, match):
   args.update(kwargs)
   K, y = args.pop("K"), args.pop("y")
   with pytest.raises(ValueError, match=match):
-    krr.krr_self_distillation(K, y, **args)
+    kernel_distillation.krr_self_distillation(K, y, **args)
 
 
 def test_bad_budget_and_infeasible_budget():
   K = np.diag([1.0, 0.0])  # y[1] lies in the null space: best error 0.5
   with pytest.raises(ValueError, match="eps must be"):
-    krr.krr_self_distillation_constrained(np.eye(2), np.ones(2), eps=0.0, steps=3)
+    kernel_distillation.krr_self_distillation_constrained(np.eye(2), np.ones(2), eps=0.0, steps=3)
   with pytest.raises(ValueError, match="eps = 0.1 is not above"):
-    krr.krr_self_distillation_constrained(K, np.ones(2), eps=0.1, steps=3)
+    kernel_distillation.krr_self_distillation_constrained(K, np.ones(2), eps=0.1, steps=3)
   with pytest.raises(ValueError, match="steps must be an integer >= 2"):
-    krr.optimal_alpha(np.eye(2), np.ones(2), np.ones(2), reg=0.1, steps=1)
+    kernel_distillation.optimal_alpha(np.eye(2), np.ones(2), np.ones(2), reg=0.1, steps=1)
   with pytest.raises(ValueError, match="reference must have shape"):
-    krr.optimal_alpha(np.eye(2), np.ones(2), np.ones(3), reg=0.1, steps=2)
+    kernel_distillation.optimal_alpha(np.eye(2), np.ones(2), np.ones(3), reg=0.1, steps=2)
 
 
 def test_float32_runs_and_is_close():
   rng = np.random.default_rng(9)
   K = random_psd(rng, 10)
   y = rng.normal(size=10)
-  out = krr.krr_self_distillation(K.astype(np.float32), y.astype(np.float32), reg=0.5, steps=4)
+  out = kernel_distillation.krr_self_distillation(
+    K.astype(np.float32), y.astype(np.float32), reg=0.5, steps=4
+  )
   assert out.dtype == np.float32
   train, _ = iterate(K, y, 0.5, 4, 0.0)
   assert rel_err(out, train) < 1e-3
@@ -306,9 +320,9 @@ def test_indefinite_kernel_is_an_error_not_a_clipped_answer():
   K = random_psd(rng, 6) - 2.0 * np.eye(6)
   y = rng.normal(size=6)
   for fn in (
-    lambda k: krr.krr_self_distillation(k, y, reg=0.1, steps=2),
-    lambda k: krr.krr_self_distillation_limit(k, y, reg=0.1, alpha=0.5),
-    lambda k: krr.krr_self_distillation_constrained(k, y, eps=0.01, steps=2),
+    lambda k: kernel_distillation.krr_self_distillation(k, y, reg=0.1, steps=2),
+    lambda k: kernel_distillation.krr_self_distillation_limit(k, y, reg=0.1, alpha=0.5),
+    lambda k: kernel_distillation.krr_self_distillation_constrained(k, y, eps=0.01, steps=2),
   ):
     with pytest.raises(
       ValueError, match="K must be positive semi-definite: its smallest eigenvalue is -"
@@ -317,9 +331,11 @@ def test_indefinite_kernel_is_an_error_not_a_clipped_answer():
   # Round-off negatives (a rank-deficient kernel) stay accepted and become exact zeros.
   low_rank = random_psd(rng, 6, rank=3)
   with jax.enable_x64(True):
-    assert np.all(np.isfinite(krr.krr_self_distillation(low_rank, y, reg=0.1, steps=2)))
+    assert np.all(
+      np.isfinite(kernel_distillation.krr_self_distillation(low_rank, y, reg=0.1, steps=2))
+    )
     # Under jit the check cannot run: the eigenvalues below tolerance turn into NaN.
-    traced = jax.jit(lambda k: krr.kernel_eigensystem(k).values)
+    traced = jax.jit(lambda k: kernel_distillation.kernel_eigensystem(k).values)
     assert np.isnan(traced(K)).any() and not np.isnan(traced(low_rank)).any()
-    out = jax.jit(lambda k: krr._rounds(k, y[:, None], 0.1, 0.0, None, steps=2))(K)
+    out = jax.jit(lambda k: kernel_distillation._rounds(k, y[:, None], 0.1, 0.0, None, steps=2))(K)
     assert np.isnan(out).all()

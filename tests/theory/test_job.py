@@ -103,8 +103,8 @@ def test_gp(tmp_path):
 
 def test_unknown_experiment_is_a_clear_error(tmp_path):
   config = load_config("theory_gp", "runlocal")
-  config.experiment = "nope"
-  with pytest.raises(ValueError, match="config.experiment must be one of"):
+  config.method = "nope"
+  with pytest.raises(ValueError, match="config.method must be one of"):
     jobs.runner(config)(config, str(tmp_path))
 
 

@@ -38,14 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.theory.checks import (
+from kdjax import checks
+from kdjax.theory.arguments import (
   check_alpha,
-  check_kernel,
   check_nonnegative,
   check_steps,
   check_targets,
   check_test_kernel,
-  psd_tolerance,
 )
 
 __all__ = [
@@ -81,14 +80,14 @@ def kernel_eigensystem(K) -> KernelEigensystem:
   Returns:
     ``KernelEigensystem(values [n], vectors [n, n])``; eigenvalues below
     ``n * eps * max(d)`` (including slightly negative round-off) become 0, and (traced ``K``
-    only: a concrete one raises in :func:`check_kernel`) eigenvalues below
+    only: a concrete one raises in :func:`kdjax.checks.check_kernel`) eigenvalues below
     ``-psd_tolerance * max |d|`` become NaN.
   """
-  K = check_kernel(K)
+  K = checks.check_kernel("K", K)
   values, vectors = jnp.linalg.eigh(K)
   largest = jnp.max(jnp.abs(values))
   cutoff = K.shape[0] * jnp.finfo(values.dtype).eps * largest
-  negative = values < -psd_tolerance(values.dtype) * largest
+  negative = values < -checks.psd_tolerance(values.dtype) * largest
   values = jnp.where(negative, jnp.nan, jnp.where(values > cutoff, values, 0.0))
   return KernelEigensystem(values, vectors)
 
@@ -163,7 +162,7 @@ def krr_self_distillation(K, y, *, reg, steps, alpha=0.0, k_test=None) -> jax.Ar
     ValueError: ``K`` not square/symmetric, ``y`` or ``k_test`` of the wrong shape,
       ``reg < 0``, ``alpha`` outside ``[0, 1]``, ``steps < 1``.
   """
-  K = check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
   y2d, vector = check_targets(y, n)
   reg = check_nonnegative(reg, "reg")
@@ -212,7 +211,7 @@ def krr_self_distillation_limit(K, y, *, reg, alpha, k_test=None) -> jax.Array:
   Returns:
     ``[n]`` / ``[n_test]`` (``[.., m]`` for matrix ``y``) limit predictions.
   """
-  K = check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
   y2d, vector = check_targets(y, n)
   reg = check_nonnegative(reg, "reg")
@@ -330,7 +329,7 @@ def krr_self_distillation_constrained(
     ValueError: bad ``K``/``y``/``steps``, ``eps <= 0``, or ``eps`` below the error
       of the best fit (the part of ``y`` in the null space of K), which no function meets.
   """
-  K = check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
   y = jnp.asarray(y)
   if y.shape != (n,):
@@ -377,7 +376,7 @@ def krr_self_distillation_constrained(
 
 
 def _evaluation_setup(K, y, reference, reg, k_test):
-  K = check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
   y2d, _ = check_targets(y, n)
   reg = check_nonnegative(reg, "reg")
@@ -520,7 +519,7 @@ def krr_self_distillation_schedule(K, y, *, reg, alphas, k_test=None) -> jax.Arr
   Returns:
     ``[steps, n(_test)(, m)]`` predictions of rounds 1..steps.
   """
-  K = check_kernel(K)
+  K = checks.check_kernel("K", K)
   n = K.shape[0]
   y2d, vector = check_targets(y, n)
   reg = check_nonnegative(reg, "reg")

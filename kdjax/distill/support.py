@@ -27,7 +27,6 @@ labels) and ``step``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -38,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from kdjax import data
+from kdjax import data, mesh as mesh_lib
 from kdjax.distill import kip
-from kdjax.jobs import datasets, mesh as mesh_lib, workdir as workdir_lib
+from kdjax.jobs import data_loading, loop as jobs_loop
 from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.jobs.metrics import MetricsWriter, check_finite
 
@@ -94,7 +93,7 @@ def support_problem(config: Any, section: str) -> SupportProblem:
       larger than the smallest class, a target batch larger than the training set or not
       divisible by the number of devices.
   """
-  ds, r = datasets.load_dataset(config.dataset), config[section]
+  ds, r = data_loading.load_dataset(config.dataset), config[section]
   for split, labels in (("train", ds.y_train), ("test", ds.y_test)):
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= ds.num_classes):
@@ -171,43 +170,49 @@ def train(
     "loss_sum": jax.device_put(jnp.float32(0), replicated),
     "loss_count": jax.device_put(jnp.int32(0), replicated),
   }
+
+  def train_step(full, step):
+    batch = problem.batches.batch(step)
+    state, metrics = step_fn(full[state_key], batch["image"], batch["label"])
+    full = {
+      state_key: state,
+      "loss_sum": full["loss_sum"] + metrics["loss"],
+      "loss_count": full["loss_count"] + 1,
+    }
+    return full, metrics
+
+  def on_log(full, step, metrics):  # the mean loss since the previous record, then reset
+    train_loss = float(full["loss_sum"]) / int(full["loss_count"])
+    reset = {**full, "loss_sum": full["loss_sum"] * 0, "loss_count": full["loss_count"] * 0}
+    return reset, {"train_loss": train_loss}
+
   checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
   try:
-    start, restored = checkpointer.restore_latest(full)
-    if start is not None:
-      full = restored
-      print(f"[{name}] resumed from the checkpoint at step {start}", flush=True)
-    start = start or 0
+    start, full = jobs_loop.resume(checkpointer, full, name)
     log = MetricsWriter(workdir, resume_step=start, total_steps=config.num_steps, name=name)
     if start == 0:
       log.write(0, test_accuracy=acc_init)
     t0 = time.time()
-    for step, batch in problem.batches.iterate(start, config.num_steps - start):
-      state, metrics = step_fn(full[state_key], batch["image"], batch["label"])
-      full = {
-        state_key: state,
-        "loss_sum": full["loss_sum"] + metrics["loss"],
-        "loss_count": full["loss_count"] + 1,
-      }
-      done, record = step + 1, {}
-      if done % config.log_every == 0 or done == config.num_steps:
-        record["train_loss"] = float(full["loss_sum"]) / int(full["loss_count"])
-        check_finite(
-          name,
-          done,
-          train_loss=record["train_loss"],
-          support_images=state.x,
-          support_labels=state.y,
-        )
-        full["loss_sum"], full["loss_count"] = full["loss_sum"] * 0, full["loss_count"] * 0
-      if done % config.eval_every == 0 or done == config.num_steps:
-        record["test_accuracy"] = float(accuracy(state))
-      if record:
-        log.write(done, **record)
-      if done % config.checkpoint_every == 0 or done == config.num_steps:
-        checkpointer.save(done, full)
+    try:
+      full = jobs_loop.run_steps(
+        full,
+        train_step,
+        start=start,
+        total=config.num_steps,
+        every=jobs_loop.Every.of(config),
+        name=name,
+        checkpointer=checkpointer,
+        metrics=log,
+        on_log=on_log,
+        on_eval=lambda full, step: {"test_accuracy": float(accuracy(full[state_key]))},
+        check=lambda full, metrics: {
+          "support_images": full[state_key].x,
+          "support_labels": full[state_key].y,
+        },
+      )
+    finally:
+      log.close()
     seconds = time.time() - t0
-    log.close()
   finally:
     checkpointer.close()
   state = full[state_key]
@@ -217,7 +222,4 @@ def train(
 
 def write_summary(workdir: str, summary: dict) -> None:
   """Writes ``summary.json`` (sorted keys) and prints the summary line."""
-  workdir_lib.atomic_write(
-    os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2, sort_keys=True) + "\n"
-  )
-  print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
+  jobs_loop.write_summary(workdir, summary)

@@ -1,4 +1,6 @@
-"""Argument checks shared by the :mod:`kdjax.theory` modules.
+"""Argument checks of the :mod:`kdjax.theory` modules: targets, test kernels, label weights,
+step counts. Kernel matrices are checked by :func:`kdjax.checks.check_kernel` (symmetric and
+PSD, with the tolerances every kdjax module uses).
 
 Value checks (symmetry, PSD, finiteness) run on concrete arrays only; under ``jax.jit``
 (traced arrays) only shapes are checked, as each function's docstring says.
@@ -10,60 +12,20 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def psd_tolerance(dtype) -> float:
-  """Relative tolerance of the PSD check: ``sqrt(eps)`` of ``dtype`` (1.5e-8 in float64)."""
-  return float(np.sqrt(np.finfo(dtype).eps))
-
-
-def check_kernel(K, name: str = "K") -> jax.Array:
-  """Returns ``K`` as an array after checking that it is a symmetric PSD square matrix.
-
-  For concrete inputs this raises a ValueError when ``K`` is not finite, not symmetric
-  (``max |K - K^T| > tol max |K|`` with ``tol`` 1e-10 in float64, 1e-5 in lower precision),
-  or not PSD: its smallest eigenvalue is below ``-psd_tolerance(dtype) * max |eigenvalue|``
-  (round-off negatives above that are treated as exact zeros). Under ``jax.jit`` (a traced
-  ``K``) only the shape is checked; :func:`kernel_eigensystem` then turns every eigenvalue
-  below that tolerance into NaN, so a non-PSD kernel gives NaN results, never plausible ones.
-  """
-  K = jnp.asarray(K)
-  if K.ndim != 2 or K.shape[0] != K.shape[1]:
-    raise ValueError(f"{name} must be a square [n, n] kernel matrix, got shape {K.shape}")
-  if _is_concrete(K):
-    k = np.asarray(K, dtype=np.float64)
-    if not np.all(np.isfinite(k)):
-      raise ValueError(f"{name} must be finite")
-    scale = max(float(np.max(np.abs(k))), np.finfo(np.float64).tiny)
-    tol = 1e-5 if K.dtype in (jnp.float32, jnp.bfloat16, jnp.float16) else 1e-10
-    if np.max(np.abs(k - k.T)) > tol * scale:
-      raise ValueError(
-        f"{name} must be symmetric, max |{name} - {name}^T| = {np.max(np.abs(k - k.T)):.3g}"
-      )
-    values = np.linalg.eigvalsh((k + k.T) / 2) if k.size else np.zeros(1)
-    tol = psd_tolerance(K.dtype) * max(float(np.max(np.abs(values))), np.finfo(np.float64).tiny)
-    if values[0] < -tol:
-      raise ValueError(
-        f"{name} must be positive semi-definite: its smallest eigenvalue is "
-        f"{values[0]:.3g}, below -{tol:.3g} (sqrt(eps) x the largest |eigenvalue|)"
-      )
-  return K
+from kdjax import checks
 
 
 def check_joint_kernel(K, k_test, k_test_test) -> None:
   """Raises unless the joint prior covariance of training and test points is symmetric PSD.
 
   ``[[K, k_test^T], [k_test, k_test_test]]`` (shapes checked by the caller) goes through
-  :func:`check_kernel` when all three are concrete; under ``jax.jit`` nothing is checked.
+  :func:`kdjax.checks.check_kernel` when all three are concrete; under ``jax.jit`` nothing is
+  checked.
   """
-  if all(_is_concrete(a) for a in (K, k_test, k_test_test)):
+  if checks.is_concrete(K, k_test, k_test_test):
     joint = jnp.block([[K, k_test.T], [k_test, k_test_test]])
-    check_kernel(joint, "[[K, k_test^T], [k_test, k_test_test]]")
+    checks.check_kernel("[[K, k_test^T], [k_test, k_test_test]]", joint)
 
 
 def check_targets(y, n: int, name: str = "y") -> tuple[jax.Array, bool]:
