@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
+from kdjax import mesh as mesh_lib
 from kdjax.diffusion import flow, steps
-from kdjax.jobs import mesh as mesh_lib
 from kdjax.models import TimeMLP
 from kdjax.train import sharding
 from kdjax.train.state import TrainState
