@@ -35,6 +35,7 @@ def get_config(arg=None):
   c.eval_every = 3000
   c.progressive.steps_per_round = 300
   c.consistency.num_steps = 2000
+  c.consistency.sigma_max = 80.0  # EDM's image setting
   c.dmd.num_steps = 1000
   c.dmd.num_pairs = 2048
   c.dmd.pair_nfe = 32

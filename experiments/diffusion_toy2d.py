@@ -8,7 +8,8 @@ r"""Few-step students of a flow-matching teacher on an exact 2-D distribution.
 
 The job (``kdjax.diffusion.job``) trains a TimeMLP flow-matching teacher (4,000 Adam steps),
 then progressive distillation (64 -> 1 Euler steps, 6 rounds of 500 steps), consistency
-distillation (Heun teacher steps, N = 21 levels, sigma_max = 80), DMD (one-step generator,
+distillation (Heun teacher steps, N = 21 levels, sigma_max = 10: 80 left the 1-step
+samples at energy distance 0.02 after 6,000 steps, 10 at 0.0008), DMD (one-step generator,
 regression on 4,096 teacher pairs) and a Lagrangian self-distilled flow map, and writes
 ``samples/<name>_nfe<k>.npy``, their energy distances to fresh exact samples in
 ``summary.json`` and scatter plots. docs/diffusion.md has the measured figures.
@@ -53,7 +54,7 @@ def base(dataset: str) -> ml_collections.ConfigDict:
       "s0": 20,
       "s1": 20,
       "sigma_min": 0.002,
-      "sigma_max": 80.0,
+      "sigma_max": 10.0,
       "solver": "heun",
       "optimizer": common.optimizer("adam", 1e-3, final_lr_fraction=0.05),
     }
