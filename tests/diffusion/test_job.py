@@ -118,3 +118,26 @@ def test_runlocal_end_to_end_and_resume(name, tmp_path):
   c2.teacher_workdir, c2.students = workdir, "dmd"
   other = job.run(c2, str(tmp_path / "w2"))
   assert other[f"teacher_nfe64/{metric}"] == summary[f"teacher_nfe64/{metric}"]
+
+
+@pytest.mark.slow
+def test_a_preempted_phase_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+  from kdjax.jobs import loop as loop_lib
+
+  c = _config(students="dmd", num_steps=6, log_every=2, checkpoint_every=2)
+  c.dmd.num_steps = 4
+  straight = job.run(c, str(tmp_path / "a"))
+  calls = {"n": 0}
+  real = loop_lib.stop_requested
+
+  def stop_once(flag, step, every):
+    calls["n"] += 1
+    return calls["n"] == 2 or real(flag, step, every)  # SIGTERM during the teacher's step 2
+
+  monkeypatch.setattr(loop_lib, "stop_requested", stop_once)
+  with pytest.raises(SystemExit):
+    job.run(c, str(tmp_path / "b"))
+  resumed = job.run(c, str(tmp_path / "b"))
+  for key, value in straight.items():
+    if not key.endswith("wall_time_s"):
+      assert resumed[key] == value, key
