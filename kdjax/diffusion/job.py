@@ -319,7 +319,7 @@ def _dmd(job: _Job, teacher):
   z_ref = jax.random.normal(
     jax.random.fold_in(jax.random.PRNGKey(job.seed), 77), (int(d.num_pairs),) + job.shape
   )
-  y_ref = jax.jit(lambda z: samplers.heun(velocity, z, nfe=int(d.pair_nfe)))(z_ref)
+  y_ref = jax.jit(lambda z: samplers.heun(velocity, z, nfe=int(d.pair_nfe), unroll=False))(z_ref)
   z_ref, y_ref = np.asarray(z_ref), np.asarray(y_ref)
 
   def batch_fn(k):
@@ -347,13 +347,17 @@ def _samplers(job: _Job, trained: dict) -> dict[tuple[str, int], Any]:
   out = {}
   v = steps.velocity_fn(model, trained["teacher"])
   for nfe in _nfe_list(c.sample.teacher_nfe, "config.sample.teacher_nfe"):
-    out["teacher", nfe] = lambda z, nfe=nfe: samplers.solve(v, z, nfe=nfe, method=c.sample.method)
+    out["teacher", nfe] = lambda z, nfe=nfe: samplers.solve(
+      v, z, nfe=nfe, method=c.sample.method, unroll=False
+    )
   student_nfe = _nfe_list(c.sample.student_nfe, "config.sample.student_nfe")
   if "progressive" in trained:
     for nfe in student_nfe:
       if nfe in trained["progressive"]:
         vp = steps.velocity_fn(model, trained["progressive"][nfe])
-        out["progressive", nfe] = lambda z, vp=vp, nfe=nfe: samplers.euler(vp, z, nfe=nfe)
+        out["progressive", nfe] = lambda z, vp=vp, nfe=nfe: samplers.euler(
+          vp, z, nfe=nfe, unroll=False
+        )
   if "consistency" in trained:
     k = c.consistency
     sample = steps.consistency_sampler(

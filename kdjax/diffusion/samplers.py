@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 __all__ = ["METHODS", "check_nfe", "euler", "heun", "solve", "time_grid"]
@@ -45,31 +46,49 @@ def _full(t, x):
   return jnp.full((x.shape[0],), t, x.dtype)
 
 
-def euler(velocity: Callable, x0, *, nfe: int, t0: float = 0.0, t1: float = 1.0):
-  """Euler's method in ``nfe`` uniform steps from ``t0`` to ``t1``; ``velocity(x, t[B])``."""
+def euler(
+  velocity: Callable, x0, *, nfe: int, t0: float = 0.0, t1: float = 1.0, unroll: bool = True
+):
+  """Euler's method in ``nfe`` uniform steps from ``t0`` to ``t1``; ``velocity(x, t[B])``.
+
+  ``unroll=False`` runs the same steps in a ``jax.lax.fori_loop`` (one traced copy of the
+  model: far faster to compile for a large network at many NFE; same result)."""
   nfe = check_nfe(nfe)
   ts = time_grid(nfe, t0, t1)
+  if not unroll:
+    body = lambda k, x: x + (ts[k + 1] - ts[k]) * velocity(x, _full(ts[k], x))  # noqa: E731
+    return jax.lax.fori_loop(0, nfe, body, x0)
   x = x0
   for k in range(nfe):
     x = x + (ts[k + 1] - ts[k]) * velocity(x, _full(ts[k], x))
   return x
 
 
-def heun(velocity: Callable, x0, *, nfe: int, t0: float = 0.0, t1: float = 1.0):
-  """Heun's method with exactly ``nfe`` evaluations (see the module: ceil(nfe/2) steps)."""
+def _heun_step(velocity, x, t, t_next):
+  h = t_next - t
+  d = velocity(x, _full(t, x))
+  d2 = velocity(x + h * d, _full(t_next, x))
+  return x + h * 0.5 * (d + d2)
+
+
+def heun(
+  velocity: Callable, x0, *, nfe: int, t0: float = 0.0, t1: float = 1.0, unroll: bool = True
+):
+  """Heun's method with exactly ``nfe`` evaluations (see the module: ceil(nfe/2) steps);
+  ``unroll=False`` as in :func:`euler`."""
   nfe = check_nfe(nfe)
   steps = -(-nfe // 2)
   ts = time_grid(steps, t0, t1)
-  x = x0
-  for k in range(steps):
-    h = ts[k + 1] - ts[k]
-    d = velocity(x, _full(ts[k], x))
-    if k == steps - 1 and nfe % 2:
-      x = x + h * d
-    else:
-      x_pred = x + h * d
-      d2 = velocity(x_pred, _full(ts[k + 1], x))
-      x = x + h * 0.5 * (d + d2)
+  full = steps - (nfe % 2)  # steps with two evaluations
+  if unroll:
+    x = x0
+    for k in range(full):
+      x = _heun_step(velocity, x, ts[k], ts[k + 1])
+  else:
+    body = lambda k, x: _heun_step(velocity, x, ts[k], ts[k + 1])  # noqa: E731
+    x = jax.lax.fori_loop(0, full, body, x0)
+  if nfe % 2:  # the last step is a plain Euler step
+    x = x + (ts[steps] - ts[steps - 1]) * velocity(x, _full(ts[steps - 1], x))
   return x
 
 

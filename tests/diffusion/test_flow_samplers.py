@@ -127,3 +127,12 @@ def test_teacher_with_exact_velocity_transports_noise_to_the_gaussian():
     x1 = np.asarray(jax.jit(lambda x: samplers.heun(v, x, nfe=16, t1=1.0 - 1e-6))(x0))
   np.testing.assert_allclose(x1.mean(0), mu, atol=0.02)
   np.testing.assert_allclose(x1.var(0), s2, rtol=0.05)
+
+
+def test_rolled_samplers_equal_the_unrolled_ones():
+  v = lambda x, t: jnp.sin(x) * (1 + t[:, None])  # noqa: E731
+  x0 = jnp.array([[0.3, -1.2], [2.0, 0.1]])
+  for method in ("euler", "heun"):
+    for nfe in (1, 2, 5, 6):
+      rolled = jax.jit(lambda x: samplers.solve(v, x, nfe=nfe, method=method, unroll=False))(x0)
+      np.testing.assert_allclose(rolled, samplers.solve(v, x0, nfe=nfe, method=method), rtol=1e-6)
