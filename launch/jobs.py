@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from kdjax.diffusion import job as diffusion_job
 from kdjax.distill import job as distill_job, runner as kip_runner
 from kdjax.theory import job as theory_job
 from kdjax.train import distillspec, lm_job, train_job
@@ -26,6 +27,7 @@ JOBS: dict[str, ModuleType] = {
   "theory": theory_job,  # self-distillation theory reproductions
   "lm": lm_job,  # LM distillation: token-level, sequence-level and on-policy (GKD) KD
   "distillspec": distillspec,  # DistillSpec drafts, judged by speculative decoding
+  "diffusion": diffusion_job,  # few-step students of a flow teacher (progressive, CD, DMD, ...)
 }
 
 

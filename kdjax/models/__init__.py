@@ -1,5 +1,6 @@
 """flax linen models for KD: MLP, dataset-distillation ConvNet, CIFAR ResNets, small Transformer LM,
-Llama-style and GPT-2 decoders (Hugging Face checkpoints in and out: ``kdjax.models.hf``).
+Llama-style and GPT-2 decoders (Hugging Face checkpoints in and out: ``kdjax.models.hf``), and
+the time-conditioned TimeMLP / UNet of diffusion distillation.
 
 Every model is called as ``model.apply(variables, inputs, train=bool)`` and returns logits
 with the classes (or vocabulary) on the last axis. ``create(name, **kwargs)`` builds a
@@ -17,6 +18,7 @@ from kdjax.models import sampling
 from kdjax.models.convnet import ConvNet
 from kdjax.models.gpt2 import GPT2LM
 from kdjax.models.llama import LlamaLM
+from kdjax.models.diffusion import TimeMLP, UNet
 from kdjax.models.mlp import MLP
 from kdjax.models.resnet import BasicBlock, CifarResNet, resnet8x4, resnet32x4
 from kdjax.models.transformer import DecoderBlock, TransformerLM, init_cache
@@ -30,6 +32,8 @@ MODELS = {
   "transformer_lm": TransformerLM,
   "llama": LlamaLM,
   "gpt2": GPT2LM,
+  "time_mlp": TimeMLP,
+  "unet": UNet,
 }
 
 
@@ -64,6 +68,8 @@ __all__ = [
   "resnet8x4",
   "resnet32x4",
   "TransformerLM",
+  "TimeMLP",
+  "UNet",
   "DecoderBlock",
   "init_cache",
   "LlamaLM",

@@ -1,0 +1,101 @@
+"""The jitted, sharded train steps: sharded over the 8-device 'data' mesh, deterministic,
+finite, the teacher's loss equal to the pure loss at the step's keys; tiny models."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from kdjax import mesh as mesh_lib
+from kdjax.diffusion import flow, steps
+from kdjax.models import TimeMLP
+from kdjax.train import sharding
+from kdjax.train.state import TrainState
+
+MODEL = TimeMLP(hidden=8, depth=1, time_dim=8)
+TX = optax.adam(1e-2)
+X1 = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+
+
+@functools.cache
+def _params(two_times=False):
+  z = jnp.zeros((1,))
+  args = (jnp.zeros((1, 2)), z, z) if two_times else (jnp.zeros((1, 2)), z)
+  return MODEL.init(jax.random.PRNGKey(0), *args)["params"]
+
+
+def _state(two_times=False):
+  p = jax.tree.map(jnp.copy, _params(two_times))
+  return TrainState(jnp.int32(0), p, TX.init(p), {})
+
+
+def _jit(step, state, teacher=None):
+  mesh = mesh_lib.make_mesh()
+  t_sh = None if teacher is None else sharding.tree_shardings(teacher, mesh)
+  return steps.jit_step(step, mesh, sharding.tree_shardings(state, mesh), t_sh), mesh
+
+
+def _run(step, state, batch, teacher=None, n=2, jitted=None):
+  if jitted is None:
+    jitted, mesh = _jit(step, state, teacher)
+  batch = mesh_lib.global_batch(batch, mesh_lib.make_mesh())
+  out = []
+  for _ in range(n):
+    state, m = jitted(state, batch) if teacher is None else jitted(state, batch, teacher)
+    out.append({k: float(v) for k, v in m.items()})
+  return state, out
+
+
+def test_teacher_step_is_the_flow_matching_loss_at_its_keys():
+  jitted, _ = _jit(steps.flow_matching_step(MODEL, TX, seed=3), _state())
+  state, metrics = _run(None, _state(), {"x1": X1}, jitted=jitted)
+  r0, r1 = jax.random.split(steps._keys(3, 1, 0))
+  x0 = jax.random.normal(r0, X1.shape)
+  t = jax.random.uniform(r1, (16,))
+  v = MODEL.apply({"params": _params()}, flow.interpolate(x0, X1, t), t)
+  ref = np.mean(np.mean((np.asarray(v) - (X1 - np.asarray(x0))) ** 2, axis=1))
+  assert metrics[0]["train_loss"] == pytest.approx(ref, rel=1e-5)
+  assert int(state.step) == 2 and metrics[1]["train_loss"] != metrics[0]["train_loss"]
+  _, again = _run(None, _state(), {"x1": X1}, jitted=jitted)
+  assert again == metrics  # a step depends only on state, batch and seed
+
+
+@pytest.mark.parametrize(
+  "kind",
+  ["ct"]
+  + [pytest.param(k, marks=pytest.mark.slow) for k in ("progressive", "cd", "flow_map", "dmd")],
+)
+def test_student_steps_run_sharded_and_finite(kind):
+  teacher = _params()
+  if kind == "progressive":
+    step, state = steps.progressive_step(MODEL, TX, seed=0, student_steps=2), _state()
+  elif kind in ("cd", "ct"):
+    mode = "distillation" if kind == "cd" else "training"
+    step = steps.consistency_step(
+      MODEL, TX, seed=0, mode=mode, sigma_data=1.0, teacher=MODEL, s0=4, s1=16, total_steps=4
+    )
+    state = _state()
+  elif kind == "flow_map":
+    step, state = steps.flow_map_step(MODEL, TX, seed=0, objective="eulerian"), _state(True)
+  else:
+    step = steps.dmd_step(MODEL, TX, TX, seed=0)
+    state = {"gen": _state(), "fake": _state()}
+  batch = {"x1": X1} if kind != "dmd" else {"z_ref": X1, "y_ref": X1 * 2}
+  with_teacher = kind in ("progressive", "cd", "dmd")
+  state, metrics = _run(step, state, batch, teacher if with_teacher else None)
+  for m in metrics:
+    assert all(np.isfinite(v) for v in m.values()), (kind, m)
+  if kind in ("cd", "ct"):
+    assert [m["num_scales"] for m in metrics] == [5, 9]  # iCT curriculum, K' = 4 // 3 = 1
+
+
+def test_bad_student_options():
+  with pytest.raises(ValueError, match="consistency mode"):
+    steps.consistency_step(MODEL, TX, seed=0, mode="both", sigma_data=1.0)
+  with pytest.raises(ValueError, match="needs the flow teacher"):
+    steps.consistency_step(MODEL, TX, seed=0, mode="distillation", sigma_data=1.0)
+  with pytest.raises(ValueError, match="flow_map objective"):
+    steps.flow_map_step(MODEL, TX, seed=0, objective="hamiltonian")
