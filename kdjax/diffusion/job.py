@@ -111,10 +111,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   p = c.progressive
   if "progressive" in students:
     config_lib.check_int(p.steps_per_round, "config.progressive.steps_per_round")
+    config_lib.check_int(p.teacher_steps, "config.progressive.teacher_steps", minimum=2)
+    config_lib.check_int(p.rounds, "config.progressive.rounds")
     try:
       progressive.round_steps(p.teacher_steps, p.rounds)
     except ValueError as e:
-      raise ValueError(f"config.progressive: {e}") from None
+      raise ValueError(f"config.progressive.rounds: {e}") from None
   for name in ("progressive", "consistency", "dmd", "flow_map"):
     if name in students:
       config_lib.Optimizer.from_config(c[name].optimizer, f"config.{name}.optimizer")
@@ -131,6 +133,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if "dmd" in students:
     config_lib.check_number(c.dmd.reg_weight, "config.dmd.reg_weight", minimum=0)
     config_lib.check_int(c.dmd.num_pairs, "config.dmd.num_pairs")
+    config_lib.check_int(c.dmd.pair_nfe, "config.dmd.pair_nfe")  # NaN, 0, -1 named here
     samplers.check_nfe(c.dmd.pair_nfe, "config.dmd.pair_nfe")
   if "flow_map" in students:
     config_lib.check_choice(

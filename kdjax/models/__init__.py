@@ -16,9 +16,9 @@ import flax.linen as nn
 
 from kdjax.models import sampling
 from kdjax.models.convnet import ConvNet
+from kdjax.models.diffusion import TimeMLP, UNet
 from kdjax.models.gpt2 import GPT2LM
 from kdjax.models.llama import LlamaLM
-from kdjax.models.diffusion import TimeMLP, UNet
 from kdjax.models.mlp import MLP
 from kdjax.models.resnet import BasicBlock, CifarResNet, resnet8x4, resnet32x4
 from kdjax.models.transformer import DecoderBlock, TransformerLM, init_cache
