@@ -154,21 +154,18 @@ def make_dc_step(
     key = jax.random.fold_in(jax.random.fold_in(base, t), 1)
     labels_t = jnp.argmax(y_target, -1)
 
-    def class_distance(real, weight, synthetic, c):  # one class (vmapped over classes)
+    def class_distance(x, c):  # one class; lax.map compiles it once for all classes
+      index, weight = class_batch(labels_t, c, real_per_class)
       labels = jnp.full((real_per_class,), c)
-      real = augment(key, real, labels)
+      real = augment(key, x_target[index], labels)
       g_real = jax.lax.stop_gradient(jax.grad(xent)(params, real, labels, weight))
       labels_s = jnp.full((per_class,), c)
-      synthetic = augment(key, synthetic, labels_s)
+      synthetic = augment(key, jax.lax.dynamic_slice_in_dim(x, c * per_class, per_class), labels_s)
       g_syn = jax.grad(xent)(params, synthetic, labels_s, jnp.full((per_class,), 1 / per_class))
       return jnp.where(jnp.sum(weight) > 0, gradient_distance(g_real, g_syn), 0.0)
 
-    classes = jnp.arange(num_classes)
-    index, weight = jax.vmap(lambda c: class_batch(labels_t, c, real_per_class))(classes)
-
     def loss_fn(x):
-      synthetic = x.reshape((num_classes, per_class) + x.shape[1:])
-      return jnp.sum(jax.vmap(class_distance)(x_target[index], weight, synthetic, classes))
+      return jnp.sum(jax.lax.map(lambda c: class_distance(x, c), jnp.arange(num_classes)))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.x)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.x)
