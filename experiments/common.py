@@ -457,7 +457,8 @@ def matching_base(method: str, per_class: int = 10) -> ml_collections.ConfigDict
   DC/DSA, the papers'); DM and DSA augment with the paper's DSA transforms minus the
   flip (``kdjax.distill.dsa.DIGITS``); DC/DSA draw a fresh network every ``outer_loop``
   steps and train it ``inner_steps`` SGD steps (lr 0.01) on the synthetic set between
-  matchings (the papers' outer/inner loops, shortened for 2 CPU cores)."""
+  matchings (the papers' outer/inner loops, shortened for 2 CPU cores). Measured figures:
+  docs/dd_baselines.md."""
   c = rfad_base(per_class)
   c.method = method
   del c["rfad"]
@@ -473,7 +474,8 @@ def matching_base(method: str, per_class: int = 10) -> ml_collections.ConfigDict
     "target_batch_size": 256,
   }
   if method == "dm":
-    c.num_steps = 1000
+    # 1,000 steps at 10/class ran at ~0.3 steps/s on the loaded 2 cores (~50 min): 300.
+    c.num_steps = 1000 if per_class == 1 else 300
   else:
     c.num_steps = 200
     block.update(
