@@ -1,11 +1,13 @@
-"""Dataset distillation table: random real vs KIP-FC / RFAD / FRePo vs closed-form vs full
-data, judged by the same finite-network protocol (kdjax.distill.evaluation) and by KRR.
+"""Dataset distillation table: random real vs KIP-FC / RFAD / FRePo / DM / DC / DSA vs
+closed-form vs full data, judged by the same finite-network protocol
+(kdjax.distill.evaluation) and by KRR.
 
   .venv/bin/python -m benchmarks.distill_table --datasets=mnist5k --per_class=1,10
 
 For each dataset and images-per-class it runs each method's job in a temporary workdir:
-``rfad`` / ``frepo``: the ``distill`` job (``experiments/<method>_<dataset>.py``), whose
-summary holds the KRR accuracy with the method's kernel and the finite-ConvNet accuracy
+``rfad`` / ``frepo`` / ``dm`` / ``dc`` / ``dsa``: the ``distill`` job
+(``experiments/<method>_<dataset>.py``), whose summary holds the KRR accuracy with the
+method's kernel (for DM, DC, DSA: one random ConvNet's embedding) and the finite-ConvNet accuracy
 (mean +- std over the protocol's seeds) of the distilled set and of the random real set it
 started from (the first of them prints that random real row); ``kip``: the KIP job
 (``experiments/kip_<dataset>.py``, the FC NTK: Nguyen, Chen & Lee, 2021), its KRR accuracy
@@ -33,14 +35,16 @@ from experiments import common as experiments_common
 from kdjax.distill import closed_form, evaluation, job, runner
 from kdjax.jobs import data_loading
 
-METHODS = ("rfad", "frepo", "kip", "closed_form", "full")
+JOB_METHODS = ("rfad", "frepo", "dm", "dc", "dsa")  # the distill job's
+METHODS = JOB_METHODS + ("kip", "closed_form", "full")
 
 _DATASETS = flags.DEFINE_list("datasets", ["mnist5k", "digits"], "Embedded datasets.")
 _PER_CLASS = flags.DEFINE_list("per_class", ["1", "10", "50"], "Images per class.")
 _METHODS = flags.DEFINE_list(
   "methods",
   ["rfad", "frepo", "kip", "closed_form", "full"],
-  f"Rows besides random real (which the rfad or frepo job reports): {', '.join(METHODS)}.",
+  f"Rows besides random real (which the first distill-job method reports): "
+  f"{', '.join(METHODS)} (dm, dc, dsa: not by default).",
 )
 _STEPS = flags.DEFINE_integer(
   "num_steps", 0, "Distillation steps of every method (0: the config's)."
@@ -48,7 +52,7 @@ _STEPS = flags.DEFINE_integer(
 _OVERRIDES = flags.DEFINE_list(
   "overrides",
   [],
-  "key=value overrides of the rfad/frepo configs and the protocol, e.g. evaluation.seeds=1.",
+  "key=value overrides of the distill-job configs and the protocol, e.g. evaluation.seeds=1.",
 )
 _KIP_OVERRIDES = flags.DEFINE_list(
   "kip_overrides", [], "key=value overrides of the KIP configs, e.g. kip.target_batch_size=120."
@@ -84,7 +88,7 @@ def _row(dataset, per_class, method, krr, finite, seconds):
 
 
 def _job_rows(dataset, per_class, method, random_real):
-  """The ``distill`` job's rows (``method`` 'rfad' or 'frepo'), random real first if asked."""
+  """The ``distill`` job's rows (``method`` one of JOB_METHODS), random real first if asked."""
   config = _config(dataset, per_class, method)
   with tempfile.TemporaryDirectory() as workdir:
     s = job.run(config, workdir)
@@ -177,7 +181,7 @@ def main(argv):
     ds = data_loading.load_dataset(base.dataset)
     protocol = job.protocol(base)
     for per_class in map(int, _PER_CLASS.value):
-      job_methods = [m for m in ("rfad", "frepo") if m in _METHODS.value]
+      job_methods = [m for m in JOB_METHODS if m in _METHODS.value]
       for method in job_methods:
         _job_rows(dataset, per_class, method, random_real=method == job_methods[0])
       if "kip" in _METHODS.value:

@@ -537,6 +537,67 @@ def frepo_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def matching_base(method: str, per_class: int = 10) -> ml_collections.ConfigDict:
+  """The mnist5k config of the non-kernel baselines ``method`` 'dm', 'dc' or 'dsa'
+  (``kdjax.distill.dm`` / ``dc``): ``rfad_base``'s data, loop and finite-network protocol;
+  the matching networks are the protocol's ConvNet (width 32, depth 3, instance norm);
+  the images move by SGD with momentum 0.5 (constant learning rate: 1 for DM, 0.1 for
+  DC/DSA, the papers'); DM and DSA augment with the paper's DSA transforms minus the
+  flip (``kdjax.distill.dsa.DIGITS``); DC/DSA draw a fresh network every ``outer_loop``
+  steps and train it ``inner_steps`` SGD steps (lr 0.01) on the synthetic set between
+  matchings (the papers' outer/inner loops, shortened for 2 CPU cores). Measured figures:
+  docs/dd_baselines.md."""
+  c = rfad_base(per_class)
+  c.method = method
+  del c["rfad"]
+  c.optimizer = optimizer("sgd", 1.0 if method == "dm" else 0.1, schedule="constant", momentum=0.5)
+  block = {
+    "per_class": per_class,
+    "width": 32,
+    "depth": 3,
+    "normalization": "instance",
+    "augment": "none" if method == "dc" else "color_crop_cutout_scale_rotate",
+    "reg": 1e-4,
+    "label_offset": 0.1,
+    "target_batch_size": 256,
+  }
+  if method == "dm":
+    # 1,000 steps at 10/class ran at ~0.3 steps/s on the loaded 2 cores (~50 min): 300.
+    c.num_steps = 1000 if per_class == 1 else 300
+  else:
+    c.num_steps = 200
+    block.update(
+      {
+        "outer_loop": 1 if per_class == 1 else 10,
+        "inner_steps": 1 if per_class == 1 else 5,
+        "model_learning_rate": 0.01,
+        "real_per_class": 48,
+      }
+    )
+  c[method] = ml_collections.ConfigDict(block)
+  c.log_every = 20
+  c.eval_every = c.checkpoint_every = 100
+  return c
+
+
+def matching_digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A ``matching_base`` config on the 8x8 digits: 2-block ConvNets (8x8 -> 2x2) for the
+  matching and the finite networks, shifts of at most one pixel (as ``rfad_digits``)."""
+  c.dataset.name = "digits"
+  c[c.method].depth = 2
+  c.evaluation.update({"depth": 2, "max_shift": 1})
+  return c
+
+
+def matching_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``distill_runlocal`` plus tiny matching networks and real batches."""
+  distill_runlocal(c)
+  c[c.method].update({"width": 8, "depth": 2, "target_batch_size": 64})
+  if c.method != "dm":
+    c[c.method].update({"outer_loop": 2, "inner_steps": 2, "real_per_class": 16})
+  return c
+
+
 def lm_base(
   *, seed: int = 0, lam: float = 0.5, beta: float = 0.5, methods: str = "ce,token_kd,seq_kd,gkd"
 ) -> ml_collections.ConfigDict:

@@ -93,7 +93,7 @@ SMOKE = {
     [
       "--datasets=digits",
       "--per_class=1",
-      "--methods=rfad,kip,closed_form",
+      "--methods=rfad,dm,kip,closed_form",
       "--num_steps=2",
       "--overrides=evaluation.num_steps=2,evaluation.seeds=1",
       "--kip_overrides=kip.target_batch_size=80",

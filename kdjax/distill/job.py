@@ -3,11 +3,15 @@ r"""The dataset-distillation job: ``python -m launch.main --config=experiments/r
 
 ``run(config, workdir)`` learns a support set with ``config.method`` ('rfad': Loo et al.,
 2022, :mod:`kdjax.distill.rfad`; 'frepo': Zhou et al., 2022, :mod:`kdjax.distill.frepo`;
-settings in ``config.<method>``) from class-balanced random real images, on target
-batches sharded over all devices, and writes to ``workdir`` (on :mod:`kdjax.jobs`):
-``metrics.jsonl`` + TensorBoard events (``train_loss``; ``test_accuracy``: KRR with the
-method's kernel: RFAD's with ``config.rfad.num_models_eval`` random networks, FRePo's with
-the features of pool model 0),
+'dm': Zhao & Bilen, 2023, :mod:`kdjax.distill.dm`; 'dc' / 'dsa': Zhao et al., 2021,
+:mod:`kdjax.distill.dc` without / with the siamese augmentation of
+:mod:`kdjax.distill.dsa`; settings in ``config.<method>``) from class-balanced random
+real images, on target batches sharded over all devices, and writes to ``workdir`` (on
+:mod:`kdjax.jobs`): ``metrics.jsonl`` + TensorBoard events (``train_loss``;
+``test_accuracy``: KRR with the method's kernel: RFAD's with
+``config.rfad.num_models_eval`` random networks, FRePo's with the features of pool model
+0; DM's, DC's and DSA's, which have no kernel: the embedding of one random ConvNet of the
+method's architecture),
 orbax checkpoints (a re-run resumes and ends with the same support set: every target
 batch and every random network is a function of ``(seed, step)``), ``support.npz``,
 ``support.png``, ``learning_curve.png``, ``loss.png`` and ``summary.json`` with
@@ -34,12 +38,13 @@ import numpy as np
 import optax
 
 from kdjax import models
-from kdjax.distill import evaluation, frepo, outputs, rfad, support
+from kdjax.distill import dc, dm, dsa, evaluation, frepo, outputs, rfad, support
 from kdjax.jobs import config as config_lib, workdir as workdir_lib
 
 __all__ = ["METHODS", "validate", "protocol", "finite_task", "run"]
 
-METHODS = ("rfad", "frepo")
+METHODS = ("rfad", "frepo", "dm", "dc", "dsa")
+MATCHING = ("dm", "dc", "dsa")  # the non-kernel baselines: a ConvNet and an augmentation
 NORMALIZATIONS = ("instance", "none")  # kdjax.models.ConvNet's, for FRePo's model pool
 
 
@@ -53,11 +58,31 @@ def validate(config: Any) -> None:
   config_lib.Optimizer.from_config(config.optimizer)
   config_lib.Evaluation.from_config(config.evaluation)
   r = config[name]
-  specific = ("num_models", "num_models_eval") if name == "rfad" else ("pool_size", "max_updates")
+  specific = {
+    "rfad": ("num_models", "num_models_eval"),
+    "frepo": ("pool_size", "max_updates"),
+    "dm": (),
+    "dc": ("outer_loop", "inner_steps", "real_per_class"),
+  }[name if name != "dsa" else "dc"]
   for key in ("per_class", "width", "depth", "target_batch_size") + specific:
     config_lib.check_int(r[key], f"config.{name}.{key}")
   config_lib.check_number(r.reg, f"config.{name}.reg", above=0)
   config_lib.check_number(r.label_offset, f"config.{name}.label_offset", minimum=0, below=1)
+  if name in MATCHING:
+    config_lib.check_choice(r.normalization, f"config.{name}.normalization", NORMALIZATIONS)
+    if r.augment != "none" or name == "dsa":
+      try:
+        dsa.parse_strategy(r.augment)
+      except ValueError as err:
+        raise ValueError(f"config.{name}.augment: {err} ('dsa' is 'dc' with one)") from None
+    if name != "dm":
+      config_lib.check_number(r.model_learning_rate, f"config.{name}.model_learning_rate", above=0)
+      if r.real_per_class > r.target_batch_size:
+        raise ValueError(
+          f"config.{name}.real_per_class ({r.real_per_class}) exceeds "
+          f"config.{name}.target_batch_size ({r.target_batch_size})"
+        )
+    return
   config_lib.check_bool(r.learn_labels, f"config.{name}.learn_labels")
   if name == "rfad":
     config_lib.check_choice(r.loss, "config.rfad.loss", rfad.LOSSES)
@@ -71,6 +96,39 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
   the method's kernel feature map used for the KRR test accuracy."""
   r = config[config.method]
   optimizer = config_lib.Optimizer.from_config(config.optimizer).make(config.num_steps)
+  if config.method in MATCHING:
+    model = models.ConvNet(
+      num_classes=num_classes, width=r.width, depth=r.depth, normalization=r.normalization
+    )
+    if config.method == "dm":
+      init, step = dm.make_dm_step(
+        model,
+        optimizer,
+        num_classes=num_classes,
+        seed=config.seed,
+        strategy=r.augment,
+        mesh=mesh,
+      )
+    else:
+      init, step = dc.make_dc_step(
+        model,
+        optimizer,
+        num_classes=num_classes,
+        per_class=r.per_class,
+        seed=config.seed,
+        outer_loop=r.outer_loop,
+        inner_steps=r.inner_steps,
+        model_learning_rate=r.model_learning_rate,
+        real_per_class=r.real_per_class,
+        strategy=r.augment,
+        mesh=mesh,
+      )
+    eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)
+    return (
+      init,
+      step,
+      lambda state, x: frepo.features(model, model.init(eval_key, x[:1]), x),
+    )
   if config.method == "rfad":
     network = rfad.convnet(r.width, r.depth)
     init, step = rfad.make_rfad_step(
@@ -200,7 +258,7 @@ def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
     ()
     if not config.evaluation.enabled
     else (
-      ("", (x_final, y_final, r.learn_labels)),
+      ("", (x_final, y_final, bool(r.get("learn_labels", False)))),
       ("_init", (problem.x0, problem.y0, False)),
     )
   ):

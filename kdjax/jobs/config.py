@@ -20,8 +20,8 @@ milliseconds and runs before the job creates, locks or writes anything in its wo
   dataset-distillation jobs (KIP, RFAD, FRePo): :func:`kdjax.distill.evaluation.evaluate`.
 
 The variant switch of a job is ``config.method`` (the train job's 'supervised' / 'kd' /
-'born_again' / 'self_distill', the distill job's 'rfad' / 'frepo', the theory job's
-paper), and ``config.methods`` for the LM job's list of students.
+'born_again' / 'self_distill', the distill job's 'rfad' / 'frepo' / 'dm' / 'dc' / 'dsa',
+the theory job's paper), and ``config.methods`` for the LM job's list of students.
 
 Configs written by an older kdjax: :func:`check_migrated` names every old key of a
 workdir's ``config.json`` with its new name (:data:`MIGRATIONS`); there is no

@@ -139,7 +139,7 @@ def test_finite_task_regresses_learned_labels_and_classifies_class_labels():
 @pytest.mark.parametrize(
   "key,value,match",
   [
-    ("method", "dc", "config.method must be one of"),
+    ("method", "kipp", "config.method must be one of"),
     ("evaluation.network", "vgg", "config.evaluation.network must be one of"),
     ("rfad.per_class", 500, "config.rfad.per_class"),
     (
