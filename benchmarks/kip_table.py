@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments import common
+from experiments import distill_base
 from kdjax import data
 from kdjax.distill import kip, runner
 from kdjax.jobs import data_loading
@@ -53,11 +53,11 @@ def random_subset_accuracy(config, ds, x_train, x_test, per_class, seeds):
 def main(argv):
   del argv
   rows = []
-  base = common.kip_base(10)
+  base = distill_base.kip_base(10)
   ds = data_loading.load_dataset(base.dataset)
   x_train, x_test = ds.x_train, ds.x_test
   for per_class in [int(p) for p in _PER_CLASS.value]:
-    config = common.kip_base(per_class)
+    config = distill_base.kip_base(per_class)
     config.evaluation.enabled = False
     config.log_every = config.eval_every = 10**9
     if _STEPS.value:

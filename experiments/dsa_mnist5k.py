@@ -4,18 +4,18 @@ on the embedded mnist5k digits (``kdjax.distill.dc``).
 ``python -m launch.main --config=experiments/dsa_mnist5k.py:10 --workdir=runs/dsa_mnist5k``
 
 ``arg`` = ``images_per_class[,runlocal]`` (default 10). The settings of
-``experiments.common.matching_base``; the finite-network protocol of ``rfad_mnist5k.py``.
+``experiments.distill_base.matching_base``; the finite-network protocol of ``rfad_mnist5k.py``.
 """
 
-from experiments import common
+from experiments import common, distill_base
 from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
   a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
-  c = common.matching_base("dsa", a.per_class)
-  return common.matching_runlocal(c) if a.runlocal else c
+  c = distill_base.matching_base("dsa", a.per_class)
+  return distill_base.matching_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):

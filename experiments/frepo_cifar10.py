@@ -7,16 +7,16 @@ width-128 ConvNet-3s, each reset after 100 online updates, labels learned, 5,000
 target batches of 1,024; finite networks as in ``rfad_cifar10.py``.
 """
 
-from experiments import common
+from experiments import distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.distill_arg(arg)
-  c = common.frepo_base(a.per_class)
-  common.distill_cifar10(c)
+  a = distill_base.distill_arg(arg)
+  c = distill_base.frepo_base(a.per_class)
+  distill_base.distill_cifar10(c)
   c.frepo.update({"width": 128, "pool_size": 10, "target_batch_size": 1024})
-  return common.frepo_runlocal(c) if a.runlocal else c
+  return distill_base.frepo_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):

@@ -8,15 +8,15 @@ ConvNets (8x8 -> 2x2); the finite networks are those of ``rfad_digits.py`` (2-bl
 ConvNets, shifts of at most one pixel). ``sweep()`` is frepo_mnist5k's (images per class x seeds).
 """
 
-from experiments import common
+from experiments import distill_base
 from experiments.frepo_mnist5k import sweep  # noqa: F401 (same sweep)
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.distill_arg(arg)
-  c = common.frepo_base(a.per_class)
+  a = distill_base.distill_arg(arg)
+  c = distill_base.frepo_base(a.per_class)
   c.dataset.name = "digits"
   c.frepo.depth = 2
   c.evaluation.update({"depth": 2, "max_shift": 1})
-  return common.frepo_runlocal(c) if a.runlocal else c
+  return distill_base.frepo_runlocal(c) if a.runlocal else c

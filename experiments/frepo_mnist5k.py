@@ -12,16 +12,16 @@ ran at ~0.27 steps/s on 2 shared cores (25 minutes for 400 steps); this setting 
 Finite ConvNets on the 10/class set: 94.2 +- 0.2% (seeds 0-2; random real 93.8, RFAD 96.3).
 """
 
-from experiments import common
+from experiments import distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.distill_arg(arg)
-  c = common.frepo_base(a.per_class)
-  return common.frepo_runlocal(c) if a.runlocal else c
+  a = distill_base.distill_arg(arg)
+  c = distill_base.frepo_base(a.per_class)
+  return distill_base.frepo_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return common.per_class_seed_sweep("frepo")
+  return distill_base.per_class_seed_sweep("frepo")

@@ -9,22 +9,22 @@ SAME, Relu, AvgPool 2x2], Flatten, Dense) keeps 1024 x 1024 pixel-pair covarianc
 image pair; run it on accelerators (target batch 64 sharded over the devices).
 """
 
-from experiments import common
+from experiments import distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.kip_arg(arg)
-  c = common.kip_base(a.per_class)
+  a = distill_base.kip_arg(arg)
+  c = distill_base.kip_base(a.per_class)
   c.dataset.name = "cifar10"
   c.dataset.preprocess = "zca"
   c.dataset.zca_strength = 0.1
-  common.kip_kernel(c, a.kernel, 3 if a.kernel == "conv" else c.kernel.depth)
-  common.kip_full_size(c)
+  distill_base.kip_kernel(c, a.kernel, 3 if a.kernel == "conv" else c.kernel.depth)
+  distill_base.kip_full_size(c)
   c.optimizer.learning_rate = 0.01
   c.kip.learn_labels = True
   if a.runlocal:
-    common.kip_runlocal(c)
+    distill_base.kip_runlocal(c)
   return c
 
 

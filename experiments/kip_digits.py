@@ -16,21 +16,21 @@ steps (10/class, 120 targets) already lift the ConvNet-NTK KRR accuracy from 81.
 and from 95.6% to 99.2% on the 360 held-out digits.
 """
 
-from experiments import common
+from experiments import distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.kip_arg(arg)
-  c = common.kip_base(a.per_class)
+  a = distill_base.kip_arg(arg)
+  c = distill_base.kip_base(a.per_class)
   c.dataset.name = "digits"
-  common.kip_kernel(c, a.kernel, c.kernel.depth)  # depth 2 for fc and conv
+  distill_base.kip_kernel(c, a.kernel, c.kernel.depth)  # depth 2 for fc and conv
   if c.kernel.name == "conv":
     c.evaluation.width = 64
   c.kip.target_batch_size = 720
   c.num_steps = 1000
   if a.runlocal:
-    common.kip_runlocal(c)
+    distill_base.kip_runlocal(c)
   return c
 
 

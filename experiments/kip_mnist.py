@@ -11,20 +11,20 @@ Ridge-Regression"); ``test_accuracy`` is on the 10,000 test digits. The ConvNet 
 accelerators.
 """
 
-from experiments import common
+from experiments import distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,fc|conv][,runlocal]``."""
-  a = common.kip_arg(arg)
-  c = common.kip_base(a.per_class)
+  a = distill_base.kip_arg(arg)
+  c = distill_base.kip_base(a.per_class)
   c.dataset.name = "mnist"
-  common.kip_kernel(c, a.kernel, 3 if a.kernel == "conv" else c.kernel.depth)
-  common.kip_full_size(c)
+  distill_base.kip_kernel(c, a.kernel, 3 if a.kernel == "conv" else c.kernel.depth)
+  distill_base.kip_full_size(c)
   if c.kernel.name == "conv":
     c.optimizer.learning_rate = 0.01
   if a.runlocal:
-    common.kip_runlocal(c)
+    distill_base.kip_runlocal(c)
   return c
 
 

@@ -15,17 +15,17 @@ same KRR accuracy at 10/class but its images transfer much worse to a finite MLP
 vs 90%); at 1/class it adds a point of KRR accuracy.
 """
 
-from experiments import common
+from experiments import common, distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``[images_per_class][,runlocal]`` (default 10)."""
   a = common.parse_arg(
-    arg, positional=("per_class",), help=common.KIP_ARG_HELP, per_class=10, runlocal=False
+    arg, positional=("per_class",), help=distill_base.KIP_ARG_HELP, per_class=10, runlocal=False
   )
-  c = common.kip_base(a.per_class)
+  c = distill_base.kip_base(a.per_class)
   if a.runlocal:
-    common.kip_runlocal(c)
+    distill_base.kip_runlocal(c)
   return c
 
 

@@ -8,14 +8,14 @@ Distillation using Random Feature Approximation": ConvNet-3 NNGP features (width
 width-128 ConvNets trained 1,000 steps with shifts of up to 4 pixels.
 """
 
-from experiments import common
+from experiments import distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.distill_arg(arg)
-  c = common.rfad_base(a.per_class)
-  common.distill_cifar10(c)
+  a = distill_base.distill_arg(arg)
+  c = distill_base.rfad_base(a.per_class)
+  distill_base.distill_cifar10(c)
   c.rfad.update(
     {
       "width": 256,
@@ -24,7 +24,7 @@ def get_config(arg=None):
       "target_batch_size": 1024,
     }
   )
-  return common.distill_runlocal(c) if a.runlocal else c
+  return distill_base.distill_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):

@@ -7,20 +7,20 @@ r"""RFAD on scikit-learn's embedded 8x8 digits (1,437 train / 360 test).
 2-block ConvNets with shifts of at most one pixel.
 """
 
-from experiments import common
+from experiments import distill_base
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.distill_arg(arg)
-  c = common.rfad_base(a.per_class)
+  a = distill_base.distill_arg(arg)
+  c = distill_base.rfad_base(a.per_class)
   c.dataset.name = "digits"
   c.num_steps = 600
   c.rfad.update({"depth": 2, "num_models": 2})
   c.evaluation.update({"depth": 2, "max_shift": 1})
-  return common.distill_runlocal(c) if a.runlocal else c
+  return distill_base.distill_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return common.per_class_seed_sweep("rfad")
+  return distill_base.per_class_seed_sweep("rfad")

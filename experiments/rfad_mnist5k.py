@@ -13,22 +13,22 @@ The finite-network protocol: ConvNet width 32, depth 3, instance norm, Adam 1e-3
 learned labels (``kdjax.distill.job``), 3 seeds (64 epochs of the 4,000 digits for the
 all-data ceiling). With fixed one-hot labels the finite ConvNets reached 72.0 +- 4.0% (1/class)
 and 94.2 +- 0.6% (10/class); learned labels lift them to about 81% and 96% (mnist5k; random
-real 66% and 94%). ``experiments.common.rfad_base`` is shared by the rfad_* and frepo_*
+real 66% and 94%). ``experiments.distill_base.rfad_base`` is shared by the rfad_* and frepo_*
 configs.
 """
 
-from experiments import common
+from experiments import distill_base
 
-ARG_HELP = common.DISTILL_ARG_HELP  # kept under its old name
+ARG_HELP = distill_base.DISTILL_ARG_HELP  # kept under its old name
 
 
 def get_config(arg=None):
   """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.distill_arg(arg)
-  c = common.rfad_base(a.per_class)
-  return common.distill_runlocal(c) if a.runlocal else c
+  a = distill_base.distill_arg(arg)
+  c = distill_base.rfad_base(a.per_class)
+  return distill_base.distill_runlocal(c) if a.runlocal else c
 
 
 def sweep(arg=None):
   """Images per class 1/10/50 x seeds 0/1/2."""
-  return common.per_class_seed_sweep("rfad")
+  return distill_base.per_class_seed_sweep("rfad")

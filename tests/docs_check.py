@@ -272,7 +272,7 @@ def all_config_keys() -> frozenset[str]:
   """Every dotted key of every config in experiments/ (default arg, and runlocal)."""
   keys = set()
   for path in sorted((REPO / "experiments").glob("*.py")):
-    if path.stem in ("__init__", "common"):
+    if path.stem in ("__init__", "common", "distill_base"):
       continue
     config, _ = load_config(path.stem, "")
     keys.update(_dotted_keys(config))

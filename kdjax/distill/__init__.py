@@ -10,7 +10,7 @@ KIP algorithm (Nguyen, Chen & Lee, 2021: loss, sharded step, Label Solve);
 metrics, checkpoints, resume, SIGTERM) both jobs run; ``kdjax.distill.outputs`` writes the
 support-set files they leave;
 ``kdjax.distill.runner.run(config, workdir)`` is the ``job='kip'`` entry point
-(its base config is ``experiments.common.kip_base``).
+(its base config is ``experiments.distill_base.kip_base``).
 """
 
 from kdjax.distill.kip import (

@@ -91,7 +91,7 @@ REQUIRED_ARGS = {"lm_kd_hf": "teacher=tests/models/hf_reference/llama"}
 def _configs():
   for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))):
     name = os.path.basename(path)[:-3]
-    if name in ("__init__", "common"):
+    if name in ("__init__", "common", "distill_base"):
       continue
     module = importlib.import_module(f"experiments.{name}")
     required = REQUIRED_ARGS.get(name)
