@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-from kdjax.models import hf
+from kdjax.models import hf, safetensors
 
 SIZE = flags.DEFINE_float("size_gb", 1.0, "approximate checkpoint size (GB = 1e9 bytes)")
 SHARD = flags.DEFINE_float("shard_gb", 0.25, "max_shard_size of the written files")
@@ -68,7 +68,7 @@ def llama_config(size_bytes: float, itemsize: int) -> dict:
 
 def write_checkpoint(directory: pathlib.Path, size_bytes: float, dtype: str) -> int:
   """Writes a random checkpoint tensor by tensor (never the whole model in memory)."""
-  np_dtype = np.dtype(hf._DTYPES["BF16" if dtype == "bfloat16" else "F32"])
+  np_dtype = np.dtype(safetensors._DTYPES["BF16" if dtype == "bfloat16" else "F32"])
   config = llama_config(size_bytes, np_dtype.itemsize)
   model = hf.config_to_model(config)
   abstract = hf._abstract_params(model)
@@ -94,7 +94,7 @@ def write_checkpoint(directory: pathlib.Path, size_bytes: float, dtype: str) -> 
   weight_map, total = {}, 0
   for k, group in enumerate(groups, 1):
     file = f"model-{k:05d}-of-{len(groups):05d}.safetensors"
-    hf.write_safetensors(directory / file, group)
+    safetensors.write_safetensors(directory / file, group)
     for name, shape, _, _ in group:
       weight_map[name] = file
       total += math.prod(shape) * np_dtype.itemsize

@@ -12,15 +12,13 @@ r"""Hugging Face checkpoints in and out: ``config.json`` + safetensors + ``token
   version reads) and safetensors, split into ``model-0000k-of-0000n.safetensors`` with a
   ``model.safetensors.index.json`` above ``max_shard_size``; ``transformers``'
   ``AutoModelForCausalLM.from_pretrained`` loads it to the same logits.
-* :func:`load_tokenizer` reads ``tokenizer.json`` with the ``tokenizers`` library and
-  implements :class:`kdjax.data.text.Tokenizer`, including ``token_bytes`` (so bits per byte
-  compare with the byte-level models).
+* :func:`parse_layers` / :func:`subset_layers` pick decoder layers of a model and its params.
+* :func:`load_tokenizer`, :class:`HFTokenizer` and :func:`byte_tokenizer_files` (``tokenizer.json``
+  in and out) live in :mod:`kdjax.models.hf_tokenizer` and are re-exported here.
 
-The safetensors format (read and written here without the ``safetensors`` package, so a
-corrupt file is a clear ValueError, not a crash inside a C extension): an unsigned 64-bit
-little-endian header length ``n``, ``n`` bytes of JSON ``{name: {"dtype": "F32" | "BF16" |
-..., "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}``, then the raw
-little-endian row-major bytes, offsets relative to the end of the header.
+Safetensors files are read and written by kdjax's own :mod:`kdjax.models.safetensors`
+(:class:`SafetensorsFile`, :func:`write_safetensors`, re-exported here), so a corrupt file is
+a clear ValueError, not a crash inside a C extension.
 """
 
 from __future__ import annotations
@@ -30,18 +28,18 @@ import math
 import os
 import pathlib
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from kdjax.models import partitioning
 from kdjax.models.gpt2 import ACTIVATIONS, GPT2LM
+from kdjax.models.hf_tokenizer import HFTokenizer, byte_tokenizer_files, load_tokenizer
 from kdjax.models.llama import ROPE_TYPES, LlamaLM
+from kdjax.models.safetensors import SafetensorsFile, write_safetensors
 
 __all__ = [
   "SUPPORTED_MODEL_TYPES",
@@ -52,187 +50,13 @@ __all__ = [
   "save_pretrained",
   "load_tokenizer",
   "HFTokenizer",
+  "byte_tokenizer_files",
 ]
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "gpt2")
 CONFIG_NAME = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-
-_DTYPES = {
-  "F64": np.dtype(np.float64),
-  "F32": np.dtype(np.float32),
-  "F16": np.dtype(np.float16),
-  "BF16": np.dtype(ml_dtypes.bfloat16),
-  "I64": np.dtype(np.int64),
-  "I32": np.dtype(np.int32),
-  "I16": np.dtype(np.int16),
-  "I8": np.dtype(np.int8),
-  "U8": np.dtype(np.uint8),
-  "BOOL": np.dtype(np.bool_),
-}
-_NAMES = {v: k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100 * 2**20
-
-# ----------------------------------------------------------------------------- safetensors
-
-
-def _aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
-  """``np.empty`` aligned to ``alignment`` bytes: XLA's CPU client then adopts the buffer
-  (``device_put`` without a copy) instead of copying it."""
-  dtype = np.dtype(dtype)
-  nbytes = math.prod(shape) * dtype.itemsize
-  raw = np.empty(nbytes + alignment, np.uint8)
-  start = -raw.ctypes.data % alignment
-  return raw[start : start + nbytes].view(dtype).reshape(shape)
-
-
-class SafetensorsFile:
-  """A validated safetensors file whose tensors are read lazily as read-only memory maps.
-
-  Raises:
-    ValueError: (naming the file) a missing file, a header that does not fit the file, bad
-      JSON, an unknown dtype, a shape that disagrees with the byte range, overlapping or
-      out-of-file byte ranges.
-  """
-
-  def __init__(self, path: str | os.PathLike):
-    self.path = pathlib.Path(path)
-    if not self.path.is_file():
-      raise ValueError(f"safetensors file {self.path} does not exist")
-    size = self.path.stat().st_size
-    with open(self.path, "rb") as f:
-      raw = f.read(8)
-      if len(raw) < 8:
-        raise ValueError(f"corrupt safetensors file {self.path}: shorter than its 8-byte header")
-      n = int.from_bytes(raw, "little")
-      if n > min(size - 8, _MAX_HEADER):
-        raise ValueError(
-          f"corrupt safetensors file {self.path}: header length {n} does not fit the "
-          f"file's {size} bytes"
-        )
-      text = f.read(n)
-    try:
-      header = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise ValueError(f"corrupt safetensors file {self.path}: header is not JSON ({e})") from None
-    if not isinstance(header, dict):
-      raise ValueError(f"corrupt safetensors file {self.path}: header is not a JSON object")
-    self.metadata = header.pop("__metadata__", None) or {}
-    self.data_start = 8 + n
-    data_size = size - self.data_start
-    self.entries: dict[str, tuple[np.dtype, tuple[int, ...], int, int]] = {}
-    for name, entry in header.items():
-      try:
-        dtype = _DTYPES[entry["dtype"]]
-        shape = tuple(int(s) for s in entry["shape"])
-        begin, end = (int(o) for o in entry["data_offsets"])
-      except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(
-          f"corrupt safetensors file {self.path}: bad entry for tensor {name!r}: {entry!r} ({e})"
-        ) from None
-      nbytes = math.prod(shape) * dtype.itemsize
-      if min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size or end - begin != nbytes:
-        raise ValueError(
-          f"corrupt safetensors file {self.path}: tensor {name!r} of dtype {entry['dtype']} and "
-          f"shape {list(shape)} needs {nbytes} bytes, its data_offsets are [{begin}, {end}] in "
-          f"{data_size} data bytes"
-        )
-      self.entries[name] = (dtype, shape, begin, end)
-    spans = sorted((b, e) for _, _, b, e in self.entries.values() if e > b)
-    for (_, e0), (b1, _) in zip(spans, spans[1:]):
-      if b1 < e0:
-        raise ValueError(f"corrupt safetensors file {self.path}: tensors' byte ranges overlap")
-
-  def keys(self) -> list[str]:
-    return list(self.entries)
-
-  def shape(self, name: str) -> tuple[int, ...]:
-    return self.entries[name][1]
-
-  def dtype(self, name: str) -> np.dtype:
-    return self.entries[name][0]
-
-  def get(self, name: str) -> np.ndarray:
-    """A read-only memory map of tensor ``name`` (no bytes are read until used)."""
-    dtype, shape, begin, end = self.entries[name]
-    if end == begin:
-      return np.zeros(shape, dtype)
-    return np.memmap(self.path, dtype.newbyteorder("<"), "r", self.data_start + begin, shape)
-
-  def read(
-    self,
-    name: str,
-    index: tuple = (),
-    *,
-    transposed: bool = False,
-    dtype: Any = None,
-    chunk_bytes: int = 16 * 2**20,
-  ) -> np.ndarray:
-    """The block ``index`` (slices) of tensor ``name`` (of its transpose, if ``transposed``),
-    read from the file in chunks of rows of at most ``chunk_bytes``: host memory holds the
-    block and one chunk, never the whole tensor twice."""
-    stored_dtype, shape, begin, end = self.entries[name]
-    dtype = np.dtype(dtype or stored_dtype)
-    view_shape = shape[::-1] if transposed else shape
-    index = tuple(index) + (slice(None),) * (len(shape) - len(tuple(index)))
-    ranges = [range(*i.indices(n)) for i, n in zip(index, view_shape)]
-    out = _aligned_empty([len(r) for r in ranges], dtype)
-    if not shape or out.size == 0:
-      if not shape:
-        out[...] = self.get(name)
-      return out
-    stored_ranges = ranges[::-1] if transposed else ranges
-    rows = stored_ranges[0]
-    if rows.step != 1:
-      raise ValueError(f"{self.path}: tensor {name!r}: strided row blocks are not supported")
-    row_bytes = math.prod(shape[1:]) * stored_dtype.itemsize
-    per_chunk = max(1, chunk_bytes // max(row_bytes, 1))
-    rest = tuple(slice(r.start, r.stop, r.step) for r in stored_ranges[1:])
-    with open(self.path, "rb") as f:
-      for r0 in range(rows.start, rows.stop, per_chunk):
-        r1 = min(rows.stop, r0 + per_chunk)
-        buffer = np.empty((r1 - r0, *shape[1:]), stored_dtype.newbyteorder("<"))
-        f.seek(self.data_start + begin + r0 * row_bytes)
-        if f.readinto(buffer.reshape(-1).view(np.uint8)) != buffer.nbytes:
-          raise ValueError(f"corrupt safetensors file {self.path}: tensor {name!r} is truncated")
-        part = buffer[(slice(None), *rest)]
-        target = slice(r0 - rows.start, r1 - rows.start)
-        if transposed:
-          out[..., target] = part.T
-        else:
-          out[target] = part
-    return out
-
-
-def write_safetensors(
-  path: str | os.PathLike,
-  tensors: Iterable[tuple[str, tuple[int, ...], np.dtype, Any]],
-  metadata: dict | None = None,
-) -> None:
-  """Writes ``(name, shape, dtype, get)`` tensors, calling ``get()`` for one array at a time."""
-  tensors = list(tensors)
-  header, offset = {}, 0
-  for name, shape, dtype, _ in tensors:
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    header[name] = {
-      "dtype": _NAMES[np.dtype(dtype)],
-      "shape": list(shape),
-      "data_offsets": [offset, offset + nbytes],
-    }
-    offset += nbytes
-  header["__metadata__"] = {"format": "pt", **(metadata or {})}
-  text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-  text += b" " * (-len(text) % 8)
-  with open(path, "wb") as f:
-    f.write(len(text).to_bytes(8, "little"))
-    f.write(text)
-    for name, shape, dtype, get in tensors:
-      array = np.ascontiguousarray(get(), dtype=np.dtype(dtype).newbyteorder("<"))
-      if array.shape != tuple(shape):
-        raise ValueError(f"tensor {name!r}: shape {array.shape}, expected {tuple(shape)}")
-      f.write(array.tobytes())
-
 
 # ---------------------------------------------------------------------------------- config
 
@@ -726,179 +550,7 @@ def save_pretrained(
   return written + [INDEX_FILE]
 
 
-# ------------------------------------------------------------------------------- tokenizer
-
-
-def _byte_level_alphabet() -> dict[str, int]:
-  """GPT-2's byte <-> printable character map: {character: byte}."""
-  printable = (
-    list(range(ord("!"), ord("~") + 1))
-    + list(range(ord("¡"), ord("¬") + 1))
-    + list(range(ord("®"), ord("ÿ") + 1))
-  )
-  chars = dict((b, b) for b in printable)
-  extra = 0
-  for b in range(256):
-    if b not in chars:
-      chars[b] = 256 + extra
-      extra += 1
-  return {chr(c): b for b, c in chars.items()}
-
-
-def _uses(component: Any, kind: str) -> bool:
-  if not isinstance(component, dict):
-    return False
-  if component.get("type") == kind:
-    return True
-  return any(
-    _uses(c, kind) for key in ("decoders", "pretokenizers") for c in component.get(key) or ()
-  )
-
-
-class HFTokenizer:
-  """A ``tokenizer.json`` (``tokenizers`` library) as a :class:`kdjax.data.text.Tokenizer`.
-
-  Special ids come from ``tokenizer_config.json`` (``bos_token``, ``eos_token``,
-  ``pad_token``) or ``config.json`` (``*_token_id``). A tokenizer without BOS uses EOS as the
-  document separator (GPT-2's ``<|endoftext|>``); without PAD, PAD is EOS (padding targets
-  are masked, so are the EOS targets then).
-
-  Attributes:
-    vocab_size: ids ``0 .. vocab_size - 1`` (added tokens included).
-    pad_id, bos_id, eos_id: special ids.
-    directory: where tokenizer.json was read.
-  """
-
-  def __init__(self, path: str | os.PathLike):
-    import tokenizers
-
-    self.directory = pathlib.Path(path)
-    file = self.directory / "tokenizer.json"
-    if not file.is_file():
-      raise ValueError(f"{file} does not exist (only the fast tokenizer.json format is read)")
-    try:
-      self._tok = tokenizers.Tokenizer.from_file(str(file))
-    except Exception as e:  # noqa: BLE001 - the Rust error, reported as a ValueError
-      raise ValueError(f"{file} is not a valid tokenizer.json: {e}") from None
-    self._spec = json.loads(file.read_text())
-    self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
-    ids = {}
-    config_file = self.directory / "tokenizer_config.json"
-    tok_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    model_config = (
-      json.loads((self.directory / CONFIG_NAME).read_text())
-      if (self.directory / CONFIG_NAME).is_file()
-      else {}
-    )
-    for role in ("bos", "eos", "pad"):
-      token = tok_config.get(f"{role}_token")
-      if isinstance(token, dict):
-        token = token.get("content")
-      token_id = self._tok.token_to_id(token) if isinstance(token, str) else None
-      if token_id is None:
-        value = model_config.get(f"{role}_token_id")
-        token_id = value[0] if isinstance(value, list) else value
-      ids[role] = token_id
-    if ids["eos"] is None:
-      raise ValueError(
-        f"{self.directory}: no eos token (tokenizer_config.json eos_token or config.json "
-        "eos_token_id)"
-      )
-    self.eos_id = int(ids["eos"])
-    self.bos_id = int(ids["bos"] if ids["bos"] is not None else self.eos_id)
-    self.pad_id = int(ids["pad"] if ids["pad"] is not None else self.eos_id)
-    self._special = {
-      int(t["id"]) for t in self._spec.get("added_tokens", ()) if t.get("special", False)
-    } | {self.bos_id, self.eos_id, self.pad_id}
-
-  def encode(self, text: str) -> np.ndarray:
-    """int32 ids of ``text`` without special tokens."""
-    return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
-
-  def decode(self, ids: Iterable[int]) -> str:
-    """The text of ``ids`` (special tokens dropped)."""
-    return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
-
-  def token_bytes(self) -> np.ndarray:
-    """int32 [vocab]: UTF-8 bytes each token stands for (special tokens 0; byte-level BPE
-    characters 1 byte each; SentencePiece's ``▁`` a space; ``<0xNN>`` byte pieces 1)."""
-    byte_level = _uses(self._spec.get("decoder"), "ByteLevel") or _uses(
-      self._spec.get("pre_tokenizer"), "ByteLevel"
-    )
-    alphabet = _byte_level_alphabet()
-    sizes = np.zeros(self.vocab_size, np.int32)
-    for i in range(self.vocab_size):
-      if i in self._special:
-        continue
-      piece = self._tok.id_to_token(i)
-      if piece is None:
-        continue
-      if byte_level and all(c in alphabet for c in piece):
-        sizes[i] = len(piece)
-      elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
-        sizes[i] = 1
-      else:
-        sizes[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
-    return sizes
-
-  def save(self, path: str | os.PathLike) -> list[str]:
-    """Copies tokenizer.json (and tokenizer_config.json, if any) into ``path``."""
-    directory = pathlib.Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-      source = self.directory / name
-      if source.is_file():
-        (directory / name).write_bytes(source.read_bytes())
-        written.append(name)
-    return written
-
-
-def load_tokenizer(path: str | os.PathLike, *, vocab_size: int | None = None) -> HFTokenizer:
-  """Reads ``path/tokenizer.json`` as an :class:`HFTokenizer`.
-
-  Args:
-    path: a checkpoint or tokenizer directory.
-    vocab_size: the model's embedding rows, if known: a larger tokenizer is an error.
-
-  Raises:
-    ValueError: no or an invalid tokenizer.json, no EOS token, or more tokens than
-      ``vocab_size`` (naming both).
-  """
-  tokenizer = HFTokenizer(path)
-  if vocab_size is not None and tokenizer.vocab_size > vocab_size:
-    raise ValueError(
-      f"{pathlib.Path(path) / 'tokenizer.json'} has {tokenizer.vocab_size} tokens, more than "
-      f"the model's embedding (vocab_size={vocab_size})"
-    )
-  return tokenizer
-
-
-def byte_tokenizer_files(path: str | os.PathLike) -> list[str]:
-  """Writes ``tokenizer.json`` + ``tokenizer_config.json`` equivalent to
-  :class:`kdjax.data.text.ByteTokenizer` (bytes 0..255, ``<pad>``=256, ``<bos>``=257,
-  ``<eos>``=258) so that byte-level kdjax models export with a tokenizer transformers reads.
-  """
-  import tokenizers
-  from tokenizers import decoders, models, pre_tokenizers
-
-  directory = pathlib.Path(path)
-  directory.mkdir(parents=True, exist_ok=True)
-  vocab = dict(_byte_level_alphabet())
-  tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-  tok.decoder = decoders.ByteLevel()
-  tok.add_special_tokens(["<pad>", "<bos>", "<eos>"])
-  tok.save(str(directory / "tokenizer.json"))
-  config = {
-    "pad_token": "<pad>",
-    "bos_token": "<bos>",
-    "eos_token": "<eos>",
-    "tokenizer_class": "PreTrainedTokenizerFast",
-    "kdjax_byte_tokenizer": True,
-  }
-  (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-  return ["tokenizer.json", "tokenizer_config.json"]
+# ---------------------------------------------------------------------------------- layers
 
 
 def layer_prefix(model) -> str:
