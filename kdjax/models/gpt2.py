@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax.models.llama import Cache, attention, causal_mask, update_cache
+from kdjax.models.llama import attention
+from kdjax.models.transformer import Cache, causal_mask, update_cache
 
 ACTIVATIONS = {
   "gelu_new": lambda x: nn.gelu(x, approximate=True),
