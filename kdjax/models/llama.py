@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from kdjax.models.transformer import Cache, causal_mask, update_cache
+from kdjax.models.transformer import Cache, causal_mask, check_tokens, update_cache
 
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -237,10 +237,7 @@ class LlamaLM(nn.Module):
     (the arguments are :meth:`kdjax.models.transformer.TransformerLM.__call__`'s; there is
     no dropout, ``train`` is accepted for the common signature)."""
     del train
-    if tokens.ndim != 2:
-      raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
-    if tokens.shape[1] > self.max_len:
-      raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={self.max_len}")
+    check_tokens(tokens, self.max_len)
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
     start, positions, allowed, key_valid = causal_mask(tokens, positions, valid, cache)

@@ -26,6 +26,14 @@ from jax import lax
 Cache = dict[str, Any]
 
 
+def check_tokens(tokens: jax.Array, max_len: int) -> None:
+  """ValueError unless ``tokens`` is ``[batch, time]`` with ``time <= max_len``."""
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
+  if tokens.shape[1] > max_len:
+    raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={max_len}")
+
+
 def causal_mask(tokens: jax.Array, positions, valid, cache: Cache | None):
   """``(start, positions, allowed [B, T, S], key_valid)``: the first slot of ``tokens``, their
   positions (default ``start .. start + time - 1``), which key slots each query may attend to
@@ -193,11 +201,8 @@ class TransformerLM(nn.Module):
       ``[batch, time, vocab_size]`` logits (or hidden states); with ``cache``, the pair
       ``(logits, new_cache)``.
     """
-    if tokens.ndim != 2:
-      raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
+    check_tokens(tokens, self.max_len)
     length = tokens.shape[1]
-    if length > self.max_len:
-      raise ValueError(f"sequence length {length} exceeds max_len={self.max_len}")
     if self.embed_dim % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide embed_dim={self.embed_dim}")
     start, positions, allowed, key_valid = causal_mask(tokens, positions, valid, cache)
