@@ -57,3 +57,16 @@ def global_batch(batch: dict, mesh: Mesh) -> dict:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
   return {k: place(v) for k, v in batch.items()}
+
+
+def path_string(path: tuple) -> str:
+  """``'params/Dense_0/kernel'`` for a pytree key path (the string sharding rules match)."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)

@@ -50,7 +50,7 @@ import os
 import pathlib
 import sysconfig
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -164,14 +164,23 @@ class SentencePieceTokenizer:
 
 
 def train_sentencepiece(
-  texts: Iterable[str], model_prefix: str, *, vocab_size: int, model_type: str = "unigram"
+  texts: Iterable[str],
+  model_prefix: str,
+  *,
+  vocab_size: int,
+  model_type: str = "unigram",
+  **options: Any,
 ) -> SentencePieceTokenizer:
   """Trains a SentencePiece model on ``texts`` (PAD=0, EOS=1, BOS=2, UNK=3, byte fallback).
 
-  Writes ``model_prefix + '.model'`` and ``.vocab`` and returns the tokenizer.
+  Writes ``model_prefix + '.model'`` and ``.vocab`` and returns the tokenizer. ``options``
+  are further ``SentencePieceTrainer.train`` flags; they override the defaults
+  ``hard_vocab_limit=False`` and ``character_coverage=1.0`` (``None``: sentencepiece's own).
   """
   import sentencepiece as spm
 
+  options = {"hard_vocab_limit": False, "character_coverage": 1.0, **options}
+  options = {key: value for key, value in options.items() if value is not None}
   spm.SentencePieceTrainer.train(
     sentence_iterator=iter(texts),
     model_prefix=str(model_prefix),
@@ -182,9 +191,8 @@ def train_sentencepiece(
     bos_id=2,
     unk_id=3,
     byte_fallback=True,
-    hard_vocab_limit=False,
-    character_coverage=1.0,
     minloglevel=2,
+    **options,
   )
   return SentencePieceTokenizer(str(model_prefix) + ".model")
 

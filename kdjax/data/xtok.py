@@ -81,21 +81,15 @@ def train_student_tokenizer(
   if vocab_size <= 260:
     raise ValueError(f"vocab_size must exceed the 260 special and byte pieces, got {vocab_size}")
   if not os.path.exists(model_path):
-    import sentencepiece as spm
-
     os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
     texts = _pystdlib_texts("train", root, every)
     pieces = (t[i : i + 2000] for t in texts for i in range(0, len(t), 2000))
-    spm.SentencePieceTrainer.train(
-      sentence_iterator=pieces,
-      model_prefix=model_path[: -len(".model")],
+    return text_lib.train_sentencepiece(
+      pieces,
+      model_path[: -len(".model")],
       vocab_size=vocab_size,
       model_type=model_type,
-      pad_id=0,
-      eos_id=1,
-      bos_id=2,
-      unk_id=3,
-      byte_fallback=True,
+      hard_vocab_limit=None,  # sentencepiece's default (True)
       character_coverage=0.9995,  # rarer characters go through byte pieces
       normalization_rule_name="identity",
       remove_extra_whitespaces=False,
@@ -105,7 +99,6 @@ def train_student_tokenizer(
       max_sentence_length=8192,
       max_sentencepiece_length=16,
       num_threads=1,
-      minloglevel=2,
     )
   return text_lib.SentencePieceTokenizer(model_path)
 

@@ -27,9 +27,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-from kdjax.distill import dsa, frepo
+from kdjax.distill import dsa, frepo, kip
 
 __all__ = ["DmState", "class_means", "dm_loss", "make_dm_step"]
 
@@ -132,15 +132,4 @@ def make_dm_step(
     )
     return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
-  if mesh is None:
-    return init, jax.jit(step, donate_argnums=0)
-  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-  return (
-    jax.jit(init, out_shardings=replicated),
-    jax.jit(
-      step,
-      in_shardings=(replicated, batch, batch),
-      out_shardings=(replicated, replicated),
-      donate_argnums=0,
-    ),
-  )
+  return kip.jit_support_step(init, step, mesh, data_axis)

@@ -204,6 +204,15 @@ def make_kip_step(
     new = KipState(params.get("x", state.x), params.get("y", state.y), opt_state, state.step + 1)
     return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
+  return jit_support_step(init, step, mesh, data_axis)
+
+
+def jit_support_step(
+  init: Callable, step: Callable, mesh: Mesh | None, data_axis: str = "data"
+) -> tuple[Callable, Callable]:
+  """``(init, step)`` of a support-set method, jitted: ``step(state, x_target, y_target)``
+  donates its state; with a ``mesh``, the state is replicated and the target batch sharded
+  along ``data_axis`` (without one, ``init`` is returned as is)."""
   if mesh is None:
     return init, jax.jit(step, donate_argnums=0)
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))

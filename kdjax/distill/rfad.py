@@ -34,8 +34,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from kdjax.distill import kip
 from kdjax.kernels import stax
 
 __all__ = [
@@ -208,7 +209,7 @@ def make_rfad_step(
   batch from the support set, and applies ``optimizer`` to the gradient of
   :func:`rfad_loss` with respect to the images (and labels if ``learn_labels``, and the
   Platt log-scale with ``loss='platt'``). With a ``mesh`` the target batch is sharded
-  along ``data_axis`` and the state replicated, as in ``kdjax.distill.kip.make_kip_step``.
+  along ``data_axis`` and the state replicated (``kdjax.distill.kip.jit_support_step``).
 
   Returns:
     ``(init, step)``; ``step(state, x_t, y_t) -> (state, {'loss', 'grad_norm'})``
@@ -252,15 +253,4 @@ def make_rfad_step(
     new = state._replace(**params, opt_state=opt_state, step=state.step + 1)
     return new, {"loss": value, "grad_norm": optax.global_norm(grads)}
 
-  if mesh is None:
-    return init, jax.jit(step, donate_argnums=0)
-  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-  return (
-    jax.jit(init, out_shardings=replicated),
-    jax.jit(
-      step,
-      in_shardings=(replicated, batch, batch),
-      out_shardings=(replicated, replicated),
-      donate_argnums=0,
-    ),
-  )
+  return kip.jit_support_step(init, step, mesh, data_axis)

@@ -76,13 +76,20 @@ def prepare_pair(
   dtype = compute_dtype(student_logits, teacher_logits)
   s = class_last(student_logits.astype(dtype), axis)
   t = class_last(teacher_logits.astype(dtype), axis)
+  s, t, mask = zero_masked_rows(s, t, where)
+  return s / temperature, t / temperature, mask
+
+
+def zero_masked_rows(s, t, where):
+  """``(s, t, mask)``: class-last ``s`` and ``t`` with the rows ``where`` masks out set to 0,
+  and the example mask (None without ``where``)."""
   mask = example_mask(where, s.shape[:-1])
   if mask is not None:
     # Masked rows may hold anything (NaN included); replacing them keeps their
     # gradient exactly zero instead of 0 * NaN.
     s = jnp.where(mask[..., None], s, 0)
     t = jnp.where(mask[..., None], t, 0)
-  return s / temperature, t / temperature, mask
+  return s, t, mask
 
 
 def apply_mask(loss, mask):

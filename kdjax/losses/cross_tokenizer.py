@@ -30,6 +30,7 @@ from kdjax.losses._common import (
   example_mask,
   nonnegative,
   real_array,
+  zero_masked_rows,
 )
 
 __all__ = [
@@ -87,10 +88,7 @@ def uld_loss(
       "student_logits and teacher_logits must have the same shape but for the vocabulary "
       f"axis, got {s.shape} and {t.shape}"
     )
-  mask = example_mask(where, s.shape[:-1])
-  if mask is not None:
-    s = jnp.where(mask[..., None], s, 0)
-    t = jnp.where(mask[..., None], t, 0)
+  s, t, mask = zero_masked_rows(s, t, where)
   size = max(s.shape[-1], t.shape[-1])
 
   def sorted_probs(logits):

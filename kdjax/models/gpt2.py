@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax.models.llama import Cache, attention, causal_mask, update_cache
+from kdjax.models.llama import attention
+from kdjax.models.transformer import Cache, causal_mask, check_tokens, update_cache
 
 ACTIVATIONS = {
   "gelu_new": lambda x: nn.gelu(x, approximate=True),
@@ -116,10 +117,7 @@ class GPT2LM(nn.Module):
   ):
     """As :meth:`kdjax.models.transformer.TransformerLM.__call__` (no dropout)."""
     del train
-    if tokens.ndim != 2:
-      raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
-    if tokens.shape[1] > self.max_len:
-      raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={self.max_len}")
+    check_tokens(tokens, self.max_len)
     if self.embed_dim % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide embed_dim={self.embed_dim}")
     if self.activation not in ACTIVATIONS:

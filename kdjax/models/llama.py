@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-Cache = dict[str, Any]
+from kdjax.models.transformer import Cache, causal_mask, check_tokens, update_cache
 
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -127,38 +127,6 @@ def attention(
   weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", weights, v)
   return out.reshape(b, t, heads, d)
-
-
-def causal_mask(tokens: jax.Array, positions, valid, cache: Cache | None):
-  """``(start, positions, allowed [B, T, S], key_valid)`` as in TransformerLM."""
-  length = tokens.shape[1]
-  start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
-  slots = start + jnp.arange(length)
-  if positions is None:
-    positions = jnp.broadcast_to(slots, tokens.shape)
-  if valid is None:
-    valid = jnp.ones(tokens.shape, bool)
-  if cache is None:
-    key_valid, key_slots = valid, slots
-  else:
-    key_valid = lax.dynamic_update_slice(cache["valid"], valid, (0, start))
-    key_slots = jnp.arange(key_valid.shape[1])
-  allowed = (key_slots[None, None, :] <= slots[None, :, None]) & key_valid[:, None, :]
-  return start, positions, allowed, key_valid
-
-
-def update_cache(cache_kv, k, v, index):
-  """Writes ``k, v`` into the layer cache at slot ``index``; returns the full keys/values."""
-  k = lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, index, 0, 0))
-  v = lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, index, 0, 0))
-  return k, v
-
-
-def empty_cache(batch_size: int, cache_len: int, num_layers: int, kv_shape, dtype) -> Cache:
-  """The TransformerLM cache layout with ``[batch, cache_len, *kv_shape]`` keys/values."""
-  shape = (batch_size, cache_len, *kv_shape)
-  layers = tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(num_layers))
-  return {"index": jnp.zeros((), jnp.int32), "valid": jnp.zeros(shape[:2], bool), "layers": layers}
 
 
 class LlamaBlock(nn.Module):
@@ -269,10 +237,7 @@ class LlamaLM(nn.Module):
     (the arguments are :meth:`kdjax.models.transformer.TransformerLM.__call__`'s; there is
     no dropout, ``train`` is accepted for the common signature)."""
     del train
-    if tokens.ndim != 2:
-      raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
-    if tokens.shape[1] > self.max_len:
-      raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={self.max_len}")
+    check_tokens(tokens, self.max_len)
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
     start, positions, allowed, key_valid = causal_mask(tokens, positions, valid, cache)

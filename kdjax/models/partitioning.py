@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from kdjax.mesh import path_string
+
 DATA_AXIS, MODEL_AXIS = "data", "model"
 _MESH_AXES = {"fsdp": DATA_AXIS, "tp": MODEL_AXIS}
 
@@ -80,23 +82,11 @@ def partition_spec(path: str, shape: Sequence[int], rules: Rules, mesh: Mesh) ->
   return P(*spec)
 
 
-def _path_string(path: tuple) -> str:
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
-
-
 def tree_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
   """NamedShardings for every leaf of ``tree`` (arrays or ShapeDtypeStructs)."""
   return jax.tree_util.tree_map_with_path(
     lambda path, leaf: NamedSharding(
-      mesh, partition_spec(_path_string(path), np.shape(leaf), rules, mesh)
+      mesh, partition_spec(path_string(path), np.shape(leaf), rules, mesh)
     ),
     tree,
   )

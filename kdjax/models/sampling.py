@@ -148,6 +148,36 @@ def _generate(
   return {"tokens": tokens, "mask": mask, "lengths": jnp.sum(mask, axis=1, dtype=jnp.int32)}
 
 
+def _check_prompts(prompts, max_new_tokens: int) -> jax.Array:
+  """``prompts`` as int32 ``[batch, prompt_len >= 1]``; ValueError for another shape or
+  ``max_new_tokens < 1``."""
+  prompts = jnp.asarray(prompts, jnp.int32)
+  if prompts.ndim != 2 or prompts.shape[1] < 1:
+    raise ValueError(f"prompts must be int [batch, prompt_len >= 1], got shape {prompts.shape}")
+  if max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  return prompts
+
+
+def _prompt_lengths(prompt_lengths, batch: int, prompt_len: int, *, traced_ok: bool) -> jax.Array:
+  """int32 ``[batch]`` prompt lengths (default all ``prompt_len``), checked to lie in
+  ``[1, prompt_len]``; with ``traced_ok``, traced lengths pass unchecked (their caller checks)."""
+  if prompt_lengths is None:
+    return jnp.full((batch,), prompt_len, jnp.int32)
+  lengths = jnp.asarray(prompt_lengths, jnp.int32)
+  if lengths.shape != (batch,):
+    raise ValueError(f"prompt_lengths must have shape ({batch},), got {lengths.shape}")
+  try:
+    low, high = int(lengths.min()), int(lengths.max())
+  except jax.errors.ConcretizationTypeError:  # traced: checked by the caller
+    if not traced_ok:
+      raise
+    low, high = 1, prompt_len
+  if low < 1 or high > prompt_len:
+    raise ValueError(f"prompt_lengths must be in [1, {prompt_len}], got {lengths}")
+  return lengths
+
+
 def generate(
   model: TransformerLM,
   variables: Any,
@@ -189,12 +219,8 @@ def generate(
     ValueError: a prompt too long for ``model.max_len``, ``temperature <= 0``, ``top_k``
       outside ``[0, vocab_size]``, ``top_p`` outside (0, 1], bad ``prompt_lengths``.
   """
-  prompts = jnp.asarray(prompts, jnp.int32)
-  if prompts.ndim != 2 or prompts.shape[1] < 1:
-    raise ValueError(f"prompts must be int [batch, prompt_len >= 1], got shape {prompts.shape}")
+  prompts = _check_prompts(prompts, max_new_tokens)
   batch, prompt_len = prompts.shape
-  if max_new_tokens < 1:
-    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   if prompt_len + max_new_tokens - 1 > model.max_len:
     raise ValueError(
       f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} - 1 "
@@ -206,18 +232,7 @@ def generate(
     raise ValueError(f"top_k must be in [0, vocab_size={model.vocab_size}], got {top_k}")
   if not 0 < top_p <= 1:
     raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-  if prompt_lengths is None:
-    lengths = jnp.full((batch,), prompt_len, jnp.int32)
-  else:
-    lengths = jnp.asarray(prompt_lengths, jnp.int32)
-    if lengths.shape != (batch,):
-      raise ValueError(f"prompt_lengths must have shape ({batch},), got {lengths.shape}")
-    try:
-      low, high = int(lengths.min()), int(lengths.max())
-    except jax.errors.ConcretizationTypeError:  # traced: checked by the caller
-      low, high = 1, prompt_len
-    if low < 1 or high > prompt_len:
-      raise ValueError(f"prompt_lengths must be in [1, {prompt_len}], got {lengths}")
+  lengths = _prompt_lengths(prompt_lengths, batch, prompt_len, traced_ok=True)
   return _generate(
     model,
     variables,
@@ -547,12 +562,8 @@ def speculative_generate(
       "speculative decoding needs one vocabulary: draft vocab_size="
       f"{draft.vocab_size} differs from target vocab_size={target.vocab_size}"
     )
-  prompts = jnp.asarray(prompts, jnp.int32)
-  if prompts.ndim != 2 or prompts.shape[1] < 1:
-    raise ValueError(f"prompts must be int [batch, prompt_len >= 1], got shape {prompts.shape}")
+  prompts = _check_prompts(prompts, max_new_tokens)
   batch, prompt_len = prompts.shape
-  if max_new_tokens < 1:
-    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   for role, model in (("target", target), ("draft", draft)):
     if prompt_len + max_new_tokens - 1 > model.max_len:
       raise ValueError(
@@ -561,15 +572,7 @@ def speculative_generate(
       )
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
-  if prompt_lengths is None:
-    lengths = jnp.full((batch,), prompt_len, jnp.int32)
-  else:
-    lengths = jnp.asarray(prompt_lengths, jnp.int32)
-    if lengths.shape != (batch,):
-      raise ValueError(f"prompt_lengths must have shape ({batch},), got {lengths.shape}")
-    low, high = int(lengths.min()), int(lengths.max())
-    if low < 1 or high > prompt_len:
-      raise ValueError(f"prompt_lengths must be in [1, {prompt_len}], got {lengths}")
+  lengths = _prompt_lengths(prompt_lengths, batch, prompt_len, traced_ok=False)
   return _speculative(
     target,
     target_variables,

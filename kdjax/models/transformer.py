@@ -26,6 +26,41 @@ from jax import lax
 Cache = dict[str, Any]
 
 
+def check_tokens(tokens: jax.Array, max_len: int) -> None:
+  """ValueError unless ``tokens`` is ``[batch, time]`` with ``time <= max_len``."""
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
+  if tokens.shape[1] > max_len:
+    raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={max_len}")
+
+
+def causal_mask(tokens: jax.Array, positions, valid, cache: Cache | None):
+  """``(start, positions, allowed [B, T, S], key_valid)``: the first slot of ``tokens``, their
+  positions (default ``start .. start + time - 1``), which key slots each query may attend to
+  (earlier or equal slots holding valid tokens) and the validity of every key slot."""
+  length = tokens.shape[1]
+  start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
+  slots = start + jnp.arange(length)
+  if positions is None:
+    positions = jnp.broadcast_to(slots, tokens.shape)
+  if valid is None:
+    valid = jnp.ones(tokens.shape, bool)
+  if cache is None:
+    key_valid, key_slots = valid, slots
+  else:
+    key_valid = lax.dynamic_update_slice(cache["valid"], valid, (0, start))
+    key_slots = jnp.arange(key_valid.shape[1])
+  allowed = (key_slots[None, None, :] <= slots[None, :, None]) & key_valid[:, None, :]
+  return start, positions, allowed, key_valid
+
+
+def update_cache(cache_kv, k, v, index):
+  """Writes ``k, v`` into the layer cache at slot ``index``; returns the full keys/values."""
+  k = lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, index, 0, 0))
+  v = lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, index, 0, 0))
+  return k, v
+
+
 class CausalSelfAttention(nn.Module):
   r"""Multi-head self-attention :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)V` with an
   optional key/value cache; :math:`M` is 0 where attending is allowed, else the most
@@ -48,8 +83,7 @@ class CausalSelfAttention(nn.Module):
     dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)  # noqa: E731
     q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
     if cache is not None:
-      k = lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, index, 0, 0))
-      v = lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, index, 0, 0))
+      k, v = update_cache(cache, k, v, index)
     scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     scores = jnp.where(allowed[:, None], scores, jnp.finfo(scores.dtype).min)
     weights = nn.Dropout(self.dropout_rate, deterministic=not train)(jax.nn.softmax(scores))
@@ -167,30 +201,16 @@ class TransformerLM(nn.Module):
       ``[batch, time, vocab_size]`` logits (or hidden states); with ``cache``, the pair
       ``(logits, new_cache)``.
     """
-    if tokens.ndim != 2:
-      raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
+    check_tokens(tokens, self.max_len)
     length = tokens.shape[1]
-    if length > self.max_len:
-      raise ValueError(f"sequence length {length} exceeds max_len={self.max_len}")
     if self.embed_dim % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide embed_dim={self.embed_dim}")
-    start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
-    slots = start + jnp.arange(length)
-    if positions is None:
-      positions = jnp.broadcast_to(slots, tokens.shape)
-    if valid is None:
-      valid = jnp.ones(tokens.shape, bool)
+    start, positions, allowed, key_valid = causal_mask(tokens, positions, valid, cache)
     h = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
     position = self.param(
       "position_embedding", nn.initializers.normal(0.02), (self.max_len, self.embed_dim)
     )
     h = h + jnp.take(position, positions, axis=0)
-    if cache is None:
-      key_valid, key_slots = valid, slots
-    else:
-      key_valid = lax.dynamic_update_slice(cache["valid"], valid, (0, start))
-      key_slots = jnp.arange(key_valid.shape[1])
-    allowed = (key_slots[None, None, :] <= slots[None, :, None]) & key_valid[:, None, :]
     new_layers = []
     for layer in range(self.num_layers):
       h, kv = DecoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, name=f"block{layer}")(

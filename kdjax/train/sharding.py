@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from kdjax.mesh import DATA_AXIS
+from kdjax.mesh import DATA_AXIS, path_string
 
 KINDS = ("replicate", "fsdp")
 
@@ -48,19 +48,6 @@ def validate_rules(rules: Rules) -> list[tuple[str, str]]:
       raise ValueError(f"sharding rule regex {rule[0]!r} does not compile: {e}") from None
     checked.append((str(rule[0]), str(rule[1])))
   return checked
-
-
-def path_string(path: tuple) -> str:
-  """``'params/Dense_0/kernel'`` for a pytree key path."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
 
 
 def partition_spec(path: str, shape: Sequence[int], rules: Rules, num_devices: int) -> P:
