@@ -14,6 +14,7 @@ with ``jax.make_array_from_process_local_data``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 
 import jax
@@ -77,11 +78,12 @@ def process_batch(
   }
 
 
-class StepBatches:
+class StepBatches(abc.ABC):
   """Base of the step-indexed batch sources: ``iterate`` over ``self.batch(step)``."""
 
+  @abc.abstractmethod
   def batch(self, step: int) -> dict:
-    raise NotImplementedError
+    """The batch of ``step`` (a function of the seed and ``step`` only)."""
 
   def iterate(
     self, start_step: int = 0, num_steps: int | None = None

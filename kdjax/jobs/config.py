@@ -8,7 +8,7 @@ The checks are pure Python (no jax op runs), so a job's ``validate(config)`` tak
 milliseconds and runs before the job creates, locks or writes anything in its workdir.
 
 * :class:`Loop`: the step-loop keys every job has at the top level of its config (the one
-  vocabulary of DESIGN.md): ``num_steps``, ``log_every``, ``eval_every``,
+  vocabulary of every job): ``num_steps``, ``log_every``, ``eval_every``,
   ``checkpoint_every``, ``keep_checkpoints``, ``seed``.
 * :class:`Optimizer`: ``config.optimizer`` (and ``config.teacher.optimizer`` and
   ``config.student.optimizer``), one shape for every job: ``name`` ('sgd' | 'adam' |
