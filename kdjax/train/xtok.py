@@ -284,7 +284,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       _, results[mode] = lm_job._train(sctx, mode, "student", mode)
     lm_job._compare(results, wd.path)
     info = student_data.info
-    log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="xtok")
+    log = MetricsWriter(wd.path, resume_step=None, total_steps=None, name="xtok", rate=False)
     try:
       for index, (name, summary) in enumerate(results.items()):
         log.write(index, model=name, **{k: v for k, v in summary.items() if k != "step"})
