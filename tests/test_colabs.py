@@ -78,6 +78,10 @@ def check_lm_distillation(r):
   assert all(0 < value < uniform + 0.5 for value in bpb.values()), r
   assert r["teacher_loss_last"] < r["teacher_loss_first"], r
   assert all(n >= 1 for n in r["sample_lengths"]), r
+  assert r["speculative_matches"] is True, r  # greedy speculative == greedy target
+  assert all(0 <= a <= 1 for a in r["acceptance"].values()) and len(r["acceptance"]) == 4, r
+  assert set(r["xtok_bits_per_byte"]) == {"ce", "alm"}, r
+  assert all(0 < value < 16 for value in r["xtok_bits_per_byte"].values()), r
 
 
 def check_dataset_distillation(r):
