@@ -15,7 +15,7 @@ from typing import Any
 
 from kdjax.diffusion import job as diffusion_job
 from kdjax.distill import job as distill_job, runner as kip_runner
-from kdjax.theory import job as theory_job
+from kdjax import theory_job
 from kdjax.train import distillspec, lm_job, train_job
 
 Job = Callable[[Any, str], dict]

@@ -4,6 +4,7 @@
 (The README's optax example is run by tests/test_docs.py, with every other docs block.)
 """
 
+import ast
 import functools
 import json
 import os
@@ -95,3 +96,33 @@ def test_import_loads_no_heavy_dependency_and_prints_nothing(name, forbidden):
   assert not loaded, f"import {name} loaded {loaded}"
   assert not report[name]["warnings"], f"import {name} warned: {report[name]['warnings']}"
   assert output[name].strip() == "", f"import {name} printed: {output[name]!r}"
+
+
+# What a leaf module may import from kdjax at module level besides its own package: the
+# shared argument checks and the device mesh (both import only jax and numpy).
+LEAF_MAY_IMPORT = ("kdjax.checks", "kdjax.mesh")
+
+
+def _module_level_kdjax_imports(path: pathlib.Path) -> list[str]:
+  """The kdjax modules ``path`` imports outside any function (``from kdjax import x`` is
+  ``kdjax.x``)."""
+  names = []
+  for node in ast.parse(path.read_text()).body:
+    if isinstance(node, ast.Import):
+      names += [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      base = node.module
+      names += [f"{base}.{a.name}" if base == "kdjax" else base for a in node.names]
+  return [n for n in names if n == "kdjax" or n.startswith("kdjax.")]
+
+
+@pytest.mark.parametrize("leaf", ("losses", "kernels", "krr", "theory"))
+def test_leaf_imports_only_itself_and_the_shared_checks(leaf):
+  """Imports point downward: a leaf never reaches up to jobs, models, train or data (which
+  the runtime test above cannot see when they load nothing heavy, like ``kdjax.jobs``)."""
+  bad = {}
+  for path in sorted((REPO / "kdjax" / leaf).rglob("*.py")):
+    for name in _module_level_kdjax_imports(path):
+      if not (name.startswith(f"kdjax.{leaf}") or name.startswith(LEAF_MAY_IMPORT)):
+        bad.setdefault(str(path.relative_to(REPO)), []).append(name)
+  assert not bad, f"leaf modules import upward: {bad}"

@@ -16,9 +16,10 @@
 * :mod:`kdjax.theory.jepa`: per-feature dynamics and critical times of deep linear JEPA
   (stop-gradient self-distillation) and MAE (Littwin et al. 2024).
 * :mod:`kdjax.theory.arguments`: the argument checks they share (kernel symmetric and PSD, ...).
-* :mod:`kdjax.theory.job`: ``run(config, workdir)`` for ``job='theory'`` configs,
-  on :mod:`kdjax.jobs`; the computation is :mod:`kdjax.theory.results`, the figures
-  :mod:`kdjax.theory.plots`; data in :mod:`kdjax.theory.problems`.
+* :mod:`kdjax.theory.results`: the computation of each ``job='theory'`` experiment (data in
+  :mod:`kdjax.theory.problems`). The runner, which writes on :mod:`kdjax.jobs`, is
+  :mod:`kdjax.theory_job` and its figures :mod:`kdjax.theory_plots`, outside this leaf
+  package (it imports only jax, numpy and scipy).
 
 :mod:`krr`, :mod:`gp` and :mod:`gpc` names are also exported here; the dynamics modules are
 used as modules (``from kdjax.theory import jepa``).

@@ -2,9 +2,9 @@
 
 ``compute(config) -> Result`` for ``config.method`` in :data:`EXPERIMENTS`. A
 :class:`Result` holds the per-step metric series (one ``metrics.jsonl`` record per step),
-the summary, and the arrays that :mod:`kdjax.theory.plots` draws and ``arrays.npz`` keeps.
+the summary, and the arrays that :mod:`kdjax.theory_plots` draws and ``arrays.npz`` keeps.
 Everything is float64 NumPy (call inside ``jax.enable_x64(True)``, as
-:func:`kdjax.theory.job.run` does) and deterministic given ``config.seed``.
+:func:`kdjax.theory_job.run` does) and deterministic given ``config.seed``.
 """
 
 from __future__ import annotations

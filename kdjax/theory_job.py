@@ -22,7 +22,7 @@ The job is written on :mod:`kdjax.jobs`: :func:`validate` checks every key (pure
 before anything is written), the workdir is opened and locked, the
 computation (:func:`kdjax.theory.results.compute`, float64) runs, every step's metrics go
 through the metrics writer (``metrics.jsonl`` + TensorBoard + progress line), the figures
-(:func:`kdjax.theory.plots.figures`) through the one figure saver, and ``arrays.npz`` holds
+(:func:`kdjax.theory_plots.figures`) through the one figure saver, and ``arrays.npz`` holds
 the arrays. Everything is deterministic: running again on the same workdir recomputes the
 results and rewrites the metrics.
 """
@@ -38,7 +38,8 @@ import numpy as np
 
 from kdjax import jobs
 from kdjax.jobs import config as config_lib
-from kdjax.theory import plots, results
+from kdjax import theory_plots as plots
+from kdjax.theory import results
 
 DATASETS = ("synthetic", "diabetes", "digits", "moons")
 
