@@ -36,9 +36,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from kdjax import jobs
+from kdjax import jobs, theory_plots as plots
 from kdjax.jobs import config as config_lib
-from kdjax import theory_plots as plots
 from kdjax.theory import results
 
 DATASETS = ("synthetic", "diabetes", "digits", "moons")

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from kdjax import theory_job
 from kdjax.diffusion import job as diffusion_job
 from kdjax.distill import job as distill_job, runner as kip_runner
-from kdjax import theory_job
 from kdjax.train import distillspec, lm_job, train_job
 
 Job = Callable[[Any, str], dict]
