@@ -53,6 +53,8 @@ __all__ = [
   "mean_from_sum_and_count",
   "sequence_kd_sum_and_count",
   "sequence_kd_loss",
+  "selective_token_mask",
+  "adaspec_sum_and_count",
 ]
 
 DIVERGENCES = {
@@ -273,3 +275,85 @@ def sequence_kd_loss(
       **hyperparams,
     )
   )
+
+
+def selective_token_mask(
+  student_losses: ArrayLike,
+  reference_losses: ArrayLike,
+  *,
+  fraction: float,
+  where: ArrayLike | None = None,
+) -> jax.Array:
+  r"""AdaSPEC's token selection: the real tokens a draft can still learn.
+
+  .. math::
+    \Delta_{b,t} = \ell^{S}_{b,t} - \ell^{R}_{b,t}, \qquad
+    \text{selected} = \text{the } \lceil f\, C \rceil \text{ real tokens of largest } \Delta
+
+  with :math:`\ell^S` the student's (draft's) and :math:`\ell^R` a reference model's
+  per-token loss against the target and :math:`C` the number of real tokens (ties go to
+  the earlier token in row-major order). Tokens the reference fits much better than the
+  draft are learnable; tokens both fit badly are left out. Hu et al. (2025), "AdaSPEC:
+  Selective Knowledge Distillation for Efficient Speculative Decoders". The selection is
+  piecewise constant: no gradient flows through it.
+
+  Args:
+    student_losses: per-token losses of any shape.
+    reference_losses: the same shape, the reference model's.
+    fraction: the share of real tokens kept, in (0, 1].
+    where: optional boolean mask of real tokens, the losses' shape.
+
+  Returns:
+    A boolean mask of the losses' shape, False at every masked token.
+  """
+  if not 0 < fraction <= 1:
+    raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+  student_losses, reference_losses = jnp.asarray(student_losses), jnp.asarray(reference_losses)
+  if student_losses.shape != reference_losses.shape:
+    raise ValueError(
+      f"student_losses {student_losses.shape} and reference_losses "
+      f"{reference_losses.shape} must have one shape"
+    )
+  mask = _token_mask(where, student_losses.shape).reshape(-1)
+  excess = jax.lax.stop_gradient(student_losses - reference_losses).reshape(-1)
+  order = jnp.argsort(jnp.where(mask, -excess, jnp.inf), stable=True)
+  rank = jnp.zeros(order.shape, jnp.int32).at[order].set(jnp.arange(order.size, dtype=jnp.int32))
+  keep = jnp.ceil(fraction * jnp.sum(mask)).astype(jnp.int32)
+  return ((rank < keep) & mask).reshape(student_losses.shape)
+
+
+def adaspec_sum_and_count(
+  student_logits: ArrayLike,
+  reference_logits: ArrayLike,
+  teacher_logits: ArrayLike,
+  *,
+  fraction: float,
+  where: ArrayLike | None = None,
+  divergence: str = "kl",
+  temperature: ArrayLike = 1.0,
+  **hyperparams,
+) -> tuple[jax.Array, jax.Array]:
+  r"""AdaSPEC's selective token KD of a draft: the sum and count over the selected tokens.
+
+  .. math::
+    S = \sum_{b,t} s_{b,t}\, \ell^{S}_{b,t}, \qquad C = \sum_{b,t} s_{b,t}
+
+  with :math:`\ell^S` and :math:`\ell^R` the :func:`token_kd_loss` of the student and of
+  the reference (a draft already distilled from the teacher; Hu et al. 2025 use forward
+  KL) against the teacher, and :math:`s` = :func:`selective_token_mask`. With micro-batches
+  the selection is made per micro-batch.
+
+  Args:
+    student_logits, reference_logits, teacher_logits: ``[batch, time, vocab]`` logits.
+    fraction: the share of real tokens trained on, in (0, 1].
+    where: optional boolean ``[batch, time]`` padding mask.
+    divergence, temperature, **hyperparams: as :func:`token_kd_loss`.
+
+  Returns:
+    ``(S, C)``: float32 scalar sum and int32 scalar count of the selected tokens.
+  """
+  args = dict(where=where, divergence=divergence, temperature=temperature, **hyperparams)
+  student = token_kd_loss(student_logits, teacher_logits, **args)
+  reference = token_kd_loss(reference_logits, teacher_logits, **args)
+  selected = selective_token_mask(student, reference, fraction=fraction, where=where)
+  return masked_sum_and_count(student, selected)

@@ -152,3 +152,59 @@ def test_bad_inputs_raise():
     S.token_kd_loss(student, teacher, where=where.astype(np.float32))
   with pytest.raises(ValueError, match="batch, time, vocab"):
     S.token_kd_loss(student[0], teacher[0])
+
+
+def _adaspec_reference(student, reference, teacher, where, fraction):
+  """AdaSPEC in float64 NumPy, from the paper: forward KL of draft and reference against
+  the target, excess = draft - reference, the ceil(fraction * real) largest trained on."""
+  draft, ref = ref_kl(student, teacher, 1.0), ref_kl(reference, teacher, 1.0)
+  real = np.flatnonzero(where.reshape(-1))
+  excess = (draft - ref).reshape(-1)[real]
+  keep = int(np.ceil(fraction * len(real)))
+  chosen = real[np.argsort(-excess, kind="stable")[:keep]]
+  selected = np.zeros(where.size, bool)
+  selected[chosen] = True
+  return selected.reshape(where.shape), draft.reshape(-1)[chosen].sum()
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.4, 0.77, 1.0])
+def test_adaspec_selects_the_largest_excess_losses_like_the_float64_reference(fraction):
+  student, teacher, where = _batch()
+  reference = _batch(seed=1)[0]
+  want_mask, want_sum = _adaspec_reference(student, reference, teacher, where, fraction)
+  args = [jnp.float32(a) for a in (student, reference, teacher)]
+  total, count = L.adaspec_sum_and_count(*args, fraction=fraction, where=where)
+  assert int(count) == want_mask.sum() == np.ceil(fraction * where.sum())
+  np.testing.assert_allclose(total, want_sum, rtol=1e-5)
+  draft_losses = S.token_kd_loss(args[0], args[2], where=where)
+  reference_losses = S.token_kd_loss(args[1], args[2], where=where)
+  got = L.selective_token_mask(draft_losses, reference_losses, fraction=fraction, where=where)
+  np.testing.assert_array_equal(got, want_mask)
+
+
+def test_adaspec_trains_only_the_selected_tokens_and_equals_token_kd_at_fraction_one():
+  student, teacher, where = _batch()
+  reference = jnp.float32(_batch(seed=1)[0])
+  student, teacher = jnp.float32(student), jnp.float32(teacher)
+  full = S.sequence_kd_sum_and_count(student, teacher, where=where)
+  np.testing.assert_allclose(
+    L.adaspec_sum_and_count(student, reference, teacher, fraction=1.0, where=where), full
+  )
+  grads = jax.grad(
+    lambda s: L.adaspec_sum_and_count(s, reference, teacher, fraction=0.4, where=where)[0]
+  )(student)
+  selected = L.selective_token_mask(
+    S.token_kd_loss(student, teacher, where=where),
+    S.token_kd_loss(reference, teacher, where=where),
+    fraction=0.4,
+    where=where,
+  )
+  touched = np.abs(np.asarray(grads)).sum(-1) > 0
+  np.testing.assert_array_equal(touched, np.asarray(selected))
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_adaspec_fraction_outside_the_unit_interval_raises(fraction):
+  losses = jnp.ones((2, 3))
+  with pytest.raises(ValueError, match="fraction must be in"):
+    L.selective_token_mask(losses, losses, fraction=fraction)
