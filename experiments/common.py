@@ -396,6 +396,8 @@ def lm_base(
     "top_p": 1.0,
     "chunked": False,
     "chunk_size": 1024,
+    "adaspec_fraction": 0.4,  # AdaSPEC (method 'adaspec'): share of tokens trained on
+    "adaspec_reference": "token_kd",  # the method whose student selects them
   }
   return c
 

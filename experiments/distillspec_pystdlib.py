@@ -6,7 +6,9 @@ fraction of the target's), trained for the same steps on the same windows:
 
 * ``ce`` (data, cross-entropy), ``fkl`` / ``rkl`` / ``jsd`` / ``tvd`` (token KD on the
   data under forward KL, reverse KL, JSD(0.5), total variation),
-* ``onpolicy_jsd`` (GKD on draft samples only, JSD(0.5)), ``seqkd`` (target samples, CE).
+* ``onpolicy_jsd`` (GKD on draft samples only, JSD(0.5)), ``seqkd`` (target samples, CE),
+* ``adaspec`` (AdaSPEC, Hu et al. 2025: forward KL on the 40% of tokens where the draft
+  trails a token-KD reference draft most; the reference trains first, in the same run).
 
 ``WORKDIR/summary.json``: ``{'target': ..., 'drafts': {name: {'acceptance_greedy',
 'acceptance_sampled', 'speedup_greedy', 'speedup_sampled', 'eval_bits_per_byte', ...}},
@@ -32,6 +34,7 @@ DRAFTS = {
   "tvd": {"mode": "token_kd", "divergence": "tv"},
   "onpolicy_jsd": {"mode": "gkd", "lam": 1.0, "beta": 0.5},
   "seqkd": {"mode": "seq_kd"},
+  "adaspec": {"mode": "adaspec", "divergence": "kl"},  # reference: distill.adaspec_reference
 }
 
 

@@ -15,7 +15,11 @@ Each entry of ``config.drafts`` is ``{'mode', 'divergence', 'lam', 'beta'}`` (lm
 * ``fkl``, ``rkl``, ``jsd``, ``tvd``: token KD on the data under KL(target || draft),
   KL(draft || target), JSD(0.5) and total variation (``token_kd``);
 * ``onpolicy_jsd``: GKD with draft samples only (``gkd``, ``lam`` = 1, JSD(0.5)), and
-  ``seqkd``: cross-entropy on target samples (``seq_kd``), the two on-policy data sources.
+  ``seqkd``: cross-entropy on target samples (``seq_kd``), the two on-policy data sources;
+* ``adaspec``: AdaSPEC (Hu et al. 2025): forward KL on the ``distill.adaspec_fraction`` of
+  tokens where the draft's loss most exceeds that of a reference draft
+  (``distill.adaspec_reference``, token KD, trained first in the same lm run for the same
+  steps: the AdaSPEC draft costs two drafts' training).
 
 Then each draft drafts for the target (:func:`kdjax.models.sampling.speculative_generate`)
 on ``speculative.num_prompts`` validation prompts of ``distill.prompt_len`` bytes,
@@ -61,7 +65,7 @@ from kdjax.jobs.checkpoint import Checkpointer
 from kdjax.models import sampling
 from kdjax.train import lm_job, state as state_lib
 
-DRAFT_MODES = ("ce", "token_kd", "seq_kd", "gkd")
+DRAFT_MODES = ("ce", "token_kd", "seq_kd", "gkd", "adaspec")
 
 
 def _draft_config(config, name: str, spec) -> ml_collections.ConfigDict:
@@ -70,6 +74,8 @@ def _draft_config(config, name: str, spec) -> ml_collections.ConfigDict:
     del c[key]
   c.job = "lm"
   c.methods = str(spec["mode"])
+  if c.methods == "adaspec":  # its reference student trains first, in the same run
+    c.methods = f"{c.distill.adaspec_reference},adaspec"
   if "divergence" in spec:
     c.distill.divergence = str(spec["divergence"])
   for key in ("lam", "beta"):

@@ -26,6 +26,11 @@ Objectives (:func:`make_objective`):
   ``chunked=True`` the loss goes through ``kdjax.losses.chunked_kd_sum_and_count`` on the
   final hidden states and output kernels (the bias folded in as an extra input row), so
   ``[B L, V]`` logits are never built.
+* ``'adaspec'``: the ``'kd'`` divergence on the selected tokens only: the ``fraction`` of
+  real tokens where the student's loss most exceeds a reference student's
+  (``teacher_params = {'target': ..., 'reference': ...}``; the reference has the student's
+  architecture): Hu et al. (2025), "AdaSPEC: Selective Knowledge Distillation for
+  Efficient Speculative Decoders" (:func:`kdjax.losses.adaspec_sum_and_count`).
 """
 
 from __future__ import annotations
@@ -76,18 +81,20 @@ def make_objective(
   temperature: float = 1.0,
   chunked: bool = False,
   chunk_size: int = 1024,
+  fraction: float = 0.4,
   **hyperparams,
 ) -> Objective:
   """``objective(params, teacher_params, batch, rng) -> (loss sum, token count)``.
 
   Args:
-    kind: ``'ce'`` or ``'kd'`` (module docstring).
+    kind: ``'ce'``, ``'kd'`` or ``'adaspec'`` (module docstring).
     student: the student module.
     teacher: the teacher module (``'kd'`` only).
     divergence: a key of ``kdjax.losses.DIVERGENCES`` (``'kd'``).
     temperature: the loss temperature (``'kd'``), never the sampling temperature.
     chunked: use the memory-bounded chunked loss (``'kd'``).
     chunk_size: tokens per chunk of the chunked loss.
+    fraction: the share of tokens AdaSPEC trains on (``'adaspec'``).
     **hyperparams: the divergence's hyper-parameters (``beta``, ``alpha``).
   """
   if kind == "ce":
@@ -99,8 +106,30 @@ def make_objective(
       return losses.masked_sum_and_count(nll, batch["mask"])
 
     return ce
+  if kind == "adaspec":
+    if chunked:
+      raise ValueError("the 'adaspec' objective has no chunked form")
+    losses.get_divergence(divergence, temperature=temperature, **hyperparams)  # validates
+
+    def adaspec(params, teacher_params, batch, rng):
+      inputs = batch["inputs"]
+      target = teacher.apply({"params": teacher_params["target"]}, inputs)
+      reference = student.apply({"params": teacher_params["reference"]}, inputs)
+      logits = student.apply({"params": params}, inputs, train=True, rngs={"dropout": rng})
+      return losses.adaspec_sum_and_count(
+        logits,
+        jax.lax.stop_gradient(reference),
+        jax.lax.stop_gradient(target),
+        fraction=fraction,
+        where=batch["mask"],
+        divergence=divergence,
+        temperature=temperature,
+        **hyperparams,
+      )
+
+    return adaspec
   if kind != "kd":
-    raise ValueError(f"objective kind must be 'ce' or 'kd', got {kind!r}")
+    raise ValueError(f"objective kind must be 'ce', 'kd' or 'adaspec', got {kind!r}")
   teacher_outputs, student_kd = make_kd_parts(
     student,
     teacher,

@@ -19,7 +19,9 @@ import ml_collections
 from kdjax import losses, models
 from kdjax.jobs import config as config_lib, loop as jobs_loop, workdir as workdir_lib
 
-METHODS = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd", "uld", "alm")
+METHODS = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd", "adaspec", "uld", "alm")
+# Methods whose trained student can be AdaSPEC's reference (same model, same vocabulary).
+_REFERENCES = ("ce", "token_kd", "skew_kl", "seq_kd", "gkd")
 _SUMMARY = "summary.json"
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _HF_FAMILIES = ("llama", "gpt2")
@@ -132,11 +134,23 @@ def _check_keys(config: ml_collections.ConfigDict) -> None:
       f"config.fsdp and config.distill.chunked must be true or false, got "
       f"{config.fsdp!r}, {d.chunked!r}"
     )
+  config_lib.check_number(d.adaspec_fraction, "config.distill.adaspec_fraction", above=0, maximum=1)
   methods = _methods(config)
-  for method in ("token_kd", "skew_kl", "gkd"):
+  if "adaspec" in methods:
+    reference = str(d.adaspec_reference)
+    before = methods[: methods.index("adaspec")]
+    if reference not in _REFERENCES or reference not in before:
+      raise ValueError(
+        f"config.distill.adaspec_reference={reference!r} must be one of {_REFERENCES} "
+        f"listed before 'adaspec' in config.methods={config.methods!r}: AdaSPEC selects "
+        "tokens with a student trained first"
+      )
+    if d.chunked:
+      raise ValueError("config.distill.chunked is not supported by the 'adaspec' method")
+  for method in ("token_kd", "skew_kl", "gkd", "adaspec"):
     if method in methods:
       args = _kd_arguments(config, method)
-      shared = ("divergence", "temperature", "chunked", "chunk_size")
+      shared = ("divergence", "temperature", "chunked", "chunk_size", "fraction")
       try:
         losses.get_divergence(
           args["divergence"],
@@ -213,6 +227,7 @@ def _kd_arguments(config, mode: str) -> dict:
     "chunked": bool(d.chunked),
     "chunk_size": int(d.chunk_size),
     **hyper,
+    **({"fraction": float(d.adaspec_fraction)} if mode == "adaspec" else {}),
   }
 
 

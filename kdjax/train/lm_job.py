@@ -128,6 +128,7 @@ class _Context:
     self._optimizers, self._train_steps = {}, {}
     self.built: dict = {}  # role -> model from a Hugging Face checkpoint
     self.init_params: dict = {}  # role -> its starting params (HF checkpoint / teacher layers)
+    self.trained: dict = {}  # method -> its trained student's params (AdaSPEC's reference)
 
   def model(self, role: str):
     if role in self.built:
@@ -148,23 +149,28 @@ class _Context:
       self._optimizers[key] = block.make(int(c.num_steps))
     return self._optimizers[key]
 
-  def train_step(self, model, tx, mode: str, shardings) -> tuple[Callable, bool]:
-    """``(jitted train step, whether it takes the teacher's params)`` of ``mode``.
+  def train_step(self, model, tx, mode: str, shardings) -> tuple[Callable, str]:
+    """``(jitted train step, objective kind)`` of ``mode``: ``'ce'`` steps take no teacher,
+    ``'kd'`` steps the teacher's params, ``'adaspec'`` ``{'target', 'reference'}``.
 
     One step per static configuration (model, optimizer, objective and its arguments):
     phases that train alike (the teacher and a CE or sequence-KD student of its size,
     the ``ce`` and ``seq_kd`` students) run one compiled program.
     """
-    kind = "ce" if mode in ("ce", "seq_kd", "supervised") else "kd"
-    arguments = _kd_arguments(self.config, mode) if kind == "kd" else {}
+    kind = {"ce": "ce", "seq_kd": "ce", "supervised": "ce", "adaspec": "adaspec"}.get(mode, "kd")
+    arguments = _kd_arguments(self.config, mode) if kind != "ce" else {}
     key = (model, tx, kind, tuple(sorted(arguments.items())))
     if key not in self._train_steps:
       c = self.config
       objective = lm.make_objective(kind, model, self.teacher, **arguments)
       step = lm.make_train_step(objective, tx, seed=int(c.seed), micro_batches=int(c.micro_batches))
-      teacher_shardings = self.teacher_shardings if kind == "kd" else {}
+      teacher_shardings = {
+        "ce": {},
+        "kd": self.teacher_shardings,
+        "adaspec": {"target": self.teacher_shardings, "reference": shardings.params},
+      }[kind]
       self._train_steps[key] = lm.jit_train_step(step, self.mesh, shardings, teacher_shardings)
-    return self._train_steps[key], kind == "kd"
+    return self._train_steps[key], kind
 
 
 def _sampling(ctx: _Context) -> dict:
@@ -238,9 +244,16 @@ def _loop(
   ctx, name, mode, model, tx, state, shardings, start, total, checkpointer, phase_dir
 ) -> dict:
   c, d = ctx.config, ctx.config.distill
-  step_fn, with_teacher = ctx.train_step(model, tx, mode, shardings)
+  step_fn, kind = ctx.train_step(model, tx, mode, shardings)
   # Only KD steps read the teacher (the teacher phase's own params are donated with the state).
-  teacher_params = ctx.teacher_params if with_teacher else {}
+  teacher_params = {
+    "ce": {},
+    "kd": ctx.teacher_params,
+    "adaspec": {
+      "target": ctx.teacher_params,
+      "reference": ctx.trained.get(str(d.adaspec_reference)),
+    },
+  }[kind]
   nll_step = lm.make_nll_step(model)
   sampling = _sampling(ctx)
   log = MetricsWriter(phase_dir, resume_step=start, total_steps=total, name=name)
@@ -491,6 +504,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = {"teacher": teacher_summary}
     for method in methods:
       student_params, results[method] = _train(ctx, method, "student", method)
+      ctx.trained[method] = student_params
       target = "student_hf" if len(methods) == 1 else os.path.join("student_hf", method)
       _export(ctx, ctx.model("student"), student_params, target)
     _compare(results, wd.path)

@@ -41,7 +41,7 @@ def test_distillspec_runlocal_through_the_launcher(tmp_path):
       sys.executable,
       "-m",
       "launch.main",
-      "--config=experiments/distillspec_pystdlib.py:runlocal,drafts=ce+rkl",
+      "--config=experiments/distillspec_pystdlib.py:runlocal,drafts=ce+rkl+adaspec",
       f"--workdir={tmp_path}",
     ],
     check=True,
@@ -49,8 +49,8 @@ def test_distillspec_runlocal_through_the_launcher(tmp_path):
   )
   with open(tmp_path / "summary.json") as f:
     summary = lm_job.by_model(json.load(f))
-  assert set(summary) == {"ce", "rkl", "target", "timing"}
-  for name in ("ce", "rkl"):
+  assert set(summary) == {"ce", "rkl", "adaspec", "target", "timing"}
+  for name in ("ce", "rkl", "adaspec"):
     for key in ("acceptance_greedy", "acceptance_sampled", "speedup_greedy", "speedup_sampled"):
       assert np.isfinite(summary[name][key]) and summary[name][key] > 0
   assert 0 < summary["timing"]["draft_target_cost_ratio"]

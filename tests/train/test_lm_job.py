@@ -50,6 +50,9 @@ def _tiny(methods="ce,gkd"):
     ("num_sample_prompts", 12, "num_sample_prompts=12 must be a positive multiple"),
     ("student.optimizer.learning_rate", float("nan"), "config.student.optimizer.learning_rate"),
     ("student.num_steps", -1, "config.student.num_steps must be an integer >= 1, got -1"),
+    ("methods", "adaspec,token_kd", "adaspec_reference='token_kd' must be one of"),
+    ("methods", "ce,adaspec", "listed before 'adaspec'"),
+    ("distill.adaspec_fraction", 1.5, "adaspec_fraction must be a finite number > 0 and <= 1"),
   ],
 )
 def test_bad_configs_raise_value_errors_naming_the_key(tmp_path, key, value, message):
@@ -156,13 +159,13 @@ def test_tiny_teacher_and_token_kd_student_write_finite_summaries_and_metrics(tm
 def test_tiny_run_of_every_mode_writes_finite_summaries_and_a_metrics_record_per_model(
   tmp_path,
 ):
-  c = _tiny("ce,token_kd,seq_kd,gkd")
+  c = _tiny("ce,token_kd,seq_kd,gkd,adaspec")
   c.teacher.model.num_layers = 1
   c.teacher.num_steps = c.student.num_steps = c.log_every = c.eval_every = 2
   c.batch_size, c.distill.lam = 8, 0.5
   workdir = str(tmp_path / "run")
   summary = _run(c, workdir)
-  models = ["teacher", "ce", "token_kd", "seq_kd", "gkd"]
+  models = ["teacher", "ce", "token_kd", "seq_kd", "gkd", "adaspec"]
   assert list(summary) == models
   with open(os.path.join(workdir, "summary.json")) as f:
     _same(lm_job.by_model(json.load(f)), summary)

@@ -168,6 +168,25 @@ def test_bits_per_byte_matches_numpy_and_ignores_masked_and_zero_byte_tokens():
   assert result["nll_per_token"] == pytest.approx(nll[m].mean(), rel=1e-5)
 
 
+def test_adaspec_objective_trains_on_the_tokens_the_reference_fits_better_in_float64():
+  """AdaSPEC (Hu et al. 2025) from the paper in NumPy: forward KL of the student and of a
+  reference student against the teacher; the ceil(0.4 C) real tokens of largest excess."""
+  batch = _batch()
+  s_params, r_params, t_params = _params(STUDENT, 0), _params(STUDENT, 2), _params(TEACHER, 1)
+  objective = lm.make_objective("adaspec", STUDENT, TEACHER, divergence="kl", fraction=0.4)
+  teacher = {"target": t_params, "reference": r_params}
+  total, count = jax.jit(objective)(s_params, teacher, batch, jax.random.PRNGKey(0))
+  logp = log_softmax(np.asarray(_logits(TEACHER, t_params, batch["inputs"]), np.float64), -1)
+  kl = {}
+  for name, p in (("student", s_params), ("reference", r_params)):
+    logq = log_softmax(np.asarray(_logits(STUDENT, p, batch["inputs"]), np.float64), -1)
+    kl[name] = np.sum(np.exp(logp) * (logp - logq), -1)[batch["mask"]]
+  keep = math.ceil(0.4 * batch["mask"].sum())
+  chosen = np.argsort(-(kl["student"] - kl["reference"]), kind="stable")[:keep]
+  assert int(count) == keep
+  np.testing.assert_allclose(float(total), kl["student"][chosen].sum(), rtol=1e-4)
+
+
 def test_unknown_objective_and_divergence_raise():
   with pytest.raises(ValueError, match="objective kind"):
     lm.make_objective("dpo", STUDENT)
