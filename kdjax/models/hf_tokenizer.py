@@ -117,27 +117,32 @@ class HFTokenizer:
     """The text of ``ids`` (special tokens dropped)."""
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
-  def token_bytes(self) -> np.ndarray:
-    """int32 [vocab]: UTF-8 bytes each token stands for (special tokens 0; byte-level BPE
-    characters 1 byte each; SentencePiece's ``▁`` a space; ``<0xNN>`` byte pieces 1)."""
+  def token_byte_strings(self) -> list[bytes]:
+    """The bytes each token id stands for: ``b""`` for special and unused ids; byte-level
+    BPE characters mapped back to their bytes (GPT-2's alphabet); ``<0xNN>`` byte pieces
+    that byte; otherwise the piece's UTF-8 with SentencePiece's ``▁`` as a space. Used by
+    the cross-tokenizer batches (:func:`kdjax.data.xtok.token_byte_strings`)."""
     byte_level = _uses(self._spec.get("decoder"), "ByteLevel") or _uses(
       self._spec.get("pre_tokenizer"), "ByteLevel"
     )
     alphabet = _byte_level_alphabet()
-    sizes = np.zeros(self.vocab_size, np.int32)
+    out = []
     for i in range(self.vocab_size):
-      if i in self._special:
-        continue
-      piece = self._tok.id_to_token(i)
+      piece = None if i in self._special else self._tok.id_to_token(i)
       if piece is None:
-        continue
-      if byte_level and all(c in alphabet for c in piece):
-        sizes[i] = len(piece)
+        out.append(b"")
+      elif byte_level and all(c in alphabet for c in piece):
+        out.append(bytes(alphabet[c] for c in piece))
       elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
-        sizes[i] = 1
+        out.append(bytes([int(piece[3:5], 16)]))
       else:
-        sizes[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
-    return sizes
+        out.append(piece.replace("\u2581", " ").encode("utf-8"))
+    return out
+
+  def token_bytes(self) -> np.ndarray:
+    """int32 [vocab]: how many UTF-8 bytes each token stands for (special tokens 0), the
+    lengths of :meth:`token_byte_strings`."""
+    return np.asarray([len(b) for b in self.token_byte_strings()], np.int32)
 
   def save(self, path: str | os.PathLike) -> list[str]:
     """Copies tokenizer.json (and tokenizer_config.json, if any) into ``path``."""

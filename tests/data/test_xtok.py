@@ -85,3 +85,40 @@ def test_student_vocabulary_is_deterministic_byte_exact_and_batches_align(tmp_pa
       assert got["student_chunks"][row][got["student_starts"][row, c]] == c
       assert got["teacher_chunks"][row][got["teacher_starts"][row, c]] == c
     np.testing.assert_array_equal(got["teacher_inputs"][row, 1:], got["teacher_targets"][row, :-1])
+
+
+@pytest.mark.parametrize("student_is_bpe", [True, False])
+def test_two_hugging_face_tokenizers_align_byte_exactly(tmp_path, student_is_bpe):
+  """Teacher and student from two Hugging Face tokenizer.json files (a byte-level BPE of
+  320 tokens and the byte tokenizer's export), either way round: the token bytes rebuild
+  the text and every kept chunk has the same bytes in both views."""
+  import pathlib
+
+  from kdjax.models import hf_tokenizer
+
+  reference = pathlib.Path(__file__).parents[1] / "models" / "hf_reference" / "tokenizer"
+  hf_tokenizer.byte_tokenizer_files(tmp_path)
+  bpe, byte = hf_tokenizer.load_tokenizer(reference), hf_tokenizer.load_tokenizer(tmp_path)
+  student, teacher = (bpe, byte) if student_is_bpe else (byte, bpe)
+  text = "Beautiful is better than ugly.\nÜnïcode ✓ too. Sparse is better than dense.\n"
+  for tok in (student, teacher):
+    table = xtok.token_byte_strings(tok)
+    assert b"".join(table[i] for i in tok.encode(text)) == text.encode()
+  stream = np.concatenate([[student.bos_id], student.encode(text * 2), [student.eos_id]])
+  packed = text_lib.pack(stream, 20, pad_id=student.pad_id, bos_id=student.bos_id)
+  got = xtok.CrossTokenBatches(
+    packed,
+    student_tokenizer=student,
+    teacher_tokenizer=teacher,
+    teacher_len=48,
+    batch_size=2,
+    seed=0,
+  ).batch(0)
+  s_table, t_table = xtok.token_byte_strings(student), xtok.token_byte_strings(teacher)
+  for row in range(2):
+    count = int(got["chunk_mask"][row].sum())
+    assert count >= 3
+    for c in range(count):
+      s = got["targets"][row][got["student_chunks"][row] == c]
+      t = got["teacher_targets"][row][got["teacher_chunks"][row] == c]
+      assert b"".join(s_table[i] for i in s) == b"".join(t_table[i] for i in t) != b""
