@@ -567,7 +567,7 @@ def validate_block(r: Any, path: str) -> None:
   config_lib.check_int(r.scan_unroll, f"{path}.scan_unroll")
   for key in ("reg", "expert_learning_rate", "lr_init", "lr_learning_rate"):
     config_lib.check_number(r[key], f"{path}.{key}", above=0)
-  config_lib.check_number(r.label_learning_rate, f"{path}.label_learning_rate", minimum=0)
+  config_lib.check_number(r.label_learning_rate, f"{path}.label_learning_rate", above=0)
   config_lib.check_number(r.label_offset, f"{path}.label_offset", minimum=0, below=1)
   config_lib.check_choice(r.normalization, f"{path}.normalization", ("instance", "none"))
   config_lib.check_bool(r.learn_labels, f"{path}.learn_labels")
