@@ -5,7 +5,9 @@ r"""The dataset-distillation job: ``python -m launch.main --config=experiments/r
 2022, :mod:`kdjax.distill.rfad`; 'frepo': Zhou et al., 2022, :mod:`kdjax.distill.frepo`;
 'dm': Zhao & Bilen, 2023, :mod:`kdjax.distill.dm`; 'dc' / 'dsa': Zhao et al., 2021,
 :mod:`kdjax.distill.dc` without / with the siamese augmentation of
-:mod:`kdjax.distill.dsa`; settings in ``config.<method>``) from class-balanced random
+:mod:`kdjax.distill.dsa`; 'mtt' / 'datm': Cazenavette et al., 2022 / Guo et al., 2024,
+:mod:`kdjax.distill.mtt`, which first train or load their expert buffer; settings in
+``config.<method>``) from class-balanced random
 real images, on target batches sharded over all devices, and writes to ``workdir`` (on
 :mod:`kdjax.jobs`): ``metrics.jsonl`` + TensorBoard events (``train_loss``;
 ``test_accuracy``: KRR with the method's kernel: RFAD's with
