@@ -70,7 +70,7 @@ def mtt_base(method: str, per_class: int = 10) -> ml_collections.ConfigDict:
       "label_offset": 0.1,
       # The experts: SGD batch size, learning rate, epochs, count, augmentation.
       "target_batch_size": 256,
-      "expert_learning_rate": 0.01,
+      "expert_learning_rate": 0.1,  # mnist5k: 95.9% after 10 epochs (0.01: too slow on digits)
       "num_epochs": 20,
       "num_experts": 8,
       "expert_augment": "color_crop_cutout_scale_rotate",
