@@ -5,7 +5,9 @@ r"""The dataset-distillation job: ``python -m launch.main --config=experiments/r
 2022, :mod:`kdjax.distill.rfad`; 'frepo': Zhou et al., 2022, :mod:`kdjax.distill.frepo`;
 'dm': Zhao & Bilen, 2023, :mod:`kdjax.distill.dm`; 'dc' / 'dsa': Zhao et al., 2021,
 :mod:`kdjax.distill.dc` without / with the siamese augmentation of
-:mod:`kdjax.distill.dsa`; settings in ``config.<method>``) from class-balanced random
+:mod:`kdjax.distill.dsa`; 'mtt' / 'datm': Cazenavette et al., 2022 / Guo et al., 2024,
+:mod:`kdjax.distill.mtt`, which first train or load their expert buffer; settings in
+``config.<method>``) from class-balanced random
 real images, on target batches sharded over all devices, and writes to ``workdir`` (on
 :mod:`kdjax.jobs`): ``metrics.jsonl`` + TensorBoard events (``train_loss``;
 ``test_accuracy``: KRR with the method's kernel: RFAD's with
@@ -38,12 +40,12 @@ import numpy as np
 import optax
 
 from kdjax import models
-from kdjax.distill import dc, dm, dsa, evaluation, frepo, outputs, rfad, support
+from kdjax.distill import dc, dm, dsa, evaluation, frepo, mtt, outputs, rfad, support
 from kdjax.jobs import config as config_lib, workdir as workdir_lib
 
 __all__ = ["METHODS", "validate", "protocol", "finite_task", "run"]
 
-METHODS = ("rfad", "frepo", "dm", "dc", "dsa")
+METHODS = ("rfad", "frepo", "dm", "dc", "dsa") + mtt.METHODS
 MATCHING = ("dm", "dc", "dsa")  # the non-kernel baselines: a ConvNet and an augmentation
 NORMALIZATIONS = ("instance", "none")  # kdjax.models.ConvNet's, for FRePo's model pool
 
@@ -58,6 +60,8 @@ def validate(config: Any) -> None:
   config_lib.Optimizer.from_config(config.optimizer)
   config_lib.Evaluation.from_config(config.evaluation)
   r = config[name]
+  if name in mtt.METHODS:  # MTT / DATM: kdjax.distill.mtt
+    return mtt.validate_block(r, f"config.{name}")
   specific = {
     "rfad": ("num_models", "num_models_eval"),
     "frepo": ("pool_size", "max_updates"),
@@ -173,15 +177,22 @@ def protocol(config: Any) -> evaluation.Protocol:
 
 
 def finite_task(
-  finite: evaluation.Protocol, y: jax.typing.ArrayLike, *, learned: bool
+  finite: evaluation.Protocol, y: jax.typing.ArrayLike, *, learned: bool, softmax: bool = False
 ) -> tuple[evaluation.Protocol, np.ndarray]:
   """The protocol and labels the finite networks fit for a support set with label rows ``y``.
 
   Learned labels are real-valued KRR targets: the networks regress them,
-  ``(finite with loss='mse', y)``. Otherwise the rows are one-hot (minus an offset) class
-  labels: ``(finite, argmax(y))``, the protocol's own loss on the class ids.
+  ``(finite with loss='mse', y)``; learned label *logits* (``softmax=True``, DATM's soft
+  labels) are distributions: ``(finite with loss='xent', softmax(y))``, the soft
+  cross-entropy. Otherwise the rows are one-hot (minus an offset) class labels:
+  ``(finite, argmax(y))``, the protocol's own loss on the class ids.
   """
   y = np.asarray(y)
+  if learned and softmax:
+    z = np.exp(y - y.max(1, keepdims=True), dtype=np.float64)
+    return dataclasses.replace(finite, loss="xent"), (z / z.sum(1, keepdims=True)).astype(
+      np.float32
+    )
   if learned:
     return dataclasses.replace(finite, loss="mse"), y
   return finite, np.argmax(y, 1)
@@ -212,7 +223,12 @@ def run(config: Any, workdir: str) -> dict:
 
 def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
   r, ds = config[config.method], problem.ds
-  init, step_fn, features = _method(config, problem.mesh, ds.num_classes)
+  extra = {}
+  if config.method in mtt.METHODS:  # trains or loads the expert buffer first
+    optimizer = config_lib.Optimizer.from_config(config.optimizer).make(config.num_steps)
+    init, step_fn, features, problem, extra = mtt.setup(config, workdir, problem, optimizer)
+  else:
+    init, step_fn, features = _method(config, problem.mesh, ds.num_classes)
   x_test, labels_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
 
   @jax.jit
@@ -244,6 +260,7 @@ def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
     "num_support": int(len(x_final)),
     "num_steps": int(config.num_steps),
     **support.timings(workdir, "distill", result),
+    **extra,
   }
   outputs.save_support_set(
     workdir,
@@ -262,7 +279,7 @@ def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
       ("_init", (problem.x0, problem.y0, False)),
     )
   ):
-    p, labels = finite_task(finite, y, learned=learned)
+    p, labels = finite_task(finite, y, learned=learned, softmax=config.method == "datm")
     scores = evaluation.evaluate(
       x, labels, ds.x_test, ds.y_test, p, num_classes=ds.num_classes, seed=config.seed
     )

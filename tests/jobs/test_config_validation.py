@@ -70,6 +70,8 @@ VALID = {
   ("bounds.max_extra_rounds", 0): "search only up to the lower bound",
   ("*alphas.*", 0): "label weight 0 (pure self-distillation targets)",
   ("gd.noise", 0): "noise-free views",
+  ("*.min_start_epoch", 0): "MTT/DATM trajectories may start at the experts' initialisation",
+  ("*.syn_batch_size", 0): "0 = the whole synthetic set per student step (MTT)",
 }
 
 
