@@ -130,7 +130,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.check_int(k.s1, "config.consistency.s1", minimum=int(k.s0))
     config_lib.check_number(k.sigma_min, "config.consistency.sigma_min", above=0)
     config_lib.check_number(k.sigma_max, "config.consistency.sigma_max", above=k.sigma_min)
+    config_lib.check_number(k.ema_decay, "config.consistency.ema_decay", minimum=0, below=1)
+    config_lib.check_choice(
+      k.parametrization, "config.consistency.parametrization", steps.PARAMETRIZATIONS
+    )
   if "dmd" in students:
+    config_lib.Optimizer.from_config(c.dmd.fake_optimizer, "config.dmd.fake_optimizer")
     config_lib.check_number(c.dmd.reg_weight, "config.dmd.reg_weight", minimum=0)
     config_lib.check_int(c.dmd.num_pairs, "config.dmd.num_pairs")
     config_lib.check_int(c.dmd.pair_nfe, "config.dmd.pair_nfe")  # NaN, 0, -1 named here
@@ -304,19 +309,24 @@ def _consistency(job: _Job, teacher):
     s1=int(k.s1),
     total_steps=total,
     solver=k.solver,
+    ema_decay=float(k.ema_decay),
+    parametrization=k.parametrization,
   )
-  state = job.state(job.init_params(2), tx)
+  # 'flow': the network is a velocity network like the teacher's and starts as the teacher
+  init = teacher if k.parametrization == "flow" else job.init_params(2)
+  state = job.state(init, tx)
+  if float(k.ema_decay):  # the EMA target starts as the online network
+    state = {"online": state, "target": jax.tree.map(jnp.array, state.params)}
   with_teacher = k.mode == "distillation"
-  return job.train(
-    "consistency", 2, state, step, total, teacher=teacher if with_teacher else None
-  ).params
+  state = job.train("consistency", 2, state, step, total, teacher=teacher if with_teacher else None)
+  return (state["online"] if float(k.ema_decay) else state).params
 
 
 def _dmd(job: _Job, teacher):
   d = job.c.dmd
   total = int(d.num_steps)
   tx_gen = _optimizer(d.optimizer, total, "config.dmd.optimizer")
-  tx_fake = _optimizer(d.optimizer, total, "config.dmd.optimizer")
+  tx_fake = _optimizer(d.fake_optimizer, total, "config.dmd.fake_optimizer")
   # the regression pairs: noise and the teacher's deterministic ODE output (Heun, pair_nfe)
   velocity = steps.velocity_fn(job.model, teacher)
   z_ref = jax.random.normal(
@@ -364,7 +374,11 @@ def _samplers(job: _Job, trained: dict) -> dict[tuple[str, int], Any]:
   if "consistency" in trained:
     k = c.consistency
     sample = steps.consistency_sampler(
-      model, sigma_data=job.sigma_data, sigma_min=float(k.sigma_min), sigma_max=float(k.sigma_max)
+      model,
+      sigma_data=job.sigma_data,
+      sigma_min=float(k.sigma_min),
+      sigma_max=float(k.sigma_max),
+      parametrization=k.parametrization,
     )
     key = jax.random.fold_in(jax.random.PRNGKey(job.seed), 99)
     for nfe in student_nfe:
