@@ -75,6 +75,7 @@ def base(dataset: str) -> ml_collections.ConfigDict:
     {
       "num_steps": 4000,
       "objective": "lagrangian",
+      "from_teacher": False,  # True: start as the teacher's Euler step (job.two_time_from_teacher)
       "optimizer": common.optimizer("adam", 2e-3, final_lr_fraction=0.05),
     }
   )

@@ -141,6 +141,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.check_int(c.dmd.pair_nfe, "config.dmd.pair_nfe")  # NaN, 0, -1 named here
     samplers.check_nfe(c.dmd.pair_nfe, "config.dmd.pair_nfe")
   if "flow_map" in students:
+    config_lib.check_bool(c.flow_map.from_teacher, "config.flow_map.from_teacher")
     config_lib.check_choice(
       c.flow_map.objective, "config.flow_map.objective", flow_map_lib.OBJECTIVES
     )
@@ -345,12 +346,34 @@ def _dmd(job: _Job, teacher):
   return job.train("dmd", 3, state, step, total, teacher=teacher, batch_fn=batch_fn)["gen"].params
 
 
-def _flow_map(job: _Job):
+def two_time_from_teacher(fresh, teacher):
+  """Two-time parameters (``model(x, s, t)``) that start as the one-time ``teacher``:
+  every array of the same shape is copied, and the first time-embedding kernel, which reads
+  ``[emb(s), emb(t)]`` (``2d`` rows) where the teacher reads ``emb(t)`` (``d`` rows), gets
+  the teacher's rows for ``s`` and zeros for ``t``; so ``v(x, s, t) = v_teacher(x, s)``
+  and the flow map starts as the teacher's Euler step ``X_{s,t}(x) = x + (t - s)
+  v_teacher(x, s)``."""
+
+  def one(path, a, b):
+    if a.shape == b.shape:
+      return jnp.asarray(b, a.dtype)
+    if a.ndim == 2 and a.shape[1] == b.shape[1] and a.shape[0] == 2 * b.shape[0]:
+      return jnp.concatenate([jnp.asarray(b, a.dtype), jnp.zeros_like(b, a.dtype)], axis=0)
+    name = jax.tree_util.keystr(path)
+    raise ValueError(f"flow_map.from_teacher: no teacher array for {name} {a.shape}")
+
+  return jax.tree_util.tree_map_with_path(one, fresh, teacher)
+
+
+def _flow_map(job: _Job, teacher):
   f = job.c.flow_map
   total = int(f.num_steps)
   tx = _optimizer(f.optimizer, total, "config.flow_map.optimizer")
   step = steps.flow_map_step(job.model, tx, seed=job.seed, objective=f.objective)
-  state = job.state(job.init_params(4, two_times=True), tx)
+  init = job.init_params(4, two_times=True)
+  if f.from_teacher:
+    init = two_time_from_teacher(init, teacher)
+  state = job.state(init, tx)
   return job.train("flow_map", 4, state, step, total).params
 
 
@@ -472,7 +495,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       elif name == "dmd":
         trained[name] = _dmd(job, teacher)
       else:
-        trained[name] = _flow_map(job)
+        trained[name] = _flow_map(job, teacher)
     summary = _sample_all(job, trained)
     phases = ["teacher"] + [
       f"progressive/round{r + 1}" if s == "progressive" else s
