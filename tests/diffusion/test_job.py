@@ -50,27 +50,28 @@ def test_a_student_needs_a_finished_teacher(tmp_path):
     job.validate(_config(teacher_workdir=str(tmp_path / "other")))
 
 
-def test_a_flow_map_from_the_teacher_starts_as_its_euler_step():
+@pytest.mark.parametrize("name", ["time_mlp", pytest.param("unet", marks=pytest.mark.slow)])
+def test_a_flow_map_from_the_teacher_starts_as_its_euler_step(name):
   import jax
 
   from kdjax.models import TimeMLP, UNet
 
-  for model, x in (
-    (TimeMLP(hidden=8, depth=1, time_dim=8), np.ones((3, 2))),
-    (UNet((4, 8), 8), np.ones((3, 4, 4))),
-  ):
-    x = jnp.asarray(np.random.default_rng(0).normal(size=x.shape), jnp.float32)
-    s, t = jnp.array([0.0, 0.3, 0.5]), jnp.array([1.0, 0.4, 0.9])
-    teacher = model.init(jax.random.PRNGKey(1), x, s)["params"]
-    rng = np.random.default_rng(3)  # non-zero output layer (it starts at zero)
-    teacher = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(p.dtype), teacher)
-    fresh = model.init(jax.random.PRNGKey(2), x, s, t)["params"]
-    two = job.two_time_from_teacher(fresh, teacher)
-    apply = jax.jit(model.apply)
-    np.testing.assert_allclose(
-      apply({"params": two}, x, s, t), apply({"params": teacher}, x, s), atol=1e-5
-    )
-    assert not np.allclose(apply({"params": two}, x, s, t), apply({"params": teacher}, x, t))
+  if name == "time_mlp":
+    model, x = TimeMLP(hidden=8, depth=1, time_dim=8), np.ones((3, 2))
+  else:
+    model, x = UNet((4, 8), 8), np.ones((3, 4, 4))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=x.shape), jnp.float32)
+  s, t = jnp.array([0.0, 0.3, 0.5]), jnp.array([1.0, 0.4, 0.9])
+  teacher = model.init(jax.random.PRNGKey(1), x, s)["params"]
+  rng = np.random.default_rng(3)  # non-zero output layer (it starts at zero)
+  teacher = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(p.dtype), teacher)
+  fresh = model.init(jax.random.PRNGKey(2), x, s, t)["params"]
+  two = job.two_time_from_teacher(fresh, teacher)
+  apply = jax.jit(model.apply)
+  np.testing.assert_allclose(
+    apply({"params": two}, x, s, t), apply({"params": teacher}, x, s), atol=1e-5
+  )
+  assert not np.allclose(apply({"params": two}, x, s, t), apply({"params": teacher}, x, t))
 
 
 def test_config_args():
