@@ -56,6 +56,8 @@ def base(dataset: str) -> ml_collections.ConfigDict:
       "sigma_min": 0.002,
       "sigma_max": 10.0,
       "solver": "heun",
+      "ema_decay": 0.0,  # 0: stop-gradient target (iCT); > 0: EMA target (Song et al. 2023)
+      "parametrization": "edm",  # 'flow': the teacher's velocity network, started from it
       "optimizer": common.optimizer("adam", 1e-3, final_lr_fraction=0.05),
     }
   )
@@ -65,13 +67,15 @@ def base(dataset: str) -> ml_collections.ConfigDict:
       "reg_weight": 0.25,
       "num_pairs": 4096,
       "pair_nfe": 64,
-      "optimizer": common.optimizer("adam", 1e-4, final_lr_fraction=0.05),
+      "optimizer": common.optimizer("adam", 1e-4, final_lr_fraction=0.05),  # the generator's
+      "fake_optimizer": common.optimizer("adam", 1e-4, final_lr_fraction=0.05),
     }
   )
   c.flow_map = ml_collections.ConfigDict(
     {
       "num_steps": 4000,
       "objective": "lagrangian",
+      "from_teacher": False,  # True: start as the teacher's Euler step (job.two_time_from_teacher)
       "optimizer": common.optimizer("adam", 2e-3, final_lr_fraction=0.05),
     }
   )

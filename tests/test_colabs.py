@@ -15,6 +15,7 @@ import pathlib
 
 import nbclient
 import nbformat
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -92,6 +93,14 @@ def check_dataset_distillation(r):
     assert accuracy > 2 * r["chance"], (name, r)
 
 
+def check_diffusion_distillation(r):
+  e = r["energy"]
+  assert all(np.isfinite(v) for v in e.values()), r
+  assert e["teacher_nfe64"] < e["teacher_nfe1"] / 3, r  # Euler converges with the NFE
+  assert e["progressive_nfe1"] < e["teacher_nfe1"], r  # distilled into one step
+  assert {f"{s}_nfe1" for s in ("progressive", "consistency", "dmd", "flow_map")} <= set(e), r
+
+
 CHECKS = {
   "kd_losses.ipynb": check_kd_losses,
   "self_distillation_theory.ipynb": check_self_distillation_theory,
@@ -99,6 +108,7 @@ CHECKS = {
   "theory_dynamics.ipynb": check_theory_dynamics,
   "lm_distillation.ipynb": check_lm_distillation,
   "dataset_distillation.ipynb": check_dataset_distillation,
+  "diffusion_distillation.ipynb": check_diffusion_distillation,
 }
 
 
@@ -147,7 +157,7 @@ async def execute(path):
 
 
 # Notebooks whose smoke run takes over a minute on 2 cores run with the slow tests only.
-SLOW = {"dataset_distillation.ipynb", "lm_distillation.ipynb"}
+SLOW = {"dataset_distillation.ipynb", "diffusion_distillation.ipynb", "lm_distillation.ipynb"}
 FAST_COLABS = [path for path in COLABS if path.name not in SLOW]
 
 

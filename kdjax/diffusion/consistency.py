@@ -36,6 +36,7 @@ from kdjax.diffusion.flow import bcast, denoise, edm_preconditioning, t_from_sig
 
 __all__ = [
   "consistency_function",
+  "flow_consistency_function",
   "pseudo_huber",
   "consistency_loss",
   "teacher_denoiser",
@@ -54,6 +55,23 @@ def consistency_function(network: Callable, x, sigma, *, sigma_data: float, sigm
     sigma, sigma_data=sigma_data, sigma_min=sigma_min
   )
   return bcast(c_skip, x) * x + bcast(c_out, x) * network(bcast(c_in, x) * x, c_noise)
+
+
+def flow_consistency_function(velocity: Callable, x, sigma, *, sigma_min: float):
+  r"""A consistency function read off a flow velocity network (so it can start as the
+  teacher, as Song et al. (2023) initialise CD from the diffusion model):
+
+  .. math::
+    f(x, \sigma) = x + \frac{\sigma - \sigma_\mathrm{min}}{1 + \sigma}
+    \big(v(\tfrac{x}{1 + \sigma}, \tfrac{1}{1 + \sigma}) - x\big),
+
+  the teacher's denoiser :math:`D = x_t + (1 - t) v(x_t, t)` at :math:`t = 1/(1 + \sigma)`,
+  :math:`x_t = t x` (:func:`teacher_denoiser`) with :math:`\sigma` replaced by
+  :math:`\sigma - \sigma_\mathrm{min}` in the weight, so that :math:`f(x,
+  \sigma_\mathrm{min}) = x` exactly; ``velocity(x_t, t[B]) -> [B, ...]``, ``sigma [B]``."""
+  t = 1.0 / (1.0 + sigma)
+  w = (sigma - sigma_min) / (1.0 + sigma)
+  return x + bcast(w, x) * (velocity(bcast(t, x) * x, t) - x)
 
 
 def pseudo_huber(a, b, *, c: float):

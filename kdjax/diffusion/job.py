@@ -130,12 +130,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.check_int(k.s1, "config.consistency.s1", minimum=int(k.s0))
     config_lib.check_number(k.sigma_min, "config.consistency.sigma_min", above=0)
     config_lib.check_number(k.sigma_max, "config.consistency.sigma_max", above=k.sigma_min)
+    config_lib.check_number(k.ema_decay, "config.consistency.ema_decay", minimum=0, below=1)
+    config_lib.check_choice(
+      k.parametrization, "config.consistency.parametrization", steps.PARAMETRIZATIONS
+    )
   if "dmd" in students:
+    config_lib.Optimizer.from_config(c.dmd.fake_optimizer, "config.dmd.fake_optimizer")
     config_lib.check_number(c.dmd.reg_weight, "config.dmd.reg_weight", minimum=0)
     config_lib.check_int(c.dmd.num_pairs, "config.dmd.num_pairs")
     config_lib.check_int(c.dmd.pair_nfe, "config.dmd.pair_nfe")  # NaN, 0, -1 named here
     samplers.check_nfe(c.dmd.pair_nfe, "config.dmd.pair_nfe")
   if "flow_map" in students:
+    config_lib.check_bool(c.flow_map.from_teacher, "config.flow_map.from_teacher")
     config_lib.check_choice(
       c.flow_map.objective, "config.flow_map.objective", flow_map_lib.OBJECTIVES
     )
@@ -304,19 +310,24 @@ def _consistency(job: _Job, teacher):
     s1=int(k.s1),
     total_steps=total,
     solver=k.solver,
+    ema_decay=float(k.ema_decay),
+    parametrization=k.parametrization,
   )
-  state = job.state(job.init_params(2), tx)
+  # 'flow': the network is a velocity network like the teacher's and starts as the teacher
+  init = teacher if k.parametrization == "flow" else job.init_params(2)
+  state = job.state(init, tx)
+  if float(k.ema_decay):  # the EMA target starts as the online network
+    state = {"online": state, "target": jax.tree.map(jnp.array, state.params)}
   with_teacher = k.mode == "distillation"
-  return job.train(
-    "consistency", 2, state, step, total, teacher=teacher if with_teacher else None
-  ).params
+  state = job.train("consistency", 2, state, step, total, teacher=teacher if with_teacher else None)
+  return (state["online"] if float(k.ema_decay) else state).params
 
 
 def _dmd(job: _Job, teacher):
   d = job.c.dmd
   total = int(d.num_steps)
   tx_gen = _optimizer(d.optimizer, total, "config.dmd.optimizer")
-  tx_fake = _optimizer(d.optimizer, total, "config.dmd.optimizer")
+  tx_fake = _optimizer(d.fake_optimizer, total, "config.dmd.fake_optimizer")
   # the regression pairs: noise and the teacher's deterministic ODE output (Heun, pair_nfe)
   velocity = steps.velocity_fn(job.model, teacher)
   z_ref = jax.random.normal(
@@ -335,12 +346,34 @@ def _dmd(job: _Job, teacher):
   return job.train("dmd", 3, state, step, total, teacher=teacher, batch_fn=batch_fn)["gen"].params
 
 
-def _flow_map(job: _Job):
+def two_time_from_teacher(fresh, teacher):
+  """Two-time parameters (``model(x, s, t)``) that start as the one-time ``teacher``:
+  every array of the same shape is copied, and the first time-embedding kernel, which reads
+  ``[emb(s), emb(t)]`` (``2d`` rows) where the teacher reads ``emb(t)`` (``d`` rows), gets
+  the teacher's rows for ``s`` and zeros for ``t``; so ``v(x, s, t) = v_teacher(x, s)``
+  and the flow map starts as the teacher's Euler step ``X_{s,t}(x) = x + (t - s)
+  v_teacher(x, s)``."""
+
+  def one(path, a, b):
+    if a.shape == b.shape:
+      return jnp.asarray(b, a.dtype)
+    if a.ndim == 2 and a.shape[1] == b.shape[1] and a.shape[0] == 2 * b.shape[0]:
+      return jnp.concatenate([jnp.asarray(b, a.dtype), jnp.zeros_like(b, a.dtype)], axis=0)
+    name = jax.tree_util.keystr(path)
+    raise ValueError(f"flow_map.from_teacher: no teacher array for {name} {a.shape}")
+
+  return jax.tree_util.tree_map_with_path(one, fresh, teacher)
+
+
+def _flow_map(job: _Job, teacher):
   f = job.c.flow_map
   total = int(f.num_steps)
   tx = _optimizer(f.optimizer, total, "config.flow_map.optimizer")
   step = steps.flow_map_step(job.model, tx, seed=job.seed, objective=f.objective)
-  state = job.state(job.init_params(4, two_times=True), tx)
+  init = job.init_params(4, two_times=True)
+  if f.from_teacher:
+    init = two_time_from_teacher(init, teacher)
+  state = job.state(init, tx)
   return job.train("flow_map", 4, state, step, total).params
 
 
@@ -364,7 +397,11 @@ def _samplers(job: _Job, trained: dict) -> dict[tuple[str, int], Any]:
   if "consistency" in trained:
     k = c.consistency
     sample = steps.consistency_sampler(
-      model, sigma_data=job.sigma_data, sigma_min=float(k.sigma_min), sigma_max=float(k.sigma_max)
+      model,
+      sigma_data=job.sigma_data,
+      sigma_min=float(k.sigma_min),
+      sigma_max=float(k.sigma_max),
+      parametrization=k.parametrization,
     )
     key = jax.random.fold_in(jax.random.PRNGKey(job.seed), 99)
     for nfe in student_nfe:
@@ -458,7 +495,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       elif name == "dmd":
         trained[name] = _dmd(job, teacher)
       else:
-        trained[name] = _flow_map(job)
+        trained[name] = _flow_map(job, teacher)
     summary = _sample_all(job, trained)
     phases = ["teacher"] + [
       f"progressive/round{r + 1}" if s == "progressive" else s

@@ -40,9 +40,11 @@ __all__ = [
   "generator",
   "jit_step",
   "CONSISTENCY_MODES",
+  "PARAMETRIZATIONS",
 ]
 
 CONSISTENCY_MODES = ("distillation", "training")
+PARAMETRIZATIONS = ("edm", "flow")
 
 
 def velocity_fn(model, params) -> Callable:
@@ -120,29 +122,47 @@ def consistency_step(
   total_steps: int = 1,
   huber_c: float | None = None,
   solver: str = "heun",
+  ema_decay: float = 0.0,
+  parametrization: str = "edm",
 ) -> Callable:
   """Consistency distillation (``mode='distillation'``: the step takes the flow
   ``teacher``'s parameters and makes one ``solver`` step of its ODE) or consistency
   training (``'training'``, no teacher). iCT's curriculum ``N(k)`` from ``s0`` to ``s1``
   over ``total_steps`` (``s0 == s1`` fixes ``N = s1 + 1``), lognormal pair sampling,
-  pseudo-Huber ``c`` (default ``0.00054 sqrt(d)``), stop-gradient target; the network
-  ``model`` reads ``(c_in x, c_noise)``."""
+  pseudo-Huber ``c`` (default ``0.00054 sqrt(d)``); the network ``model`` reads
+  ``(c_in x, c_noise)`` (``parametrization='edm'``, :func:`consistency.consistency_function`)
+  or is a flow velocity network ``(x_t, t)`` like the teacher (``'flow'``,
+  :func:`consistency.flow_consistency_function`; the job then starts it from the teacher).
+
+  The target network ``theta^-`` is ``sg(theta)`` when ``ema_decay == 0`` (iCT), and
+  otherwise the exponential moving average of Song et al. (2023), Algorithm 2:
+  ``theta^- <- sg(mu theta^- + (1 - mu) theta)`` after each update, with ``mu =
+  ema_decay`` in [0, 1); then the state is ``{'online': TrainState, 'target': params}``
+  (the target starts as the online parameters)."""
   if mode not in CONSISTENCY_MODES:
     raise ValueError(f"consistency mode must be one of {list(CONSISTENCY_MODES)}, got {mode!r}")
   if mode == "distillation" and teacher is None:
     raise ValueError("consistency distillation needs the flow teacher module (teacher=...)")
   if not 1 <= s0 <= s1:
     raise ValueError(f"consistency needs 1 <= s0 <= s1, got s0={s0}, s1={s1}")
+  if parametrization not in PARAMETRIZATIONS:
+    raise ValueError(
+      f"consistency parametrization must be one of {list(PARAMETRIZATIONS)}, "
+      f"got {parametrization!r}"
+    )
+  if not 0.0 <= ema_decay < 1.0:
+    raise ValueError(f"consistency ema_decay must be in [0, 1), got {ema_decay!r}")
   k_prime = max(1, int(total_steps // (math.log2(s1 // s0) + 1)))
   kw = dict(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
 
   def f_apply(params):
-    net = lambda x, c_noise: model.apply({"params": params}, x, c_noise)  # noqa: E731
-    return lambda x, sigma: consistency.consistency_function(
-      net, x, sigma, sigma_data=sigma_data, sigma_min=sigma_min
-    )
+    return _consistency_fn(model, params, parametrization, sigma_data, sigma_min)
 
-  def step(state: TrainState, batch, teacher_params=None):
+  def step(full_state, batch, teacher_params=None):
+    if ema_decay:
+      state, target_params = full_state["online"], full_state["target"]
+    else:
+      state, target_params = full_state, full_state.params
     x1 = batch["x1"]
     r0, r1 = jax.random.split(_keys(seed, 3, state.step))
     z = jax.random.normal(r0, x1.shape, x1.dtype)
@@ -157,30 +177,52 @@ def consistency_step(
     else:
       x_n = x1 + flow.bcast(sig_n, x1) * z
     c = huber_c if huber_c is not None else 0.00054 * math.sqrt(math.prod(x1.shape[1:]))
-    f_target = f_apply(jax.lax.stop_gradient(state.params))(x_n, sig_n)
+    f_target = f_apply(jax.lax.stop_gradient(target_params))(x_n, sig_n)
 
     def loss_fn(params):
       f_online = f_apply(params)(x_next, sig_next)
       return jnp.mean(consistency.consistency_loss(f_online, f_target, sig_n, sig_next, c=c))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return _apply_grads(state, tx, grads), {"train_loss": loss, "num_scales": num_scales}
+    state = _apply_grads(state, tx, grads)
+    metrics = {"train_loss": loss, "num_scales": num_scales}
+    if not ema_decay:
+      return state, metrics
+    target = jax.tree.map(
+      lambda a, b: ema_decay * a + (1.0 - ema_decay) * b, target_params, state.params
+    )
+    return {"online": state, "target": jax.lax.stop_gradient(target)}, metrics
 
   if mode == "training":
     return lambda state, batch: step(state, batch)
   return step
 
 
+def _consistency_fn(model, params, parametrization, sigma_data, sigma_min) -> Callable:
+  """``f(x, sigma)`` of the network ``model`` with ``params`` in ``parametrization``."""
+  net = lambda x, c: model.apply({"params": params}, x, c)  # noqa: E731
+  if parametrization == "flow":
+    return lambda x, sigma: consistency.flow_consistency_function(
+      net, x, sigma, sigma_min=sigma_min
+    )
+  return lambda x, sigma: consistency.consistency_function(
+    net, x, sigma, sigma_data=sigma_data, sigma_min=sigma_min
+  )
+
+
 def consistency_sampler(
-  model, *, sigma_data: float, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+  model,
+  *,
+  sigma_data: float,
+  sigma_min: float = 0.002,
+  sigma_max: float = 80.0,
+  rho: float = 7.0,
+  parametrization: str = "edm",
 ) -> Callable:
   """``sample(params, z, rng, nfe)``: multistep consistency sampling of the network."""
 
   def sample(params, z, rng, nfe: int):
-    net = lambda x, c_noise: model.apply({"params": params}, x, c_noise)  # noqa: E731
-    f = lambda x, sigma: consistency.consistency_function(  # noqa: E731
-      net, x, sigma, sigma_data=sigma_data, sigma_min=sigma_min
-    )
+    f = _consistency_fn(model, params, parametrization, sigma_data, sigma_min)
     return consistency.sample(f, z, rng, nfe=nfe, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
 
   return sample

@@ -35,6 +35,7 @@ def _config(**overrides):
     ("students", "progressive,gan", "config.students entry must be one of"),
     ("consistency.mode", "both", "config.consistency.mode"),
     ("flow_map.objective", "hamiltonian", "config.flow_map.objective"),
+    ("consistency.parametrization", "vp", "config.consistency.parametrization"),
   ],
 )
 def test_bad_input_is_a_value_error_naming_it(key, value, match, tmp_path):
@@ -47,6 +48,30 @@ def test_a_student_needs_a_finished_teacher(tmp_path):
   (tmp_path / "other" / "teacher").mkdir(parents=True)
   with pytest.raises(ValueError, match="holds no finished teacher"):
     job.validate(_config(teacher_workdir=str(tmp_path / "other")))
+
+
+@pytest.mark.parametrize("name", ["time_mlp", pytest.param("unet", marks=pytest.mark.slow)])
+def test_a_flow_map_from_the_teacher_starts_as_its_euler_step(name):
+  import jax
+
+  from kdjax.models import TimeMLP, UNet
+
+  if name == "time_mlp":
+    model, x = TimeMLP(hidden=8, depth=1, time_dim=8), np.ones((3, 2))
+  else:
+    model, x = UNet((4, 8), 8), np.ones((3, 4, 4))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=x.shape), jnp.float32)
+  s, t = jnp.array([0.0, 0.3, 0.5]), jnp.array([1.0, 0.4, 0.9])
+  teacher = model.init(jax.random.PRNGKey(1), x, s)["params"]
+  rng = np.random.default_rng(3)  # non-zero output layer (it starts at zero)
+  teacher = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(p.dtype), teacher)
+  fresh = model.init(jax.random.PRNGKey(2), x, s, t)["params"]
+  two = job.two_time_from_teacher(fresh, teacher)
+  apply = jax.jit(model.apply)
+  np.testing.assert_allclose(
+    apply({"params": two}, x, s, t), apply({"params": teacher}, x, s), atol=1e-5
+  )
+  assert not np.allclose(apply({"params": two}, x, s, t), apply({"params": teacher}, x, t))
 
 
 def test_config_args():

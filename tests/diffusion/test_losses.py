@@ -145,6 +145,28 @@ def test_consistency_function_loss_and_schedule():
   )
 
 
+def test_flow_consistency_function_is_the_teacher_denoiser_with_the_exact_boundary():
+  x = RNG.normal(size=(4, 3))
+  sigma = np.array([0.002, 0.5, 3.0, 80.0])
+  vel = lambda xt, t: jnp.sin(3 * xt) + t[:, None] ** 2  # noqa: E731
+  smin = 0.002
+  with jax.enable_x64(True):
+    f = np.asarray(
+      consistency.flow_consistency_function(vel, jnp.asarray(x), jnp.asarray(sigma), sigma_min=smin)
+    )
+    den = consistency.teacher_denoiser(vel)(jnp.asarray(x), jnp.asarray(sigma))
+  # float64 reference: t = 1/(1+sigma), x_t = t x, v = v(x_t, t), D = x_t + (1-t) v, and
+  # f = x + (sigma - sigma_min)/(1 + sigma) (v - x) (sigma - sigma_min in place of sigma)
+  t = 1 / (1 + sigma)
+  v = np.sin(3 * t[:, None] * x) + t[:, None] ** 2
+  ref = x + ((sigma - smin) / (1 + sigma))[:, None] * (v - x)
+  np.testing.assert_allclose(f, ref, rtol=1e-12)
+  np.testing.assert_allclose(f[0], x[0], rtol=1e-12)  # f(x, sigma_min) = x exactly
+  d_ref = t[:, None] * x + (1 - t)[:, None] * v  # the teacher's denoiser at sigma_min = 0
+  np.testing.assert_allclose(den, d_ref, rtol=1e-12)
+  np.testing.assert_allclose(f[1:], d_ref[1:], atol=3 * smin)
+
+
 def test_consistency_sampler_calls_f_nfe_times_at_the_right_levels():
   levels = []
 

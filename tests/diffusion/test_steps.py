@@ -92,10 +92,40 @@ def test_student_steps_run_sharded_and_finite(kind):
     assert [m["num_scales"] for m in metrics] == [5, 9]  # iCT curriculum, K' = 4 // 3 = 1
 
 
+def test_consistency_ema_target_moves_by_mu_and_flow_parametrization_starts_as_teacher():
+  # Song et al. (2023), Alg. 2: theta^- <- mu theta^- + (1 - mu) theta after the update
+  mu = 0.9
+  step = steps.consistency_step(
+    MODEL, TX, seed=0, mode="training", sigma_data=1.0, s0=4, s1=4, ema_decay=mu
+  )
+  plain = steps.consistency_step(MODEL, TX, seed=0, mode="training", sigma_data=1.0, s0=4, s1=4)
+  batch = {"x1": jnp.asarray(X1)}
+  init = _state()
+  state = {"online": init, "target": jax.tree.map(jnp.copy, init.params)}
+  new, m = jax.jit(step)(state, batch)
+  ref, m_ref = jax.jit(plain)(_state(), batch)  # same first update: the target equals theta
+  assert float(m["train_loss"]) == pytest.approx(float(m_ref["train_loss"]), rel=1e-6)
+  for a, b, p0 in zip(*map(jax.tree.leaves, (new["target"], ref.params, _params()))):
+    np.testing.assert_allclose(a, mu * np.asarray(p0) + (1 - mu) * np.asarray(b), rtol=1e-5)
+  for a, b in zip(*map(jax.tree.leaves, (new["online"].params, ref.params))):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  # 'flow': f is read off the velocity network, so the teacher's params give its denoiser
+  sample = steps.consistency_sampler(MODEL, sigma_data=1.0, parametrization="flow")
+  z = jnp.asarray(X1)
+  out = sample(_params(), z, jax.random.PRNGKey(0), 1)
+  t = jnp.full((16,), 1 / 81.0)
+  v = MODEL.apply({"params": _params()}, z * 80 / 81, t)
+  np.testing.assert_allclose(out, 80 * z + (80 - 0.002) / 81 * (v - 80 * z), rtol=1e-5, atol=1e-5)
+
+
 def test_bad_student_options():
   with pytest.raises(ValueError, match="consistency mode"):
     steps.consistency_step(MODEL, TX, seed=0, mode="both", sigma_data=1.0)
   with pytest.raises(ValueError, match="needs the flow teacher"):
     steps.consistency_step(MODEL, TX, seed=0, mode="distillation", sigma_data=1.0)
+  with pytest.raises(ValueError, match="ema_decay"):
+    steps.consistency_step(MODEL, TX, seed=0, mode="training", sigma_data=1.0, ema_decay=1.0)
+  with pytest.raises(ValueError, match="parametrization"):
+    steps.consistency_step(MODEL, TX, seed=0, mode="training", sigma_data=1.0, parametrization="x")
   with pytest.raises(ValueError, match="flow_map objective"):
     steps.flow_map_step(MODEL, TX, seed=0, objective="hamiltonian")
