@@ -39,7 +39,7 @@ empirical NTK :math:`J J^\top + \Phi\Phi^\top` of :math:`\theta_0`), with
 
 with :math:`v` by conjugate gradients too. As in the paper's code the implicit part is
 clipped (per leaf) to the norm of the direct part. After each meta-step the chosen pool
-model trains a random number of Adam steps on the support set (MSE), and is re-initialised
+model trains ``pool_steps`` Adam steps on the support set (MSE), and is re-initialised
 after ``max_updates`` of them (as FRePo's pool, :mod:`kdjax.distill.frepo`).
 """
 
@@ -63,6 +63,7 @@ __all__ = [
   "linearised",
   "inner_loss",
   "predict",
+  "inner_hvp",
   "meta_gradient",
   "make_rcig_step",
 ]
@@ -73,13 +74,14 @@ def _vdot(a: Any, b: Any) -> jax.Array:
 
 
 def cg(
-  matvec: Callable[[Any], Any], b: Any, *, steps: int, x0: Any = None
+  matvec: Callable[[Any], Any], b: Any, *, steps: int, x0: Any = None, unroll: bool = True
 ) -> tuple[Any, jax.Array]:
   r"""``steps`` conjugate-gradient iterations for :math:`A x = b` (``A`` symmetric positive
   definite, given by ``matvec``) on pytrees, from ``x0`` (default 0).
 
-  Hestenes & Stiefel (1952). A fixed number of iterations (a ``fori_loop``); a converged
-  residual stops the updates instead of dividing by zero.
+  Hestenes & Stiefel (1952). A fixed number of iterations, unrolled by default (XLA's CPU
+  backend runs convolutions inside a while loop an order of magnitude slower; ``unroll=False``
+  compiles faster); a converged residual stops the updates instead of dividing by zero.
 
   Returns:
     ``(x, relative_residual)``, the last being :math:`\lVert b - A x\rVert / \lVert b\rVert`
@@ -105,7 +107,7 @@ def cg(
     p = jax.tree.map(lambda a, q: a + beta * q, r, p)
     return x, r, p, rs_new
 
-  x, _, _, rs = jax.lax.fori_loop(0, steps, body, (x, r, r, rs))
+  x, _, _, rs = jax.lax.fori_loop(0, steps, body, (x, r, r, rs), unroll=unroll)
   return x, jnp.sqrt(rs / jnp.where(b_norm2 > 0, b_norm2, 1))
 
 
@@ -124,14 +126,9 @@ def tangent_like(variables: Any) -> Any:
   return jax.tree.map(jnp.zeros_like, {"body": body, "bias": params[name]["bias"]})
 
 
-def linearised(
-  model: nn.Module, variables: Any, delta: Any, x: jax.typing.ArrayLike
-) -> tuple[jax.Array, jax.Array]:
-  r"""``(phi, out)``: the readout features :math:`\phi(x)` at :math:`\theta_0` =
-  ``variables`` ([n, F]) and the linearised output change :math:`J(x)\delta` ([n, c]),
-  the Jacobian-vector product of the logits in the direction ``delta`` (body and readout
-  bias; the readout kernel's direction is 0).
-  """
+def _logits_fn(model: nn.Module, variables: Any, x: jax.typing.ArrayLike):
+  """``(f, theta0)``: ``f(theta) -> (logits, features)`` of ``x`` as a function of the
+  linearised parameters (readout kernel fixed) and their value at ``variables``."""
   params, name = variables["params"], _readout(variables)
   kernel = params[name]["kernel"]
   primal = {"body": {k: v for k, v in params.items() if k != name}, "bias": params[name]["bias"]}
@@ -144,8 +141,50 @@ def linearised(
     phi = frepo.features(model, full, x)
     return phi @ kernel + theta["bias"], phi
 
+  return f, primal
+
+
+def linearised(
+  model: nn.Module, variables: Any, delta: Any, x: jax.typing.ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+  r"""``(phi, out)``: the readout features :math:`\phi(x)` at :math:`\theta_0` =
+  ``variables`` ([n, F]) and the linearised output change :math:`J(x)\delta` ([n, c]),
+  the Jacobian-vector product of the logits in the direction ``delta`` (body and readout
+  bias; the readout kernel's direction is 0).
+  """
+  f, primal = _logits_fn(model, variables, x)
   (_, phi), (out, _) = jax.jvp(f, (primal,), (delta,))
   return phi, out
+
+
+def inner_hvp(
+  model: nn.Module,
+  variables: Any,
+  x_support: jax.typing.ArrayLike,
+  y_support: jax.typing.ArrayLike,
+  *,
+  reg: float,
+) -> Callable[[Any], Any]:
+  r"""The Hessian of :func:`inner_loss` in ``delta`` as a function ``v -> H v``:
+  :math:`H = \tfrac{\lambda}{mc}\big(J_s^\top (\Phi_s\Phi_s^\top + \lambda I)^{-1} J_s + I\big)`
+  (the inner loss is quadratic), with :math:`J_s v` from one linearisation of the logits
+  and :math:`J_s^\top w` from its transpose, the kernel factorised once. (The generic
+  ``jax.linearize`` of the gradient runs the transposed average pools forward-over-reverse,
+  which XLA's CPU backend executes orders of magnitude slower.)"""
+  f, primal = _logits_fn(model, variables, x_support)
+  (_, phi), f_lin = jax.linearize(f, primal)
+  jv = lambda v: f_lin(v)[0]
+  jt = jax.linear_transpose(jv, primal)
+  m, c = jnp.shape(y_support)
+  lam = _ridge(phi, reg)
+  factor = jax.scipy.linalg.cho_factor(phi @ phi.T + lam * jnp.eye(m, dtype=phi.dtype))
+  scale = lam / (m * c)
+
+  def hvp(v):
+    (back,) = jt(jax.scipy.linalg.cho_solve(factor, jv(v)))
+    return jax.tree.map(lambda a, b: scale * (a + b), back, v)
+
+  return hvp
 
 
 def _ridge(phi_s: jax.Array, reg: float) -> jax.Array:
@@ -205,18 +244,20 @@ def meta_gradient(
   inner_steps: int,
   hinv_steps: int,
   clip: bool = True,
+  hvp: Callable[[Any], Any] | None = None,
+  unroll: bool = True,
 ) -> tuple[jax.Array, Any, Any, dict]:
   r"""The implicit meta-gradient of ``outer(delta*(u), u)`` where ``delta*(u)`` minimises the
   convex quadratic ``inner(delta, u)``.
 
-  The Hessian :math:`H` of ``inner`` in ``delta`` is linearised once at ``delta0``
-  (``jax.linearize`` of its gradient: each product then costs the tangent passes only);
+  The Hessian :math:`H` of ``inner`` in ``delta`` is ``hvp`` (``v -> H v``, held fixed in
+  ``u``) or else linearised once at ``delta0`` (``jax.linearize`` of its gradient);
   :math:`\delta^\star = \delta_0 - H^{-1}\nabla L_{\mathrm{in}}(\delta_0)` (exact for a
   quadratic) and :math:`v = H^{-1}\nabla_\delta L_{\mathrm{out}}(\delta^\star)` by ``inner_steps``
   / ``hinv_steps`` iterations of :func:`cg`; the implicit part is
   :math:`-\partial_u\, v^\top\nabla_\delta L_{\mathrm{in}}(\delta^\star; u)` (a reverse pass
-  over a Jacobian-vector product), clipped per leaf to the direct part's norm when ``clip``
-  (Loo et al., 2023, code).
+  over a Jacobian-vector product; ``unroll``: :func:`cg`'s), clipped per leaf to the direct
+  part's norm when ``clip`` (Loo et al., 2023, code).
 
   Returns:
     ``(outer value, direct, implicit, info)``; ``direct`` and ``implicit`` are pytrees like
@@ -224,11 +265,14 @@ def meta_gradient(
     CG residuals ``inner_residual``, ``hinv_residual``.
   """
   grad_in = jax.grad(inner)
-  g0, hvp = jax.linearize(lambda d: grad_in(d, u), delta0)
-  step, inner_residual = cg(hvp, g0, steps=inner_steps)
+  if hvp is None:
+    g0, hvp = jax.linearize(lambda d: grad_in(d, u), delta0)
+  else:
+    g0 = grad_in(delta0, u)
+  step, inner_residual = cg(hvp, g0, steps=inner_steps, unroll=unroll)
   delta = jax.lax.stop_gradient(jax.tree.map(jnp.subtract, delta0, step))
   value, (g_delta, direct) = jax.value_and_grad(outer, argnums=(0, 1))(delta, u)
-  v, hinv_residual = cg(hvp, g_delta, steps=hinv_steps)
+  v, hinv_residual = cg(hvp, g_delta, steps=hinv_steps, unroll=unroll)
   v = jax.lax.stop_gradient(v)
   implicit = jax.grad(lambda u: -jax.jvp(lambda d: inner(d, u), (delta,), (v,))[1])(u)
   if clip:
@@ -278,10 +322,10 @@ def make_rcig_step(
   """Builds ``init(x, y)``, the jitted ``step(state, x_t, y_t)`` and ``init_model(key, x)``.
 
   Step ``t`` draws, from ``fold_in(fold_in(key(seed), 0), t)``, the pool model ``i`` it
-  uses and the number ``n`` in ``[1, pool_steps]`` of Adam steps that model then takes on the
-  (pre-update) support set; pool model ``i`` starts as ``init_model(fold_in(fold_in(key(seed),
-  1), i))`` and a model reset at step ``t`` as ``init_model(fold_in(.., pool_size + t))``, so
-  a resumed run is identical.
+  uses, which then takes ``pool_steps`` Adam steps on the (pre-update) support set (the
+  paper's code draws 1 to 15 steps per visit); pool model ``i`` starts as
+  ``init_model(fold_in(fold_in(key(seed), 1), i))`` and a model reset at step ``t`` as
+  ``init_model(fold_in(.., pool_size + t))``, so a resumed run is identical.
 
   Args:
     model: a flax classifier with an ``nn.Dense`` readout, e.g. ``ConvNet``.
@@ -290,7 +334,7 @@ def make_rcig_step(
     reg: relative ridge (``lambda = reg * tr(Phi_s Phi_s^T) / m``), > 0.
     pool_size: P >= 1 models.
     max_updates: Adam steps after which a pool model is re-initialised (>= 1).
-    pool_steps: at most this many Adam steps of the chosen model per meta-step (>= 1).
+    pool_steps: Adam steps of the chosen model per meta-step (>= 1).
     inner_steps: CG iterations of the inner solve (>= 1).
     hinv_steps: CG iterations of the inverse-Hessian-vector product (>= 1).
     seed: seed of the models and draws.
@@ -345,8 +389,7 @@ def make_rcig_step(
     return state._replace(opt_state=optimizer.init({k: getattr(state, k) for k in names}))
 
   def step(state: RcigState, x_target, y_target):
-    k_pick, k_steps = jax.random.split(jax.random.fold_in(draws, state.step))
-    i = jax.random.randint(k_pick, (), 0, pool_size)
+    i = jax.random.randint(jax.random.fold_in(draws, state.step), (), 0, pool_size)
     variables = jax.lax.stop_gradient(jax.tree.map(lambda a: a[i], state.pool))
     u = {k: getattr(state, k) for k in names}
 
@@ -367,25 +410,24 @@ def make_rcig_step(
       inner_steps=inner_steps,
       hinv_steps=hinv_steps,
       clip=clip_implicit,
+      hvp=inner_hvp(model, variables, u["x"], u.get("y", state.y), reg=reg),
     )
     grads = jax.tree.map(jnp.add, direct, implicit)
     updates, opt_state = optimizer.update(grads, state.opt_state, u)
     u = optax.apply_updates(u, updates)
 
-    # n Adam steps of pool model i on the (pre-update) support set, then maybe a reset.
+    # pool_steps Adam steps of pool model i on the (pre-update) support set, then maybe a
+    # reset. Python loops (unrolled): XLA's CPU backend runs convolutions inside a while
+    # loop an order of magnitude slower.
     def model_loss(p):
       return 0.5 * jnp.mean(jnp.sum(jnp.square(model.apply(p, state.x) - state.y), -1))
 
-    def train(_, carry):
-      p, o, _ = carry
-      m_loss, g = jax.value_and_grad(model_loss)(p)
-      updates, o = model_optimizer.update(g, o, p)
-      return optax.apply_updates(p, updates), o, m_loss
-
-    n = jax.random.randint(k_steps, (), 1, pool_steps + 1)
-    m_opt = jax.tree.map(lambda a: a[i], state.pool_opt_state)
-    params, m_opt, m_loss = jax.lax.fori_loop(0, n, train, (variables, m_opt, jnp.float32(0)))
-    age = state.age[i] + n
+    params, m_opt = variables, jax.tree.map(lambda a: a[i], state.pool_opt_state)
+    for _ in range(pool_steps):
+      m_loss, g = jax.value_and_grad(model_loss)(params)
+      m_updates, m_opt = model_optimizer.update(g, m_opt, params)
+      params = optax.apply_updates(params, m_updates)
+    age = state.age[i] + pool_steps
     reset = age >= max_updates
     fresh, fresh_opt = init_model(jax.random.fold_in(inits, pool_size + state.step), state.x)
     pick = lambda new, old: jnp.where(reset, new, old)
