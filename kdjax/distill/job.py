@@ -6,13 +6,14 @@ r"""The dataset-distillation job: ``python -m launch.main --config=experiments/r
 'dm': Zhao & Bilen, 2023, :mod:`kdjax.distill.dm`; 'dc' / 'dsa': Zhao et al., 2021,
 :mod:`kdjax.distill.dc` without / with the siamese augmentation of
 :mod:`kdjax.distill.dsa`; 'mtt' / 'datm': Cazenavette et al., 2022 / Guo et al., 2024,
-:mod:`kdjax.distill.mtt`, which first train or load their expert buffer; settings in
+:mod:`kdjax.distill.mtt`, which first train or load their expert buffer; 'rcig': Loo et
+al., 2023, :mod:`kdjax.distill.rcig`; settings in
 ``config.<method>``) from class-balanced random
 real images, on target batches sharded over all devices, and writes to ``workdir`` (on
 :mod:`kdjax.jobs`): ``metrics.jsonl`` + TensorBoard events (``train_loss``;
 ``test_accuracy``: KRR with the method's kernel: RFAD's with
-``config.rfad.num_models_eval`` random networks, FRePo's with the features of pool model
-0; DM's, DC's and DSA's, which have no kernel: the embedding of one random ConvNet of the
+``config.rfad.num_models_eval`` random networks, FRePo's and RCIG's with the features of pool
+model 0; DM's, DC's and DSA's, which have no kernel: the embedding of one random ConvNet of the
 method's architecture),
 orbax checkpoints (a re-run resumes and ends with the same support set: every target
 batch and every random network is a function of ``(seed, step)``), ``support.npz``,
@@ -40,14 +41,15 @@ import numpy as np
 import optax
 
 from kdjax import models
-from kdjax.distill import dc, dm, dsa, evaluation, frepo, mtt, outputs, rfad, support
+from kdjax.distill import dc, dm, dsa, evaluation, frepo, mtt, outputs, rcig, rfad, support
 from kdjax.jobs import config as config_lib, workdir as workdir_lib
 
 __all__ = ["METHODS", "validate", "protocol", "finite_task", "run"]
 
-METHODS = ("rfad", "frepo", "dm", "dc", "dsa") + mtt.METHODS
+METHODS = ("rfad", "frepo", "dm", "dc", "dsa", "rcig") + mtt.METHODS
 MATCHING = ("dm", "dc", "dsa")  # the non-kernel baselines: a ConvNet and an augmentation
 NORMALIZATIONS = ("instance", "none")  # kdjax.models.ConvNet's, for FRePo's model pool
+RCIG_INTS = ("pool_size", "max_updates", "pool_steps", "inner_steps", "hinv_steps")
 
 
 def validate(config: Any) -> None:
@@ -67,6 +69,7 @@ def validate(config: Any) -> None:
     "frepo": ("pool_size", "max_updates"),
     "dm": (),
     "dc": ("outer_loop", "inner_steps", "real_per_class"),
+    "rcig": RCIG_INTS,
   }[name if name != "dsa" else "dc"]
   for key in ("per_class", "width", "depth", "target_batch_size") + specific:
     config_lib.check_int(r[key], f"config.{name}.{key}")
@@ -88,11 +91,13 @@ def validate(config: Any) -> None:
         )
     return
   config_lib.check_bool(r.learn_labels, f"config.{name}.learn_labels")
-  if name == "rfad":
-    config_lib.check_choice(r.loss, "config.rfad.loss", rfad.LOSSES)
-  else:
-    config_lib.check_number(r.model_learning_rate, "config.frepo.model_learning_rate", above=0)
-    config_lib.check_choice(r.normalization, "config.frepo.normalization", NORMALIZATIONS)
+  if name in ("rfad", "rcig"):
+    config_lib.check_choice(r.loss, f"config.{name}.loss", rfad.LOSSES)
+  if name != "rfad":
+    config_lib.check_number(r.model_learning_rate, f"config.{name}.model_learning_rate", above=0)
+    config_lib.check_choice(r.normalization, f"config.{name}.normalization", NORMALIZATIONS)
+  if name == "rcig":
+    config_lib.check_bool(r.clip_implicit, "config.rcig.clip_implicit")
 
 
 def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
@@ -154,6 +159,24 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
   model = models.ConvNet(
     num_classes=num_classes, width=r.width, depth=r.depth, normalization=r.normalization
   )
+  if config.method == "rcig":
+    init, step, _ = rcig.make_rcig_step(
+      model,
+      optimizer,
+      model_optimizer=optax.adam(r.model_learning_rate),
+      reg=r.reg,
+      **{k: r[k] for k in RCIG_INTS},
+      seed=config.seed,
+      loss=r.loss,
+      learn_labels=r.learn_labels,
+      clip_implicit=r.clip_implicit,
+      mesh=mesh,
+    )
+    return (
+      init,
+      step,
+      lambda state, x: frepo.features(model, jax.tree.map(lambda a: a[0], state.pool), x),
+    )
   init, step, _ = frepo.make_frepo_step(
     model,
     optimizer,
