@@ -56,7 +56,7 @@ def validate(config: Any) -> None:
   config_lib.Loop.from_config(config)
   config_lib.Dataset.from_config(config.dataset)
   config_lib.Optimizer.from_config(config.optimizer)
-  config_lib.Evaluation.from_config(config.evaluation)
+  evaluation.protocol_from_config(config.evaluation)
   r = config[name]
   specific = {
     "rfad": ("num_models", "num_models_eval"),
