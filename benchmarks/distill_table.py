@@ -23,8 +23,9 @@ The protocol is the ``evaluation`` block of ``experiments/rfad_<dataset>.py``
 (``--protocol=field``: the papers' field protocol, ``experiments.common.field_evaluation``).
 
 ``--timing`` prints, instead of the table, one row per dataset and distill-job method: the
-seconds per step at each ``--per_class`` (median over ``--timing_steps`` steps after the
-first, compilation excluded) and, in brackets, the first step's seconds (compilation).
+seconds per step at each ``--per_class`` (mean over ``--timing_steps`` steps after the
+first two, compilation excluded) and, in brackets, the first two steps' seconds (their
+compilation).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ _TIMING = flags.DEFINE_bool(
   "the table (no evaluation).",
 )
 _TIMING_STEPS = flags.DEFINE_integer(
-  "timing_steps", 10, "Timed steps per --timing point, after the first (compiling) one."
+  "timing_steps", 10, "Timed steps per --timing point, after the first two (compiling) ones."
 )
 
 
@@ -231,26 +232,28 @@ def _job_rows(dataset, per_class, method, random_real):
   )
 
 
-def time_steps(config, steps: int) -> tuple[float, float]:
-  """``(first, per_step)``: the seconds of the first distillation step of ``config``
-  (compilation included) and the median seconds of the next ``steps`` steps, on the
-  config's target batches, without a workdir or an evaluation."""
+def time_steps(config, steps: int, warmup: int = 2) -> tuple[float, float]:
+  """``(first, per_step)``: the seconds of the first ``warmup`` distillation steps of
+  ``config`` (their compilations: the second step sees the first's output shardings, and
+  DC's network training starts there) and the mean seconds of the next ``steps`` steps
+  (a mean: DC/DSA's steps alternate with and without inner training), on the config's
+  target batches, without a workdir or an evaluation."""
   job.validate(config)
   problem = support.support_problem(config, config.method)
   init, step_fn, _ = job._method(config, problem.mesh, problem.ds.num_classes)  # noqa: SLF001
   state = init(problem.x0, problem.y0)
   times = []
-  for i in range(steps + 1):
+  for i in range(warmup + steps):
     batch = problem.batches.batch(i)
     t0 = time.perf_counter()
     state, metrics = step_fn(state, batch["image"], batch["label"])
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
-  return times[0], statistics.median(times[1:]) if steps else float("nan")
+  return sum(times[:warmup]), statistics.mean(times[warmup:]) if steps else float("nan")
 
 
 def _timing(datasets, per_class, methods):
-  columns = " | ".join(f"s/step at {n}/class (first step)" for n in per_class)
+  columns = " | ".join(f"s/step at {n}/class (first 2 steps)" for n in per_class)
   print(f"| dataset | method | {columns} | load |")
   print("|---|---|" + "---|" * len(per_class) + "---|")
   for dataset in datasets:
