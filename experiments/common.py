@@ -153,12 +153,19 @@ def evaluation(
   max_shift: int = 2,
   seeds: int = 3,
   enabled: bool = True,
+  augment: str = "none",
+  epochs: int = 0,
+  optimizer: str = "adam",
 ) -> ml_collections.ConfigDict:
   """The ``evaluation`` block of the dataset-distillation jobs (``kdjax.jobs.config.Evaluation``,
   run by ``kdjax.distill.evaluation``): finite networks trained from scratch on the distilled
-  set; ``batch_size=0`` trains on the whole set at once."""
+  set; ``batch_size=0`` trains on the whole set at once. The defaults are the pinned CPU
+  protocol; :func:`field_evaluation` turns a block into the papers' field protocol."""
   return ml_collections.ConfigDict(
     {
+      "augment": augment,
+      "epochs": epochs,
+      "optimizer": optimizer,
       "enabled": enabled,
       "network": network,
       "width": width,
@@ -172,6 +179,36 @@ def evaluation(
       "seeds": seeds,
     }
   )
+
+
+EVALUATION_PROTOCOLS = ("pinned", "field")
+
+
+def field_evaluation(
+  block: ml_collections.ConfigDict, protocol: str = "field"
+) -> ml_collections.ConfigDict:
+  """Sets an ``evaluation`` block to ``protocol``, in place: 'pinned' leaves it (the CPU
+  protocol of the configs); 'field' sets the DC/DSA/DM/MTT papers' protocol
+  (``kdjax.distill.evaluation.FIELD``: ConvNet width 128, SGD with momentum 0.9, lr 0.01
+  divided by 10 at the half, weight decay 5e-4, batches of 256, 1,000 epochs, DSA
+  augmentation without flips instead of shifts), keeping the network's depth, loss and
+  seeds. For accelerators and comparison with published numbers (docs/dd_baselines.md)."""
+  if protocol not in EVALUATION_PROTOCOLS:
+    raise ValueError(f"protocol must be one of {list(EVALUATION_PROTOCOLS)}, got {protocol!r}")
+  if protocol == "field":
+    block.update(
+      {
+        "width": 128,
+        "batch_size": 256,
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+        "weight_decay": 5e-4,
+        "epochs": 1000,
+        "max_shift": 0,
+        "augment": "color_crop_cutout_scale_rotate",
+      }
+    )
+  return block
 
 
 def train_base(

@@ -7,15 +7,14 @@ on the embedded mnist5k digits (``kdjax.distill.dc``).
 ``experiments.distill_base.matching_base``; the finite-network protocol of ``rfad_mnist5k.py``.
 """
 
-from experiments import common, distill_base
-from experiments.rfad_mnist5k import ARG_HELP
+from experiments import distill_base
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
+  a = distill_base.distill_arg(arg)
   c = distill_base.matching_base("dc", a.per_class)
-  return distill_base.matching_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)
 
 
 def sweep(arg=None):

@@ -153,14 +153,40 @@ def rfad_base(per_class: int = 10) -> ml_collections.ConfigDict:
   return c
 
 
-DISTILL_ARG_HELP = {"per_class": "images per class", "runlocal": "seconds-long smoke run"}
+DISTILL_ARG_HELP = {
+  "per_class": "images per class",
+  "runlocal": "seconds-long smoke run",
+  "protocol": "the finite-network evaluation: pinned (CPU, default) or field (the papers')",
+}
 
 
 def distill_arg(arg: str | None) -> ml_collections.ConfigDict:
-  """Parses an rfad_*/frepo_* ``arg``: ``images_per_class[,runlocal]`` (default 10)."""
+  """Parses a distill-job ``arg``: ``images_per_class[,runlocal][,protocol=pinned|field]``
+  (default 10, pinned)."""
   return common.parse_arg(
-    arg, positional=("per_class",), help=DISTILL_ARG_HELP, per_class=10, runlocal=False
+    arg,
+    positional=("per_class",),
+    help=DISTILL_ARG_HELP,
+    per_class=10,
+    runlocal=False,
+    protocol="pinned",
   )
+
+
+def finish(c: ml_collections.ConfigDict, a: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The end of every distill-job ``get_config``: the evaluation ``a.protocol``
+  (``common.field_evaluation``), then the method's runlocal shrinking if ``a.runlocal``."""
+  try:
+    common.field_evaluation(c.evaluation, a.protocol)
+  except ValueError as err:
+    raise ValueError(f"config arg protocol: {err}") from None
+  if not a.runlocal:
+    return c
+  if c.method == "frepo":
+    return frepo_runlocal(c)
+  if c.method in ("dm", "dc", "dsa"):
+    return matching_runlocal(c)
+  return distill_runlocal(c)
 
 
 def distill_cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -195,6 +221,8 @@ def distill_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.log_every = c.eval_every = c.checkpoint_every = 2
   c.keep_checkpoints = 3
   c.evaluation.update({"width": 8, "depth": 2, "num_steps": 3, "seeds": 2})
+  if c.evaluation.epochs:  # the field protocol: 2 passes over the set
+    c.evaluation.epochs = 2
   return c
 
 

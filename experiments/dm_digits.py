@@ -7,13 +7,12 @@ embedded 8x8 digits (1,437 train / 360 test).
 (``experiments.distill_base.matching_digits``). ``sweep()`` is dm_mnist5k's.
 """
 
-from experiments import common, distill_base
+from experiments import distill_base
 from experiments.dm_mnist5k import sweep  # noqa: F401 (same sweep)
-from experiments.rfad_mnist5k import ARG_HELP
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
-  a = common.parse_arg(arg, positional=("per_class",), help=ARG_HELP, per_class=10, runlocal=False)
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
+  a = distill_base.distill_arg(arg)
   c = distill_base.matching_digits(distill_base.matching_base("dm", a.per_class))
-  return distill_base.matching_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)

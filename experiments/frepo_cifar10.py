@@ -11,12 +11,12 @@ from experiments import distill_base
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
   a = distill_base.distill_arg(arg)
   c = distill_base.frepo_base(a.per_class)
   distill_base.distill_cifar10(c)
   c.frepo.update({"width": 128, "pool_size": 10, "target_batch_size": 1024})
-  return distill_base.frepo_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)
 
 
 def sweep(arg=None):

@@ -13,10 +13,10 @@ from experiments.frepo_mnist5k import sweep  # noqa: F401 (same sweep)
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
   a = distill_base.distill_arg(arg)
   c = distill_base.frepo_base(a.per_class)
   c.dataset.name = "digits"
   c.frepo.depth = 2
   c.evaluation.update({"depth": 2, "max_shift": 1})
-  return distill_base.frepo_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)

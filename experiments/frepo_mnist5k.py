@@ -16,10 +16,10 @@ from experiments import distill_base
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
   a = distill_base.distill_arg(arg)
   c = distill_base.frepo_base(a.per_class)
-  return distill_base.frepo_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)
 
 
 def sweep(arg=None):

@@ -12,7 +12,7 @@ from experiments import distill_base
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
   a = distill_base.distill_arg(arg)
   c = distill_base.rfad_base(a.per_class)
   distill_base.distill_cifar10(c)
@@ -24,7 +24,7 @@ def get_config(arg=None):
       "target_batch_size": 1024,
     }
   )
-  return distill_base.distill_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)
 
 
 def sweep(arg=None):

@@ -11,14 +11,14 @@ from experiments import distill_base
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
   a = distill_base.distill_arg(arg)
   c = distill_base.rfad_base(a.per_class)
   c.dataset.name = "digits"
   c.num_steps = 600
   c.rfad.update({"depth": 2, "num_models": 2})
   c.evaluation.update({"depth": 2, "max_shift": 1})
-  return distill_base.distill_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)
 
 
 def sweep(arg=None):

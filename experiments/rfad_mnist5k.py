@@ -23,10 +23,10 @@ ARG_HELP = distill_base.DISTILL_ARG_HELP  # kept under its old name
 
 
 def get_config(arg=None):
-  """``arg``: ``images_per_class[,runlocal]``."""
+  """``arg``: ``images_per_class[,runlocal][,protocol=field]``."""
   a = distill_base.distill_arg(arg)
   c = distill_base.rfad_base(a.per_class)
-  return distill_base.distill_runlocal(c) if a.runlocal else c
+  return distill_base.finish(c, a)
 
 
 def sweep(arg=None):

@@ -394,9 +394,9 @@ def check_program_args(module: str, args: list[str]) -> list[str]:
     elif name == "only" and has_value:
       only = [o for o in value.split(",") if not _is_placeholder(o)]
     elif (module, name) in OVERRIDE_FLAGS and has_value:
-      stem = OVERRIDE_FLAGS[module, name]
       for item in value.split(","):
-        error = check_key(load_config(stem, "")[0], item.partition("=")[0])
+        stem, key = _override_config(OVERRIDE_FLAGS[module, name], item.partition("=")[0])
+        error = check_key(load_config(stem, "")[0], key)
         errors += [f"--{name}={value}: experiments/{stem}.py {error}"] if error else []
   if config is None:
     return errors
@@ -411,6 +411,19 @@ def check_program_args(module: str, args: list[str]) -> list[str]:
       f"--only={o}: the sweep has no point {o!r} (it has {names})" for o in only if o not in names
     ]
   return errors
+
+
+def _override_config(stem: str, key: str) -> tuple[str, str]:
+  """The config an override ``[METHOD:]key`` of ``benchmarks.distill_table`` applies to:
+  ``METHOD_mnist5k`` for a prefixed one, ``BLOCK_mnist5k`` for a key in a method's block
+  (``dm.width``), else ``stem``; and the key without its prefix."""
+  method, _, key = key.rpartition(":")
+  block = key.split(".")[0]
+  if method:
+    return f"{method}_mnist5k", key
+  if "." in key and (REPO / "experiments" / f"{block}_mnist5k.py").is_file():
+    return f"{block}_mnist5k", key
+  return stem, key
 
 
 def check_script(program: str, args: list[str]) -> list[str]:

@@ -95,12 +95,40 @@ SMOKE = {
       "--per_class=1",
       "--methods=rfad,dm,kip,closed_form",
       "--num_steps=2",
-      "--overrides=evaluation.num_steps=2,evaluation.seeds=1",
+      # rfad.* keys once broke the dm rows of a mixed table: now only rfad's rows get them.
+      "--overrides=evaluation.num_steps=2,evaluation.seeds=1,rfad.num_models=1,dm:num_steps=3",
       "--kip_overrides=kip.target_batch_size=80",
     ],
-    "| digits | 1 | kip fc NTK (2 steps,",
+    "| digits | 1 | dm (3 steps) |",
   ),
 }
+
+
+def test_distill_table_overrides_apply_to_their_methods_only():
+  from benchmarks import distill_table as t
+
+  overrides = t.parse_overrides(
+    ["rfad.num_models=3", "dm:num_steps=7", "evaluation.seeds=1", "dc.inner_steps=4"],
+    ["kip.target_batch_size=80"],
+  )
+  assert overrides[1] == ("dm", "num_steps", "7") and overrides[4][0] == "kip"
+  used = {}
+  rfad, dm, dc, kip = (
+    t.config_for("digits", 10, m, overrides=overrides, used=used.setdefault(m, set()))
+    for m in ("rfad", "dm", "dc", "kip")
+  )
+  assert used == {"rfad": {0, 2}, "dm": {1, 2}, "dc": {2, 3}, "kip": {4}}
+  assert rfad.rfad.num_models == 3 and rfad.num_steps == 600 and rfad.evaluation.seeds == 1
+  assert dm.num_steps == 7 and dm.evaluation.seeds == 1 and "rfad" not in dm
+  assert dc.dc.inner_steps == 4 and dc.num_steps == 200
+  assert kip.kip.target_batch_size == 80 and kip.evaluation.seeds == 1  # kip's own block
+  field = t.config_for("digits", 1, "dm", protocol="field")
+  assert field.evaluation.width == 128 and field.evaluation.epochs == 1000
+  with pytest.raises(ValueError, match="has no key rfad.widht"):
+    t.config_for("digits", 1, "rfad", overrides=t.parse_overrides(["rfad.widht=3"]))
+  for bad in ("rfadd:num_steps=3", "num_steps"):
+    with pytest.raises(ValueError, match=r"expected \[METHOD:\]key=value"):
+      t.parse_overrides([bad])
 
 
 def test_every_benchmark_has_a_smoke_run():

@@ -143,7 +143,9 @@ def make_dc_step(
     net = model.init(base, x[:1])
     return DcState(x, y, optimizer.init(x), net, net_optimizer.init(net), jnp.zeros((), jnp.int32))
 
-  def match(state: DcState, x_target, y_target):
+  # The seed's key is an argument of the jitted functions, not a constant baked into them:
+  # runs that differ only in the seed share one compilation (and the persistent cache).
+  def match(state: DcState, x_target, y_target, base):
     t = state.step
     fresh = model.init(jax.random.fold_in(base, t), state.x[:1])
     new_net = t % outer_loop == 0
@@ -178,7 +180,7 @@ def make_dc_step(
     )
     return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
-  def train_net(state: DcState, i):
+  def train_net(state: DcState, i, base):
     key = jax.random.fold_in(jax.random.fold_in(base, state.step - 1), 2 + i)
     labels = jnp.asarray(layout)
     x = augment(key, jax.lax.stop_gradient(state.x), labels)
@@ -193,17 +195,17 @@ def make_dc_step(
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
     match_jit = jax.jit(
       match,
-      in_shardings=(replicated, batch, batch),
+      in_shardings=(replicated, batch, batch, replicated),
       out_shardings=(replicated, replicated),
       donate_argnums=0,
     )
   train_jit = jax.jit(train_net, donate_argnums=0)
 
   def step(state: DcState, x_target, y_target):
-    state, metrics = match_jit(state, x_target, y_target)
+    state, metrics = match_jit(state, x_target, y_target, base)
     if int(state.step) % outer_loop:
       for i in range(inner_steps):
-        state = train_jit(state, jnp.int32(i))
+        state = train_jit(state, jnp.int32(i), base)
     return state, metrics
 
   return init, step

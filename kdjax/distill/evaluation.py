@@ -19,6 +19,16 @@ digits keep their meaning), on
 to integer labels (one-hot) or soft label rows (distributions for ``xent``; any real
 targets, e.g. learned KRR labels, for ``mse``). Each training step is one jitted function
 (see :func:`_compiled` for why not one ``fori_loop`` or a ``vmap`` over seeds).
+
+The *field* protocol of the DC, DSA, DM and MTT papers (Zhao et al. 2021; Zhao & Bilen 2021,
+2023; Cazenavette et al. 2022), :data:`FIELD`, is the same loop with ``optimizer='sgd'``
+(SGD, momentum 0.9, weight decay :math:`5\cdot10^{-4}` added to the gradient as PyTorch
+does, learning rate 0.01 divided by 10 after half the steps), ``epochs=1000`` (passes over
+the set: :math:`\text{steps} = \text{epochs}\cdot\lceil m / \text{batch}\rceil`), a
+ConvNet of width 128 and DSA augmentation (``augment``: a :mod:`kdjax.distill.dsa` strategy,
+each image its own transform and parameters) instead of shifts. It is for accelerators and
+for comparison with published numbers; the pinned CPU protocol (Adam, cosine decay,
+``steps`` steps, width 32, shifts) stays the default.
 """
 
 from __future__ import annotations
@@ -35,13 +45,18 @@ import numpy as np
 import optax
 
 from kdjax import models
+from kdjax.distill import dsa
 from kdjax.jobs import config as config_lib
 
 __all__ = [
   "NETWORKS",
   "LOSSES",
+  "OPTIMIZERS",
+  "FIELD",
   "Protocol",
   "protocol_from_config",
+  "schedule",
+  "make_optimizer",
   "make_network",
   "random_shift",
   "evaluate",
@@ -49,6 +64,8 @@ __all__ = [
 
 NETWORKS = config_lib.EVALUATION_NETWORKS
 LOSSES = config_lib.EVALUATION_LOSSES
+OPTIMIZERS = config_lib.EVALUATION_OPTIMIZERS
+SGD_MOMENTUM = 0.9  # the field protocol's SGD (the papers' evaluate_synset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +86,12 @@ class Protocol:
     max_shift: random translation range in pixels (0: no augmentation).
     seeds: number of independently initialised networks (seeds 0..seeds-1 offset by
       the ``seed`` argument of :func:`evaluate`).
+    augment: 'none', or a :mod:`kdjax.distill.dsa` strategy applied to every minibatch
+      (after the shifts), each image with its own transform and parameters.
+    epochs: 0 to train ``steps`` steps; else ``epochs * ceil(m / batch_size)`` steps on a
+      set of ``m`` images (:meth:`num_steps`).
+    optimizer: 'adam' (Adam or AdamW, cosine-decayed) or 'sgd' (momentum 0.9, coupled
+      weight decay, the learning rate divided by 10 after half the steps: the papers').
   """
 
   network: str = "convnet"
@@ -81,8 +104,17 @@ class Protocol:
   loss: str = "xent"
   max_shift: int = 2
   seeds: int = 3
+  augment: str = "none"
+  epochs: int = 0
+  optimizer: str = "adam"
 
   def __post_init__(self):
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+    if self.augment != "none":
+      dsa.parse_strategy(self.augment)
+    if int(self.epochs) < 0:
+      raise ValueError(f"epochs must be >= 0, got {self.epochs}")
     if self.network not in NETWORKS:
       raise ValueError(f"network must be one of {list(NETWORKS)}, got {self.network!r}")
     if self.loss not in LOSSES:
@@ -98,6 +130,26 @@ class Protocol:
         f"{self.learning_rate}, {self.weight_decay}"
       )
 
+  def num_steps(self, num_examples: int) -> int:
+    """Training steps on a set of ``num_examples`` images: ``steps``, or ``epochs`` passes
+    of ``ceil(num_examples / batch_size)`` minibatches."""
+    if not self.epochs:
+      return self.steps
+    return self.epochs * -(-max(num_examples, 1) // self.batch_size)
+
+
+# The field protocol (module docstring) on top of a protocol's network, depth, loss and seeds.
+FIELD = {
+  "width": 128,
+  "batch_size": 256,
+  "optimizer": "sgd",
+  "learning_rate": 0.01,
+  "weight_decay": 5e-4,
+  "epochs": 1000,
+  "max_shift": 0,
+  "augment": dsa.DIGITS,
+}
+
 
 def protocol_from_config(
   block: Any, path: str = "config.evaluation", *, num_support: int = 0
@@ -110,6 +162,11 @@ def protocol_from_config(
     if isinstance(block, config_lib.Evaluation)
     else config_lib.Evaluation.from_config(block, path)
   )
+  if e.augment != "none":
+    try:
+      dsa.parse_strategy(e.augment)
+    except ValueError as err:
+      raise ValueError(f"{path}.augment: {err} (or 'none')") from None
   return Protocol(
     network=e.network,
     width=e.width,
@@ -121,6 +178,9 @@ def protocol_from_config(
     loss=e.loss,
     max_shift=e.max_shift,
     seeds=e.seeds,
+    augment=e.augment,
+    epochs=e.epochs,
+    optimizer=e.optimizer,
   )
 
 
@@ -189,6 +249,27 @@ def _loss(logits: jax.Array, targets: jax.Array, kind: str) -> jax.Array:
   return 0.5 * jnp.mean(jnp.sum(jnp.square(logits - targets), axis=-1))
 
 
+def schedule(protocol: Protocol) -> optax.Schedule:
+  """The learning rate by step: cosine decay to 0 over ``steps`` (Adam), or the papers' SGD
+  schedule, ``learning_rate`` and a tenth of it from step ``steps // 2`` on."""
+  if protocol.optimizer == "adam":
+    return optax.cosine_decay_schedule(protocol.learning_rate, protocol.steps)
+  return optax.piecewise_constant_schedule(protocol.learning_rate, {protocol.steps // 2: 0.1})
+
+
+def make_optimizer(protocol: Protocol) -> optax.GradientTransformation:
+  """Adam (AdamW with ``weight_decay``) or SGD with momentum 0.9 and the weight decay added
+  to the gradient (PyTorch's ``SGD(weight_decay=...)``), on :func:`schedule`."""
+  lr = schedule(protocol)
+  if protocol.optimizer == "sgd":
+    return optax.chain(
+      optax.add_decayed_weights(protocol.weight_decay), optax.sgd(lr, momentum=SGD_MOMENTUM)
+    )
+  if protocol.weight_decay:
+    return optax.adamw(lr, weight_decay=protocol.weight_decay)
+  return optax.adam(lr)
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(protocol: Protocol, num_classes: int) -> tuple[Callable, Callable, Callable]:
   """Jitted ``init(key, x)``, ``step(carry, x, targets, key, step)`` and ``predict``.
@@ -199,12 +280,7 @@ def _compiled(protocol: Protocol, num_classes: int) -> tuple[Callable, Callable,
   slower than the seeds in turn (measured on this project's 2-core CPU runners).
   """
   model = make_network(protocol, num_classes)
-  schedule = optax.cosine_decay_schedule(protocol.learning_rate, protocol.steps)
-  optimizer = (
-    optax.adamw(schedule, weight_decay=protocol.weight_decay)
-    if protocol.weight_decay
-    else optax.adam(schedule)
-  )
+  optimizer = make_optimizer(protocol)
 
   def apply(variables, images, train):
     if set(variables) == {"params"} or not train:
@@ -226,6 +302,9 @@ def _compiled(protocol: Protocol, num_classes: int) -> tuple[Callable, Callable,
       index = jax.random.choice(batch_key, m, (batch,), replace=False)
       x, targets = x[index], targets[index]
     x = random_shift(shift_key, x, protocol.max_shift)
+    if protocol.augment != "none":
+      drawn = dsa.sample(jax.random.fold_in(shift_key, 1), batch, protocol.augment, x.shape[1])
+      x = dsa.apply(drawn, x, protocol.augment)
 
     def loss_fn(params):
       logits, new_vars = apply({**variables, "params": params}, x, True)
@@ -273,7 +352,8 @@ def evaluate(
     test_chunk: test images per forward pass.
 
   Returns:
-    ``{'mean': float, 'std': float, 'accuracies': list of floats (one per seed)}``.
+    ``{'mean': float, 'std': float, 'accuracies': list of floats (one per seed),
+    'steps': training steps per network}``.
 
   Raises:
     ValueError: empty or mismatched inputs, labels out of ``[0, num_classes)``, soft labels
@@ -294,6 +374,8 @@ def evaluate(
     raise ValueError(f"labels_test must be [{len(x_test)}], got {labels_test.shape}")
   targets = _targets(y_train, num_classes, protocol.loss)
   _targets(labels_test, num_classes, "xent")  # range check of the test labels
+  if protocol.epochs:  # the schedules see the step count of this set's epochs
+    protocol = dataclasses.replace(protocol, steps=protocol.num_steps(len(x_train)), epochs=0)
   init, step, correct = _compiled(protocol, num_classes)
   x, y = jnp.asarray(x_train), jnp.asarray(targets)
   accuracies = []
@@ -322,4 +404,5 @@ def evaluate(
     "mean": float(accuracies.mean()),
     "std": float(accuracies.std()),
     "accuracies": [float(a) for a in accuracies],
+    "steps": protocol.steps,
   }

@@ -60,7 +60,7 @@ def validate(config: Any) -> None:
   config_lib.Loop.from_config(config)
   config_lib.Dataset.from_config(config.dataset)
   config_lib.Optimizer.from_config(config.optimizer)
-  config_lib.Evaluation.from_config(config.evaluation)
+  evaluation.protocol_from_config(config.evaluation)
   r = config[name]
   if name in mtt.METHODS:  # MTT / DATM: kdjax.distill.mtt
     return mtt.validate_block(r, f"config.{name}")

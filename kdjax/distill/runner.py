@@ -129,7 +129,7 @@ def validate(config: Any) -> None:
   config_lib.Loop.from_config(config)
   config_lib.Dataset.from_config(config.dataset)
   config_lib.Optimizer.from_config(config.optimizer)
-  config_lib.Evaluation.from_config(config.evaluation)
+  evaluation.protocol_from_config(config.evaluation)
   k = config.kip
   for key in ("per_class", "target_batch_size"):
     config_lib.check_int(k[key], f"config.kip.{key}")

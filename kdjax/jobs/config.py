@@ -58,6 +58,7 @@ PREPROCESSING = ("none", "standardize", "zca")
 TOKENIZERS = ("byte", "sentencepiece", "hf")
 EVALUATION_NETWORKS = ("convnet", "mlp", "resnet")
 EVALUATION_LOSSES = ("xent", "mse")
+EVALUATION_OPTIMIZERS = ("adam", "sgd")
 
 # Old dotted key -> its new name (or what to do instead). A workdir whose config.json has
 # an old key gets a ValueError naming both (check_migrated), never a silent translation.
@@ -386,6 +387,9 @@ class Evaluation:
     loss: 'xent' or 'mse'.
     max_shift: random translations in pixels (>= 0).
     seeds: networks trained from independent initialisations (>= 1).
+    augment: 'none' or a DSA strategy (``kdjax.distill.dsa``, checked by the Protocol).
+    epochs: 0 (train ``num_steps`` steps) or passes over the set (>= 0).
+    optimizer: 'adam' (cosine decay) or 'sgd' (the field protocol's step decay).
   """
 
   enabled: bool
@@ -399,14 +403,22 @@ class Evaluation:
   loss: str
   max_shift: int
   seeds: int
+  augment: str
+  epochs: int
+  optimizer: str
 
   @classmethod
   def from_config(cls, block: Any, path: str = "config.evaluation") -> Evaluation:
     v = check_keys(block, path, _fields(cls))
     check_bool(v["enabled"], f"{path}.enabled")
     ints = {"width": 1, "depth": 1, "num_steps": 1, "batch_size": 0, "max_shift": 0, "seeds": 1}
+    ints["epochs"] = 0
+    if not isinstance(v["augment"], str):
+      raise ValueError(f"{path}.augment must be 'none' or a DSA strategy, got {v['augment']!r}")
     return cls(
       enabled=v["enabled"],
+      augment=v["augment"],
+      optimizer=check_choice(v["optimizer"], f"{path}.optimizer", EVALUATION_OPTIMIZERS),
       network=check_choice(v["network"], f"{path}.network", EVALUATION_NETWORKS),
       loss=check_choice(v["loss"], f"{path}.loss", EVALUATION_LOSSES),
       learning_rate=check_number(v["learning_rate"], f"{path}.learning_rate", above=0),

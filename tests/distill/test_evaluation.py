@@ -1,5 +1,7 @@
 """The finite-network evaluation protocol (kdjax.distill.evaluation)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -131,3 +133,82 @@ def test_bad_input(digits):
     ev.evaluate(x, y[:-1], x_test, y_test, num_classes=10)
   with pytest.raises(ValueError, match="soft labels"):
     ev.evaluate(x, np.ones((len(x), 3), np.float32), x_test, y_test, num_classes=10)
+
+
+# ----------------------------------------------------------------------------------------
+# The field protocol (width 128, DSA, SGD with the papers' step decay, epochs).
+
+
+def test_epochs_count_passes_over_the_set():
+  assert ev.Protocol(steps=7).num_steps(500) == 7
+  assert ev.Protocol(epochs=3, batch_size=256).num_steps(500) == 6  # 2 minibatches a pass
+  assert ev.Protocol(epochs=3, batch_size=256).num_steps(10) == 3
+  assert ev.Protocol(epochs=3, batch_size=256).num_steps(512) == 6
+  with pytest.raises(ValueError, match="epochs must be >= 0"):
+    ev.Protocol(epochs=-1)
+  with pytest.raises(ValueError, match="optimizer must be one of"):
+    ev.Protocol(optimizer="lamb")
+  with pytest.raises(ValueError, match="DSA strategy"):
+    ev.Protocol(augment="blur")
+
+
+def test_sgd_is_pytorch_sgd_with_coupled_decay_and_the_step_decay():
+  protocol = ev.Protocol(optimizer="sgd", learning_rate=0.01, weight_decay=5e-4, steps=10)
+  lr = ev.schedule(protocol)
+  assert [float(lr(i)) for i in (0, 4, 5, 9)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+  # PyTorch SGD(momentum=0.9, weight_decay=wd), float64: d = g + wd p; b = 0.9 b + d;
+  # p -= lr(t) b, over 7 steps across the decay at step 5.
+  rng = np.random.default_rng(0)
+  p0 = rng.normal(size=4)
+  grads = rng.normal(size=(7, 4))
+  tx = ev.make_optimizer(dataclasses.replace(protocol, steps=10))
+  p = jnp.asarray(p0, jnp.float32)
+  state, update = tx.init(p), jax.jit(tx.update)  # one compilation, not one per op
+  ref, buf = p0.copy(), np.zeros(4)
+  for t, g in enumerate(grads):
+    d = g + 5e-4 * ref
+    buf = 0.9 * buf + d
+    ref = ref - (0.01 if t < 5 else 0.001) * buf
+    updates, state = update(jnp.asarray(g, jnp.float32), state, p)
+    p = p + updates
+  np.testing.assert_allclose(np.asarray(p), ref, rtol=1e-5)
+
+
+def _spy_dsa(monkeypatch):
+  from kdjax.distill import dsa
+
+  calls, apply = [], dsa.apply
+  monkeypatch.setattr(ev.dsa, "apply", lambda p, x, s: calls.append(s) or apply(p, x, s))
+  ev._compiled.cache_clear()
+  return calls
+
+
+def test_field_protocol_steps_have_dsa_and_width_128(monkeypatch):
+  """Traced, not compiled: the parameters' shapes and the transforms in the training step."""
+  from kdjax.distill import dsa
+
+  calls = _spy_dsa(monkeypatch)
+  protocol = ev.Protocol(depth=1, seeds=1, **ev.FIELD)
+  init, step, _ = ev._compiled(protocol, 10)
+  x = jnp.zeros((12, 8, 8, 1))
+  carry = jax.eval_shape(init, jax.random.key(0), x)
+  kernels = [v.shape for v in jax.tree.leaves(carry[0]["params"]) if v.ndim == 4]
+  assert kernels == [(3, 3, 1, 128)]
+  step.lower(carry, x, jnp.zeros((12, 10)), jax.random.key(0), 0)
+  assert calls == [dsa.DIGITS]
+  assert protocol.num_steps(12) == 1000  # 1,000 epochs of one minibatch
+  ev._compiled.cache_clear()
+
+
+@pytest.mark.slow
+def test_field_protocol_trains_width_128_networks_with_dsa(monkeypatch):
+  from kdjax.distill import dsa
+
+  calls = _spy_dsa(monkeypatch)
+  protocol = ev.Protocol(depth=1, seeds=1, **{**ev.FIELD, "epochs": 2})
+  x = np.random.default_rng(0).normal(size=(12, 8, 8, 1)).astype(np.float32)
+  y = np.arange(12) % 10
+  result = ev.evaluate(x, y, x[:5], y[:5], protocol, num_classes=10)
+  assert result["steps"] == 2  # 2 epochs of one minibatch (12 < 256)
+  assert calls == [dsa.DIGITS]  # traced into the jitted training step
+  ev._compiled.cache_clear()

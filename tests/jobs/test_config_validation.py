@@ -63,6 +63,7 @@ VALID = {
   ("evaluation.batch_size", 0): "0 = the whole distilled set in one batch",
   ("evaluation.weight_decay", 0): "plain Adam",
   ("evaluation.max_shift", 0): "no augmentation",
+  ("evaluation.epochs", 0): "0 = num_steps steps (the pinned protocol)",
   ("*.label_offset", 0): "plain one-hot labels",
   ("kernel.b_std", 0): "a kernel without biases",
   ("*dataset.n_val", 0): "no validation split (synthetic data: the clean function is known)",
@@ -271,6 +272,23 @@ def test_evaluation_block_is_the_protocol():
   assert protocol == evaluation.Protocol(
     network="convnet", width=32, depth=3, steps=7, batch_size=30, seeds=2
   )
+
+
+def test_evaluation_names_and_the_field_protocol_arg():
+  from experiments import common, dm_digits
+
+  for key, value, message in (
+    ("augment", "blur", r"config.evaluation.augment: a DSA strategy .*'blur'"),
+    ("augment", 3, "config.evaluation.augment must be 'none' or a DSA strategy"),
+    ("optimizer", "lamb", r"config.evaluation.optimizer must be one of \['adam', 'sgd'\]"),
+  ):
+    with pytest.raises(ValueError, match=message):
+      evaluation.protocol_from_config(common.evaluation(**{key: value}))
+  field = evaluation.protocol_from_config(dm_digits.get_config("1,protocol=field").evaluation)
+  assert {k: getattr(field, k) for k in evaluation.FIELD} == evaluation.FIELD
+  assert (field.depth, field.seeds) == (2, 3)  # the config's network depth and seeds stay
+  with pytest.raises(ValueError, match=r"config arg protocol: .*\['pinned', 'field'\]"):
+    dm_digits.get_config("1,protocol=papers")
 
 
 # ----------------------------------------------------------------------------------------
