@@ -42,18 +42,21 @@ from absl import app, flags
 
 from benchmarks import common
 from experiments import common as experiments_common
-from kdjax.distill import closed_form, evaluation, job, runner, support
+from kdjax.distill import closed_form, evaluation, job, mtt, runner, support
 from kdjax.jobs import data_loading
 
 # method -> its config module (``{dataset}`` filled in), whose get_config takes
 # ``per_class[,protocol=field]``. Every method but kip is a ``method=`` of the distill job:
-# a new one (mtt, datm, rcig, ...) needs only its line here.
+# a new one needs only its line here.
 CONFIGS = {
   "rfad": "experiments.rfad_{dataset}",
   "frepo": "experiments.frepo_{dataset}",
   "dm": "experiments.dm_{dataset}",
   "dc": "experiments.dc_{dataset}",
   "dsa": "experiments.dsa_{dataset}",
+  "mtt": "experiments.mtt_{dataset}",
+  "datm": "experiments.datm_{dataset}",
+  "rcig": "experiments.rcig_{dataset}",
   "kip": "experiments.kip_{dataset}",
 }
 JOB_METHODS = tuple(m for m in CONFIGS if m != "kip")  # the distill job's
@@ -221,10 +224,12 @@ def _job_rows(dataset, per_class, method, random_real):
       {"mean": s["transfer_test_accuracy_init"], "std": s["transfer_test_accuracy_init_std"]},
       None,
     )
+  # MTT/DATM's expert buffer is named with its own cost (whichever run trained it).
+  buffer = f", buffer {s['experts_seconds']:.0f} s" if "experts_seconds" in s else ""
   _row(  # a resumed run times its own steps: seconds / timed steps
     dataset,
     per_class,
-    f"{method} ({config.num_steps} steps)",
+    f"{method} ({config.num_steps} steps{buffer})",
     s["test_accuracy"],
     {"mean": s["transfer_test_accuracy"], "std": s["transfer_test_accuracy_std"]},
     s["distill_seconds"],
@@ -257,7 +262,8 @@ def _timing(datasets, per_class, methods):
   print(f"| dataset | method | {columns} | load |")
   print("|---|---|" + "---|" * len(per_class) + "---|")
   for dataset in datasets:
-    for method in (m for m in methods if m in JOB_METHODS):
+    # MTT/DATM's steps need their expert buffer: their tables' s/step column times them.
+    for method in (m for m in methods if m in JOB_METHODS and m not in mtt.METHODS):
       cells = []
       for n in per_class:
         first, per_step = time_steps(_config(dataset, n, method), _TIMING_STEPS.value)
