@@ -30,7 +30,7 @@ import optax
 
 from kdjax.distill import rfad
 
-__all__ = ["FrepoState", "features", "make_frepo_step"]
+__all__ = ["FrepoState", "features", "pool_update", "make_frepo_step"]
 
 
 def features(model: nn.Module, variables: Any, x: jax.typing.ArrayLike) -> jax.Array:
@@ -65,6 +65,22 @@ class FrepoState(NamedTuple):
   pool_opt_state: Any
   age: jax.Array
   step: jax.Array
+
+
+def pool_update(state: Any, i: Any, trained: tuple, fresh: tuple, age: Any, max_updates: int):
+  """The pool fields (``pool``, ``pool_opt_state``, ``age``) of ``state`` once model ``i``
+  has trained to ``trained = (params, opt_state)`` at ``age`` updates: FRePo's pool (Zhou et
+  al. 2022) restarts the model from ``fresh = (params, opt_state)`` at age 0 once ``age >=
+  max_updates``. Shared by FRePo's and RCIG's steps."""
+  reset = age >= max_updates
+  pick = lambda new, old: jnp.where(reset, new, old)  # noqa: E731
+  params, opt = (jax.tree.map(pick, f, t) for f, t in zip(fresh, trained))
+  put = lambda stacked, one: stacked.at[i].set(one)  # noqa: E731
+  return {
+    "pool": jax.tree.map(put, state.pool, params),
+    "pool_opt_state": jax.tree.map(put, state.pool_opt_state, opt),
+    "age": state.age.at[i].set(jnp.where(reset, 0, age)),
+  }
 
 
 def make_frepo_step(
@@ -146,18 +162,11 @@ def make_frepo_step(
     m_opt = jax.tree.map(lambda a: a[i], state.pool_opt_state)
     m_updates, m_opt = model_optimizer.update(m_grads, m_opt, params)
     params = optax.apply_updates(params, m_updates)
-    age = state.age[i] + 1
-    reset = age >= max_updates
-    fresh, fresh_opt = init_model(jax.random.fold_in(base, state.step + pool_size), state.x)
-    pick = lambda new, old: jnp.where(reset, new, old)
-    params, m_opt = jax.tree.map(pick, fresh, params), jax.tree.map(pick, fresh_opt, m_opt)
-    put = lambda stacked, one: stacked.at[i].set(one)
+    fresh = init_model(jax.random.fold_in(base, state.step + pool_size), state.x)
     new = state._replace(
       **support,
+      **pool_update(state, i, (params, m_opt), fresh, state.age[i] + 1, max_updates),
       opt_state=opt_state,
-      pool=jax.tree.map(put, state.pool, params),
-      pool_opt_state=jax.tree.map(put, state.pool_opt_state, m_opt),
-      age=state.age.at[i].set(jnp.where(reset, 0, age)),
       step=state.step + 1,
     )
     return new, {"loss": loss, "grad_norm": optax.global_norm(grads), "model_loss": m_loss}

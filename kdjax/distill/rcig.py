@@ -427,18 +427,12 @@ def make_rcig_step(
       m_loss, g = jax.value_and_grad(model_loss)(params)
       m_updates, m_opt = model_optimizer.update(g, m_opt, params)
       params = optax.apply_updates(params, m_updates)
+    fresh = init_model(jax.random.fold_in(inits, pool_size + state.step), state.x)
     age = state.age[i] + pool_steps
-    reset = age >= max_updates
-    fresh, fresh_opt = init_model(jax.random.fold_in(inits, pool_size + state.step), state.x)
-    pick = lambda new, old: jnp.where(reset, new, old)
-    params, m_opt = jax.tree.map(pick, fresh, params), jax.tree.map(pick, fresh_opt, m_opt)
-    put = lambda stacked, one: stacked.at[i].set(one)
     new = state._replace(
       **u,
+      **frepo.pool_update(state, i, (params, m_opt), fresh, age, max_updates),
       opt_state=opt_state,
-      pool=jax.tree.map(put, state.pool, params),
-      pool_opt_state=jax.tree.map(put, state.pool_opt_state, m_opt),
-      age=state.age.at[i].set(jnp.where(reset, 0, age)),
       step=state.step + 1,
     )
     metrics = {
