@@ -118,6 +118,35 @@ def test_consistency_ema_target_moves_by_mu_and_flow_parametrization_starts_as_t
   np.testing.assert_allclose(out, 80 * z + (80 - 0.002) / 81 * (v - 80 * z), rtol=1e-5, atol=1e-5)
 
 
+def test_dmd_fake_updates_and_a_flow_map_diagonal_anchored_to_the_teacher():
+  # DMD2's two time-scale rule: k fake updates per generator update; the generator's update
+  # is the same as with one
+  teacher = _params()
+  batch = {"z_ref": jnp.asarray(X1), "y_ref": jnp.asarray(X1 * 2)}
+  outs = []
+  for k in (1, 3):
+    step = steps.dmd_step(MODEL, TX, TX, seed=0, fake_updates=k)
+    outs.append(jax.jit(step)({"gen": _state(), "fake": _state()}, batch, teacher))
+  (one, m1), (three, m3) = outs
+  assert (int(three["gen"].step), int(three["fake"].step)) == (1, 3)
+  assert float(m1["train_loss"]) == float(m3["train_loss"])
+  for a, b in zip(*map(jax.tree.leaves, (one["gen"].params, three["gen"].params))):
+    np.testing.assert_array_equal(a, b)
+  assert float(m1["fake_loss"]) != float(m3["fake_loss"])
+  # a flow map started as the teacher (job.two_time_from_teacher) has v(x, t, t) = v_T(x, t):
+  # its diagonal loss against the teacher is zero, against x1 - x0 it is not
+  from kdjax.diffusion.job import two_time_from_teacher
+
+  params = two_time_from_teacher(_params(True), teacher)
+  losses = {}
+  for diagonal in ("teacher", "data"):
+    step = steps.flow_map_step(MODEL, TX, seed=0, diagonal=diagonal, target="teacher")
+    state = TrainState(jnp.int32(0), params, TX.init(params), {})
+    _, m = jax.jit(step)(state, {"x1": jnp.asarray(X1)}, teacher)
+    losses[diagonal] = float(m["diagonal_loss"])
+  assert losses["teacher"] < 1e-10 < 0.1 < losses["data"]
+
+
 def test_bad_student_options():
   with pytest.raises(ValueError, match="consistency mode"):
     steps.consistency_step(MODEL, TX, seed=0, mode="both", sigma_data=1.0)
@@ -129,3 +158,11 @@ def test_bad_student_options():
     steps.consistency_step(MODEL, TX, seed=0, mode="training", sigma_data=1.0, parametrization="x")
   with pytest.raises(ValueError, match="flow_map objective"):
     steps.flow_map_step(MODEL, TX, seed=0, objective="hamiltonian")
+  with pytest.raises(ValueError, match="flow_map diagonal"):
+    steps.flow_map_step(MODEL, TX, seed=0, diagonal="model")
+  with pytest.raises(ValueError, match="flow_map target"):
+    steps.flow_map_step(MODEL, TX, seed=0, target="data")
+  with pytest.raises(ValueError, match="fake_updates"):
+    steps.dmd_step(MODEL, TX, TX, seed=0, fake_updates=0)
+  with pytest.raises(ValueError, match="t_min"):
+    steps.dmd_step(MODEL, TX, TX, seed=0, t_min=0.5, t_max=0.5)
