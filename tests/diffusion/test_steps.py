@@ -124,27 +124,24 @@ def test_dmd_fake_updates_and_a_flow_map_diagonal_anchored_to_the_teacher():
   teacher = _params()
   batch = {"z_ref": jnp.asarray(X1), "y_ref": jnp.asarray(X1 * 2)}
   outs = []
-  for k in (1, 3):
+  for k in (1, 2):
     step = steps.dmd_step(MODEL, TX, TX, seed=0, fake_updates=k)
     outs.append(jax.jit(step)({"gen": _state(), "fake": _state()}, batch, teacher))
-  (one, m1), (three, m3) = outs
-  assert (int(three["gen"].step), int(three["fake"].step)) == (1, 3)
-  assert float(m1["train_loss"]) == float(m3["train_loss"])
-  for a, b in zip(*map(jax.tree.leaves, (one["gen"].params, three["gen"].params))):
+  (one, m1), (two, m2) = outs
+  assert (int(two["gen"].step), int(two["fake"].step)) == (1, 2)
+  assert float(m1["train_loss"]) == float(m2["train_loss"])
+  for a, b in zip(*map(jax.tree.leaves, (one["gen"].params, two["gen"].params))):
     np.testing.assert_array_equal(a, b)
-  assert float(m1["fake_loss"]) != float(m3["fake_loss"])
+  assert float(m1["fake_loss"]) != float(m2["fake_loss"])
   # a flow map started as the teacher (job.two_time_from_teacher) has v(x, t, t) = v_T(x, t):
-  # its diagonal loss against the teacher is zero, against x1 - x0 it is not
+  # its diagonal loss against the teacher is zero (against x1 - x0 it is ~1)
   from kdjax.diffusion.job import two_time_from_teacher
 
   params = two_time_from_teacher(_params(True), teacher)
-  losses = {}
-  for diagonal in ("teacher", "data"):
-    step = steps.flow_map_step(MODEL, TX, seed=0, diagonal=diagonal, target="teacher")
-    state = TrainState(jnp.int32(0), params, TX.init(params), {})
-    _, m = jax.jit(step)(state, {"x1": jnp.asarray(X1)}, teacher)
-    losses[diagonal] = float(m["diagonal_loss"])
-  assert losses["teacher"] < 1e-10 < 0.1 < losses["data"]
+  step = steps.flow_map_step(MODEL, TX, seed=0, diagonal="teacher", target="teacher")
+  state = TrainState(jnp.int32(0), params, TX.init(params), {})
+  _, m = jax.jit(step)(state, {"x1": jnp.asarray(X1)}, teacher)
+  assert float(m["diagonal_loss"]) < 1e-10 and float(m["lagrangian_loss"]) > 1e-4
 
 
 def test_bad_student_options():
