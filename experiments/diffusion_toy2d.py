@@ -67,6 +67,13 @@ def base(dataset: str) -> ml_collections.ConfigDict:
       "reg_weight": 0.25,
       "num_pairs": 4096,
       "pair_nfe": 64,
+      # fake-score updates per generator update (DMD2, Yin et al. 2024b, "Improved distribution
+      # matching distillation": a two time-scale update rule with 5; DMD uses 1)
+      "fake_updates": 1,
+      # the DM gradient's flow times t ~ U[t_min, t_max] (t = 1 is data): DMD samples its
+      # noise level away from both ends, T_min = 0.02 T and T_max = 0.98 T
+      "t_min": 0.02,
+      "t_max": 0.98,
       "optimizer": common.optimizer("adam", 1e-4, final_lr_fraction=0.05),  # the generator's
       "fake_optimizer": common.optimizer("adam", 1e-4, final_lr_fraction=0.05),
     }
@@ -76,6 +83,12 @@ def base(dataset: str) -> ml_collections.ConfigDict:
       "num_steps": 4000,
       "objective": "lagrangian",
       "from_teacher": False,  # True: start as the teacher's Euler step (job.two_time_from_teacher)
+      # the diagonal's target: 'data' (flow matching on x1 - x0, Boffi et al. 2025) or
+      # 'teacher' (the frozen teacher's velocity: flow map matching's distillation, 2024)
+      "diagonal": "data",
+      # the off-diagonal target: 'self' (the model's own diagonal, self-distillation) or
+      # 'teacher' (the teacher's velocity: Lagrangian / Eulerian map distillation, 2024)
+      "target": "self",
       "optimizer": common.optimizer("adam", 2e-3, final_lr_fraction=0.05),
     }
   )

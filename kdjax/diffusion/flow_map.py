@@ -15,6 +15,15 @@ as a stop-gradient teacher:
   :math:`\lVert \partial_s X_{s,t}(I_s) + \mathrm{sg}\big(\nabla X_{s,t}(I_s)\,
   v_\theta(I_s, s, s)\big)\rVert^2`.
 
+**Distillation of a teacher** (``target``): when the flow :math:`b_t` is that of a pretrained
+velocity :math:`b^\mathrm{T}(x, t)` (the teacher), both losses can read it instead of the
+model's own diagonal, as in the Lagrangian / Eulerian *map distillation* of Boffi, Albergo &
+Vanden-Eijnden (2024), "Flow map matching" (LMD / EMD): the diagonal regresses
+:math:`v_\theta(I_t, t, t)` onto :math:`b^\mathrm{T}(I_t, t)` (a deterministic target, no
+flow-matching variance; :func:`diagonal_loss` with ``target``), and the Lagrangian target is
+:math:`b^\mathrm{T}(X_{s,t}(I_s), t)` (:func:`lagrangian_loss` with ``target``; Eulerian:
+:math:`b^\mathrm{T}(I_s, s)` in the transport term).
+
 Time derivatives are forward-mode (``jax.jvp``) through the network. Losses are per
 example means over the data dimensions. One-step sampling is :math:`X_{0,1}(x_0)`; ``k``
 steps chain :math:`X_{t_i, t_{i+1}}` on a uniform grid (:func:`sample`).
@@ -30,9 +39,20 @@ import jax.numpy as jnp
 from kdjax.diffusion.flow import bcast, per_example_mean
 from kdjax.diffusion.samplers import check_nfe, time_grid
 
-__all__ = ["OBJECTIVES", "flow_map", "diagonal_loss", "lagrangian_loss", "eulerian_loss", "sample"]
+__all__ = [
+  "OBJECTIVES",
+  "DIAGONALS",
+  "TARGETS",
+  "flow_map",
+  "diagonal_loss",
+  "lagrangian_loss",
+  "eulerian_loss",
+  "sample",
+]
 
 OBJECTIVES = ("lagrangian", "eulerian")
+DIAGONALS = ("data", "teacher")  # the diagonal's target: x1 - x0 (flow matching) or the teacher
+TARGETS = ("self", "teacher")  # the off-diagonal target: the model's own diagonal or the teacher
 
 
 def flow_map(v: Callable, x, s, t):
@@ -40,25 +60,30 @@ def flow_map(v: Callable, x, s, t):
   return x + bcast(t - s, x) * v(x, s, t)
 
 
-def diagonal_loss(v: Callable, x0, x1, t):
-  r"""Flow matching on the diagonal: :math:`\mathrm{mean}(v(I_t, t, t) - (x_1 - x_0))^2`."""
+def diagonal_loss(v: Callable, x0, x1, t, *, target: Callable | None = None):
+  r"""Flow matching on the diagonal: :math:`\mathrm{mean}(v(I_t, t, t) - (x_1 - x_0))^2`;
+  with a teacher velocity ``target(x, t[B])``: :math:`\mathrm{mean}(v(I_t, t, t) -
+  \mathrm{sg}\,b^\mathrm{T}(I_t, t))^2` (flow map matching's distillation of the diagonal)."""
   x_t = (1.0 - bcast(t, x1)) * x0 + bcast(t, x1) * x1
-  return per_example_mean(jnp.square(v(x_t, t, t) - (x1 - x0)))
+  y = x1 - x0 if target is None else jax.lax.stop_gradient(target(x_t, t))
+  return per_example_mean(jnp.square(v(x_t, t, t) - y))
 
 
-def lagrangian_loss(v: Callable, x_s, s, t):
+def lagrangian_loss(v: Callable, x_s, s, t, *, target: Callable | None = None):
   r"""LSD per example: :math:`\mathrm{mean}(\partial_t X_{s,t}(x_s) - \mathrm{sg}\,v(X_{s,t}
-  (x_s), t, t))^2` at points ``x_s`` of the path at time ``s`` (``[B]``)."""
+  (x_s), t, t))^2` at points ``x_s`` of the path at time ``s`` (``[B]``); with a teacher
+  velocity ``target(x, t[B])`` the target is :math:`b^\mathrm{T}(X_{s,t}(x_s), t)` (LMD)."""
   x_st, dx_dt = jax.jvp(lambda tt: flow_map(v, x_s, s, tt), (t,), (jnp.ones_like(t),))
-  target = jax.lax.stop_gradient(v(x_st, t, t))
-  return per_example_mean(jnp.square(dx_dt - target))
+  y = v(x_st, t, t) if target is None else target(x_st, t)
+  return per_example_mean(jnp.square(dx_dt - jax.lax.stop_gradient(y)))
 
 
-def eulerian_loss(v: Callable, x_s, s, t):
+def eulerian_loss(v: Callable, x_s, s, t, *, target: Callable | None = None):
   r"""ESD per example: :math:`\mathrm{mean}(\partial_s X_{s,t}(x_s) + \mathrm{sg}(\nabla
-  X_{s,t}(x_s)\, v(x_s, s, s)))^2`."""
+  X_{s,t}(x_s)\, v(x_s, s, s)))^2`; with a teacher velocity ``target(x, s[B])`` the
+  transported velocity is :math:`b^\mathrm{T}(x_s, s)` (EMD)."""
   _, dx_ds = jax.jvp(lambda ss: flow_map(v, x_s, ss, t), (s,), (jnp.ones_like(s),))
-  b = jax.lax.stop_gradient(v(x_s, s, s))
+  b = jax.lax.stop_gradient(v(x_s, s, s) if target is None else target(x_s, s))
   _, transport = jax.jvp(lambda xx: flow_map(v, xx, s, t), (x_s,), (b,))
   return per_example_mean(jnp.square(dx_ds + jax.lax.stop_gradient(transport)))
 

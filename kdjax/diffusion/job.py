@@ -138,6 +138,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.Optimizer.from_config(c.dmd.fake_optimizer, "config.dmd.fake_optimizer")
     config_lib.check_number(c.dmd.reg_weight, "config.dmd.reg_weight", minimum=0)
     config_lib.check_int(c.dmd.num_pairs, "config.dmd.num_pairs")
+    config_lib.check_int(c.dmd.fake_updates, "config.dmd.fake_updates")
+    config_lib.check_number(c.dmd.t_min, "config.dmd.t_min", minimum=0, below=1)
+    config_lib.check_number(c.dmd.t_max, "config.dmd.t_max", above=c.dmd.t_min, maximum=1)
     config_lib.check_int(c.dmd.pair_nfe, "config.dmd.pair_nfe")  # NaN, 0, -1 named here
     samplers.check_nfe(c.dmd.pair_nfe, "config.dmd.pair_nfe")
   if "flow_map" in students:
@@ -145,6 +148,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.check_choice(
       c.flow_map.objective, "config.flow_map.objective", flow_map_lib.OBJECTIVES
     )
+    config_lib.check_choice(c.flow_map.diagonal, "config.flow_map.diagonal", flow_map_lib.DIAGONALS)
+    config_lib.check_choice(c.flow_map.target, "config.flow_map.target", flow_map_lib.TARGETS)
   if c.teacher_workdir:
     phase = os.path.join(str(c.teacher_workdir), "teacher")
     if not loop.finished(phase, int(c.num_steps)):
@@ -327,7 +332,9 @@ def _dmd(job: _Job, teacher):
   d = job.c.dmd
   total = int(d.num_steps)
   tx_gen = _optimizer(d.optimizer, total, "config.dmd.optimizer")
-  tx_fake = _optimizer(d.fake_optimizer, total, "config.dmd.fake_optimizer")
+  fake_updates = int(d.fake_updates)
+  # the fake score's schedule runs over all of its updates (fake_updates per generator step)
+  tx_fake = _optimizer(d.fake_optimizer, total * fake_updates, "config.dmd.fake_optimizer")
   # the regression pairs: noise and the teacher's deterministic ODE output (Heun, pair_nfe)
   velocity = steps.velocity_fn(job.model, teacher)
   z_ref = jax.random.normal(
@@ -341,7 +348,16 @@ def _dmd(job: _Job, teacher):
     idx = rng.integers(0, len(z_ref), int(job.c.batch_size))
     return mesh_lib.global_batch({"z_ref": z_ref[idx], "y_ref": y_ref[idx]}, job.mesh)
 
-  step = steps.dmd_step(job.model, tx_gen, tx_fake, seed=job.seed, reg_weight=float(d.reg_weight))
+  step = steps.dmd_step(
+    job.model,
+    tx_gen,
+    tx_fake,
+    seed=job.seed,
+    reg_weight=float(d.reg_weight),
+    t_min=float(d.t_min),
+    t_max=float(d.t_max),
+    fake_updates=fake_updates,
+  )
   state = {"gen": job.state(teacher, tx_gen), "fake": job.state(teacher, tx_fake)}
   return job.train("dmd", 3, state, step, total, teacher=teacher, batch_fn=batch_fn)["gen"].params
 
@@ -369,12 +385,17 @@ def _flow_map(job: _Job, teacher):
   f = job.c.flow_map
   total = int(f.num_steps)
   tx = _optimizer(f.optimizer, total, "config.flow_map.optimizer")
-  step = steps.flow_map_step(job.model, tx, seed=job.seed, objective=f.objective)
+  step = steps.flow_map_step(
+    job.model, tx, seed=job.seed, objective=f.objective, diagonal=f.diagonal, target=f.target
+  )
   init = job.init_params(4, two_times=True)
   if f.from_teacher:
     init = two_time_from_teacher(init, teacher)
   state = job.state(init, tx)
-  return job.train("flow_map", 4, state, step, total).params
+  uses_teacher = f.diagonal == "teacher" or f.target == "teacher"
+  return job.train(
+    "flow_map", 4, state, step, total, teacher=teacher if uses_teacher else None
+  ).params
 
 
 def _samplers(job: _Job, trained: dict) -> dict[tuple[str, int], Any]:

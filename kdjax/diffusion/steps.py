@@ -244,11 +244,18 @@ def dmd_step(
   reg_weight: float = 0.25,
   t_min: float = 0.02,
   t_max: float = 0.98,
+  fake_updates: int = 1,
 ) -> Callable:
-  """One DMD update of the generator (distribution-matching gradient + ``reg_weight`` x
-  regression on ``batch['z_ref'], batch['y_ref']``), then one flow-matching update of the
-  fake denoiser on the new generator's samples. ``state = {'gen': TrainState, 'fake':
-  TrainState}``; the step takes the teacher's parameters (same architecture as both)."""
+  """One DMD update of the generator (distribution-matching gradient at flow times ``t ~
+  U[t_min, t_max]`` + ``reg_weight`` x regression on ``batch['z_ref'], batch['y_ref']``),
+  then ``fake_updates`` flow-matching updates of the fake denoiser, each on fresh samples of
+  the new generator (DMD2's two time-scale update rule, Yin et al. 2024b, uses 5). ``state
+  = {'gen': TrainState, 'fake': TrainState}``; the step takes the teacher's parameters (same
+  architecture as both)."""
+  if int(fake_updates) < 1:
+    raise ValueError(f"dmd fake_updates must be an integer >= 1, got {fake_updates!r}")
+  if not 0.0 <= t_min < t_max <= 1.0:
+    raise ValueError(f"dmd times need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
 
   def step(state, batch, teacher_params):
     gen, fake = state["gen"], state["fake"]
@@ -272,33 +279,57 @@ def dmd_step(
     (loss, (dm, reg)), grads = jax.value_and_grad(gen_loss, has_aux=True)(gen.params)
     gen = _apply_grads(gen, tx_gen, grads)
 
-    x0 = jax.random.normal(keys[3], shape, z_ref.dtype)
-    tf = jax.random.uniform(keys[4], (shape[0],), z_ref.dtype)
-    x1 = jax.lax.stop_gradient(generator(model, gen.params, z))
-
-    def fake_loss(params):
+    def fake_loss(params, x0, x1, tf):
       v = model.apply({"params": params}, flow.interpolate(x0, x1, tf), tf)
       return jnp.mean(flow.flow_matching_loss(v, x0, x1))
 
-    floss, fgrads = jax.value_and_grad(fake_loss)(fake.params)
-    fake = _apply_grads(fake, tx_fake, fgrads)
+    for i in range(int(fake_updates)):
+      # the first update sees the generator's batch z; later ones fresh noise of their own
+      k0, k1 = keys[3], keys[4]
+      zi = z
+      if i:
+        k0, k1, k2 = jax.random.split(jax.random.fold_in(keys[4], i), 3)
+        zi = jax.random.normal(k2, shape, z_ref.dtype)
+      x0 = jax.random.normal(k0, shape, z_ref.dtype)
+      tf = jax.random.uniform(k1, (shape[0],), z_ref.dtype)
+      x1 = jax.lax.stop_gradient(generator(model, gen.params, zi))
+      floss, fgrads = jax.value_and_grad(fake_loss)(fake.params, x0, x1, tf)
+      fake = _apply_grads(fake, tx_fake, fgrads)
     metrics = {"train_loss": loss, "dm_loss": dm, "regression_loss": reg, "fake_loss": floss}
     return {"gen": gen, "fake": fake}, metrics
 
   return step
 
 
-def flow_map_step(model, tx, *, seed: int, objective: str = "lagrangian") -> Callable:
+def flow_map_step(
+  model,
+  tx,
+  *,
+  seed: int,
+  objective: str = "lagrangian",
+  diagonal: str = "data",
+  target: str = "self",
+) -> Callable:
   """Flow-map self-distillation: diagonal flow matching at ``t ~ U[0,1]`` plus the
   ``objective`` ('lagrangian' or 'eulerian') at ``s <= t`` (two sorted uniforms) on
-  :math:`I_s`; ``model`` takes two times ``(x, s, t)``."""
+  :math:`I_s`; ``model`` takes two times ``(x, s, t)``. ``diagonal='teacher'`` regresses
+  the diagonal onto the frozen teacher's velocity instead of ``x1 - x0``, ``target='teacher'``
+  makes the teacher's velocity the off-diagonal target (Boffi et al. 2024's map distillation,
+  :mod:`kdjax.diffusion.flow_map`); with either, the step takes the teacher's (one-time)
+  parameters as its third argument."""
   if objective not in flow_map.OBJECTIVES:
     raise ValueError(
       f"flow_map objective must be one of {list(flow_map.OBJECTIVES)}, got {objective!r}"
     )
+  if diagonal not in flow_map.DIAGONALS:
+    raise ValueError(
+      f"flow_map diagonal must be one of {list(flow_map.DIAGONALS)}, got {diagonal!r}"
+    )
+  if target not in flow_map.TARGETS:
+    raise ValueError(f"flow_map target must be one of {list(flow_map.TARGETS)}, got {target!r}")
   off_diagonal = flow_map.lagrangian_loss if objective == "lagrangian" else flow_map.eulerian_loss
 
-  def step(state: TrainState, batch):
+  def step(state: TrainState, batch, teacher_params=None):
     x1 = batch["x1"]
     r0, r1, r2 = jax.random.split(_keys(seed, 5, state.step), 3)
     b = x1.shape[0]
@@ -307,11 +338,15 @@ def flow_map_step(model, tx, *, seed: int, objective: str = "lagrangian") -> Cal
     st = jnp.sort(jax.random.uniform(r2, (b, 2), x1.dtype), axis=-1)
     s, t = st[:, 0], st[:, 1]
     x_s = flow.interpolate(x0, x1, s)
+    teacher = None
+    if teacher_params is not None:
+      teacher = lambda x, tt: model.apply({"params": teacher_params}, x, tt)  # noqa: E731
 
     def loss_fn(params):
       v = lambda x, ss, tt: model.apply({"params": params}, x, ss, tt)  # noqa: E731
-      diag = jnp.mean(flow_map.diagonal_loss(v, x0, x1, t_diag))
-      off = jnp.mean(off_diagonal(v, x_s, s, t))
+      diag_target = teacher if diagonal == "teacher" else None
+      diag = jnp.mean(flow_map.diagonal_loss(v, x0, x1, t_diag, target=diag_target))
+      off = jnp.mean(off_diagonal(v, x_s, s, t, target=teacher if target == "teacher" else None))
       return diag + off, (diag, off)
 
     (loss, (diag, off)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -36,6 +36,11 @@ def _config(**overrides):
     ("consistency.mode", "both", "config.consistency.mode"),
     ("flow_map.objective", "hamiltonian", "config.flow_map.objective"),
     ("consistency.parametrization", "vp", "config.consistency.parametrization"),
+    ("flow_map.diagonal", "model", "config.flow_map.diagonal"),
+    ("flow_map.target", "data", "config.flow_map.target"),
+    ("dmd.fake_updates", 0, "config.dmd.fake_updates"),
+    ("dmd.t_max", 0.01, "config.dmd.t_max"),  # below t_min = 0.02
+    ("dmd.t_min", 1.0, "config.dmd.t_min"),
   ],
 )
 def test_bad_input_is_a_value_error_naming_it(key, value, match, tmp_path):

@@ -255,3 +255,42 @@ def test_flow_map_sampler_counts_nfe():
     np.testing.assert_allclose(out, 1.0, rtol=1e-6)  # the jumps add up to t = 1
   with pytest.raises(ValueError, match="nfe"):
     flow_map.sample(v, jnp.zeros((2, 2)), nfe=0)
+
+
+def _b_np(x, t):  # a stand-in teacher velocity b(x, t), one time
+  return np.sin(x @ A.T) * (1 - t[:, None]) + t[:, None] ** 2
+
+
+def _b_jnp(x, t):
+  return jnp.sin(x @ A.T) * (1 - t[:, None]) + t[:, None] ** 2
+
+
+def test_flow_map_teacher_targets_match_map_distillation_of_boffi_et_al():
+  # Flow map matching (Boffi, Albergo & Vanden-Eijnden 2024): the diagonal regresses onto the
+  # teacher's velocity b(I_t, t); LMD's target is b(X_{s,t}(x), t), EMD's transport b(x, s)
+  x = RNG.normal(size=(4, 3))
+  s, t = np.array([0.0, 0.2, 0.5, 0.3]), np.array([0.1, 0.9, 0.5, 1.0])
+  e = 1e-5
+  dx_dt = (_X_np(x, s, t + e) - _X_np(x, s, t - e)) / (2 * e)
+  lmd = np.mean((dx_dt - _b_np(_X_np(x, s, t), t)) ** 2, axis=1)
+  dx_ds = (_X_np(x, s + e, t) - _X_np(x, s - e, t)) / (2 * e)
+  b = _b_np(x, s)
+  transport = (_X_np(x + e * b, s, t) - _X_np(x - e * b, s, t)) / (2 * e)
+  emd = np.mean((dx_ds + transport) ** 2, axis=1)
+  x0, x1 = RNG.normal(size=(2, 4, 3))
+  x_t = (1 - t[:, None]) * x0 + t[:, None] * x1
+  diag_ref = np.mean((_v_np(x_t, t, t) - _b_np(x_t, t)) ** 2, 1)
+  with jax.enable_x64(True):
+    args = (jnp.asarray(x), jnp.asarray(s), jnp.asarray(t))
+    lag = flow_map.lagrangian_loss(_v_jnp, *args, target=_b_jnp)
+    eul = flow_map.eulerian_loss(_v_jnp, *args, target=_b_jnp)
+    xs = (jnp.asarray(x0), jnp.asarray(x1), jnp.asarray(t))
+    diag = flow_map.diagonal_loss(_v_jnp, *xs, target=_b_jnp)
+    # the teacher's target carries no gradient: d/dc of |v - c b|^2 is only through v
+    grad_c = jax.grad(
+      lambda c: flow_map.diagonal_loss(_v_jnp, *xs, target=lambda y, tt: c * _b_jnp(y, tt)).sum()
+    )(1.0)
+  np.testing.assert_allclose(lag, lmd, rtol=1e-7, atol=1e-12)
+  np.testing.assert_allclose(eul, emd, rtol=1e-7, atol=1e-12)
+  np.testing.assert_allclose(diag, diag_ref, rtol=1e-9)
+  assert float(grad_c) == 0.0

@@ -118,6 +118,58 @@ def test_consistency_ema_target_moves_by_mu_and_flow_parametrization_starts_as_t
   np.testing.assert_allclose(out, 80 * z + (80 - 0.002) / 81 * (v - 80 * z), rtol=1e-5, atol=1e-5)
 
 
+def _nonzero_teacher():
+  # every weight nonzero (the initial output layer is zero: v = 0)
+  bump = lambda p: np.asarray(p) + 0.3 * np.sin(np.arange(p.size) + 1.0).reshape(p.shape)  # noqa: E731
+  return jax.tree.map(bump, _params())
+
+
+def test_a_flow_map_from_the_teacher_has_a_zero_teacher_diagonal_loss():
+  # the fast sibling of the next (slow) test: the pure losses
+  from kdjax.diffusion import flow_map
+  from kdjax.diffusion.job import two_time_from_teacher
+
+  teacher = _nonzero_teacher()
+  params = two_time_from_teacher(_params(True), teacher)
+  x0, x1, t = jnp.asarray(X1[::-1]), jnp.asarray(X1), jnp.linspace(0.0, 1.0, 16)
+
+  @jax.jit
+  def losses(params, teacher):
+    v = lambda x, s, t: MODEL.apply({"params": params}, x, s, t)  # noqa: E731
+    b = lambda x, t: MODEL.apply({"params": teacher}, x, t)  # noqa: E731
+    return flow_map.diagonal_loss(v, x0, x1, t, target=b), flow_map.diagonal_loss(v, x0, x1, t)
+
+  anchored, data = losses(params, teacher)
+  assert float(jnp.max(anchored)) < 1e-10 and float(jnp.min(data)) > 1e-3
+
+
+@pytest.mark.slow
+def test_dmd_fake_updates_and_a_flow_map_diagonal_anchored_to_the_teacher():
+  # DMD2's two time-scale rule: k fake updates per generator update; the generator's update
+  # is the same as with one
+  teacher = _nonzero_teacher()
+  batch = {"z_ref": jnp.asarray(X1), "y_ref": jnp.asarray(X1 * 2)}
+  outs = []
+  for k in (1, 2):
+    step = steps.dmd_step(MODEL, TX, TX, seed=0, fake_updates=k)
+    outs.append(jax.jit(step)({"gen": _state(), "fake": _state()}, batch, teacher))
+  (one, m1), (two, m2) = outs
+  assert (int(two["gen"].step), int(two["fake"].step)) == (1, 2)
+  assert float(m1["train_loss"]) == pytest.approx(float(m2["train_loss"]), rel=1e-6)
+  for a, b in zip(*map(jax.tree.leaves, (one["gen"].params, two["gen"].params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)  # (compiled apart: rounding)
+  assert float(m1["fake_loss"]) != float(m2["fake_loss"])
+  # a flow map started as the teacher (job.two_time_from_teacher) has v(x, t, t) = v_T(x, t):
+  # its diagonal loss against the teacher is zero (against x1 - x0 it is ~1)
+  from kdjax.diffusion.job import two_time_from_teacher
+
+  params = two_time_from_teacher(_params(True), teacher)
+  step = steps.flow_map_step(MODEL, TX, seed=0, diagonal="teacher", target="teacher")
+  state = TrainState(jnp.int32(0), params, TX.init(params), {})
+  _, m = jax.jit(step)(state, {"x1": jnp.asarray(X1)}, teacher)
+  assert float(m["diagonal_loss"]) < 1e-10 and float(m["lagrangian_loss"]) > 1e-4
+
+
 def test_bad_student_options():
   with pytest.raises(ValueError, match="consistency mode"):
     steps.consistency_step(MODEL, TX, seed=0, mode="both", sigma_data=1.0)
@@ -129,3 +181,11 @@ def test_bad_student_options():
     steps.consistency_step(MODEL, TX, seed=0, mode="training", sigma_data=1.0, parametrization="x")
   with pytest.raises(ValueError, match="flow_map objective"):
     steps.flow_map_step(MODEL, TX, seed=0, objective="hamiltonian")
+  with pytest.raises(ValueError, match="flow_map diagonal"):
+    steps.flow_map_step(MODEL, TX, seed=0, diagonal="model")
+  with pytest.raises(ValueError, match="flow_map target"):
+    steps.flow_map_step(MODEL, TX, seed=0, target="data")
+  with pytest.raises(ValueError, match="fake_updates"):
+    steps.dmd_step(MODEL, TX, TX, seed=0, fake_updates=0)
+  with pytest.raises(ValueError, match="t_min"):
+    steps.dmd_step(MODEL, TX, TX, seed=0, t_min=0.5, t_max=0.5)

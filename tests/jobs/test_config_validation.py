@@ -44,6 +44,7 @@ VALID = {
   ("drafts.*.beta", 0): "the generalized JSD's endpoint (a KL), in [0, 1]",
   ("xtok.*_weight", 0): "a weight of 0 drops that term",
   ("dmd.reg_weight", 0): "DMD without its regression loss (the distribution-matching term alone)",
+  ("dmd.t_min", 0): "the DM gradient's times may reach pure noise (t = 0; DMD: 0.02)",
   ("consistency.ema_decay", 0): "0 = the stop-gradient target (iCT) instead of an EMA",
   ("*optimizer.warmup_steps", 0): "no warmup",
   ("*optimizer.final_lr_fraction", 0): "the cosine schedule decays to 0",
