@@ -4,8 +4,8 @@ r"""MTT (trajectory matching, ``kdjax.distill.mtt``) on scikit-learn's embedded 
 ``python -m launch.main --config=experiments/mtt_digits.py:10 --workdir=runs/mtt_digits``
 
 ``arg`` = ``images_per_class[,runlocal]``. As ``mtt_mnist5k.py`` with 2-block ConvNets
-(experts and finite networks) and shifts <= 1 px. ``sweep()``: mtt_mnist5k's sizes and seeds, with digits'
-buffer (20 epochs) and student settings.
+(experts and finite networks) and shifts <= 1 px. ``sweep()``: mtt_mnist5k's sizes and
+seeds, with digits' buffer (20 epochs) and student settings.
 """
 
 from experiments import common

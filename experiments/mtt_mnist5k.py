@@ -74,7 +74,9 @@ def size_settings(method: str, per_class: int, dataset: str = "mnist5k") -> dict
   }
 
 
-def mtt_base(method: str, per_class: int = 10, dataset: str = "mnist5k") -> ml_collections.ConfigDict:
+def mtt_base(
+  method: str, per_class: int = 10, dataset: str = "mnist5k"
+) -> ml_collections.ConfigDict:
   """The mnist5k config of ``method`` 'mtt' or 'datm' (``rfad_base``'s data, loop and
   finite-network protocol, the ``<method>`` block below)."""
   c = distill_base.rfad_base(per_class)

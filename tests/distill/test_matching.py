@@ -112,7 +112,9 @@ def dc_loss_reference(x_s, per_class, x_t, labels_t, real_per_class, w, b):
   for c in range(w.shape[1]):
     real = x_t[np.flatnonzero(labels_t == c)[:real_per_class]]
     if len(real):
-      total += distance_reference(grads(real, c), grads(x_s[c * per_class : (c + 1) * per_class], c))
+      total += distance_reference(
+        grads(real, c), grads(x_s[c * per_class : (c + 1) * per_class], c)
+      )
   return total
 
 
