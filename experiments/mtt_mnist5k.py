@@ -103,7 +103,7 @@ def mtt_base(
       "buffer_dir": "",
       # The student: unrolled steps on minibatches of the synthetic set (0 = all of it).
       "expert_epochs": 2,
-      "lr_init": 0.01,
+      "lr_init": 0.1,  # 10 student steps x 0.1 vs the experts' 30 x 0.1 in 2 epochs
       "lr_learning_rate": 0.01,
       "learn_labels": method == "datm",
       "label_learning_rate": 2.0,
