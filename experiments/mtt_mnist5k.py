@@ -33,24 +33,50 @@ def window(method: str, per_class: int) -> tuple[int, int, int]:
   return WINDOWS[method][size]
 
 
-def size_settings(method: str, per_class: int) -> dict:
-  """The ``config.<method>`` keys that depend on the images per class, plus ``num_steps``:
-  the start window (:func:`window`), and at 10 or more per class 10 student steps on
-  minibatches of 50 synthetic images for 150 steps (on digits at 10/class: 2.1 s/step at
-  load ~14 vs ~5 s for 20 full-batch steps), else 20 full-batch steps for 300 steps."""
+def epochs(per_class: int, dataset: str = "mnist5k") -> int:
+  """The buffer's ``num_epochs``: 20 on digits; on mnist5k just what the windows below 50
+  per class reach (DATM's 10/class window ``[0, 4 -> 8)`` + 2 expert epochs = epoch 9),
+  10, and 16 from 50 per class (DATM's ``[2, 8 -> 14)``). One buffer serves every MTT and
+  DATM run of a dataset below 50 per class."""
+  if dataset == "digits":
+    return 20
+  return 16 if per_class >= 50 else 10
+
+
+def size_settings(method: str, per_class: int, dataset: str = "mnist5k") -> dict:
+  """The ``config.<method>`` keys that depend on the images per class (and the dataset),
+  plus ``num_steps``: the start window (:func:`window`), the buffer's epochs
+  (:func:`epochs`), and
+
+  - digits: at 10 or more per class 10 student steps on minibatches of 50 synthetic
+    images for 150 steps (2.1 s/step at load ~14 vs ~5 s for 20 full-batch steps), else
+    20 full-batch steps for 300 steps; the student's ``lax.scan`` not unrolled;
+  - mnist5k: 10 student steps, unrolled (``scan_unroll=10``: a straight-line program; on
+    XLA:CPU the scan's while loop ran the convolutions ~7x slower: 15 vs 2.0 CPU-s per
+    step at 10/class), on minibatches of 50 from 10 per class for 150 steps, full-batch
+    below for 300 steps.
+  """
   lo, hi, final = window(method, per_class)
   small = per_class < 10
+  if dataset == "digits":
+    syn_steps, unroll = (20 if small else 10), 1
+  else:
+    syn_steps = unroll = 10
   return {
     f"{method}.min_start_epoch": lo,
     f"{method}.max_start_epoch": hi,
     f"{method}.max_start_epoch_final": final,
-    f"{method}.syn_steps": 20 if small else 10,
+    f"{method}.num_epochs": epochs(per_class, dataset),
+    f"{method}.syn_steps": syn_steps,
+    f"{method}.scan_unroll": unroll,
     f"{method}.syn_batch_size": 0 if small else 50,
     "num_steps": 300 if small else 150,
   }
 
 
-def mtt_base(method: str, per_class: int = 10) -> ml_collections.ConfigDict:
+def mtt_base(
+  method: str, per_class: int = 10, dataset: str = "mnist5k"
+) -> ml_collections.ConfigDict:
   """The mnist5k config of ``method`` 'mtt' or 'datm' (``rfad_base``'s data, loop and
   finite-network protocol, the ``<method>`` block below)."""
   c = distill_base.rfad_base(per_class)
@@ -71,20 +97,20 @@ def mtt_base(method: str, per_class: int = 10) -> ml_collections.ConfigDict:
       # The experts: SGD batch size, learning rate, epochs, count, augmentation.
       "target_batch_size": 256,
       "expert_learning_rate": 0.1,  # mnist5k: 95.9% after 10 epochs (0.01: too slow on digits)
-      "num_epochs": 20,
-      "num_experts": 8,
+      "num_epochs": epochs(per_class, dataset),
+      "num_experts": 4 if dataset == "mnist5k" else 8,
       "expert_augment": "color_crop_cutout_scale_rotate",
       "buffer_dir": "",
       # The student: unrolled steps on minibatches of the synthetic set (0 = all of it).
       "expert_epochs": 2,
-      "lr_init": 0.01,
+      "lr_init": 0.1,  # 10 student steps x 0.1 vs the experts' 30 x 0.1 in 2 epochs
       "lr_learning_rate": 0.01,
       "learn_labels": method == "datm",
       "label_learning_rate": 2.0,
       "scan_unroll": 1,
     }
   )
-  for key, value in size_settings(method, per_class).items():
+  for key, value in size_settings(method, per_class, dataset).items():
     if "." in key:
       c[method][key.split(".")[1]] = value
     else:
@@ -93,8 +119,9 @@ def mtt_base(method: str, per_class: int = 10) -> ml_collections.ConfigDict:
 
 
 def digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """An mtt_base config on the 8x8 digits: 2-block ConvNets, shifts <= 1 px (as dm_digits),
-  experts at SGD lr 0.3 (99% test accuracy after 20 epochs with DSA; 0.01 reached 79%)."""
+  """An ``mtt_base(..., dataset='digits')`` config on the 8x8 digits: 2-block ConvNets,
+  shifts <= 1 px (as dm_digits), experts at SGD lr 0.3 (99% test accuracy after 20 epochs
+  with DSA; 0.01 reached 79%)."""
   distill_base.matching_digits(c)
   c[c.method].update({"expert_learning_rate": 0.3, "lr_init": 0.1})
   return c
@@ -128,10 +155,10 @@ def get_config(arg=None):
   return runlocal(c) if a.runlocal else c
 
 
-def window_sweep(method: str) -> list[dict]:
+def window_sweep(method: str, dataset: str = "mnist5k") -> list[dict]:
   """Images per class 1/10/50 (with their :func:`size_settings`) x seeds 0/1/2."""
   return [
-    {**point, **size_settings(method, point[f"{method}.per_class"])}
+    {**point, **size_settings(method, point[f"{method}.per_class"], dataset)}
     for point in distill_base.per_class_seed_sweep(method)
   ]
 

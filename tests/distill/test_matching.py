@@ -5,6 +5,7 @@ their compilation takes minutes; the steps below are their fast siblings)."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,6 +82,74 @@ def test_class_batch_picks_the_class_and_averages_over_it():
   np.testing.assert_allclose(weight, [1 / 3, 1 / 3, 1 / 3, 0])
   _, weight = pick(labels, 3, 2)  # absent class: zero weights
   np.testing.assert_array_equal(weight, [0, 0])
+
+
+class _Linear(nn.Module):
+  """A softmax-regression classifier on flattened images: DC's gradients in closed form."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+def dc_loss_reference(x_s, per_class, x_t, labels_t, real_per_class, w, b):
+  """Zhao et al. (2021)'s matching loss for softmax regression ``softmax(flatten(x) W + b)``
+  in float64 NumPy: per class, the gradient of the mean cross-entropy is ``(W, b)``'s
+  ``X^T (P - Y) / n`` (on the class's first ``real_per_class`` real rows, and its
+  synthetic rows), compared by the layer-wise distance (the bias, 1-D, does not count)."""
+
+  def grads(x, c):
+    x = x.reshape(len(x), -1)
+    z = x @ w + b
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    p[:, c] -= 1
+    return [x.T @ p / len(x), p.mean(0)]
+
+  total = 0.0
+  for c in range(w.shape[1]):
+    real = x_t[np.flatnonzero(labels_t == c)[:real_per_class]]
+    if len(real):
+      total += distance_reference(
+        grads(real, c), grads(x_s[c * per_class : (c + 1) * per_class], c)
+      )
+  return total
+
+
+def test_dc_loss_and_image_gradient_match_numpy_and_finite_differences():
+  # The step's loss (all classes, unrolled) against the NumPy formula; its image update
+  # (SGD lr 1: x - grad) against central differences of that formula (float64 NumPy; the
+  # step computes in float32).
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(6, 2, 2, 1))
+  x_t = rng.normal(size=(10, 2, 2, 1))
+  labels_t = np.array([0, 1, 2, 1, 0, 1, 1, 2, 0, 1])
+  y = np.repeat(np.eye(3), 2, 0)
+  model = _Linear(3)
+  init, step = dc.make_dc_step(
+    model,
+    optax.sgd(1.0),
+    num_classes=3,
+    per_class=2,
+    seed=0,
+    outer_loop=1,
+    inner_steps=1,
+    model_learning_rate=0.01,
+    real_per_class=3,
+  )
+  params = model.init(jax.random.fold_in(jax.random.key(0), 0), jnp.asarray(x[:1]))
+  w, b = (np.asarray(params["params"]["Dense_0"][k]) for k in ("kernel", "bias"))
+  state, metrics = step(init(x, y), jnp.asarray(x_t), jnp.asarray(np.eye(3)[labels_t]))
+  loss = lambda xs: dc_loss_reference(xs, 2, x_t, labels_t, 3, w, b)  # noqa: E731
+  np.testing.assert_allclose(float(metrics["loss"]), loss(x), rtol=1e-6)
+  grad, eps = np.zeros_like(x), 1e-6
+  for i in np.ndindex(x.shape):
+    d = np.zeros_like(x)
+    d[i] = eps
+    grad[i] = (loss(x + d) - loss(x - d)) / (2 * eps)
+  np.testing.assert_allclose(x - np.asarray(state.x), grad, rtol=1e-4, atol=1e-6)
 
 
 @functools.cache
