@@ -67,6 +67,47 @@ class FrepoState(NamedTuple):
   step: jax.Array
 
 
+def model_initializer(model: nn.Module, model_optimizer: optax.GradientTransformation):
+  """``init_model(key, x) -> (params, opt_state)``: a pool model at its start, as FRePo's and
+  RCIG's pools (re-)initialise their models."""
+
+  def init_model(key, x):
+    params = model.init(key, x[:1])
+    return params, model_optimizer.init(params)
+
+  return init_model
+
+
+def init_pool(init_model: Callable, key: jax.Array, x: jax.Array, pool_size: int) -> tuple:
+  """The pool's ``(params, opt_state)``, stacked on a leading ``[P]`` axis: model ``i`` is
+  ``init_model(fold_in(key, i), x)``."""
+  return jax.vmap(lambda i: init_model(jax.random.fold_in(key, i), x))(jnp.arange(pool_size))
+
+
+def train_pool_model(
+  model: nn.Module,
+  model_optimizer: optax.GradientTransformation,
+  trained: tuple,
+  x: jax.Array,
+  y: jax.Array,
+  num_steps: int = 1,
+) -> tuple[jax.Array, tuple]:
+  r"""``num_steps`` optimizer steps of a pool model ``trained = (params, opt_state)`` on the
+  support set's :math:`\tfrac12\,\mathrm{mean}_i \lVert f(x_i) - y_i\rVert^2`; returns the
+  last step's loss and the new ``(params, opt_state)``. A Python loop (unrolled): XLA's CPU
+  backend runs convolutions inside a while loop an order of magnitude slower."""
+
+  def model_loss(p):
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(model.apply(p, x) - y), -1))
+
+  params, opt = trained
+  for _ in range(num_steps):
+    loss, grads = jax.value_and_grad(model_loss)(params)
+    updates, opt = model_optimizer.update(grads, opt, params)
+    params = optax.apply_updates(params, updates)
+  return loss, (params, opt)
+
+
 def pool_update(state: Any, i: Any, trained: tuple, fresh: tuple, age: Any, max_updates: int):
   """The pool fields (``pool``, ``pool_opt_state``, ``age``) of ``state`` once model ``i``
   has trained to ``trained = (params, opt_state)`` at ``age`` updates: FRePo's pool (Zhou et
@@ -123,15 +164,11 @@ def make_frepo_step(
   names = ("x", "y") if learn_labels else ("x",)
   base = jax.random.key(seed)
 
-  def init_model(key, x):
-    params = model.init(key, x[:1])
-    return params, model_optimizer.init(params)
+  init_model = model_initializer(model, model_optimizer)
 
   def init(x_support, y_support) -> FrepoState:
     x, y = jnp.array(x_support, jnp.float32), jnp.array(y_support, jnp.float32)
-    pool, pool_opt = jax.vmap(lambda i: init_model(jax.random.fold_in(base, i), x))(
-      jnp.arange(pool_size)
-    )
+    pool, pool_opt = init_pool(init_model, base, x, pool_size)
     opt_state = optimizer.init({k: v for k, v in (("x", x), ("y", y)) if k in names})
     return FrepoState(
       x, y, opt_state, pool, pool_opt, jnp.zeros(pool_size, jnp.int32), jnp.zeros((), jnp.int32)
@@ -155,17 +192,12 @@ def make_frepo_step(
     support = optax.apply_updates(support, updates)
 
     # One online step of model i on the (pre-update) support set, then maybe a reset.
-    def model_loss(p):
-      return 0.5 * jnp.mean(jnp.sum(jnp.square(model.apply(p, state.x) - state.y), -1))
-
-    m_loss, m_grads = jax.value_and_grad(model_loss)(params)
     m_opt = jax.tree.map(lambda a: a[i], state.pool_opt_state)
-    m_updates, m_opt = model_optimizer.update(m_grads, m_opt, params)
-    params = optax.apply_updates(params, m_updates)
+    m_loss, trained = train_pool_model(model, model_optimizer, (params, m_opt), state.x, state.y)
     fresh = init_model(jax.random.fold_in(base, state.step + pool_size), state.x)
     new = state._replace(
       **support,
-      **pool_update(state, i, (params, m_opt), fresh, state.age[i] + 1, max_updates),
+      **pool_update(state, i, trained, fresh, state.age[i] + 1, max_updates),
       opt_state=opt_state,
       step=state.step + 1,
     )

@@ -105,10 +105,28 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
   the method's kernel feature map used for the KRR test accuracy."""
   r = config[config.method]
   optimizer = config_lib.Optimizer.from_config(config.optimizer).make(config.num_steps)
-  if config.method in MATCHING:
-    model = models.ConvNet(
-      num_classes=num_classes, width=r.width, depth=r.depth, normalization=r.normalization
+  eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)  # the KRR features' draw
+  if config.method == "rfad":
+    network = rfad.convnet(r.width, r.depth)
+    init, step = rfad.make_rfad_step(
+      network,
+      optimizer,
+      reg=r.reg,
+      num_models=r.num_models,
+      seed=config.seed,
+      loss=r.loss,
+      learn_labels=r.learn_labels,
+      mesh=mesh,
     )
+    return (
+      init,
+      step,
+      lambda state, x: rfad.random_features(network, eval_key, x, num_models=r.num_models_eval),
+    )
+  model = models.ConvNet(
+    num_classes=num_classes, width=r.width, depth=r.depth, normalization=r.normalization
+  )
+  if config.method in MATCHING:
     if config.method == "dm":
       init, step = dm.make_dm_step(
         model,
@@ -132,33 +150,12 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
         strategy=r.augment,
         mesh=mesh,
       )
-    eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)
+    # DM's, DC's and DSA's kernel: the features of one random ConvNet.
     return (
       init,
       step,
       lambda state, x: frepo.features(model, model.init(eval_key, x[:1]), x),
     )
-  if config.method == "rfad":
-    network = rfad.convnet(r.width, r.depth)
-    init, step = rfad.make_rfad_step(
-      network,
-      optimizer,
-      reg=r.reg,
-      num_models=r.num_models,
-      seed=config.seed,
-      loss=r.loss,
-      learn_labels=r.learn_labels,
-      mesh=mesh,
-    )
-    eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**30)
-    return (
-      init,
-      step,
-      lambda state, x: rfad.random_features(network, eval_key, x, num_models=r.num_models_eval),
-    )
-  model = models.ConvNet(
-    num_classes=num_classes, width=r.width, depth=r.depth, normalization=r.normalization
-  )
   if config.method == "rcig":
     init, step, _ = rcig.make_rcig_step(
       model,
@@ -172,26 +169,20 @@ def _method(config: Any, mesh: Any, num_classes: int) -> tuple[Any, Any, Any]:
       clip_implicit=r.clip_implicit,
       mesh=mesh,
     )
-    return (
-      init,
-      step,
-      lambda state, x: frepo.features(model, jax.tree.map(lambda a: a[0], state.pool), x),
+  else:
+    init, step, _ = frepo.make_frepo_step(
+      model,
+      optimizer,
+      model_optimizer=optax.adam(r.model_learning_rate),
+      reg=r.reg,
+      pool_size=r.pool_size,
+      max_updates=r.max_updates,
+      seed=config.seed,
+      learn_labels=r.learn_labels,
     )
-  init, step, _ = frepo.make_frepo_step(
-    model,
-    optimizer,
-    model_optimizer=optax.adam(r.model_learning_rate),
-    reg=r.reg,
-    pool_size=r.pool_size,
-    max_updates=r.max_updates,
-    seed=config.seed,
-    learn_labels=r.learn_labels,
-  )
-  return (
-    init,
-    step,
-    lambda state, x: frepo.features(model, jax.tree.map(lambda a: a[0], state.pool), x),
-  )
+  # FRePo's and RCIG's kernel: the features of the pool's first model.
+  first = lambda state: jax.tree.map(lambda a: a[0], state.pool)  # noqa: E731
+  return init, step, lambda state, x: frepo.features(model, first(state), x)
 
 
 def protocol(config: Any) -> evaluation.Protocol:

@@ -367,15 +367,11 @@ def make_rcig_step(
     jax.random.fold_in(jax.random.key(seed), 1),
   )
 
-  def init_model(key, x):
-    params = model.init(key, x[:1])
-    return params, model_optimizer.init(params)
+  init_model = frepo.model_initializer(model, model_optimizer)
 
   def init(x_support, y_support) -> RcigState:
     x, y = jnp.array(x_support, jnp.float32), jnp.array(y_support, jnp.float32)
-    pool, pool_opt = jax.vmap(lambda i: init_model(jax.random.fold_in(inits, i), x))(
-      jnp.arange(pool_size)
-    )
+    pool, pool_opt = frepo.init_pool(init_model, inits, x, pool_size)
     state = RcigState(
       x,
       y,
@@ -417,21 +413,16 @@ def make_rcig_step(
     u = optax.apply_updates(u, updates)
 
     # pool_steps Adam steps of pool model i on the (pre-update) support set, then maybe a
-    # reset. Python loops (unrolled): XLA's CPU backend runs convolutions inside a while
-    # loop an order of magnitude slower.
-    def model_loss(p):
-      return 0.5 * jnp.mean(jnp.sum(jnp.square(model.apply(p, state.x) - state.y), -1))
-
-    params, m_opt = variables, jax.tree.map(lambda a: a[i], state.pool_opt_state)
-    for _ in range(pool_steps):
-      m_loss, g = jax.value_and_grad(model_loss)(params)
-      m_updates, m_opt = model_optimizer.update(g, m_opt, params)
-      params = optax.apply_updates(params, m_updates)
+    # reset.
+    m_opt = jax.tree.map(lambda a: a[i], state.pool_opt_state)
+    m_loss, trained = frepo.train_pool_model(
+      model, model_optimizer, (variables, m_opt), state.x, state.y, pool_steps
+    )
     fresh = init_model(jax.random.fold_in(inits, pool_size + state.step), state.x)
     age = state.age[i] + pool_steps
     new = state._replace(
       **u,
-      **frepo.pool_update(state, i, (params, m_opt), fresh, age, max_updates),
+      **frepo.pool_update(state, i, trained, fresh, age, max_updates),
       opt_state=opt_state,
       step=state.step + 1,
     )
