@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-from kdjax.distill import dsa
+from kdjax.distill import dsa, kip
 
 __all__ = ["DcState", "gradient_distance", "class_batch", "make_dc_step"]
 
@@ -194,16 +194,9 @@ def make_dc_step(
     updates, net_opt = net_optimizer.update(grads, state.net_opt_state, state.net)
     return state._replace(net=optax.apply_updates(state.net, updates), net_opt_state=net_opt)
 
-  if mesh is None:
-    match_jit = jax.jit(match, donate_argnums=0)
-  else:
-    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-    match_jit = jax.jit(
-      match,
-      in_shardings=(replicated, batch, batch, replicated),
-      out_shardings=(replicated, replicated),
-      donate_argnums=0,
-    )
+  match_jit = kip.jit_sharded_step(
+    match, mesh, data_axis, args=("replicated", "batch", "batch", "replicated")
+  )
   train_jit = jax.jit(train_net, donate_argnums=0)
 
   def step(state: DcState, x_target, y_target):

@@ -207,22 +207,37 @@ def make_kip_step(
   return jit_support_step(init, step, mesh, data_axis)
 
 
+def jit_sharded_step(
+  step: Callable,
+  mesh: Mesh | None,
+  data_axis: str = "data",
+  *,
+  args: tuple[str, ...] = ("replicated", "batch", "batch"),
+) -> Callable:
+  """``step(state, ...) -> (state, metrics)`` jitted, donating its state. With a ``mesh``,
+  positional argument ``k`` is ``'replicated'`` or sharded along ``data_axis``
+  (``'batch'``) as ``args[k]`` says, and both outputs are replicated."""
+  if mesh is None:
+    return jax.jit(step, donate_argnums=0)
+  sharding = {"replicated": NamedSharding(mesh, P()), "batch": NamedSharding(mesh, P(data_axis))}
+  return jax.jit(
+    step,
+    in_shardings=tuple(sharding[a] for a in args),
+    out_shardings=(sharding["replicated"],) * 2,
+    donate_argnums=0,
+  )
+
+
 def jit_support_step(
   init: Callable, step: Callable, mesh: Mesh | None, data_axis: str = "data"
 ) -> tuple[Callable, Callable]:
   """``(init, step)`` of a support-set method, jitted: ``step(state, x_target, y_target)``
   donates its state; with a ``mesh``, the state is replicated and the target batch sharded
   along ``data_axis`` (without one, ``init`` is returned as is)."""
+  step = jit_sharded_step(step, mesh, data_axis)
   if mesh is None:
-    return init, jax.jit(step, donate_argnums=0)
-  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-  sharded_step = jax.jit(
-    step,
-    in_shardings=(replicated, batch, batch),
-    out_shardings=(replicated, replicated),
-    donate_argnums=0,
-  )
-  return jax.jit(init, out_shardings=replicated), sharded_step
+    return init, step
+  return jax.jit(init, out_shardings=NamedSharding(mesh, P())), step
 
 
 def label_solve(

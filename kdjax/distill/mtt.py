@@ -60,7 +60,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kdjax import models
-from kdjax.distill import dsa, frepo
+from kdjax.distill import dsa, frepo, kip
 
 __all__ = [
   "METHODS",
@@ -539,16 +539,11 @@ def make_mtt_step(
     }
     return new, metrics
 
-  if mesh is None:
-    jitted = jax.jit(step, donate_argnums=0)
-  else:  # as kip.jit_support_step, plus the replicated buffer
-    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-    jitted = jax.jit(
-      step,
-      in_shardings=(replicated, replicated, batch, batch),
-      out_shardings=(replicated, replicated),
-      donate_argnums=0,
-    )
+  jitted = kip.jit_sharded_step(
+    step, mesh, data_axis, args=("replicated", "replicated", "batch", "batch")
+  )
+  if mesh is not None:  # as kip.jit_support_step, plus the replicated buffer
+    replicated = NamedSharding(mesh, P())
     init = jax.jit(init, out_shardings=replicated)
     buffer = jax.device_put(buffer, replicated)
   return init, lambda state, x_t, y_t: jitted(state, buffer, x_t, y_t)
