@@ -107,6 +107,7 @@ def mtt_base(
       "lr_learning_rate": 0.01,
       "learn_labels": method == "datm",
       "label_learning_rate": 2.0,
+      "label_temperature": 1.0,  # DATM's initial logits: the expert's / T (the paper: 1)
       "scan_unroll": 1,
     }
   )

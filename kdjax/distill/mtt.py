@@ -39,8 +39,9 @@ step 0 to ``max_start_epoch_final`` at the last step (the paper's sequential gen
 the configs put the window early at 1 image per class and later at more). MTT is the
 case ``m = 0``, ``max_start_epoch_final = max_start_epoch``. (b) Soft labels: the label
 rows are learned logits :math:`Z`, initialised to an expert's logits on the initial real
-images, which are drawn only among the images that expert classifies correctly; the
-student's loss is the cross-entropy against :math:`\mathrm{softmax}(Z)`.
+images divided by ``label_temperature`` :math:`T` (the paper's :math:`T = 1`; :math:`T > 1`
+softens the initial labels), the images drawn only among those that expert classifies
+correctly; the student's loss is the cross-entropy against :math:`\mathrm{softmax}(Z)`.
 """
 
 from __future__ import annotations
@@ -563,6 +564,7 @@ def validate_block(r: Any, path: str) -> None:
   for key in ("reg", "expert_learning_rate", "lr_init", "lr_learning_rate"):
     config_lib.check_number(r[key], f"{path}.{key}", above=0)
   config_lib.check_number(r.label_learning_rate, f"{path}.label_learning_rate", above=0)
+  config_lib.check_number(r.label_temperature, f"{path}.label_temperature", above=0)
   config_lib.check_number(r.label_offset, f"{path}.label_offset", minimum=0, below=1)
   config_lib.check_choice(r.normalization, f"{path}.normalization", ("instance", "none"))
   config_lib.check_bool(r.learn_labels, f"{path}.learn_labels")
@@ -640,7 +642,7 @@ def setup(config: Any, workdir: str, problem: Any, optimizer: optax.GradientTran
       num_classes=ds.num_classes,
       seed=config.seed,
     )
-    logits0 = np.asarray(logits_fn(expert, jnp.asarray(x0)), np.float32)
+    logits0 = np.asarray(logits_fn(expert, jnp.asarray(x0)), np.float32) / r.label_temperature
     y0 = np.eye(ds.num_classes, dtype=np.float32)[labels] - np.float32(r.label_offset)
     problem = problem._replace(x0=x0, y0=y0)  # the class labels: the *_init evaluation's
     extra["init_correct"] = correct

@@ -16,7 +16,7 @@ import pytest
 
 from experiments import datm_digits, datm_mnist5k, mtt_digits, mtt_mnist5k
 from kdjax import models
-from kdjax.distill import evaluation, job, mtt
+from kdjax.distill import evaluation, job, mtt, support
 from kdjax.jobs import workdir as workdir_lib
 from launch import sweep
 
@@ -254,6 +254,7 @@ def test_finite_task_softmax_labels_are_soft_cross_entropy_targets():
     (mtt_digits, "expert_epochs", 30, r"= 35, beyond the buffer's num_epochs \(20\)"),
     (datm_digits, "min_start_epoch", 5, r"config.datm: the start window needs"),
     (mtt_digits, "augment", "zoom", r"config.mtt.augment: .*unknown: \['zoom'\]"),
+    (datm_digits, "label_temperature", 0.0, r"datm.label_temperature must be a .* > 0, got 0.0"),
   ],
 )
 def test_bad_config(tmp_path, module, key, value, match):
@@ -298,6 +299,15 @@ def test_runlocal_and_a_shared_buffer(tmp_path, module):
     assert 0.0 <= summary[key] <= 1.0, key
   assert summary["experts_seconds"] > 0
   assert [r["step"] for r in workdir_lib.read_metrics(str(tmp_path / "run"))] == [0, 2, 4]
+  if module is datm_digits:  # the initial soft labels are the expert's logits / T
+    labels = []
+    for temperature in (1.0, 4.0):
+      config.datm.label_temperature = temperature
+      problem = support.support_problem(config, "datm")
+      init, _, _, problem, _ = mtt.setup(config, str(tmp_path / "run"), problem, optax.sgd(1.0))
+      labels.append(np.asarray(init(problem.x0, problem.y0).y))
+    assert labels[0].max() - labels[0].min() > 1.0
+    np.testing.assert_allclose(labels[1], labels[0] / 4.0, rtol=1e-6)
   other = module.get_config("2,runlocal")
   other[other.method].buffer_dir = str(tmp_path / "buffer")
   other[other.method].width = 16
