@@ -5,6 +5,7 @@ of the images per class.
 
   .venv/bin/python -m benchmarks.distill_table --datasets=mnist5k --per_class=1,10
   .venv/bin/python -m benchmarks.distill_table --methods=dm,dc,dsa --timing
+  .venv/bin/python -m benchmarks.distill_table --methods=mtt --per_class=1 --seeds=3
 
 For each dataset and images-per-class it runs each method's job in a temporary workdir.
 The methods and their configs are :data:`CONFIGS` (``experiments/<method>_<dataset>.py``);
@@ -12,8 +13,10 @@ every method but ``kip`` is a method of the ``distill`` job, whose summary holds
 accuracy with the method's kernel (for DM, DC, DSA: one random ConvNet's embedding) and
 the finite-ConvNet accuracy (mean +- std over the protocol's seeds) of the distilled set
 and of the random real set it started from (the first of them prints that random real
-row); ``kip``: the KIP job (the FC NTK: Nguyen, Chen & Lee, 2021), its KRR accuracy with
-that kernel, and finite ConvNets trained on its support set by the same protocol. Every
+row; ``--seeds=N`` runs each of these rows at distillation seeds 0..N-1 and prints the mean
+over seeds, +- the std over seeds); ``kip``: the KIP job (the FC NTK: Nguyen, Chen & Lee,
+2021), its KRR accuracy with that kernel, and finite ConvNets trained on its support set by
+the same protocol. Every
 distillation prints its seconds per step (wall seconds of the steps incl. compilation /
 steps) and its total wall seconds; every row ends with the 1-minute load average.
 ``closed_form`` (Chen, Huang & Weng, 2024; one point per class, so only at 1/class)
@@ -91,6 +94,13 @@ _PROTOCOL = flags.DEFINE_enum(
   ["pinned", "field"],
   "The finite-network protocol: the configs' pinned CPU one, or the papers' field protocol "
   "(width 128, DSA, 1,000 epochs: for accelerators).",
+)
+_SEEDS = flags.DEFINE_integer(
+  "seeds",
+  1,
+  "Distillation seeds (config.seed 0..N-1) of every distill-job row: the row's finite "
+  "column is the mean over seeds of each seed's protocol mean, +- their std over seeds "
+  "(one seed: the protocol's std over its networks).",
 )
 _TIMING = flags.DEFINE_bool(
   "timing",
@@ -210,18 +220,33 @@ def _row(dataset, per_class, method, krr, finite, seconds, steps=None):
   )
 
 
+def over_seeds(summaries: list[dict], key: str) -> dict:
+  """``{'mean', 'std'}`` of the finite accuracy ``key`` over the distillation seeds'
+  ``summaries``: the mean of their protocol means, +- their std over seeds (population,
+  ddof 0); a single seed keeps its protocol's std over networks (``key + '_std'``)."""
+  means = [s[key] for s in summaries]
+  if len(means) == 1:
+    return {"mean": means[0], "std": summaries[0][f"{key}_std"]}
+  return {"mean": float(np.mean(means)), "std": float(np.std(means))}
+
+
 def _job_rows(dataset, per_class, method, random_real):
-  """The ``distill`` job's rows (``method`` one of JOB_METHODS), random real first if asked."""
-  config = _config(dataset, per_class, method)
-  with tempfile.TemporaryDirectory() as workdir:
-    s = job.run(config, workdir)
+  """The ``distill`` job's rows (``method`` one of JOB_METHODS) over ``--seeds``
+  distillation seeds, random real first if asked."""
+  summaries = []
+  for seed in range(_SEEDS.value):
+    config = _config(dataset, per_class, method)
+    config.seed = seed
+    with tempfile.TemporaryDirectory() as workdir:
+      summaries.append(job.run(config, workdir))
+  s, seeds = summaries[0], f", {len(summaries)} seeds" if len(summaries) > 1 else ""
   if random_real:
     _row(
       dataset,
       per_class,
-      f"random real (KRR: {method}'s kernel)",
-      s["test_accuracy_init"],
-      {"mean": s["transfer_test_accuracy_init"], "std": s["transfer_test_accuracy_init_std"]},
+      f"random real (KRR: {method}'s kernel{seeds})",
+      float(np.mean([t["test_accuracy_init"] for t in summaries])),
+      over_seeds(summaries, "transfer_test_accuracy_init"),
       None,
     )
   # MTT/DATM's expert buffer is named with its own cost (whichever run trained it).
@@ -229,11 +254,11 @@ def _job_rows(dataset, per_class, method, random_real):
   _row(  # a resumed run times its own steps: seconds / timed steps
     dataset,
     per_class,
-    f"{method} ({config.num_steps} steps{buffer})",
-    s["test_accuracy"],
-    {"mean": s["transfer_test_accuracy"], "std": s["transfer_test_accuracy_std"]},
-    s["distill_seconds"],
-    s["distill_timed_steps"],
+    f"{method} ({config.num_steps} steps{buffer}{seeds})",
+    float(np.mean([t["test_accuracy"] for t in summaries])),
+    over_seeds(summaries, "transfer_test_accuracy"),
+    sum(t["distill_seconds"] for t in summaries),
+    sum(t["distill_timed_steps"] for t in summaries),
   )
 
 
@@ -334,6 +359,8 @@ def main(argv):
   unknown = sorted(set(_METHODS.value) - set(METHODS))
   if unknown:
     raise ValueError(f"--methods: unknown {unknown}; known: {list(METHODS)}")
+  if _SEEDS.value < 1:
+    raise ValueError(f"--seeds must be >= 1, got {_SEEDS.value}")
   per_class_list = [int(n) for n in _PER_CLASS.value]
   _check_overrides(_DATASETS.value, per_class_list, _METHODS.value)
   print(common.describe_devices())

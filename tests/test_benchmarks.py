@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks import common
@@ -98,8 +99,9 @@ SMOKE = {
       # rfad.* keys once broke the dm rows of a mixed table: now only rfad's rows get them.
       "--overrides=evaluation.num_steps=2,evaluation.seeds=1,rfad.num_models=1,dm:num_steps=3",
       "--kip_overrides=kip.target_batch_size=80",
+      "--seeds=2",
     ],
-    "| digits | 1 | dm (3 steps) |",
+    "| digits | 1 | dm (3 steps, 2 seeds) |",
   ),
 }
 
@@ -129,6 +131,15 @@ def test_distill_table_overrides_apply_to_their_methods_only():
   for bad in ("rfadd:num_steps=3", "num_steps"):
     with pytest.raises(ValueError, match=r"expected \[METHOD:\]key=value"):
       t.parse_overrides([bad])
+
+
+def test_distill_table_seed_rows_are_the_mean_and_std_over_seeds():
+  from benchmarks import distill_table as t
+
+  runs = [{"acc": a, "acc_std": 0.5} for a in (0.90, 0.94, 0.95)]
+  got = t.over_seeds(runs, "acc")
+  assert got["mean"] == pytest.approx(0.93) and got["std"] == pytest.approx(np.sqrt(0.0014 / 3))
+  assert t.over_seeds(runs[:1], "acc") == {"mean": 0.90, "std": 0.5}  # the networks' std
 
 
 def test_every_benchmark_has_a_smoke_run():
