@@ -33,6 +33,7 @@ so the networks regress them with the MSE, :math:`\tfrac12\lVert f_\theta(x) - y
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import jax
@@ -42,7 +43,7 @@ import optax
 
 from kdjax import models
 from kdjax.distill import dc, dm, dsa, evaluation, frepo, mtt, outputs, rcig, rfad, support
-from kdjax.jobs import config as config_lib, workdir as workdir_lib
+from kdjax.jobs import config as config_lib, loop, workdir as workdir_lib
 
 __all__ = ["METHODS", "validate", "protocol", "finite_task", "run"]
 
@@ -294,8 +295,15 @@ def _run(config: Any, workdir: str, problem: support.SupportProblem) -> dict:
     )
   ):
     p, labels = finite_task(finite, y, learned=learned, softmax=config.method == "datm")
+    what = f"[{config.method}] finite networks on the {'initial' if name else 'distilled'} set"
+    loop.say(f"{what}: {p.seeds} x {p.num_steps(len(x))} steps ...")
+    start = time.perf_counter()
     scores = evaluation.evaluate(
       x, labels, ds.x_test, ds.y_test, p, num_classes=ds.num_classes, seed=config.seed
+    )
+    loop.say(
+      f"{what}: test accuracy {scores['mean']:.4f} +- {scores['std']:.4f} "
+      f"({time.perf_counter() - start:.0f} s)"
     )
     summary[f"transfer_test_accuracy{name}"] = scores["mean"]
     summary[f"transfer_test_accuracy{name}_std"] = scores["std"]

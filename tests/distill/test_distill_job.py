@@ -17,7 +17,7 @@ from launch import jobs
 from tests._preemption import StopAt
 
 
-def test_runlocal_writes_the_workdir_and_resumes(tmp_path, monkeypatch):
+def test_runlocal_writes_the_workdir_and_resumes(tmp_path, monkeypatch, capsys):
   config = rfad_mnist5k.get_config("2,runlocal")
   assert jobs.runner(config) is job.run and config.rfad.learn_labels
   calls, evaluate = [], evaluation.evaluate
@@ -48,6 +48,14 @@ def test_runlocal_writes_the_workdir_and_resumes(tmp_path, monkeypatch):
   np.testing.assert_array_equal(y_final, y)
   assert p_final.loss == "mse" and p_init.loss == config.evaluation.loss == "xent"
   np.testing.assert_array_equal(y_init, np.repeat(np.arange(10), 2))
+  # The evaluation, minutes at 50/class, says what it trains before and what it scored after.
+  said = capsys.readouterr().out
+  for what, key in (
+    ("distilled", "transfer_test_accuracy"),
+    ("initial", "transfer_test_accuracy_init"),
+  ):
+    assert f"[rfad] finite networks on the {what} set: {p_final.seeds} x " in said
+    assert f"on the {what} set: test accuracy {summary[key]:.4f} +- " in said
   assert json.loads((tmp_path / "summary.json").read_text()) == pytest.approx(summary)
   for key in (
     "test_accuracy",
